@@ -1,0 +1,2 @@
+//! bnr: a Backup & Recovery control plane.
+pub mod runtime;
