@@ -5,12 +5,17 @@
 //! [`Need::RemoteExecToSetting`](crate::Need) and the operator allows it. Anything else fails with
 //! [`ExecError::Denied`] and nothing is sent.
 //!
-//! ```ignore
+//! ```no_run
+//! # use bnr_sdk::prelude::*;
+//! # fn run(instance: Instance) -> Result<()> {
 //! let host = instance.host_address.clone().ok_or_else(|| ProviderError::Rejected("no host".into()))?;
 //! let output = exec::Command::new(&host, "virsh domblklist i-2-10-VM")
 //!     .timeout(std::time::Duration::from_secs(30))
 //!     .run()?        // ExecError converts into ProviderError with `?`
 //!     .check()?;     // non-zero exit code → ProviderError::Internal with stderr
+//! bnr_sdk::info!("{}", output.stdout);
+//! # Ok(())
+//! # }
 //! ```
 
 pub use crate::types::{ExecError, ExecOutput, ExecRequest};

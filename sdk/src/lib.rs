@@ -4,7 +4,7 @@
 //! `bnr:provider/backup-provider@1.0.0`. This crate hides the WIT plumbing: implement the
 //! [`Provider`] trait on a unit struct and call [`export_provider!`] once.
 //!
-//! ```ignore
+//! ```no_run
 //! use bnr_sdk::prelude::*;
 //!
 //! struct Tape;
@@ -42,6 +42,7 @@
 //! }
 //!
 //! bnr_sdk::export_provider!(Tape);
+//! # fn main() {}
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` file in

@@ -2,9 +2,10 @@
 //!
 //! Use the macros, which take `format!` arguments:
 //!
-//! ```ignore
-//! bnr_sdk::log::info!("backup {} of {} started", job, instance.name);
-//! bnr_sdk::warn!("retrying after {err}");   // also exported at the crate root
+//! ```no_run
+//! # let (job, instance_name, err) = (7, "web-1", "timeout");
+//! bnr_sdk::log::info!("backup {job} of {instance_name} started");
+//! bnr_sdk::warn!("retrying after {err}"); // also exported at the crate root
 //! ```
 //!
 //! Never log secrets. Do not log from `describe` (it must not call the host).
