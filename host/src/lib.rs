@@ -1,2 +1,3 @@
 //! bnr: a Backup & Recovery control plane.
 pub mod runtime;
+pub mod scheduler;
