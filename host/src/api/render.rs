@@ -107,7 +107,9 @@ impl ApiResult {
     pub fn body(&self, object_name: &str) -> Value {
         match self {
             ApiResult::Object(o) => json!({ object_name: o.0 }),
-            ApiResult::List { items, .. } if items.is_empty() => json!({}),
+            // CloudStack omits `count` when it is 0 and the item key when the page is empty.
+            ApiResult::List { total: 0, .. } => json!({}),
+            ApiResult::List { total, items } if items.is_empty() => json!({ "count": total }),
             ApiResult::List { total, items } => {
                 json!({ "count": total, object_name: items.iter().map(|o| &o.0).collect::<Vec<_>>() })
             }

@@ -48,6 +48,15 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send +
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serves `state` on an already-bound listener until `shutdown` completes.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving the CloudStack API at /client/api");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
