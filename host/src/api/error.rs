@@ -57,7 +57,9 @@ impl ApiError {
         Self::new(
             code::UNAUTHORIZED,
             Some(cs_code::SERVER_API_EXCEPTION),
-            format!("The given command '{command}' either does not exist, is not available for user."),
+            format!(
+                "The given command '{command}' either does not exist, is not available for user."
+            ),
         )
     }
 
@@ -130,7 +132,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         // Details go to the log, not to the client.
         tracing::error!(error = %e, "store failure");
-        ApiError::internal("Internal error executing command, please contact your system administrator")
+        ApiError::internal(
+            "Internal error executing command, please contact your system administrator",
+        )
     }
 }
 

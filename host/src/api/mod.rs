@@ -114,7 +114,11 @@ impl ApiState {
 
     /// `extensions` holds services of other layers (insert `Arc<MyService>`; handlers call
     /// `ctx.state.ext::<Arc<MyService>>()`).
-    pub fn with_extensions(core: Core, registry: Registry, extensions: http::Extensions) -> ApiState {
+    pub fn with_extensions(
+        core: Core,
+        registry: Registry,
+        extensions: http::Extensions,
+    ) -> ApiState {
         ApiState(Arc::new(StateInner {
             core,
             registry,
@@ -148,7 +152,9 @@ async fn handle(
         Err(e) => {
             tracing::error!(error = %e, "request handler panicked");
             error_response(
-                &ApiError::internal("Internal error executing command, please contact your system administrator"),
+                &ApiError::internal(
+                    "Internal error executing command, please contact your system administrator",
+                ),
                 "errorresponse",
                 Format::Json,
             )
@@ -156,7 +162,13 @@ async fn handle(
     }
 }
 
-async fn process(state: ApiState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn process(
+    state: ApiState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -173,7 +185,11 @@ async fn process(state: ApiState, method: Method, uri: Uri, headers: HeaderMap, 
         _ => Format::Xml,
     };
     if method != Method::GET && method != Method::POST {
-        let e = ApiError::new(code::METHOD_NOT_ALLOWED, None, "Only GET and POST are supported");
+        let e = ApiError::new(
+            code::METHOD_NOT_ALLOWED,
+            None,
+            "Only GET and POST are supported",
+        );
         return error_response(&e, "errorresponse", format);
     }
     let Some(command) = raw.get("command").map(str::to_string) else {
@@ -275,7 +291,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// API key + signature (§1.2), or a login session (§1.4). Every failure is the same 401.
-async fn authenticate(state: &ApiState, raw: &RawParams, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn authenticate(
+    state: &ApiState,
+    raw: &RawParams,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let api_key = raw.get_ci("apikey");
     let signature = raw.get_ci("signature");
     if api_key.is_some() || signature.is_some() {
@@ -352,11 +372,17 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
             ),
         )
     };
-    let (u, p, d, du) = (username.clone(), password, domain.clone(), domain_uuid.clone());
+    let (u, p, d, du) = (
+        username.clone(),
+        password,
+        domain.clone(),
+        domain_uuid.clone(),
+    );
     let found = state
         .store()
         .read(move |c| {
-            let Some(domain_id) = identity::domain_id_for_login(c, d.as_deref(), du.as_deref())? else {
+            let Some(domain_id) = identity::domain_id_for_login(c, d.as_deref(), du.as_deref())?
+            else {
                 return Ok(None);
             };
             identity::authenticate_password(c, &u, &p, domain_id)
@@ -393,7 +419,10 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
 }
 
 fn logout(state: &ApiState, raw: &RawParams, headers: &HeaderMap, format: Format) -> Response {
-    if let Some(key) = raw.get_ci("sessionkey").or_else(|| cookie(headers, "sessionkey")) {
+    if let Some(key) = raw
+        .get_ci("sessionkey")
+        .or_else(|| cookie(headers, "sessionkey"))
+    {
         state.sessions.remove(key);
     }
     ok_response("logoutresponse", json!({"description": "success"}), format)

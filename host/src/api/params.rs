@@ -12,6 +12,9 @@ use crate::store::{OpError, Store};
 /// Most distinct parameters accepted in one request (bounds parsing and signing work).
 pub const MAX_PARAMS: usize = 1024;
 
+/// Map parameters: lower-cased name → index → field (case kept) → value.
+type MapParams = HashMap<String, BTreeMap<u32, BTreeMap<String, String>>>;
+
 /// Parameters as received: exact names, first value per exact name, in arrival order.
 #[derive(Debug, Clone, Default)]
 pub struct RawParams {
@@ -23,10 +26,7 @@ impl RawParams {
     pub fn parse(query: Option<&str>, body: Option<&[u8]>) -> Result<RawParams, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let sources = query
-            .map(str::as_bytes)
-            .into_iter()
-            .chain(body);
+        let sources = query.map(str::as_bytes).into_iter().chain(body);
         for source in sources {
             for (k, v) in form_urlencoded::parse(source) {
                 if k.is_empty() {
@@ -67,9 +67,9 @@ impl RawParams {
 
     /// API parameters by lower-cased name (first wins) and map parameters
     /// (`name[i].field`: lower-cased name → index → field (case kept) → value).
-    fn normalized(&self) -> (HashMap<String, &str>, HashMap<String, BTreeMap<u32, BTreeMap<String, String>>>) {
+    fn normalized(&self) -> (HashMap<String, &str>, MapParams) {
         let mut plain: HashMap<String, &str> = HashMap::new();
-        let mut maps: HashMap<String, BTreeMap<u32, BTreeMap<String, String>>> = HashMap::new();
+        let mut maps: MapParams = HashMap::new();
         for (k, v) in &self.pairs {
             if let Some((base, index, field)) = split_map_key(k) {
                 let entry = maps
@@ -100,7 +100,11 @@ fn split_map_key(k: &str) -> Option<(&str, u32, &str)> {
 
 /// Validates and converts every declared parameter of `cmd`; UUIDs are resolved to internal ids
 /// in one read. Missing required → 431 missing parameter; bad value or unknown entity → 431.
-pub async fn bind(cmd: &Command, raw: &RawParams, store: &Store) -> Result<HashMap<String, Value>, ApiError> {
+pub async fn bind(
+    cmd: &Command,
+    raw: &RawParams,
+    store: &Store,
+) -> Result<HashMap<String, Value>, ApiError> {
     let (plain, maps) = raw.normalized();
     let mut out: HashMap<String, Value> = HashMap::new();
     let mut lookups: Vec<(String, &'static str, String, String)> = Vec::new();
@@ -121,7 +125,10 @@ pub async fn bind(cmd: &Command, raw: &RawParams, store: &Store) -> Result<HashM
                             }
                         }
                     }
-                    out.insert(p.name.clone(), Value::Map(entries.values().cloned().collect()));
+                    out.insert(
+                        p.name.clone(),
+                        Value::Map(entries.values().cloned().collect()),
+                    );
                 }
                 _ if p.required => return Err(ApiError::missing_param(&cmd.name, &p.name)),
                 _ => {}
@@ -147,13 +154,9 @@ pub async fn bind(cmd: &Command, raw: &RawParams, store: &Store) -> Result<HashM
                 "false" => Value::Bool(false),
                 _ => return Err(invalid()),
             },
-            ParamType::Integer => Value::Int(
-                value
-                    .trim()
-                    .parse::<i32>()
-                    .map_err(|_| invalid())?
-                    .into(),
-            ),
+            ParamType::Integer => {
+                Value::Int(value.trim().parse::<i32>().map_err(|_| invalid())?.into())
+            }
             ParamType::Long => Value::Int(value.trim().parse::<i64>().map_err(|_| invalid())?),
             ParamType::Date => Value::Date(parse_date(value).ok_or_else(invalid)?),
             ParamType::List => Value::List(
@@ -227,7 +230,9 @@ fn check_paging(cmd: &Command, out: &HashMap<String, Value>) -> Result<(), ApiEr
     }
     if let Some(Value::Int(size)) = out.get("pagesize") {
         if *size == 0 || *size < -1 {
-            return Err(ApiError::param("Page size must be a positive integer or -1"));
+            return Err(ApiError::param(
+                "Page size must be a positive integer or -1",
+            ));
         }
         if *size > DEFAULT_PAGE_SIZE as i64 {
             return Err(ApiError::param(format!(
@@ -250,7 +255,11 @@ pub fn parse_date(s: &str) -> Option<i64> {
         None => (s, None),
     };
     let mut d = date.split('-');
-    let (y, m, day) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (y, m, day) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
     if d.next().is_some() {
         return None;
     }
@@ -258,7 +267,11 @@ pub fn parse_date(s: &str) -> Option<i64> {
         None => (0, 0, 0),
         Some(t) => {
             let mut p = t.split(':');
-            let v = (p.next()?.parse().ok()?, p.next()?.parse().ok()?, p.next()?.parse().ok()?);
+            let v = (
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+            );
             if p.next().is_some() {
                 return None;
             }
@@ -286,7 +299,10 @@ mod tests {
 
     #[test]
     fn map_keys_split_into_name_index_field() {
-        assert_eq!(split_map_key("maxSchedules[0].DAILY"), Some(("maxSchedules", 0, "DAILY")));
+        assert_eq!(
+            split_map_key("maxSchedules[0].DAILY"),
+            Some(("maxSchedules", 0, "DAILY"))
+        );
         assert_eq!(split_map_key("x[a].b"), None);
         assert_eq!(split_map_key("[0].b"), None);
         assert_eq!(split_map_key("x[0]"), None);

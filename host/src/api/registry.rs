@@ -10,9 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::ApiState;
 use super::error::ApiError;
 use super::render::{ApiResult, Obj};
-use super::ApiState;
 use crate::identity::{Caller, Role, ScopeParams};
 use crate::store::query::Page;
 
@@ -381,7 +381,10 @@ impl Registry {
         let mut seen = std::collections::HashSet::new();
         for p in &c.params {
             if !seen.insert(p.name.as_str()) {
-                return Err(RegistryError::DuplicateParam(c.name.clone(), p.name.clone()));
+                return Err(RegistryError::DuplicateParam(
+                    c.name.clone(),
+                    p.name.clone(),
+                ));
             }
         }
         if self.commands.contains_key(&c.name) {
@@ -410,7 +413,10 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     /// The uuid as given and the internal id of the row it names.
-    Uuid { uuid: String, id: i64 },
+    Uuid {
+        uuid: String,
+        id: i64,
+    },
     Date(i64),
     Map(Vec<BTreeMap<String, String>>),
     List(Vec<String>),

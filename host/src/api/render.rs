@@ -168,7 +168,13 @@ pub fn error_response(err: &ApiError, name: &str, format: Format) -> Response {
     let description: String = err
         .text
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if let Ok(v) = HeaderValue::from_str(&description) {
         resp.headers_mut().insert("X-Description", v);
@@ -198,7 +204,9 @@ fn envelope(status: StatusCode, name: &str, body: Value, format: Format) -> Resp
 pub fn to_xml(name: &str, body: &Value) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
     let tag = xml_name(name);
-    out.push_str(&format!("<{tag} cloud-stack-version=\"{CLOUD_STACK_VERSION}\">"));
+    out.push_str(&format!(
+        "<{tag} cloud-stack-version=\"{CLOUD_STACK_VERSION}\">"
+    ));
     if let Value::Object(m) = body {
         for (k, v) in m {
             xml_field(&mut out, k, v);

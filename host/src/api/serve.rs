@@ -18,7 +18,10 @@ pub struct ServeOptions {
 
 /// Opens the store, bootstraps an empty data directory, fails jobs interrupted by a previous
 /// stop, and builds the API state with the built-in commands.
-pub async fn prepare(data_dir: &Path, opts: &BootstrapOptions) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
+pub async fn prepare(
+    data_dir: &Path,
+    opts: &BootstrapOptions,
+) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let (dir, opts2) = (data_dir.to_path_buf(), opts.clone());
@@ -36,14 +39,21 @@ pub async fn prepare(data_dir: &Path, opts: &BootstrapOptions) -> anyhow::Result
     }
     let (resumed, failed) = core.jobs.recover_interrupted().await?;
     if resumed + failed > 0 {
-        tracing::warn!(resumed, failed, "handled jobs interrupted by the previous stop");
+        tracing::warn!(
+            resumed,
+            failed,
+            "handled jobs interrupted by the previous stop"
+        );
     }
     let registry = commands::registry().context("building the command registry")?;
     Ok((ApiState::new(core, registry), boot))
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
-pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (state, _) = prepare(&opts.data_dir, &opts.bootstrap).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

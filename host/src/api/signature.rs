@@ -51,7 +51,10 @@ pub fn sign(secret: &str, unsigned: &str) -> String {
 }
 
 /// Signs a parameter list the way clients do (for tests and tools).
-pub fn sign_params<'a>(secret: &str, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub fn sign_params<'a>(
+    secret: &str,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
     sign(secret, &unsigned_string(params))
 }
 
@@ -64,7 +67,12 @@ pub fn verify<'a>(
     provided: &str,
 ) -> bool {
     let unsigned = unsigned_string(params);
-    let eq = |candidate: &str| -> bool { sign(secret, candidate).as_bytes().ct_eq(provided.as_bytes()).into() };
+    let eq = |candidate: &str| -> bool {
+        sign(secret, candidate)
+            .as_bytes()
+            .ct_eq(provided.as_bytes())
+            .into()
+    };
     if eq(&unsigned) {
         return true;
     }
@@ -83,7 +91,10 @@ pub fn verify<'a>(
 /// `Z`, optional fractional seconds, and the legacy `…Z+0000`. Returns Unix seconds.
 pub fn parse_expires(s: &str) -> Option<i64> {
     let s = s.trim();
-    let s = s.strip_suffix("Z+0000").map(|p| format!("{p}Z")).unwrap_or_else(|| s.to_string());
+    let s = s
+        .strip_suffix("Z+0000")
+        .map(|p| format!("{p}Z"))
+        .unwrap_or_else(|| s.to_string());
     let bytes = s.as_bytes();
     if bytes.len() < 19 || !s.is_ascii() {
         return None;
@@ -96,7 +107,11 @@ pub fn parse_expires(s: &str) -> Option<i64> {
             None
         }
     };
-    if bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' || bytes[13] != b':' || bytes[16] != b':'
+    if bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || bytes[10] != b'T'
+        || bytes[13] != b':'
+        || bytes[16] != b':'
     {
         return None;
     }
@@ -126,7 +141,11 @@ pub fn parse_expires(s: &str) -> Option<i64> {
                 return None;
             }
             let h: i64 = body[0..2].parse().ok()?;
-            let m: i64 = if body.len() == 4 { body[2..4].parse().ok()? } else { 0 };
+            let m: i64 = if body.len() == 4 {
+                body[2..4].parse().ok()?
+            } else {
+                0
+            };
             if h > 23 || m > 59 {
                 return None;
             }
@@ -157,12 +176,18 @@ pub fn parse_expires(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    const KEY: &str = "plgWJfZK4gyS3mOMTVmjUVg-X-jlWlnfaUJ9GAbBbf9EdM-kAYMmAiLqzzq1ElZLYq_u38zCm0bewzGUdP66mg";
-    const SECRET: &str = "VDaACYb0LV9eNjTetIOElcVQkvJck_J_QljX_FcHRj87ZKiy0z0ty0ZsYBkoXkY9b7eq1EhwJaw7FF3akA3KBQ";
+    const KEY: &str =
+        "plgWJfZK4gyS3mOMTVmjUVg-X-jlWlnfaUJ9GAbBbf9EdM-kAYMmAiLqzzq1ElZLYq_u38zCm0bewzGUdP66mg";
+    const SECRET: &str =
+        "VDaACYb0LV9eNjTetIOElcVQkvJck_J_QljX_FcHRj87ZKiy0z0ty0ZsYBkoXkY9b7eq1EhwJaw7FF3akA3KBQ";
 
     #[test]
     fn cloudstack_docs_worked_example() {
-        let params = [("command", "listUsers"), ("response", "json"), ("apikey", KEY)];
+        let params = [
+            ("command", "listUsers"),
+            ("response", "json"),
+            ("apikey", KEY),
+        ];
         assert_eq!(
             unsigned_string(params),
             "apikey=plgwjfzk4gys3momtvmjuvg-x-jlwlnfauj9gabbbf9edm-kaymmailqzzq1elzlyq_u38zcm0bewzgudp66mg&command=listusers&response=json"
@@ -199,7 +224,14 @@ mod tests {
         ] {
             assert_eq!(parse_expires(s), Some(want), "{s}");
         }
-        for s in ["", "2024-05-01", "2024-13-01T10:20:30Z", "2024-05-01T10:20:30", "x024-05-01T10:20:30Z", "2024-05-01T10:20:30+99"] {
+        for s in [
+            "",
+            "2024-05-01",
+            "2024-13-01T10:20:30Z",
+            "2024-05-01T10:20:30",
+            "x024-05-01T10:20:30Z",
+            "2024-05-01T10:20:30+99",
+        ] {
             assert_eq!(parse_expires(s), None, "{s}");
         }
     }

@@ -292,7 +292,12 @@ impl Settings {
     }
 
     /// Blocking form of [`Settings::set`].
-    pub fn set_blocking(&self, name: &str, value: &str, zone_id: Option<i64>) -> OpResult<Effective> {
+    pub fn set_blocking(
+        &self,
+        name: &str,
+        value: &str,
+        zone_id: Option<i64>,
+    ) -> OpResult<Effective> {
         let def = self.definition(name).ok_or_else(|| {
             OpError::InvalidParameter(format!("Configuration {name} does not exist"))
         })?;
@@ -355,7 +360,10 @@ impl Settings {
         let keyword = keyword.map(str::to_lowercase);
         defs.values()
             .filter(|d| zone_id.is_none() || d.scope == Scope::Zone)
-            .filter(|d| name.as_ref().is_none_or(|n| d.name.to_lowercase().contains(n)))
+            .filter(|d| {
+                name.as_ref()
+                    .is_none_or(|n| d.name.to_lowercase().contains(n))
+            })
             .filter(|d| category.is_none_or(|c| d.category.eq_ignore_ascii_case(c)))
             .filter(|d| {
                 keyword.as_ref().is_none_or(|k| {

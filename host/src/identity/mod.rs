@@ -154,7 +154,11 @@ impl Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListScope {
     Account(i64),
-    Domain { path: String, recursive: bool, id: i64 },
+    Domain {
+        path: String,
+        recursive: bool,
+        id: i64,
+    },
     All,
 }
 
@@ -173,10 +177,10 @@ impl ListScope {
     pub fn resolve(conn: &Connection, caller: &Caller, p: &ScopeParams) -> OpResult<ListScope> {
         if let Some(domain_id) = p.domain_id {
             let path = domain_path(conn, domain_id)?;
-            if !caller.is_root_admin()
-                && !(caller.role == Role::DomainAdmin && path.starts_with(&caller.domain_path))
-                && !(caller.role == Role::User && domain_id == caller.domain_id)
-            {
+            let visible = caller.is_root_admin()
+                || (caller.role == Role::DomainAdmin && path.starts_with(&caller.domain_path))
+                || (caller.role == Role::User && domain_id == caller.domain_id);
+            if !visible {
                 return Err(OpError::PermissionDenied(format!(
                     "Account '{}' does not have permission to access domain",
                     caller.account_name
@@ -206,11 +210,12 @@ impl ListScope {
             });
         }
         if let Some(name) = &p.account {
-            let account_id = account_id_by_name(conn, caller.domain_id, name)?.ok_or_else(|| {
-                OpError::InvalidParameter(format!(
-                    "Unable to find account {name} in the specified domain"
-                ))
-            })?;
+            let account_id =
+                account_id_by_name(conn, caller.domain_id, name)?.ok_or_else(|| {
+                    OpError::InvalidParameter(format!(
+                        "Unable to find account {name} in the specified domain"
+                    ))
+                })?;
             if caller.role == Role::User && account_id != caller.account_id {
                 return Err(OpError::PermissionDenied(format!(
                     "Account '{}' does not have permission to access account {name}",
@@ -446,7 +451,8 @@ pub struct NewAccount {
     pub lastname: Option<String>,
 }
 
-const ACCOUNT_COLUMNS: &str = "a.id, a.uuid, a.name, a.role, a.state, d.id, d.uuid, d.name, d.path, a.created";
+const ACCOUNT_COLUMNS: &str =
+    "a.id, a.uuid, a.name, a.role, a.state, d.id, d.uuid, d.name, d.path, a.created";
 const ACCOUNT_FROM: &str = "accounts a JOIN domains d ON d.id = a.domain_id";
 
 fn account_from_row_at(r: &Row<'_>, base: usize) -> rusqlite::Result<Account> {
@@ -547,7 +553,11 @@ pub fn user_by_api_key(conn: &Connection, api_key: &str) -> OpResult<Option<(Use
 }
 
 /// Users of all accounts in one domain named `username` (CloudStack usernames are unique per domain).
-fn user_by_login(conn: &Connection, username: &str, domain_id: i64) -> OpResult<Option<(User, Option<String>)>> {
+fn user_by_login(
+    conn: &Connection,
+    username: &str,
+    domain_id: i64,
+) -> OpResult<Option<(User, Option<String>)>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {USER_COLUMNS}, u.password_hash FROM {USER_FROM} \
@@ -636,7 +646,13 @@ pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
     let ts = now();
     conn.execute(
         "INSERT INTO accounts(uuid, name, domain_id, role, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![new_uuid(), new.account_name, new.domain_id, new.role.as_db(), ts],
+        params![
+            new_uuid(),
+            new.account_name,
+            new.domain_id,
+            new.role.as_db(),
+            ts
+        ],
     )?;
     let account_id = conn.last_insert_rowid();
     conn.execute(
@@ -664,7 +680,12 @@ pub fn register_user_keys(conn: &Connection, user_id: i64) -> OpResult<(String, 
 }
 
 /// Stores given keys (bootstrap with operator-provided keys).
-pub fn set_user_keys(conn: &Connection, user_id: i64, api_key: &str, secret_key: &str) -> OpResult<()> {
+pub fn set_user_keys(
+    conn: &Connection,
+    user_id: i64,
+    api_key: &str,
+    secret_key: &str,
+) -> OpResult<()> {
     let taken: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM users WHERE api_key = ?1 AND id != ?2)",
         params![api_key, user_id],
@@ -694,9 +715,11 @@ pub fn list_accounts(
     f.eq_opt("a.id", id);
     f.eq_opt("a.name", name);
     f.keyword(&["a.name"], keyword);
-    Ok(f.list(conn, ACCOUNT_COLUMNS, ACCOUNT_FROM, "a.id", page, |r| {
-        account_from_row_at(r, 0)
-    })?)
+    Ok(
+        f.list(conn, ACCOUNT_COLUMNS, ACCOUNT_FROM, "a.id", page, |r| {
+            account_from_row_at(r, 0)
+        })?,
+    )
 }
 
 pub fn list_users(

@@ -87,7 +87,14 @@ pub fn list_zones(
     f.eq_opt("id", id);
     f.eq_opt("name", name);
     f.keyword(&["name"], keyword);
-    Ok(f.list(conn, "id, uuid, name, created", "zones", "id", page, zone_from_row)?)
+    Ok(f.list(
+        conn,
+        "id, uuid, name, created",
+        "zones",
+        "id",
+        page,
+        zone_from_row,
+    )?)
 }
 
 #[derive(Debug, Clone)]
@@ -116,9 +123,11 @@ pub fn create_service_offering(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![new_uuid(), name, display_text, cpu_number, cpu_speed_mhz, memory_mb, now()],
     )?;
-    Ok(list_service_offerings(conn, Some(conn.last_insert_rowid()), None, None, Page::ALL)?
-        .items
-        .remove(0))
+    Ok(
+        list_service_offerings(conn, Some(conn.last_insert_rowid()), None, None, Page::ALL)?
+            .items
+            .remove(0),
+    )
 }
 
 pub fn list_service_offerings(
@@ -176,9 +185,11 @@ pub fn create_disk_offering(
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![new_uuid(), name, display_text, disk_size_bytes, now()],
     )?;
-    Ok(list_disk_offerings(conn, Some(conn.last_insert_rowid()), None, None, Page::ALL)?
-        .items
-        .remove(0))
+    Ok(
+        list_disk_offerings(conn, Some(conn.last_insert_rowid()), None, None, Page::ALL)?
+            .items
+            .remove(0),
+    )
 }
 
 pub fn list_disk_offerings(
@@ -242,9 +253,16 @@ pub fn create_template(conn: &Connection, t: &NewTemplate<'_>) -> OpResult<Templ
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![new_uuid(), t.name, t.display_text, t.zone_id, t.os_type_name, t.hypervisor, t.size_bytes, now()],
     )?;
-    Ok(list_templates(conn, Some(conn.last_insert_rowid()), None, None, None, Page::ALL)?
-        .items
-        .remove(0))
+    Ok(list_templates(
+        conn,
+        Some(conn.last_insert_rowid()),
+        None,
+        None,
+        None,
+        Page::ALL,
+    )?
+    .items
+    .remove(0))
 }
 
 pub fn list_templates(

@@ -178,7 +178,9 @@ fn decorate_backup_offerings(conn: &Connection, vms: &mut [Vm]) -> OpResult<()> 
 
 pub fn get_vm(conn: &Connection, id: i64) -> OpResult<Vm> {
     let mut vm = conn
-        .prepare_cached(&format!("SELECT {VM_COLUMNS} FROM {VM_FROM} WHERE v.id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {VM_COLUMNS} FROM {VM_FROM} WHERE v.id = ?1"
+        ))?
         .query_row([id], vm_from_row)
         .optional()?
         .ok_or_else(|| OpError::InvalidParameter(format!("Unable to find VM with id {id}")))?;
@@ -328,9 +330,29 @@ pub fn deploy(conn: &Connection, caller: &Caller, req: &DeployRequest) -> OpResu
     let host = format!("10.0.0.{}", (id - 1).rem_euclid(SIMULATED_HOSTS) + 1);
     conn.prepare_cached("UPDATE vms SET internal_name = ?1, host_address = ?2 WHERE id = ?3")?
         .execute(params![format!("i-{}-{id}-VM", req.account_id), host, id])?;
-    insert_volume(conn, id, req, "ROOT", &format!("ROOT-{id}"), template_size, 0, None, ts)?;
+    insert_volume(
+        conn,
+        id,
+        req,
+        "ROOT",
+        &format!("ROOT-{id}"),
+        template_size,
+        0,
+        None,
+        ts,
+    )?;
     if let (Some(size), Some(offering)) = (data_size, req.disk_offering_id) {
-        insert_volume(conn, id, req, "DATADISK", &format!("DATA-{id}"), size, 1, Some(offering), ts)?;
+        insert_volume(
+            conn,
+            id,
+            req,
+            "DATADISK",
+            &format!("DATA-{id}"),
+            size,
+            1,
+            Some(offering),
+            ts,
+        )?;
     }
     let description = format!("Successfully created VM {name}");
     events::record(
@@ -503,7 +525,14 @@ pub fn list_volumes(
         f.and("vol.type = upper(?)", [kind.clone().into()]);
     }
     f.keyword(&["vol.name"], q.keyword.as_deref());
-    Ok(f.list(conn, VOLUME_COLUMNS, VOLUME_FROM, "vol.id", page, volume_from_row)?)
+    Ok(f.list(
+        conn,
+        VOLUME_COLUMNS,
+        VOLUME_FROM,
+        "vol.id",
+        page,
+        volume_from_row,
+    )?)
 }
 
 /// The VM's live volumes ordered by device id (ROOT first).

@@ -229,10 +229,7 @@ impl JobManager {
 
     pub async fn get(&self, job_uuid: &str) -> OpResult<Option<Job>> {
         let uuid = job_uuid.to_string();
-        self.inner
-            .store
-            .read(move |c| get_job(c, &uuid))
-            .await
+        self.inner.store.read(move |c| get_job(c, &uuid)).await
     }
 
     /// Waits until the job is terminal and returns it (`None` if it does not exist).

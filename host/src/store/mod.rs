@@ -6,7 +6,7 @@
 //! writer at a time anyway; a mutex is cheaper than `SQLITE_BUSY` retries); readers run
 //! concurrently thanks to WAL.
 //!
-//! ```ignore
+//! ```text
 //! let vm = store.write(|tx| inventory::vm::insert(tx, &new_vm)).await?;
 //! let page = store.read(|conn| inventory::vm::list(conn, &filter)).await?;
 //! ```
@@ -107,7 +107,10 @@ impl Store {
     }
 
     /// Like [`Store::open`] with an explicit migration list (tests, or layers adding their own).
-    pub fn open_with(path: impl AsRef<Path>, migrations: &[Migration]) -> Result<Store, StoreError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        migrations: &[Migration],
+    ) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {

@@ -82,7 +82,10 @@ impl Filter {
                 .map(|c| format!("lower({c}) LIKE ? ESCAPE '\\'"))
                 .collect::<Vec<_>>()
                 .join(" OR ");
-            self.and(&clause, columns.iter().map(|_| Value::Text(pattern.clone())));
+            self.and(
+                &clause,
+                columns.iter().map(|_| Value::Text(pattern.clone())),
+            );
         }
         self
     }

@@ -19,9 +19,13 @@ async fn list_count_is_the_total_across_pages() {
     let s = TestServer::start().await;
     let a = s.admin();
     for name in ["zone2", "zone3", "zone4"] {
-        a.call("createZone", &[("name", name)]).await.ok("createZone");
+        a.call("createZone", &[("name", name)])
+            .await
+            .ok("createZone");
     }
-    let page2 = a.call("listZones", &[("page", "2"), ("pagesize", "3")]).await;
+    let page2 = a
+        .call("listZones", &[("page", "2"), ("pagesize", "3")])
+        .await;
     let inner = page2.ok("listZones");
     assert_eq!(inner["count"], 4);
     assert_eq!(inner["zone"].as_array().unwrap().len(), 1);
@@ -41,7 +45,9 @@ async fn an_empty_list_is_an_empty_object() {
 async fn keyword_is_a_case_insensitive_substring_and_names_are_case_insensitive() {
     let s = TestServer::start().await;
     let a = s.admin();
-    a.call("createZone", &[("name", "Berlin-Zone")]).await.ok("createZone");
+    a.call("createZone", &[("name", "Berlin-Zone")])
+        .await
+        .ok("createZone");
     let r = a.call("listZones", &[("keyword", "berLIN")]).await;
     assert_eq!(r.ok("listZones")["count"], 1);
     let r = a.call("listZones", &[("Keyword", "ZONE1")]).await;
@@ -55,10 +61,23 @@ async fn xml_is_the_default_rendering() {
     p.retain(|(k, _)| k != "response" && k != "signature");
     let sig = cs_signature(ADMIN_SECRET_KEY, &p);
     p.push(("signature".into(), sig));
-    let r = s.send(Method::GET, &format!("/client/api?{}", query_string(&p)), None, &[]).await;
+    let r = s
+        .send(
+            Method::GET,
+            &format!("/client/api?{}", query_string(&p)),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.content_type.starts_with("text/xml"), "{}", r.content_type);
-    assert!(r.text.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><listzonesresponse cloud-stack-version="), "{}", r.text);
+    assert!(
+        r.text.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><listzonesresponse cloud-stack-version="
+        ),
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("<count>1</count><zone>"), "{}", r.text);
     assert!(r.text.contains("<name>zone1</name>"), "{}", r.text);
 }
@@ -68,7 +87,10 @@ async fn a_missing_required_parameter_is_431_with_the_canonical_text() {
     let s = TestServer::start().await;
     let r = s.admin().call("createZone", &[]).await;
     let text = r.err("createZone", 431);
-    assert_eq!(text, "Unable to execute API command createzone due to missing parameter name");
+    assert_eq!(
+        text,
+        "Unable to execute API command createzone due to missing parameter name"
+    );
     assert_eq!(r.x_description.as_deref(), Some(text.as_str()));
     let inner = r.inner("createZone");
     assert_eq!(inner["uuidList"], json!([]));
@@ -94,7 +116,14 @@ async fn an_unknown_or_malformed_uuid_is_431_before_the_command_runs() {
     // An async command with a bad uuid is refused synchronously: no job is created.
     let (so, _, t) = s.catalog().await;
     let r = a
-        .call("deployVirtualMachine", &[("serviceofferingid", &so), ("templateid", &t), ("zoneid", &missing)])
+        .call(
+            "deployVirtualMachine",
+            &[
+                ("serviceofferingid", &so),
+                ("templateid", &t),
+                ("zoneid", &missing),
+            ],
+        )
         .await;
     r.err("deployVirtualMachine", 431);
     let jobs = a.call("listAsyncJobs", &[]).await;
@@ -105,10 +134,18 @@ async fn an_unknown_or_malformed_uuid_is_431_before_the_command_runs() {
 async fn bad_integer_boolean_and_page_values_are_431() {
     let s = TestServer::start().await;
     let a = s.admin();
-    a.call("listZones", &[("page", "x")]).await.err("listZones", 431);
-    a.call("listZones", &[("page", "0")]).await.err("listZones", 431);
-    a.call("listZones", &[("pagesize", "501")]).await.err("listZones", 431);
-    a.call("listVirtualMachines", &[("listall", "maybe")]).await.err("listVirtualMachines", 431);
+    a.call("listZones", &[("page", "x")])
+        .await
+        .err("listZones", 431);
+    a.call("listZones", &[("page", "0")])
+        .await
+        .err("listZones", 431);
+    a.call("listZones", &[("pagesize", "501")])
+        .await
+        .err("listZones", 431);
+    a.call("listVirtualMachines", &[("listall", "maybe")])
+        .await
+        .err("listVirtualMachines", 431);
 }
 
 #[tokio::test]
@@ -119,8 +156,14 @@ async fn list_apis_has_the_shape_cloudmonkey_sync_needs_and_is_filtered_by_role(
     let apis = inner["api"].as_array().expect("api list");
     assert_eq!(inner["count"].as_u64(), Some(apis.len() as u64));
     for api in apis {
-        assert!(api["name"].is_string() && api["isasync"].is_boolean(), "{api}");
-        assert!(api["related"].is_string() || api.get("related").is_none(), "{api}");
+        assert!(
+            api["name"].is_string() && api["isasync"].is_boolean(),
+            "{api}"
+        );
+        assert!(
+            api["related"].is_string() || api.get("related").is_none(),
+            "{api}"
+        );
         assert!(api["response"].is_array(), "{api}");
         for p in api["params"].as_array().expect("params list") {
             assert!(p["length"].is_i64(), "{p}");
@@ -128,9 +171,17 @@ async fn list_apis_has_the_shape_cloudmonkey_sync_needs_and_is_filtered_by_role(
             assert!(p["name"].is_string() && p["type"].is_string(), "{p}");
         }
     }
-    let deploy = apis.iter().find(|a| a["name"] == "deployVirtualMachine").expect("deploy listed");
+    let deploy = apis
+        .iter()
+        .find(|a| a["name"] == "deployVirtualMachine")
+        .expect("deploy listed");
     assert_eq!(deploy["isasync"], true);
-    let zoneid = deploy["params"].as_array().unwrap().iter().find(|p| p["name"] == "zoneid").unwrap();
+    let zoneid = deploy["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "zoneid")
+        .unwrap();
     assert_eq!(zoneid["required"], true);
     assert_eq!(zoneid["type"], "uuid");
     let names: Vec<&str> = apis.iter().filter_map(|a| a["name"].as_str()).collect();
@@ -144,6 +195,10 @@ async fn list_apis_has_the_shape_cloudmonkey_sync_needs_and_is_filtered_by_role(
         .iter()
         .filter_map(|a| a["name"].as_str().map(str::to_string))
         .collect();
-    assert!(!user_names.iter().any(|n| n == "createZone" || n == "updateConfiguration"));
+    assert!(
+        !user_names
+            .iter()
+            .any(|n| n == "createZone" || n == "updateConfiguration")
+    );
     assert!(user_names.iter().any(|n| n == "deployVirtualMachine"));
 }

@@ -12,7 +12,14 @@ async fn deploy_answers_jobid_and_id_then_the_vm_runs_with_its_volumes() {
     let r = a
         .call(
             "deployVirtualMachine",
-            &[("serviceofferingid", &so), ("templateid", &t), ("zoneid", &s.zone_id), ("diskofferingid", &dof), ("name", "web-1"), ("displayname", "Web One")],
+            &[
+                ("serviceofferingid", &so),
+                ("templateid", &t),
+                ("zoneid", &s.zone_id),
+                ("diskofferingid", &dof),
+                ("name", "web-1"),
+                ("displayname", "Web One"),
+            ],
         )
         .await;
     let first = r.ok("deployVirtualMachine");
@@ -32,16 +39,33 @@ async fn deploy_answers_jobid_and_id_then_the_vm_runs_with_its_volumes() {
     assert_eq!(vm["cpunumber"], 1);
     assert_eq!(vm["memory"], 1024);
     let internal = vm["instancename"].as_str().unwrap();
-    assert!(internal.starts_with("i-") && internal.ends_with("-VM"), "{internal}");
+    assert!(
+        internal.starts_with("i-") && internal.ends_with("-VM"),
+        "{internal}"
+    );
 
     let vols = a.call("listVolumes", &[("virtualmachineid", &id)]).await;
     let vols = vols.ok("listVolumes");
     assert_eq!(vols["count"], 2);
     let v = vols["volume"].as_array().unwrap();
-    assert_eq!((v[0]["type"].as_str(), v[0]["size"].as_i64()), (Some("ROOT"), Some(2 << 30)));
-    assert_eq!((v[1]["type"].as_str(), v[1]["size"].as_i64()), (Some("DATADISK"), Some(5 << 30)));
-    assert!(v.iter().all(|x| x["state"] == "Ready" && x["virtualmachineid"] == id.as_str()));
-    let root_only = a.call("listVolumes", &[("virtualmachineid", &id), ("type", "ROOT")]).await;
+    assert_eq!(
+        (v[0]["type"].as_str(), v[0]["size"].as_i64()),
+        (Some("ROOT"), Some(2 << 30))
+    );
+    assert_eq!(
+        (v[1]["type"].as_str(), v[1]["size"].as_i64()),
+        (Some("DATADISK"), Some(5 << 30))
+    );
+    assert!(
+        v.iter()
+            .all(|x| x["state"] == "Ready" && x["virtualmachineid"] == id.as_str())
+    );
+    let root_only = a
+        .call(
+            "listVolumes",
+            &[("virtualmachineid", &id), ("type", "ROOT")],
+        )
+        .await;
     assert_eq!(root_only.ok("listVolumes")["count"], 1);
 }
 
@@ -56,7 +80,10 @@ async fn stop_and_start_walk_the_state_machine() {
     let again = a.call_async("stopVirtualMachine", &[("id", id)]).await;
     assert_eq!(again["jobstatus"], 1, "stopping a stopped VM is a no-op");
     let listed = a.call("listVirtualMachines", &[("id", id)]).await;
-    assert_eq!(listed.ok("listVirtualMachines")["virtualmachine"][0]["state"], "Stopped");
+    assert_eq!(
+        listed.ok("listVirtualMachines")["virtualmachine"][0]["state"],
+        "Stopped"
+    );
     let started = a.call_async("startVirtualMachine", &[("id", id)]).await;
     assert_eq!(started["jobresult"]["virtualmachine"]["state"], "Running");
     let by_state = a.call("listVirtualMachines", &[("state", "Running")]).await;
@@ -82,7 +109,13 @@ async fn a_vm_deployed_with_startvm_false_is_stopped_and_a_destroyed_vm_cannot_s
     let failed = a.call_async("startVirtualMachine", &[("id", &id)]).await;
     assert_eq!(failed["jobstatus"], 2);
     assert_eq!(failed["jobresultcode"], 530);
-    assert!(failed["jobresult"]["errortext"].as_str().unwrap().contains("Destroyed"), "{failed}");
+    assert!(
+        failed["jobresult"]["errortext"]
+            .as_str()
+            .unwrap()
+            .contains("Destroyed"),
+        "{failed}"
+    );
 }
 
 #[tokio::test]
@@ -103,12 +136,24 @@ async fn two_users_of_different_accounts_cannot_see_or_touch_each_others_vms() {
     assert_eq!(r.json, json!({"listvirtualmachinesresponse": {}}));
     let r = bob.call("listVolumes", &[("virtualmachineid", aid)]).await;
     assert_eq!(r.json, json!({"listvolumesresponse": {}}));
-    bob.call("stopVirtualMachine", &[("id", aid)]).await.err("stopVirtualMachine", 531);
-    assert!(avm.get("instancename").is_none(), "internal names are for root admins");
-    let all = s.admin().call("listVirtualMachines", &[("listall", "true")]).await;
+    bob.call("stopVirtualMachine", &[("id", aid)])
+        .await
+        .err("stopVirtualMachine", 531);
+    assert!(
+        avm.get("instancename").is_none(),
+        "internal names are for root admins"
+    );
+    let all = s
+        .admin()
+        .call("listVirtualMachines", &[("listall", "true")])
+        .await;
     assert_eq!(all.ok("listVirtualMachines")["count"], 2);
     let own = s.admin().call("listVirtualMachines", &[]).await;
-    assert_eq!(own.json, json!({"listvirtualmachinesresponse": {}}), "without listall an admin sees its own");
+    assert_eq!(
+        own.json,
+        json!({"listvirtualmachinesresponse": {}}),
+        "without listall an admin sees its own"
+    );
 }
 
 #[tokio::test]
@@ -116,23 +161,48 @@ async fn a_domain_admin_sees_its_subtree_and_admins_deploy_on_behalf_of_accounts
     let s = TestServer::start().await;
     let a = s.admin();
     let d = a.call("createDomain", &[("name", "sales")]).await;
-    let domain_id = d.ok("createDomain")["domain"]["id"].as_str().unwrap().to_string();
+    let domain_id = d.ok("createDomain")["domain"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let dadmin = s.client(s.create_user("boss", "DomainAdmin", Some(&domain_id)).await);
     let carol = s.client(s.create_user("carol", "User", Some(&domain_id)).await);
     let root_user = s.client(s.create_user("dave", "User", None).await);
     s.deploy(&carol, "carol-vm", &[]).await;
     s.deploy(&root_user, "dave-vm", &[]).await;
-    let onbehalf = s.deploy(&a, "for-carol", &[("account", "carol"), ("domainid", &domain_id)]).await;
+    let onbehalf = s
+        .deploy(
+            &a,
+            "for-carol",
+            &[("account", "carol"), ("domainid", &domain_id)],
+        )
+        .await;
     assert_eq!(onbehalf["account"], "carol");
-    let r = dadmin.call("listVirtualMachines", &[("listall", "true")]).await;
-    let names: Vec<&str> = r.ok("listVirtualMachines")["virtualmachine"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+    let r = dadmin
+        .call("listVirtualMachines", &[("listall", "true")])
+        .await;
+    let names: Vec<&str> = r.ok("listVirtualMachines")["virtualmachine"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     assert_eq!(names, vec!["carol-vm", "for-carol"]);
     let r = dadmin.call("listDomains", &[]).await;
     assert_eq!(r.ok("listDomains")["domain"][0]["path"], "ROOT/sales");
     // A user cannot deploy for someone else.
     let (so, _, t) = s.catalog().await;
     carol
-        .call("deployVirtualMachine", &[("serviceofferingid", &so), ("templateid", &t), ("zoneid", &s.zone_id), ("account", "boss"), ("domainid", &domain_id)])
+        .call(
+            "deployVirtualMachine",
+            &[
+                ("serviceofferingid", &so),
+                ("templateid", &t),
+                ("zoneid", &s.zone_id),
+                ("account", "boss"),
+                ("domainid", &domain_id),
+            ],
+        )
         .await
         .err("deployVirtualMachine", 531);
 }

@@ -15,8 +15,15 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -24,7 +31,11 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
 async fn bnr_serve_bootstraps_a_data_dir_and_answers_signed_requests_over_loopback() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Find a free port; the server binds it right after.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
         .args(["serve", "--listen", &addr, "--data-dir"])
@@ -61,7 +72,11 @@ async fn bnr_serve_bootstraps_a_data_dir_and_answers_signed_requests_over_loopba
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&keys_path).expect("keys file").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&keys_path)
+            .expect("keys file")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
     let keys: Value = serde_json::from_str(&std::fs::read_to_string(&keys_path).unwrap()).unwrap();
@@ -75,12 +90,19 @@ async fn bnr_serve_bootstraps_a_data_dir_and_answers_signed_requests_over_loopba
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["listzonesresponse"]["zone"][0]["name"], "zone1");
-    let q = query_string(&signed_params(&creds, "listConfigurations", &[("name", "backup.framework.enabled")]));
+    let q = query_string(&signed_params(
+        &creds,
+        "listConfigurations",
+        &[("name", "backup.framework.enabled")],
+    ));
     let (_, body) = http_get(&addr, &format!("/client/api?{q}")).await;
     assert!(body.contains("\"value\":\"true\""), "{body}");
 
     // SIGTERM → graceful shutdown with exit status 0.
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status:?}");

@@ -56,9 +56,18 @@ impl Resp {
     /// The inner object of `{"<cmd>response": {...}}`; panics (test failure) on any other shape.
     pub fn inner(&self, command: &str) -> &Value {
         let key = format!("{}response", command.to_lowercase());
-        let obj = self.json.as_object().unwrap_or_else(|| panic!("not a JSON object: {}", self.text));
-        assert_eq!(obj.len(), 1, "exactly one top-level key expected: {}", self.text);
-        obj.get(&key).unwrap_or_else(|| panic!("missing {key}: {}", self.text))
+        let obj = self
+            .json
+            .as_object()
+            .unwrap_or_else(|| panic!("not a JSON object: {}", self.text));
+        assert_eq!(
+            obj.len(),
+            1,
+            "exactly one top-level key expected: {}",
+            self.text
+        );
+        obj.get(&key)
+            .unwrap_or_else(|| panic!("missing {key}: {}", self.text))
     }
 
     /// Asserts HTTP 200 and returns the inner object.
@@ -82,7 +91,9 @@ pub fn encode(v: &str) -> String {
     let mut out = String::new();
     for b in v.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -115,8 +126,15 @@ pub fn expires_in(secs: i64) -> String {
 
 /// Full parameter list of a cs-style request: user params, command, response=json, apiKey,
 /// signatureVersion=3, expires, then signature.
-pub fn signed_params(creds: &Creds, command: &str, params: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+pub fn signed_params(
+    creds: &Creds,
+    command: &str,
+    params: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     all.push(("command".into(), command.into()));
     all.push(("response".into(), "json".into()));
     all.push(("apiKey".into(), creds.api_key.clone()));
@@ -146,7 +164,9 @@ impl Client<'_> {
     /// Signed GET (cs default).
     pub async fn call(&self, command: &str, params: &[(&str, &str)]) -> Resp {
         let q = query_string(&signed_params(&self.creds, command, params));
-        self.server.send(Method::GET, &format!("/client/api?{q}"), None, &[]).await
+        self.server
+            .send(Method::GET, &format!("/client/api?{q}"), None, &[])
+            .await
     }
 
     /// Signed POST with the parameters in a form body (cs `method="post"`).
@@ -200,19 +220,40 @@ impl TestServer {
     }
 
     pub fn client(&self, creds: Creds) -> Client<'_> {
-        Client { server: self, creds }
+        Client {
+            server: self,
+            creds,
+        }
     }
 
     /// Sends one request through the router (no socket).
-    pub async fn send(&self, method: Method, uri: &str, body: Option<String>, headers: &[(&str, &str)]) -> Resp {
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).expect("request");
-        let resp = self.router.clone().oneshot(req).await.expect("router is infallible");
+        let req = req
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .expect("request");
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router is infallible");
         let status = resp.status().as_u16();
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let content_type = header("content-type").unwrap_or_default();
         let x_description = header("x-description");
         let set_cookies = resp
@@ -274,15 +315,24 @@ impl TestServer {
     /// ids of the bootstrap offerings/template: (service offering, disk offering, template).
     pub async fn catalog(&self) -> (String, String, String) {
         let a = self.admin();
-        let so = a.call("listServiceOfferings", &[]).await.ok("listServiceOfferings")["serviceoffering"][0]["id"]
+        let so = a
+            .call("listServiceOfferings", &[])
+            .await
+            .ok("listServiceOfferings")["serviceoffering"][0]["id"]
             .as_str()
             .expect("service offering")
             .to_string();
-        let dof = a.call("listDiskOfferings", &[]).await.ok("listDiskOfferings")["diskoffering"][0]["id"]
+        let dof = a
+            .call("listDiskOfferings", &[])
+            .await
+            .ok("listDiskOfferings")["diskoffering"][0]["id"]
             .as_str()
             .expect("disk offering")
             .to_string();
-        let t = a.call("listTemplates", &[("templatefilter", "all")]).await.ok("listTemplates")["template"][0]["id"]
+        let t = a
+            .call("listTemplates", &[("templatefilter", "all")])
+            .await
+            .ok("listTemplates")["template"][0]["id"]
             .as_str()
             .expect("template")
             .to_string();

@@ -6,14 +6,20 @@ use crate::api::{ApiError, ApiResult, Obj};
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(
         Command::sync("listApis")
-            .describe("lists all available apis on the server, provided by the Api Discovery plugin")
+            .describe(
+                "lists all available apis on the server, provided by the Api Discovery plugin",
+            )
             .since("4.1.0")
             .roles(ALL_ROLES)
             .object("api")
             .param(Param::string("name").desc("API name"))
             .field("name", "string", "the name of the api command")
             .field("description", "string", "description of the api")
-            .field("since", "string", "version of CloudStack the api was introduced in")
+            .field(
+                "since",
+                "string",
+                "version of CloudStack the api was introduced in",
+            )
             .field("isasync", "boolean", "true if api is asynchronous")
             .field("related", "string", "comma separated related apis")
             .field("params", "list", "the list params the api accepts")

@@ -18,14 +18,30 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .object("configuration")
             .param(Param::string("name").desc("lists configuration by name (substring match)"))
             .param(Param::string("category").desc("lists configurations by category"))
-            .param(Param::uuid("zoneid", Entity::ZONE).desc("the ID of the Zone to list the zone-scoped values of").related("listZones"))
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .desc("the ID of the Zone to list the zone-scoped values of")
+                    .related("listZones"),
+            )
             .list_params()
             .field("name", "string", "the name of the configuration")
             .field("value", "string", "the value of the configuration")
             .field("category", "string", "the category of the configuration")
-            .field("description", "string", "the description of the configuration")
-            .field("isdynamic", "boolean", "true if the configuration is dynamic")
-            .field("scope", "string", "scope(zone/cluster/pool/account) of the parameter that needs to be updated")
+            .field(
+                "description",
+                "string",
+                "the description of the configuration",
+            )
+            .field(
+                "isdynamic",
+                "boolean",
+                "true if the configuration is dynamic",
+            )
+            .field(
+                "scope",
+                "string",
+                "scope(zone/cluster/pool/account) of the parameter that needs to be updated",
+            )
             .handler(|ctx| async move {
                 let zone = zone_uuid(&ctx, ctx.id("zoneid")).await?;
                 let all = ctx.state.settings().list(
@@ -54,9 +70,22 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ADMIN_ONLY)
             .object("configuration")
-            .param(Param::string("name").required().desc("the name of the configuration"))
-            .param(Param::string("value").required().length(crate::config::MAX_VALUE_LEN).desc("the value of the configuration"))
-            .param(Param::uuid("zoneid", Entity::ZONE).desc("the ID of the Zone to update the parameter value for corresponding zone").related("listZones"))
+            .param(
+                Param::string("name")
+                    .required()
+                    .desc("the name of the configuration"),
+            )
+            .param(
+                Param::string("value")
+                    .required()
+                    .length(crate::config::MAX_VALUE_LEN)
+                    .desc("the value of the configuration"),
+            )
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .desc("the ID of the Zone to update the parameter value for corresponding zone")
+                    .related("listZones"),
+            )
             .field("name", "string", "the name of the configuration")
             .field("value", "string", "the value of the configuration")
             .handler(|ctx| async move {
@@ -65,14 +94,21 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 let effective = ctx
                     .state
                     .settings()
-                    .set(ctx.req_str("name")?, ctx.str("value").unwrap_or(""), zone_id)
+                    .set(
+                        ctx.req_str("name")?,
+                        ctx.str("value").unwrap_or(""),
+                        zone_id,
+                    )
                     .await?;
                 Ok(ApiResult::Object(config_obj(&effective, zone.as_deref())))
             }),
     )
 }
 
-async fn zone_uuid(ctx: &crate::api::Ctx, zone_id: Option<i64>) -> Result<Option<String>, crate::api::ApiError> {
+async fn zone_uuid(
+    ctx: &crate::api::Ctx,
+    zone_id: Option<i64>,
+) -> Result<Option<String>, crate::api::ApiError> {
     let Some(id) = zone_id else { return Ok(None) };
     let zone = ctx
         .state
@@ -99,6 +135,13 @@ pub fn config_obj(e: &Effective, zone_uuid: Option<&str>) -> Obj {
         .str("description", &d.description)
         .bool("isdynamic", d.dynamic)
         .str("type", d.kind.as_str())
-        .str("scope", if zone_uuid.is_some() { "zone" } else { d.scope.as_str() })
+        .str(
+            "scope",
+            if zone_uuid.is_some() {
+                "zone"
+            } else {
+                d.scope.as_str()
+            },
+        )
         .opt_str("id", zone_uuid)
 }

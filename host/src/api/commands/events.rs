@@ -3,8 +3,8 @@
 use crate::api::registry::{ALL_ROLES, Command, Entity, Param, Registry, RegistryError};
 use crate::api::{ApiResult, Obj};
 use crate::identity::ListScope;
-use crate::store::events::{self, Event, EventFilter};
 use crate::store::OpError;
+use crate::store::events::{self, Event, EventFilter};
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(

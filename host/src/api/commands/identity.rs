@@ -71,11 +71,17 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     )?;
     r.register(
         Command::sync("listAccounts")
-            .describe("Lists accounts and provides detailed account information for listed accounts")
+            .describe(
+                "Lists accounts and provides detailed account information for listed accounts",
+            )
             .since("1.0.0")
             .roles(ALL_ROLES)
             .object("account")
-            .param(Param::uuid("id", Entity::ACCOUNT).desc("list account by account ID").related("listAccounts"))
+            .param(
+                Param::uuid("id", Entity::ACCOUNT)
+                    .desc("list account by account ID")
+                    .related("listAccounts"),
+            )
             .param(Param::string("name").desc("list account by account name"))
             .list_params()
             .scope_params()
@@ -83,19 +89,33 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("name", "string", "the name of the account")
             .handler(|ctx| async move {
                 let (caller, sp, page) = (ctx.caller.clone(), ctx.scope_params(), ctx.page());
-                let (id, name, kw) = (ctx.id("id"), ctx.str("name").map(str::to_string), ctx.keyword().map(str::to_string));
+                let (id, name, kw) = (
+                    ctx.id("id"),
+                    ctx.str("name").map(str::to_string),
+                    ctx.keyword().map(str::to_string),
+                );
                 let listed = ctx
                     .state
                     .store()
                     .read(move |c| {
                         let scope = account_list_scope(c, &caller, &sp)?;
-                        let listed = identity::list_accounts(c, &scope, id, name.as_deref(), kw.as_deref(), page)?;
+                        let listed = identity::list_accounts(
+                            c,
+                            &scope,
+                            id,
+                            name.as_deref(),
+                            kw.as_deref(),
+                            page,
+                        )?;
                         let mut items = Vec::with_capacity(listed.items.len());
                         for a in listed.items {
                             let users = identity::users_of_account(c, a.id)?;
                             items.push(account_obj(&a, &users));
                         }
-                        Ok::<_, OpError>(crate::store::query::Listed { total: listed.total, items })
+                        Ok::<_, OpError>(crate::store::query::Listed {
+                            total: listed.total,
+                            items,
+                        })
                     })
                     .await?;
                 Ok(ApiResult::list(listed))
@@ -107,7 +127,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ALL_ROLES)
             .object("user")
-            .param(Param::uuid("id", Entity::USER).desc("List user by ID.").related("listUsers"))
+            .param(
+                Param::uuid("id", Entity::USER)
+                    .desc("List user by ID.")
+                    .related("listUsers"),
+            )
             .param(Param::string("username").desc("List user by the username"))
             .list_params()
             .scope_params()
@@ -116,13 +140,24 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("apikey", "string", "the api key of the user")
             .handler(|ctx| async move {
                 let (caller, sp, page) = (ctx.caller.clone(), ctx.scope_params(), ctx.page());
-                let (id, username, kw) = (ctx.id("id"), ctx.str("username").map(str::to_string), ctx.keyword().map(str::to_string));
+                let (id, username, kw) = (
+                    ctx.id("id"),
+                    ctx.str("username").map(str::to_string),
+                    ctx.keyword().map(str::to_string),
+                );
                 let listed = ctx
                     .state
                     .store()
                     .read(move |c| {
                         let scope = account_list_scope(c, &caller, &sp)?;
-                        identity::list_users(c, &scope, id, username.as_deref(), kw.as_deref(), page)
+                        identity::list_users(
+                            c,
+                            &scope,
+                            id,
+                            username.as_deref(),
+                            kw.as_deref(),
+                            page,
+                        )
                     })
                     .await?;
                 Ok(ApiResult::list(listed.map(|u| user_obj(&u))))

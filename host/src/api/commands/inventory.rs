@@ -50,10 +50,21 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ADMIN_ONLY)
             .object("zone")
-            .param(Param::string("name").required().desc("the name of the Zone"))
-            .param(Param::string("networktype").desc("network type of the zone, can be Basic or Advanced; accepted and ignored"))
+            .param(
+                Param::string("name")
+                    .required()
+                    .desc("the name of the Zone"),
+            )
+            .param(
+                Param::string("networktype").desc(
+                    "network type of the zone, can be Basic or Advanced; accepted and ignored",
+                ),
+            )
             .param(Param::string("dns1").desc("the first DNS for the Zone; accepted and ignored"))
-            .param(Param::string("internaldns1").desc("the first internal DNS for the Zone; accepted and ignored"))
+            .param(
+                Param::string("internaldns1")
+                    .desc("the first internal DNS for the Zone; accepted and ignored"),
+            )
             .field("id", "string", "Zone id")
             .handler(|ctx| async move {
                 let name = ctx.req_str("name")?.to_string();
@@ -64,7 +75,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .write(move |tx| {
                         let z = inventory::create_zone(tx, &name)?;
                         let text = format!("Successfully created zone {name}");
-                        events::record(tx, &NewEvent::completed(&caller, "ZONE.CREATE", &text).resource("Zone", &z.uuid))?;
+                        events::record(
+                            tx,
+                            &NewEvent::completed(&caller, "ZONE.CREATE", &text)
+                                .resource("Zone", &z.uuid),
+                        )?;
                         Ok::<_, OpError>(z)
                     })
                     .await?;
@@ -77,16 +92,33 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ALL_ROLES)
             .object("serviceoffering")
-            .param(Param::uuid("id", Entity::SERVICE_OFFERING).desc("ID of the service offering").related("listServiceOfferings"))
+            .param(
+                Param::uuid("id", Entity::SERVICE_OFFERING)
+                    .desc("ID of the service offering")
+                    .related("listServiceOfferings"),
+            )
             .param(Param::string("name").desc("name of the service offering"))
             .list_params()
             .field("id", "string", "the id of the service offering")
             .handler(|ctx| async move {
-                let (id, name, kw, page) = (ctx.id("id"), ctx.str("name").map(str::to_string), ctx.keyword().map(str::to_string), ctx.page());
+                let (id, name, kw, page) = (
+                    ctx.id("id"),
+                    ctx.str("name").map(str::to_string),
+                    ctx.keyword().map(str::to_string),
+                    ctx.page(),
+                );
                 let listed = ctx
                     .state
                     .store()
-                    .read(move |c| inventory::list_service_offerings(c, id, name.as_deref(), kw.as_deref(), page))
+                    .read(move |c| {
+                        inventory::list_service_offerings(
+                            c,
+                            id,
+                            name.as_deref(),
+                            kw.as_deref(),
+                            page,
+                        )
+                    })
                     .await?;
                 Ok(ApiResult::list(listed.map(|o| {
                     Obj::new()
@@ -107,16 +139,27 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ALL_ROLES)
             .object("diskoffering")
-            .param(Param::uuid("id", Entity::DISK_OFFERING).desc("ID of the disk offering").related("listDiskOfferings"))
+            .param(
+                Param::uuid("id", Entity::DISK_OFFERING)
+                    .desc("ID of the disk offering")
+                    .related("listDiskOfferings"),
+            )
             .param(Param::string("name").desc("name of the disk offering"))
             .list_params()
             .field("id", "string", "unique ID of the disk offering")
             .handler(|ctx| async move {
-                let (id, name, kw, page) = (ctx.id("id"), ctx.str("name").map(str::to_string), ctx.keyword().map(str::to_string), ctx.page());
+                let (id, name, kw, page) = (
+                    ctx.id("id"),
+                    ctx.str("name").map(str::to_string),
+                    ctx.keyword().map(str::to_string),
+                    ctx.page(),
+                );
                 let listed = ctx
                     .state
                     .store()
-                    .read(move |c| inventory::list_disk_offerings(c, id, name.as_deref(), kw.as_deref(), page))
+                    .read(move |c| {
+                        inventory::list_disk_offerings(c, id, name.as_deref(), kw.as_deref(), page)
+                    })
                     .await?;
                 Ok(ApiResult::list(listed.map(|o| {
                     Obj::new()
@@ -234,7 +277,12 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ALL_ROLES)
             .object("virtualmachine")
-            .param(Param::uuid("id", Entity::VM).required().desc("The ID of the virtual machine").related("listVirtualMachines"))
+            .param(
+                Param::uuid("id", Entity::VM)
+                    .required()
+                    .desc("The ID of the virtual machine")
+                    .related("listVirtualMachines"),
+            )
             .vm_fields()
             .async_handler(|ctx| power(ctx, VmEvent::StartRequested)),
     )?;
@@ -290,15 +338,31 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("1.0.0")
             .roles(ALL_ROLES)
             .object("volume")
-            .param(Param::uuid("id", Entity::VOLUME).desc("the ID of the disk volume").related("listVolumes"))
-            .param(Param::uuid("virtualmachineid", Entity::VM).desc("the ID of the virtual machine").related("listVirtualMachines"))
+            .param(
+                Param::uuid("id", Entity::VOLUME)
+                    .desc("the ID of the disk volume")
+                    .related("listVolumes"),
+            )
+            .param(
+                Param::uuid("virtualmachineid", Entity::VM)
+                    .desc("the ID of the virtual machine")
+                    .related("listVirtualMachines"),
+            )
             .param(Param::string("type").desc("the type of disk volume (ROOT or DATADISK)"))
-            .param(Param::uuid("zoneid", Entity::ZONE).desc("the ID of the availability zone").related("listZones"))
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .desc("the ID of the availability zone")
+                    .related("listZones"),
+            )
             .list_params()
             .scope_params()
             .field("id", "string", "ID of the disk volume")
             .field("name", "string", "name of the disk volume")
-            .field("type", "string", "type of the disk volume (ROOT or DATADISK)")
+            .field(
+                "type",
+                "string",
+                "type of the disk volume (ROOT or DATADISK)",
+            )
             .field("size", "long", "size of the disk volume")
             .field("virtualmachineid", "string", "id of the virtual machine")
             .handler(|ctx| async move {
@@ -374,13 +438,21 @@ pub fn owner_on_behalf(
         )));
     }
     if account.state != "enabled" {
-        return Err(OpError::InvalidState(format!("Account {name} is not enabled")));
+        return Err(OpError::InvalidState(format!(
+            "Account {name} is not enabled"
+        )));
     }
     Ok(Some((account_id, domain_id)))
 }
 
 /// Completes a Starting/Stopping VM (the simulated hypervisor always succeeds) and records the event.
-async fn finish(store: &Store, caller: &Caller, vm_id: i64, event_type: &'static str, text: &'static str) -> Result<Vm, ApiError> {
+async fn finish(
+    store: &Store,
+    caller: &Caller,
+    vm_id: i64,
+    event_type: &'static str,
+    text: &'static str,
+) -> Result<Vm, ApiError> {
     let caller = caller.clone();
     Ok(store
         .write(move |tx| {
@@ -472,8 +544,14 @@ pub fn vm_obj(v: &Vm, caller: &Caller) -> Obj {
         .int("memory", v.memory_mb)
         .bool("haenable", false)
         .bool("passwordenabled", false)
-        .opt_str("backupofferingid", v.backup_offering.as_ref().map(|b| b.0.clone()))
-        .opt_str("backupofferingname", v.backup_offering.as_ref().map(|b| b.1.clone()));
+        .opt_str(
+            "backupofferingid",
+            v.backup_offering.as_ref().map(|b| b.0.clone()),
+        )
+        .opt_str(
+            "backupofferingname",
+            v.backup_offering.as_ref().map(|b| b.1.clone()),
+        );
     if caller.is_root_admin() {
         o = o
             .str("instancename", &v.internal_name)
@@ -497,8 +575,14 @@ pub fn volume_obj(v: &Volume, caller: &Caller) -> Obj {
         .str("domain", &v.domain_name)
         .str("storagetype", "shared")
         .bool("destroyed", v.state == "Destroy" || v.state == "Expunged")
-        .opt_str("diskofferingid", v.disk_offering.as_ref().map(|d| d.0.clone()))
-        .opt_str("diskofferingname", v.disk_offering.as_ref().map(|d| d.1.clone()))
+        .opt_str(
+            "diskofferingid",
+            v.disk_offering.as_ref().map(|d| d.0.clone()),
+        )
+        .opt_str(
+            "diskofferingname",
+            v.disk_offering.as_ref().map(|d| d.1.clone()),
+        )
         .date("created", v.created);
     if let Some(vm) = &v.vm {
         o = o

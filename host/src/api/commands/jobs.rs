@@ -20,7 +20,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .related("listAsyncJobs"),
             )
             .field("jobid", "string", "the ID of the async job")
-            .field("jobstatus", "integer", "the current job status: 0 pending, 1 succeeded, 2 failed")
+            .field(
+                "jobstatus",
+                "integer",
+                "the current job status: 0 pending, 1 succeeded, 2 failed",
+            )
             .field("jobresultcode", "integer", "the result code for the job")
             .field("jobresult", "responseobject", "the result reason")
             .handler(|ctx| async move {
@@ -30,8 +34,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .state
                     .store()
                     .read(move |c| {
-                        let job = jobs::get_job_by_id(c, job_id)?
-                            .ok_or_else(|| OpError::InvalidParameter("job does not exist".into()))?;
+                        let job = jobs::get_job_by_id(c, job_id)?.ok_or_else(|| {
+                            OpError::InvalidParameter("job does not exist".into())
+                        })?;
                         caller.check_access(c, job.account_id, job.domain_id, "the job")?;
                         Ok::<_, OpError>(job)
                     })
@@ -45,7 +50,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .since("3.0.0")
             .roles(ALL_ROLES)
             .object("asyncjobs")
-            .param(Param::date("startdate").desc("The start date of the async job (use format \"yyyy-MM-dd'T'HH:mm:ss'+'SSSS\")"))
+            .param(Param::date("startdate").desc(
+                "The start date of the async job (use format \"yyyy-MM-dd'T'HH:mm:ss'+'SSSS\")",
+            ))
             .list_params()
             .scope_params()
             .field("jobid", "string", "the ID of the async job")
