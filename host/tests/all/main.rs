@@ -1,0 +1,10 @@
+//! One integration-test binary; each module is one area.
+mod support_api;
+
+mod server_auth;
+mod server_config;
+mod server_envelopes;
+mod server_garbage;
+mod server_inventory;
+mod server_jobs;
+mod server_socket;
