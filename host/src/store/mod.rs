@@ -23,11 +23,18 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// Ordered, embedded migrations. Each applies in one transaction and is recorded in
 /// `schema_migrations(version)`. Later layers append here (e.g. `0002_backup`).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sql: include_str!("migrations/0001_core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sql: include_str!("migrations/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "backup",
+        sql: include_str!("migrations/0002_backup.sql"),
+    },
+];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
 /// process writes are serialised by the writer mutex, so this only matters for outside tools.
