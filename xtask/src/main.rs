@@ -1,1 +1,55 @@
-fn main() {}
+//! Build orchestration for the bnr workspace: `cargo xtask <command>` (alias in
+//! `.cargo/config.toml`). Standard library only, so it builds in seconds.
+
+mod plugins;
+mod workspace;
+
+use std::process::ExitCode;
+
+/// Any failure of a task; printed as `error: …`.
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+/// A subcommand: name, one-line help, entry point taking the remaining arguments.
+struct Task {
+    name: &'static str,
+    help: &'static str,
+    run: fn(&[String]) -> Result<()>,
+}
+
+const TASKS: &[Task] = &[Task {
+    name: "plugins",
+    help: "build every provider component (wasm32-wasip2, profile `plugin`) and copy them to \
+           target/providers (built-in providers) and target/fixtures (test components)",
+    run: plugins::run,
+}];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(name) = args.first() else {
+        print_usage();
+        return ExitCode::FAILURE;
+    };
+    if matches!(name.as_str(), "help" | "-h" | "--help") {
+        print_usage();
+        return ExitCode::SUCCESS;
+    }
+    let Some(task) = TASKS.iter().find(|task| task.name == name) else {
+        eprintln!("error: unknown command `{name}`\n");
+        print_usage();
+        return ExitCode::FAILURE;
+    };
+    match (task.run)(&args[1..]) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_usage() {
+    eprintln!("usage: cargo xtask <command> [args]\n\ncommands:");
+    for task in TASKS {
+        eprintln!("  {:<10} {}", task.name, task.help);
+    }
+}

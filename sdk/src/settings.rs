@@ -1,0 +1,59 @@
+//! Typed access to the zone's settings (`host.setting`).
+//!
+//! Only settings the provider declared in [`ProviderInfo::settings`](crate::ProviderInfo) are
+//! visible; undeclared or unset ones read as `None`. Errors are
+//! [`ProviderError::InvalidConfig`] naming the setting, never its value (it may be a secret).
+
+use crate::bindings::bnr::provider::host;
+use crate::{ProviderError, Result};
+use core::str::FromStr;
+
+/// The raw value of `name`, or `None` when it is unset (or not declared). Surrounding
+/// whitespace is trimmed; a blank value counts as unset.
+pub fn get(name: &str) -> Option<String> {
+    let value = host::setting(name)?;
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == value.len() {
+        Some(value)
+    } else {
+        Some(trimmed.to_owned())
+    }
+}
+
+/// The raw value of `name`, or [`ProviderError::InvalidConfig`] when it is unset.
+pub fn require(name: &str) -> Result<String> {
+    get(name).ok_or_else(|| ProviderError::InvalidConfig(format!("setting `{name}` is not set")))
+}
+
+/// The value of `name` parsed as `T`, `None` when unset, [`ProviderError::InvalidConfig`] when it
+/// does not parse (`bool` accepts `true`/`false`, numbers the usual decimal forms).
+pub fn parse<T: FromStr>(name: &str) -> Result<Option<T>> {
+    get(name)
+        .map(|value| {
+            value.parse::<T>().map_err(|_| {
+                ProviderError::InvalidConfig(format!(
+                    "setting `{name}` is not a valid {}",
+                    short_type_name::<T>()
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Like [`parse`], but an unset setting is an error too.
+pub fn require_parsed<T: FromStr>(name: &str) -> Result<T> {
+    parse(name)?.ok_or_else(|| ProviderError::InvalidConfig(format!("setting `{name}` is not set")))
+}
+
+/// Like [`parse`], with `default` for an unset setting.
+pub fn parse_or<T: FromStr>(name: &str, default: T) -> Result<T> {
+    Ok(parse(name)?.unwrap_or(default))
+}
+
+/// `u64` → "u64", `alloc::string::String` → "String": readable in error messages.
+fn short_type_name<T>() -> &'static str {
+    let full = core::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}

@@ -1,0 +1,44 @@
+//! Where things are: the workspace root, the target directory, the cargo binary.
+
+use crate::Result;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The cargo target directory: `$CARGO_TARGET_DIR` (relative to the current directory, as cargo
+/// reads it) or `<root>/target`.
+pub fn target_dir() -> Result<PathBuf> {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => Ok(std::env::current_dir()?.join(dir)),
+        _ => Ok(root().join("target")),
+    }
+}
+
+/// A `cargo` command run from the workspace root with the resolved target directory, using the
+/// same cargo (and thus toolchain) that runs xtask.
+pub fn cargo() -> Result<Command> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target_dir()?);
+    Ok(command)
+}
+
+/// Run `command`, failing with its rendering when it does not exit successfully.
+pub fn run(mut command: Command) -> Result<()> {
+    let status = command
+        .status()
+        .map_err(|error| format!("cannot run {command:?}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed ({status})").into())
+    }
+}
