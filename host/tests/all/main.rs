@@ -12,5 +12,7 @@ mod server_socket;
 mod bnr_support;
 
 mod bnr_assign;
+mod bnr_backups;
 mod bnr_offerings;
 mod bnr_providers;
+mod bnr_schedules;
