@@ -23,6 +23,7 @@ mod operations;
 pub mod providers;
 mod recovery;
 mod restore;
+pub mod rules;
 mod schedules;
 
 use std::future::Future;

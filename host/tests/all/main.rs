@@ -15,4 +15,5 @@ mod bnr_assign;
 mod bnr_backups;
 mod bnr_offerings;
 mod bnr_providers;
+mod bnr_restore;
 mod bnr_schedules;
