@@ -14,6 +14,7 @@ mod bnr_support;
 mod bnr_assign;
 mod bnr_backups;
 mod bnr_offerings;
+mod bnr_operations;
 mod bnr_providers;
 mod bnr_restore;
 mod bnr_schedules;
