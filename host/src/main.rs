@@ -44,7 +44,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => plugin_inspect(file, cache_dir),
+        Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
+            plugin_inspect(file, cache_dir)
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use super::limits::{GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
 use super::size::ResultSize;
 use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET, truncate_utf8};
 use super::wit::{
-    BackupOptions, BackupRef, Instance, Metric, Policy, PollStatus, ProviderInfo,
-    RestorePoint, RestoreTarget, Started, StorageStats, VolumeRestoreRequest, Zone,
+    BackupOptions, BackupRef, Instance, Metric, Policy, PollStatus, ProviderInfo, RestorePoint,
+    RestoreTarget, Started, StorageStats, VolumeRestoreRequest, Zone,
 };
 
 /// A loaded provider component. Cheap to share (`Arc<Provider>`); every call gets a fresh
@@ -50,7 +50,10 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    #[allow(clippy::too_many_arguments, reason = "private constructor, called once")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private constructor, called once"
+    )]
     pub(crate) fn new(
         info: ProviderInfo,
         sha256: String,
@@ -189,7 +192,7 @@ impl Session {
     async fn take_live(&mut self) -> Result<Live, CallError> {
         let cpu_budget = self.shared.limits.cpu_budget_ticks();
         if let Some(mut live) = self.live.take() {
-            live.store.data_mut().begin_call(None, cpu_budget);
+            live.store.data_mut().begin_call(cpu_budget);
             live.store.set_epoch_deadline(1);
             return Ok(live);
         }
@@ -207,7 +210,7 @@ impl Session {
                 UpdateDeadline::Yield(1)
             })
         });
-        store.data_mut().begin_call(None, cpu_budget);
+        store.data_mut().begin_call(cpu_budget);
         store.set_epoch_deadline(1);
         match self.pre.instantiate_async(&mut store).await {
             Ok(bindings) => Ok(Live { store, bindings }),

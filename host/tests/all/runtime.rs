@@ -32,23 +32,48 @@ async fn the_dummy_answers_every_export_correctly() {
     assert_eq!(ids, ["gold-policy", "silver-policy"]);
     assert_eq!(policies[0].name, "Golden Policy");
 
-    assert!(dummy.validate_policy(&ctx, &zone(), "gold-policy").await.unwrap());
-    assert!(!dummy.validate_policy(&ctx, &zone(), "made-up").await.unwrap());
+    assert!(
+        dummy
+            .validate_policy(&ctx, &zone(), "gold-policy")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !dummy
+            .validate_policy(&ctx, &zone(), "made-up")
+            .await
+            .unwrap()
+    );
 
     assert_eq!(
-        dummy.assign_instance(&ctx, &vm, "gold-policy").await.unwrap(),
+        dummy
+            .assign_instance(&ctx, &vm, "gold-policy")
+            .await
+            .unwrap(),
         Some("dummy-external-backup-id".to_owned())
     );
-    dummy.remove_instance(&ctx, &vm, "gold-policy").await.unwrap();
+    dummy
+        .remove_instance(&ctx, &vm, "gold-policy")
+        .await
+        .unwrap();
 
     let started = dummy
-        .start_backup(&ctx, &vm, "gold-policy", wit::BackupOptions { quiesce: false })
+        .start_backup(
+            &ctx,
+            &vm,
+            "gold-policy",
+            wit::BackupOptions { quiesce: false },
+        )
         .await
         .unwrap();
     let wit::Started::Done(wit::OperationResult::BackupTaken(taken)) = started else {
         panic!("expected a finished backup, got {started:?}");
     };
-    assert!(taken.external_id.starts_with("dummy-vm-1-"), "{}", taken.external_id);
+    assert!(
+        taken.external_id.starts_with("dummy-vm-1-"),
+        "{}",
+        taken.external_id
+    );
     assert_eq!(taken.kind, "FULL");
     assert_eq!(taken.size, (8 << 30) + (2 << 30));
     assert_eq!(taken.protected_size, taken.size);
@@ -79,9 +104,15 @@ async fn the_dummy_answers_every_export_correctly() {
     assert!(!restored.path.is_empty());
 
     let err = dummy.poll_operation(&ctx, "nope").await.unwrap_err();
-    assert!(matches!(err, CallError::Provider(wit::ProviderError::NotFound(_))), "{err:?}");
+    assert!(
+        matches!(err, CallError::Provider(wit::ProviderError::NotFound(_))),
+        "{err:?}"
+    );
     let err = dummy.cancel_operation(&ctx, "nope").await.unwrap_err();
-    assert!(matches!(err, CallError::Provider(wit::ProviderError::NotFound(_))), "{err:?}");
+    assert!(
+        matches!(err, CallError::Provider(wit::ProviderError::NotFound(_))),
+        "{err:?}"
+    );
     let err = dummy.list_restore_points(&ctx, &vm).await.unwrap_err();
     assert!(
         matches!(err, CallError::Provider(wit::ProviderError::Unsupported(_))),
@@ -90,7 +121,10 @@ async fn the_dummy_answers_every_export_correctly() {
     assert!(!err.is_retryable());
 
     let vm2 = instance("vm-2");
-    let metrics = dummy.metrics(&ctx, &zone(), &[vm.clone(), vm2]).await.unwrap();
+    let metrics = dummy
+        .metrics(&ctx, &zone(), &[vm.clone(), vm2])
+        .await
+        .unwrap();
     assert_eq!(metrics.len(), 2);
     assert_eq!(metrics[0].instance_uuid, "vm-1");
     assert_eq!(metrics[1].instance_uuid, "vm-2");
@@ -116,7 +150,12 @@ async fn a_session_reuses_one_instance_across_calls() {
     }
     // A provider error is an answer, not a failure: the session keeps going.
     assert!(session.poll_operation("nope").await.is_err());
-    assert!(session.validate_policy(&zone(), "gold-policy").await.unwrap());
+    assert!(
+        session
+            .validate_policy(&zone(), "gold-policy")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -125,7 +164,10 @@ async fn provider_errors_reach_the_caller_typed_and_retryable_when_unavailable()
     let ctx = support::ctx(&scripted, &[("scripted.mode", "outage")]);
     let err = scripted.list_policies(&ctx, &zone()).await.unwrap_err();
     assert!(
-        matches!(&err, CallError::Provider(wit::ProviderError::Unavailable(_))),
+        matches!(
+            &err,
+            CallError::Provider(wit::ProviderError::Unavailable(_))
+        ),
         "{err:?}"
     );
     assert!(err.is_retryable());
@@ -137,7 +179,12 @@ async fn declared_settings_reach_the_provider() {
     let scripted = support::provider(support::SCRIPTED);
     let ctx = support::ctx(&scripted, &[("scripted.mode", "fail")]);
     let err = scripted
-        .start_backup(&ctx, &instance("vm-1"), "gold-policy", wit::BackupOptions { quiesce: false })
+        .start_backup(
+            &ctx,
+            &instance("vm-1"),
+            "gold-policy",
+            wit::BackupOptions { quiesce: false },
+        )
         .await
         .unwrap_err();
     assert!(

@@ -80,7 +80,10 @@ async fn a_corrupted_cache_entry_is_recompiled() {
     let dummy = load(&rt, DUMMY);
     assert_recompiled(&dummy, "checksum");
     assert_dummy_works(&dummy).await;
-    assert!(load(&rt, DUMMY).loaded_from_cache(), "the entry was rewritten");
+    assert!(
+        load(&rt, DUMMY).loaded_from_cache(),
+        "the entry was rewritten"
+    );
 
     // Truncated (an interrupted copy).
     let bytes = std::fs::read(&artifact).unwrap();
@@ -127,6 +130,9 @@ async fn a_foreign_cache_entry_is_recompiled_not_run() {
     // Not an artifact at all (the raw wasm) with a header claiming it is.
     std::fs::write(&dummy_artifact, support::component_bytes(DUMMY)).unwrap();
     let dummy = load(&rt, DUMMY);
-    assert!(matches!(dummy.load_stats().cache, CacheOutcome::Recompiled { .. }));
+    assert!(matches!(
+        dummy.load_stats().cache,
+        CacheOutcome::Recompiled { .. }
+    ));
     assert_dummy_works(&dummy).await;
 }

@@ -20,7 +20,11 @@ fn text(bytes: &[u8]) -> String {
 fn plugin_inspect_prints_what_the_dummy_declares() {
     let out = inspect(&support::component_path(DUMMY));
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
     for expected in [
         "name:         dummy",
         "version:      1.0.0",
@@ -31,7 +35,10 @@ fn plugin_inspect_prints_what_the_dummy_declares() {
         "reconciliation: no",
         "delete-granularity: restore-point",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 }
 
@@ -41,7 +48,10 @@ fn plugin_inspect_lists_settings_and_needs() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("name:         hostile"), "{stdout}");
-    assert!(stdout.contains("hostile.mode (text) (default: ok)"), "{stdout}");
+    assert!(
+        stdout.contains("hostile.mode (text) (default: ok)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("hostile.url (url)"), "{stdout}");
     assert!(stdout.contains("http-to-setting(hostile.url)"), "{stdout}");
 }
@@ -59,9 +69,17 @@ fn plugin_inspect_fails_with_a_reason_for_files_that_cannot_load() {
     std::fs::write(&not_wasm, "just text").unwrap();
     let out = inspect(&not_wasm);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a WebAssembly file"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = inspect(&dir.path().join("missing.wasm"));
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("missing.wasm"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("missing.wasm"),
+        "{}",
+        text(&out.stderr)
+    );
 }

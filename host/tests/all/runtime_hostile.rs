@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bnr::runtime::{
-    CallContext, CallError, Grants, LoadError, PoolConfig, Runtime, RuntimeConfig,
-};
+use bnr::runtime::{CallContext, CallError, Grants, LoadError, PoolConfig, Runtime, RuntimeConfig};
 
 use crate::support::{self, DUMMY, FUTURE_VERSION, HOSTILE, TempDir, WRONG_WORLD, zone};
 
@@ -18,7 +16,10 @@ fn hostile_ctx(mode: &str) -> CallContext {
 /// The hostile provider in `ok` mode, and the dummy, both still answer.
 async fn assert_runtime_still_serves() {
     let hostile = support::provider(HOSTILE);
-    let policies = hostile.list_policies(&hostile_ctx("ok"), &zone()).await.unwrap();
+    let policies = hostile
+        .list_policies(&hostile_ctx("ok"), &zone())
+        .await
+        .unwrap();
     assert_eq!(policies[0].external_id, "fine");
     let dummy = support::provider(DUMMY);
     let policies = dummy
@@ -34,7 +35,12 @@ async fn while_dummy_keeps_answering<T>(misbehaving: impl Future<Output = T>) ->
     let ctx = support::ctx(&dummy, &[]);
     let others = async {
         for _ in 0..5 {
-            assert!(dummy.validate_policy(&ctx, &zone(), "gold-policy").await.unwrap());
+            assert!(
+                dummy
+                    .validate_policy(&ctx, &zone(), "gold-policy")
+                    .await
+                    .unwrap()
+            );
             tokio::task::yield_now().await;
         }
     };
@@ -56,13 +62,10 @@ async fn an_infinite_loop_is_interrupted_with_cpu_limit() {
 #[tokio::test]
 async fn a_memory_bomb_is_stopped_with_memory_limit() {
     let hostile = support::provider(HOSTILE);
-    let err = while_dummy_keeps_answering(hostile.validate_policy(
-        &hostile_ctx("bomb"),
-        &zone(),
-        "fine",
-    ))
-    .await
-    .unwrap_err();
+    let err =
+        while_dummy_keeps_answering(hostile.validate_policy(&hostile_ctx("bomb"), &zone(), "fine"))
+            .await
+            .unwrap_err();
     assert!(matches!(err, CallError::MemoryLimit), "{err:?}");
     assert_runtime_still_serves().await;
 }
@@ -74,7 +77,11 @@ async fn a_panic_becomes_a_trap_carrying_the_panic_message() {
         .assign_instance(&hostile_ctx("panic"), &support::instance("vm-1"), "fine")
         .await
         .unwrap_err();
-    let CallError::Trap { message, guest_panic } = &err else {
+    let CallError::Trap {
+        message,
+        guest_panic,
+    } = &err
+    else {
         panic!("expected a trap, got {err:?}");
     };
     assert!(message.contains("unreachable"), "{message}");
@@ -83,7 +90,10 @@ async fn a_panic_becomes_a_trap_carrying_the_panic_message() {
         guest_panic.contains("hostile fixture panicked on purpose"),
         "{guest_panic:?}"
     );
-    assert!(err.to_string().contains("hostile fixture panicked on purpose"));
+    assert!(
+        err.to_string()
+            .contains("hostile fixture panicked on purpose")
+    );
     assert_runtime_still_serves().await;
 }
 
@@ -171,9 +181,16 @@ async fn http_to_an_ungranted_host_is_denied_without_sending_anything() {
     ];
     for grants in ungranted {
         let seen = guest_get(&url, grants.clone()).await;
-        assert!(seen.contains("denied"), "grants {grants:?}: guest saw {seen:?}");
+        assert!(
+            seen.contains("denied"),
+            "grants {grants:?}: guest saw {seen:?}"
+        );
     }
-    assert_eq!(server.hits.load(Ordering::SeqCst), 0, "a denied request reached the server");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        0,
+        "a denied request reached the server"
+    );
 
     let seen = guest_get(&url, grant_for(&url)).await;
     assert_eq!(seen, "200");

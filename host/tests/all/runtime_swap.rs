@@ -64,7 +64,11 @@ async fn swapping_a_zone_provider_under_load_fails_no_call() {
                 let started_after_swap = swapped.load(Ordering::SeqCst);
                 let provider = registry.get(ZONE).unwrap();
                 let taken_by = backup_taken_by(&provider).await;
-                assert_eq!(taken_by, provider.name(), "answered by the provider it called");
+                assert_eq!(
+                    taken_by,
+                    provider.name(),
+                    "answered by the provider it called"
+                );
                 if started_after_swap {
                     assert_eq!(taken_by, "scripted", "a call that started after the swap");
                     calls_after_swap += 1;
@@ -86,14 +90,21 @@ async fn swapping_a_zone_provider_under_load_fails_no_call() {
     swap_done.wait().await;
 
     for call in held {
-        assert_eq!(call.await.unwrap(), "dummy", "in-flight calls finish on the old provider");
+        assert_eq!(
+            call.await.unwrap(),
+            "dummy",
+            "in-flight calls finish on the old provider"
+        );
     }
     let mut total = 0;
     for loader in loaders {
         total += loader.await.unwrap();
     }
     assert!(total >= LOADERS * 20);
-    assert_eq!(backup_taken_by(&registry.get(ZONE).unwrap()).await, "scripted");
+    assert_eq!(
+        backup_taken_by(&registry.get(ZONE).unwrap()).await,
+        "scripted"
+    );
     assert!(Arc::ptr_eq(&registry.remove(ZONE).unwrap(), &scripted));
     assert!(registry.get(ZONE).is_none());
 }

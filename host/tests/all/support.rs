@@ -41,7 +41,9 @@ pub fn target_dir() -> PathBuf {
 pub fn component_path(stem: &str) -> PathBuf {
     let target = target_dir();
     let candidates = [
-        target.join("wasm32-wasip2/plugin").join(format!("{stem}.wasm")),
+        target
+            .join("wasm32-wasip2/plugin")
+            .join(format!("{stem}.wasm")),
         target.join("fixtures").join(format!("{stem}.wasm")),
         target.join("providers").join(format!("{stem}.wasm")),
     ];
@@ -103,7 +105,9 @@ pub fn provider(stem: &str) -> Arc<Provider> {
     static LOADED: OnceLock<Mutex<HashMap<String, Arc<Provider>>>> = OnceLock::new();
     let loaded = LOADED.get_or_init(Default::default);
     // Held while loading so concurrent tests do not compile the same component twice.
-    let mut loaded = loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut loaded = loaded
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     loaded
         .entry(stem.to_owned())
         .or_insert_with(|| {
