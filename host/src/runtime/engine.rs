@@ -190,22 +190,16 @@ impl Runtime {
         inspect::check_info(&info)?;
         let declared = Declared::from_info(&info);
 
-        let pre = match (shape.imports_http, declared.http) {
-            (false, _) | (true, true) => describe_pre,
-            (true, false) => {
-                // Imported but not declared: the imports are satisfied by functions that trap,
-                // so the provider loads but can never reach the network.
-                tracing::warn!(
-                    provider = %info.name,
-                    "provider imports wasi:http without declaring an http need; HTTP is not linked"
-                );
-                let mut linker = self.linker.clone();
-                linker
-                    .define_unknown_imports_as_traps(&component)
-                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-                pre_instantiate(&linker, &component)?
-            }
-        };
+        if shape.imports_http && !declared.http {
+            // wasi:http is a capability: linked only for providers that declare an HTTP need.
+            // Refusing here tells the vendor at install time instead of failing at run time.
+            return Err(LoadError::Invalid(
+                "the component imports wasi:http but declares no `http-to-setting` need; \
+                 outbound HTTP is only available to providers that declare it"
+                    .to_owned(),
+            ));
+        }
+        let pre = describe_pre;
 
         let stats = LoadStats {
             cache,

@@ -253,7 +253,7 @@ pub struct Inspection {
     pub sha256: String,
     /// Size of the `.wasm` file in bytes.
     pub size_bytes: usize,
-    /// Whether the component imports `wasi:http` (usable only with an HTTP need).
+    /// Whether the component imports `wasi:http` (it then declares an HTTP need).
     pub imports_http: bool,
 }
 
@@ -296,15 +296,10 @@ impl fmt::Display for Inspection {
         for need in &info.needs {
             writeln!(f, "  {}", describe_need(need))?;
         }
-        if self.imports_http
-            && !info
-                .needs
-                .iter()
-                .any(|n| matches!(n, Need::HttpToSetting(_)))
-        {
+        if self.imports_http {
             writeln!(
                 f,
-                "  note: imports wasi:http without declaring an http need; HTTP is not linked"
+                "  (links wasi:http: outbound HTTP to the granted hosts only)"
             )?;
         }
         let c = &info.capabilities;
@@ -388,7 +383,10 @@ mod tests {
                 description: "Veeam B&R".into(),
                 version: "0.3.1".into(),
                 settings: vec![secret("veeam.password", Some("changeme"))],
-                needs: vec![Need::RemoteExecOnInstanceHost],
+                needs: vec![
+                    Need::RemoteExecOnInstanceHost,
+                    Need::HttpToSetting("veeam.url".into()),
+                ],
                 capabilities: Capabilities {
                     instance_from_backup: false,
                     single_volume_restore: true,
@@ -413,7 +411,8 @@ mod tests {
         );
         assert!(!text.contains("changeme"), "{text}");
         assert!(text.contains("remote-exec-on-instance-host"), "{text}");
-        assert!(text.contains("HTTP is not linked"), "{text}");
+        assert!(text.contains("http-to-setting(veeam.url)"), "{text}");
+        assert!(text.contains("links wasi:http"), "{text}");
         assert!(text.contains("delete-granularity: chain"), "{text}");
     }
 

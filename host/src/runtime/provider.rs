@@ -17,7 +17,7 @@ use super::engine::{LoadStats, RuntimeShared};
 use super::error::CallError;
 use super::grants::CallContext;
 use super::inspect::Inspection;
-use super::limits::{GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
+use super::limits::{DESCRIBE_TIMEOUT, GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
 use super::size::ResultSize;
 use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET, truncate_utf8};
 use super::wit::{
@@ -288,7 +288,7 @@ impl Session {
 
     /// `describe()`, used at load.
     pub(crate) async fn describe(&mut self) -> Result<ProviderInfo, CallError> {
-        let timeout = self.timeout();
+        let timeout = self.timeout().min(DESCRIBE_TIMEOUT);
         let call = async {
             let mut live = self.take_live().await?;
             let outcome = live
