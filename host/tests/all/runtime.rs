@@ -1,6 +1,6 @@
 //! The runtime runs a well-behaved provider: every export of the dummy through `Provider`.
 
-use bnr::runtime::{CallError, wit};
+use bnr::runtime::{CallError, Catalog, wit};
 
 use crate::support::{self, DUMMY, backup_ref, instance, zone};
 
@@ -191,4 +191,62 @@ async fn declared_settings_reach_the_provider() {
         matches!(err, CallError::Provider(wit::ProviderError::Rejected(_))),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_provider_directory_loads_what_it_can_and_reports_the_rest() {
+    let dir = support::TempDir::new("providers");
+    for stem in [support::DUMMY, support::SCRIPTED, support::WRONG_WORLD] {
+        std::fs::copy(
+            support::component_path(stem),
+            dir.path().join(format!("{stem}.wasm")),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("broken.wasm"), b"not wasm").unwrap();
+    std::fs::write(dir.path().join("README.txt"), b"ignored").unwrap();
+
+    let catalog = Catalog::new();
+    let rt = support::runtime();
+    let loaded = catalog.load_dir(&rt, dir.path());
+
+    let outcome: Vec<(String, Result<String, String>)> = loaded
+        .iter()
+        .map(|(path, result)| {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let result = match result {
+                Ok(provider) => Ok(provider.name().to_owned()),
+                Err(err) => Err(err.to_string()),
+            };
+            (file, result)
+        })
+        .collect();
+    assert_eq!(outcome.len(), 4, "{outcome:?}");
+    assert_eq!(outcome[0].0, "bnr_dummy.wasm");
+    assert_eq!(outcome[0].1, Ok("dummy".to_owned()));
+    assert_eq!(outcome[1].0, "bnr_fixture_scripted.wasm");
+    assert_eq!(outcome[1].1, Ok("scripted".to_owned()));
+    assert!(
+        matches!(&outcome[2].1, Err(e) if e.contains("wrong world")),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome[3].0, "broken.wasm");
+    assert!(matches!(&outcome[3].1, Err(e) if e.contains("not a WebAssembly file")));
+
+    let names: Vec<_> = catalog.list().iter().map(|p| p.name().to_owned()).collect();
+    assert_eq!(names, ["dummy", "scripted"]);
+    let dummy = catalog.get("dummy").unwrap();
+    assert_eq!(
+        dummy
+            .list_policies(&support::ctx(&dummy, &[]), &zone())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(catalog.get("veeam").is_none());
+
+    let missing = catalog.load_dir(&rt, &support::target_dir().join("no-such-dir"));
+    assert_eq!(missing.len(), 1);
+    assert!(matches!(missing[0].1, Err(bnr::runtime::LoadError::Io(_))));
 }
