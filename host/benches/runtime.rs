@@ -108,15 +108,32 @@ fn show(duration: Duration) -> String {
     }
 }
 
+/// Virtual address space of this process in KiB (Linux), to show what the pool reserves.
+fn vm_size_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let wasm = dummy_wasm();
     let cache = std::env::temp_dir().join(format!("bnr-bench-cache-{}", std::process::id()));
-    let rt: Arc<Runtime> = Runtime::new(RuntimeConfig::new(&cache)).expect("runtime");
+    let config = RuntimeConfig::new(&cache);
+    let pool_instances = config.pool.max_instances;
+    let vm_before = vm_size_kib();
+    let rt: Arc<Runtime> = Runtime::new(config).expect("runtime");
     assert!(
         rt.pooling_enabled(),
         "the benchmark expects the pooling allocator"
     );
+    if let (Some(before), Some(after)) = (vm_before, vm_size_kib()) {
+        let reserved_gib = after.saturating_sub(before) as f64 / (1024.0 * 1024.0);
+        println!(
+            "pooling allocator, {pool_instances} instance slots: +{reserved_gib:.1} GiB of \
+             virtual address space reserved\n"
+        );
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
