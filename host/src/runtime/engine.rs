@@ -49,11 +49,19 @@ impl RuntimeConfig {
     }
 }
 
-/// What every provider and call shares.
+/// What every provider and call shares. Owned jointly by the `Runtime` and every `Provider`,
+/// so the epoch ticker runs as long as anything can still call a provider.
 pub(crate) struct RuntimeShared {
     pub engine: Engine,
     pub limits: SandboxLimits,
     admission: Arc<Semaphore>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeShared {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl RuntimeShared {
@@ -85,7 +93,6 @@ pub struct Runtime {
     /// The same plus `wasi:http`, for providers that declare an HTTP need.
     linker_http: Linker<HostState>,
     pooling: bool,
-    ticker_stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -95,12 +102,6 @@ impl std::fmt::Debug for Runtime {
             .field("limits", &self.shared.limits)
             .field("pooling", &self.pooling)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -130,12 +131,12 @@ impl Runtime {
                 engine,
                 limits,
                 admission: Arc::new(Semaphore::new(permits)),
+                ticker_stop,
             }),
             cache,
             linker,
             linker_http,
             pooling,
-            ticker_stop,
         }))
     }
 

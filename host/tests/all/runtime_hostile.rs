@@ -274,3 +274,24 @@ async fn calls_beyond_the_pool_wait_then_fail_busy_and_succeed_once_a_slot_frees
     drop(first);
     assert_eq!(dummy.list_policies(&ctx, &zone()).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn providers_stay_bounded_after_the_runtime_handle_is_dropped() {
+    let cache = TempDir::new("dropped-runtime");
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: cache.path().to_owned(),
+        limits: support::test_limits(),
+        pool: PoolConfig {
+            enabled: false,
+            ..PoolConfig::default()
+        },
+    })
+    .unwrap();
+    let hostile = rt.load_file(&support::component_path(HOSTILE)).unwrap();
+    drop(rt);
+    let err = hostile
+        .list_policies(&hostile_ctx("loop"), &zone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::CpuLimit), "{err:?}");
+}
