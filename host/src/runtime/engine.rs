@@ -181,13 +181,16 @@ impl Runtime {
             .load_or_compile(&self.shared.engine, wasm, &sha256)
             .map_err(|CompileFailed(message)| LoadError::Compile(message))?;
 
-        let describe_linker = if shape.imports_http {
+        // The describe() call and all later calls share one pre-instantiation: wasi:http is
+        // linked only for components that import it, and such a component is refused below
+        // unless it declares an HTTP need.
+        let linker = if shape.imports_http {
             &self.linker_http
         } else {
             &self.linker
         };
-        let describe_pre = pre_instantiate(describe_linker, &component)?;
-        let info = describe_on_own_thread(&self.shared, &describe_pre)?;
+        let pre = pre_instantiate(linker, &component)?;
+        let info = describe_on_own_thread(&self.shared, &pre)?;
         inspect::check_info(&info)?;
         let declared = Declared::from_info(&info);
 
@@ -200,7 +203,6 @@ impl Runtime {
                     .to_owned(),
             ));
         }
-        let pre = describe_pre;
 
         let stats = LoadStats {
             cache,
