@@ -601,6 +601,22 @@ mod tests {
     }
 
     #[test]
+    fn destroy_recover_and_expunge_follow_the_state_table() {
+        use VmEvent::*;
+        use VmState::*;
+        assert_eq!(Stopped.on(DestroyRequested), Some(Destroyed));
+        assert_eq!(Error.on(DestroyRequested), Some(Destroyed));
+        assert_eq!(Running.on(DestroyRequested), None, "stopped first");
+        assert_eq!(Destroyed.on(RecoveryRequested), Some(Stopped));
+        assert_eq!(Stopped.on(RecoveryRequested), None);
+        assert_eq!(Destroyed.on(ExpungeOperation), Some(Expunging));
+        assert_eq!(Error.on(ExpungeOperation), Some(Expunging));
+        assert_eq!(Stopped.on(ExpungeOperation), None);
+        assert_eq!(Running.on(ExpungeOperation), None);
+        assert_eq!(Expunging.on(RecoveryRequested), None);
+    }
+
+    #[test]
     fn hostnames_are_validated_like_cloudstack() {
         assert!(is_valid_hostname("web-01"));
         assert!(!is_valid_hostname("1web"));

@@ -222,7 +222,7 @@ fn pick_device_id(conn: &Connection, vm: &Vm, requested: Option<i64>) -> OpResul
         Some(0) => Err(OpError::InvalidParameter(
             "Vm already has root volume attached to it".into(),
         )),
-        Some(d) if d < 0 || d > MAX_DEVICE_ID || d == CDROM_DEVICE_ID => Err(
+        Some(d) if !(0..=MAX_DEVICE_ID).contains(&d) || d == CDROM_DEVICE_ID => Err(
             OpError::InvalidState(format!("deviceId should be 1,2,4-{MAX_DEVICE_ID}")),
         ),
         Some(d) if used.contains(&d) => Err(OpError::InvalidState(format!(
