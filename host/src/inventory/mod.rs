@@ -3,13 +3,17 @@
 //! inside the async job that drives them.
 
 pub mod bootstrap;
+pub mod guard;
+pub mod lifecycle;
 pub mod vm;
+pub mod volume;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, OpResult, new_uuid, now};
 
+pub use guard::{ExpungeGuard, GuardFuture};
 pub use vm::{DeployRequest, Vm, VmFilter, VmState, Volume, VolumeFilter};
 
 #[derive(Debug, Clone)]

@@ -6,5 +6,6 @@ mod server_config;
 mod server_envelopes;
 mod server_garbage;
 mod server_inventory;
+mod server_inventory_lifecycle;
 mod server_jobs;
 mod server_socket;
