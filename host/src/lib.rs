@@ -1,2 +1,9 @@
 //! bnr: a Backup & Recovery control plane.
+pub mod api;
+pub mod config;
+pub mod identity;
+pub mod inventory;
+pub mod jobs;
 pub mod runtime;
+pub mod scheduler;
+pub mod store;

@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::net::SocketAddr;
+
+use bnr::api::serve::{self, ServeOptions};
+use bnr::inventory::bootstrap::BootstrapOptions;
 use bnr::runtime::{PoolConfig, Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
 
@@ -16,6 +20,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the CloudStack-compatible API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Directory holding the database and generated credentials.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Work with provider components.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -36,16 +49,51 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server logs what it does to stdout; one-shot commands only report errors, on stderr.
+    let (default_filter, to_stderr) = match cli.command {
+        Command::Serve { .. } => ("info", false),
+        Command::Plugin(_) => ("error", true),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if to_stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        })
         .init();
-    match Cli::parse().command {
+    match cli.command {
+        Command::Serve { listen, data_dir } => run_server(listen, data_dir),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
+        }
+    }
+}
+
+fn run_server(listen: SocketAddr, data_dir: PathBuf) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(serve::run(
+                ServeOptions {
+                    listen,
+                    data_dir,
+                    bootstrap: BootstrapOptions::from_env(),
+                },
+                serve::shutdown_signal(),
+            ))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

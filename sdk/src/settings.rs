@@ -3,6 +3,10 @@
 //! Only settings the provider declared in [`ProviderInfo::settings`](crate::ProviderInfo) are
 //! visible; undeclared or unset ones read as `None`. Errors are
 //! [`ProviderError::InvalidConfig`] naming the setting, never its value (it may be a secret).
+//!
+//! A `default_value` declared with [`SettingDecl::with_default`](crate::SettingDecl::with_default)
+//! is what operators see and what the host reports for an unset setting; providers that must not
+//! depend on it use [`parse_or`] or `get(..).unwrap_or(..)` with the same default.
 
 use crate::bindings::bnr::provider::host;
 use crate::{ProviderError, Result};

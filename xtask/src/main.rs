@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`). Standard library only, so it builds in seconds.
 
 mod plugins;
+mod suite;
 mod workspace;
 
 use std::process::ExitCode;
@@ -16,12 +17,24 @@ struct Task {
     run: fn(&[String]) -> Result<()>,
 }
 
-const TASKS: &[Task] = &[Task {
-    name: "plugins",
-    help: "build every provider component (wasm32-wasip2, profile `plugin`) and copy them to \
-           target/providers (built-in providers) and target/fixtures (test components)",
-    run: plugins::run,
-}];
+const TASKS: &[Task] = &[
+    Task {
+        name: "serve",
+        help: "build the providers and bnr, then run `bnr serve` (extra args are passed on)",
+        run: suite::serve,
+    },
+    Task {
+        name: "test",
+        help: "build the components, run the Rust test suite and the `cs` client compatibility suite",
+        run: suite::test,
+    },
+    Task {
+        name: "plugins",
+        help: "build every provider component (wasm32-wasip2, profile `plugin`) and copy them to \
+               target/providers (built-in providers) and target/fixtures (test components)",
+        run: plugins::run,
+    },
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

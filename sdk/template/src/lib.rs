@@ -21,6 +21,7 @@ struct Acme;
 const URL: &str = "backup.plugin.acme.url";
 const USERNAME: &str = "backup.plugin.acme.username";
 const PASSWORD: &str = "backup.plugin.acme.password";
+const DEFAULT_USERNAME: &str = "bnr";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Prefix of the handles this provider returns; the rest is the vendor's job id.
 const JOB_HANDLE_PREFIX: &str = "acme-job:";
@@ -71,7 +72,7 @@ impl Api {
     fn from_settings() -> Result<Api> {
         Ok(Api {
             base: settings::require(URL)?.trim_end_matches('/').to_owned(),
-            username: settings::require(USERNAME)?,
+            username: settings::get(USERNAME).unwrap_or_else(|| DEFAULT_USERNAME.into()),
             password: settings::require(PASSWORD)?,
         })
     }
@@ -101,7 +102,7 @@ impl Provider for Acme {
                     URL,
                     "ACME REST API base URL, e.g. https://acme.example:8443/api",
                 ),
-                SettingDecl::text(USERNAME, "ACME API user").with_default("bnr"),
+                SettingDecl::text(USERNAME, "ACME API user").with_default(DEFAULT_USERNAME),
                 SettingDecl::secret(PASSWORD, "ACME API password"),
             ],
             needs: vec![Need::HttpToSetting(URL.into())],

@@ -1,0 +1,429 @@
+//! The CloudStack wire protocol and nothing else: one endpoint (`/client/api`), GET = POST,
+//! signature / session authentication, role checks, parameter binding, envelopes, errors.
+//!
+//! Invariant: only this layer knows CloudStack JSON. Lower layers return typed values and
+//! `OpError`s; command handlers (in `commands`) turn them into response objects.
+
+pub mod commands;
+pub mod error;
+pub mod params;
+pub mod registry;
+pub mod render;
+pub mod serve;
+pub mod session;
+pub mod signature;
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::response::Response;
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+use crate::identity::{self, Caller};
+use crate::jobs::{JobFailure, JobManager, JobSpec};
+use crate::store::{OpError, Store, now};
+
+pub use error::ApiError;
+pub use registry::{AsyncStart, Command, Ctx, Entity, Param, Registry};
+pub use render::{ApiResult, Format, Obj};
+
+use error::code;
+use params::RawParams;
+use registry::Handler;
+use render::{error_response, ok_response, response_name};
+use session::Sessions;
+
+/// Largest request body accepted (form-encoded parameters; nothing legitimate comes close).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const DATABASE_FILE: &str = "bnr.sqlite";
+
+/// The long-lived services every layer shares. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    pub store: Store,
+    pub settings: Settings,
+    pub jobs: JobManager,
+}
+
+impl Core {
+    /// Opens `<data_dir>/bnr.sqlite` (migrating it), loads settings, creates the job manager.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Core> {
+        use anyhow::Context;
+        let store = Store::open(data_dir.join(DATABASE_FILE))
+            .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+        Core::from_store(store)
+    }
+
+    pub fn from_store(store: Store) -> anyhow::Result<Core> {
+        let settings = Settings::load(store.clone())?;
+        let jobs = JobManager::new(store.clone());
+        Ok(Core {
+            store,
+            settings,
+            jobs,
+        })
+    }
+}
+
+/// State shared by every request: the core services, the command registry, login sessions,
+/// and typed extensions for services added by other layers (`ApiState::ext`).
+#[derive(Clone)]
+pub struct ApiState(Arc<StateInner>);
+
+pub struct StateInner {
+    pub core: Core,
+    pub registry: Registry,
+    pub sessions: Sessions,
+    extensions: http::Extensions,
+}
+
+impl Deref for ApiState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl StateInner {
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.core.settings
+    }
+    pub fn jobs(&self) -> &JobManager {
+        &self.core.jobs
+    }
+    /// A service registered with [`ApiState::with_extensions`], e.g. the B&R service.
+    pub fn ext<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
+    }
+}
+
+impl ApiState {
+    pub fn new(core: Core, registry: Registry) -> ApiState {
+        Self::with_extensions(core, registry, http::Extensions::new())
+    }
+
+    /// `extensions` holds services of other layers (insert `Arc<MyService>`; handlers call
+    /// `ctx.state.ext::<Arc<MyService>>()`).
+    pub fn with_extensions(
+        core: Core,
+        registry: Registry,
+        extensions: http::Extensions,
+    ) -> ApiState {
+        ApiState(Arc::new(StateInner {
+            core,
+            registry,
+            sessions: Sessions::default(),
+            extensions,
+        }))
+    }
+}
+
+/// The HTTP router: `/client/api` (any method; GET and POST are handled alike).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/client/api", any(handle))
+        .route("/client/api/", any(handle))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn handle(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Run in its own task: a panic anywhere below becomes a 530 answer, never a dropped
+    // connection or a 500.
+    let task = tokio::spawn(process(state, method, uri, headers, body));
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "request handler panicked");
+            error_response(
+                &ApiError::internal(
+                    "Internal error executing command, please contact your system administrator",
+                ),
+                "errorresponse",
+                Format::Json,
+            )
+        }
+    }
+}
+
+async fn process(
+    state: ApiState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let raw = match RawParams::parse(uri.query(), is_form.then_some(&body[..])) {
+        Ok(raw) => raw,
+        Err(e) => return error_response(&e, "errorresponse", Format::Json),
+    };
+    let format = match raw.get_ci("response") {
+        Some(v) if v.eq_ignore_ascii_case("json") => Format::Json,
+        _ => Format::Xml,
+    };
+    if method != Method::GET && method != Method::POST {
+        let e = ApiError::new(
+            code::METHOD_NOT_ALLOWED,
+            None,
+            "Only GET and POST are supported",
+        );
+        return error_response(&e, "errorresponse", format);
+    }
+    let Some(command) = raw.get("command").map(str::to_string) else {
+        let e = ApiError::new(code::BAD_REQUEST, None, "no command specified");
+        return error_response(&e, "errorresponse", format);
+    };
+    match command.as_str() {
+        "login" => return login(&state, &method, &raw, format).await,
+        "logout" => return logout(&state, &raw, &headers, format),
+        _ => {}
+    }
+    let Some(cmd) = state.registry.get(&command).cloned() else {
+        let e = ApiError::new(
+            code::UNSUPPORTED_ACTION,
+            Some(error::cs_code::SERVER_API_EXCEPTION),
+            format!("The given command {command} does not exist or it is not available for user"),
+        );
+        return error_response(&e, "errorresponse", format);
+    };
+    let name = response_name(&cmd.name);
+    match dispatch(&state, cmd, &raw, &headers, format).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e, &name, format),
+    }
+}
+
+async fn dispatch(
+    state: &ApiState,
+    cmd: Arc<Command>,
+    raw: &RawParams,
+    headers: &HeaderMap,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(state, raw, headers).await?;
+    if !cmd.allows(caller.role) {
+        return Err(ApiError::not_available(&cmd.name));
+    }
+    let values = params::bind(&cmd, raw, state.store()).await?;
+    let name = response_name(&cmd.name);
+    let ctx = Ctx {
+        state: state.clone(),
+        caller: caller.clone(),
+        command: cmd.clone(),
+        values,
+    };
+    let handler = cmd
+        .handler
+        .clone()
+        .ok_or_else(|| ApiError::internal("command has no handler"))?;
+    match handler {
+        Handler::Sync(h) => {
+            let result = h(ctx).await?;
+            Ok(ok_response(&name, result.body(&cmd.object_name), format))
+        }
+        Handler::Async(h) => {
+            let start = h(ctx).await?;
+            let spec = JobSpec {
+                account_id: caller.account_id,
+                user_id: caller.user_id,
+                cmd: cmd.name.clone(),
+                instance_type: start.instance_type.clone(),
+                instance_uuid: start.instance_uuid.clone(),
+            };
+            let object_name = cmd.object_name.clone();
+            let work = start.work;
+            let job_uuid = state
+                .jobs()
+                .submit(
+                    spec,
+                    Box::pin(async move {
+                        match work.await {
+                            Ok(result) => Ok(result.job_result(&object_name)),
+                            Err(e) => Err(JobFailure {
+                                code: i64::from(e.code),
+                                text: e.text,
+                            }),
+                        }
+                    }),
+                )
+                .await?;
+            let mut body = json!({ "jobid": job_uuid });
+            if let (Some(id), Value::Object(m)) = (start.id, &mut body) {
+                m.insert("id".into(), Value::String(id));
+            }
+            Ok(ok_response(&name, body, format))
+        }
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// API key + signature (§1.2), or a login session (§1.4). Every failure is the same 401.
+async fn authenticate(
+    state: &ApiState,
+    raw: &RawParams,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let api_key = raw.get_ci("apikey");
+    let signature = raw.get_ci("signature");
+    if api_key.is_some() || signature.is_some() {
+        let (Some(api_key), Some(signature)) = (api_key, signature) else {
+            return Err(ApiError::credentials());
+        };
+        if raw.get_ci("signatureversion") == Some("3") {
+            let expires = raw
+                .get_ci("expires")
+                .and_then(signature::parse_expires)
+                .ok_or_else(ApiError::credentials)?;
+            if expires <= now() {
+                return Err(ApiError::credentials());
+            }
+        }
+        let key = api_key.to_string();
+        let found = state
+            .store()
+            .read(move |c| identity::user_by_api_key(c, &key))
+            .await
+            .map_err(ApiError::from)?;
+        let Some((user, secret)) = found else {
+            return Err(ApiError::credentials());
+        };
+        if !signature::verify(&secret, raw.iter(), signature) || !user.is_enabled() {
+            return Err(ApiError::credentials());
+        }
+        return Ok(user.caller());
+    }
+    let param_key = raw.get_ci("sessionkey");
+    let cookie_key = cookie(headers, "sessionkey");
+    let key = match (param_key, cookie_key) {
+        (Some(p), Some(c)) if p != c => return Err(ApiError::credentials()),
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => return Err(ApiError::credentials()),
+    };
+    let user_id = state
+        .sessions
+        .touch(key, cookie(headers, "JSESSIONID"), now())
+        .ok_or_else(ApiError::credentials)?;
+    let user = state
+        .store()
+        .read(move |c| identity::get_user(c, user_id))
+        .await
+        .map_err(|_: OpError| ApiError::credentials())?;
+    if !user.is_enabled() {
+        return Err(ApiError::credentials());
+    }
+    Ok(user.caller())
+}
+
+async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Format) -> Response {
+    let name = "loginresponse";
+    if method != Method::POST {
+        let e = ApiError::new(
+            code::METHOD_NOT_ALLOWED,
+            Some(error::cs_code::SERVER_API_EXCEPTION),
+            "Please use HTTP POST to authenticate using this API",
+        );
+        return error_response(&e, name, format);
+    }
+    let username = raw.get_ci("username").unwrap_or("").to_string();
+    let password = raw.get_ci("password").unwrap_or("").to_string();
+    let domain = raw.get_ci("domain").map(str::to_string);
+    let domain_uuid = raw.get_ci("domainid").map(str::to_string);
+    let failure = || {
+        ApiError::new(
+            code::ACCOUNT_ERROR,
+            Some(error::cs_code::SERVER_API_EXCEPTION),
+            format!(
+                "Failed to authenticate user {} in domain {}; please provide valid credentials",
+                username,
+                domain.as_deref().or(domain_uuid.as_deref()).unwrap_or("/")
+            ),
+        )
+    };
+    let (u, p, d, du) = (
+        username.clone(),
+        password,
+        domain.clone(),
+        domain_uuid.clone(),
+    );
+    let found = state
+        .store()
+        .read(move |c| {
+            let Some(domain_id) = identity::domain_id_for_login(c, d.as_deref(), du.as_deref())?
+            else {
+                return Ok(None);
+            };
+            identity::authenticate_password(c, &u, &p, domain_id)
+        })
+        .await;
+    let user = match found {
+        Ok(Some(user)) => user,
+        Ok(None) => return error_response(&failure(), name, format),
+        Err::<_, OpError>(e) => return error_response(&ApiError::from(e), name, format),
+    };
+    let (session_key, jsessionid) = state.sessions.create(user.id, now());
+    let body = Obj::new()
+        .str("username", &user.username)
+        .str("userid", &user.uuid)
+        .str("domainid", &user.account.domain_uuid)
+        .str("timeout", session::SESSION_IDLE_TIMEOUT_SECS.to_string())
+        .str("account", &user.account.name)
+        .opt_str("firstname", user.firstname.clone())
+        .opt_str("lastname", user.lastname.clone())
+        .str("type", user.account.role.account_type().to_string())
+        .str("registered", "false")
+        .str("sessionkey", &session_key)
+        .into_value();
+    let mut resp = ok_response(name, body, format);
+    for c in [
+        format!("JSESSIONID={jsessionid}; Path=/client; HttpOnly"),
+        format!("sessionkey={session_key}; Path=/client; HttpOnly"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+fn logout(state: &ApiState, raw: &RawParams, headers: &HeaderMap, format: Format) -> Response {
+    if let Some(key) = raw
+        .get_ci("sessionkey")
+        .or_else(|| cookie(headers, "sessionkey"))
+    {
+        state.sessions.remove(key);
+    }
+    ok_response("logoutresponse", json!({"description": "success"}), format)
+}

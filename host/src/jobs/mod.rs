@@ -1,0 +1,330 @@
+//! Persistent async jobs (`async_jobs`): the row is written when a command is accepted, the work
+//! runs on tokio, and its outcome (status, result code, result JSON) is persisted when it ends.
+//!
+//! Invariant: every job reaches a terminal state. A job's future that panics fails the job (530);
+//! jobs left pending by a previous process are handed to the registered [`ResumeHook`]s at start
+//! ([`JobManager::recover_interrupted`]) and, if none takes them, failed with a clear reason.
+//!
+//! The jobs layer stores whatever JSON the submitter produced as the success result; it does not
+//! know CloudStack's response shapes (the api layer renders them before submitting).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::identity::ListScope;
+use crate::store::query::{Filter, Listed, Page};
+use crate::store::{OpError, OpResult, Store, StoreError, new_uuid, now};
+
+/// Completion notices buffered per waiter; a lagging waiter re-reads the row, so nothing is lost.
+const COMPLETION_CHANNEL_CAPACITY: usize = 1024;
+/// Result code of a job that failed for an internal reason (panic, interrupted by restart).
+pub const INTERNAL_ERROR_CODE: i64 = 530;
+/// The reason given to jobs failed at start because the previous process stopped mid-way.
+pub const INTERRUPTED_TEXT: &str =
+    "Job was interrupted because the management server stopped before it finished";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Pending = 0,
+    Succeeded = 1,
+    Failed = 2,
+}
+
+impl JobStatus {
+    fn from_i64(v: i64) -> JobStatus {
+        match v {
+            1 => JobStatus::Succeeded,
+            2 => JobStatus::Failed,
+            _ => JobStatus::Pending,
+        }
+    }
+}
+
+/// What a job is about, recorded when it is accepted.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub account_id: i64,
+    pub user_id: i64,
+    /// Command name, e.g. `createBackup`.
+    pub cmd: String,
+    /// CloudStack instance type, e.g. `VirtualMachine`, `Backup`.
+    pub instance_type: Option<String>,
+    pub instance_uuid: Option<String>,
+}
+
+/// Why a job failed: becomes `jobstatus` 2, `jobresultcode` = `code`, and the result
+/// `{"errorcode": code, "errortext": text}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub code: i64,
+    pub text: String,
+}
+
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<Value, JobFailure>> + Send + 'static>>;
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub uuid: String,
+    pub account_id: i64,
+    pub account_uuid: String,
+    pub user_id: i64,
+    pub user_uuid: String,
+    pub domain_id: i64,
+    pub cmd: String,
+    pub status: JobStatus,
+    pub result_code: i64,
+    pub result: Option<Value>,
+    pub instance_type: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub created: i64,
+    pub completed: Option<i64>,
+}
+
+/// Gets the first chance at a job found pending at start. Return `Some(work)` to resume it (the
+/// job then completes with that future's outcome), `None` to let the manager fail it.
+/// The B&R layer registers one to resume long provider operations by their persisted handle.
+pub trait ResumeHook: Send + Sync {
+    fn resume(&self, job: &Job) -> Option<JobFuture>;
+}
+
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    completed: broadcast::Sender<String>,
+    hooks: RwLock<Vec<Arc<dyn ResumeHook>>>,
+}
+
+const JOB_COLUMNS: &str = "j.id, j.uuid, j.account_id, a.uuid, j.user_id, u.uuid, a.domain_id, j.cmd, \
+     j.status, j.result_code, j.result, j.instance_type, j.instance_uuid, j.created, j.completed";
+const JOB_FROM: &str =
+    "async_jobs j JOIN accounts a ON a.id = j.account_id JOIN users u ON u.id = j.user_id";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let result: Option<String> = r.get(10)?;
+    Ok(Job {
+        id: r.get(0)?,
+        uuid: r.get(1)?,
+        account_id: r.get(2)?,
+        account_uuid: r.get(3)?,
+        user_id: r.get(4)?,
+        user_uuid: r.get(5)?,
+        domain_id: r.get(6)?,
+        cmd: r.get(7)?,
+        status: JobStatus::from_i64(r.get(8)?),
+        result_code: r.get(9)?,
+        result: result.and_then(|s| serde_json::from_str(&s).ok()),
+        instance_type: r.get(11)?,
+        instance_uuid: r.get(12)?,
+        created: r.get(13)?,
+        completed: r.get(14)?,
+    })
+}
+
+impl JobManager {
+    pub fn new(store: Store) -> JobManager {
+        let (completed, _) = broadcast::channel(COMPLETION_CHANNEL_CAPACITY);
+        JobManager {
+            inner: Arc::new(Inner {
+                store,
+                completed,
+                hooks: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Inserts the pending job row inside the caller's transaction (so the job exists exactly
+    /// when the change that accepted it commits); returns the job uuid. Start it with
+    /// [`JobManager::spawn`] after the commit.
+    pub fn insert_pending(conn: &Connection, spec: &JobSpec) -> rusqlite::Result<String> {
+        let uuid = new_uuid();
+        conn.prepare_cached(
+            "INSERT INTO async_jobs(uuid, account_id, user_id, cmd, status, result_code,
+                                    instance_type, instance_uuid, created)
+             VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            uuid,
+            spec.account_id,
+            spec.user_id,
+            spec.cmd,
+            spec.instance_type,
+            spec.instance_uuid,
+            now()
+        ])?;
+        Ok(uuid)
+    }
+
+    /// Records a pending job and starts `work` on tokio; returns the job uuid.
+    pub async fn submit(&self, spec: JobSpec, work: JobFuture) -> Result<String, StoreError> {
+        let uuid = self
+            .inner
+            .store
+            .write(move |tx| Ok::<_, StoreError>(Self::insert_pending(tx, &spec)?))
+            .await?;
+        self.spawn(uuid.clone(), work);
+        Ok(uuid)
+    }
+
+    /// Runs `work` for an already-recorded pending job and persists its outcome.
+    pub fn spawn(&self, job_uuid: String, work: JobFuture) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Run the work in its own task so a panic is caught as a JoinError, not lost.
+            let outcome = match tokio::spawn(work).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::error!(job = %job_uuid, error = %e, "job task panicked");
+                    Err(JobFailure {
+                        code: INTERNAL_ERROR_CODE,
+                        text: "Internal error executing the job".to_string(),
+                    })
+                }
+            };
+            if let Err(e) = this.complete(&job_uuid, outcome).await {
+                tracing::error!(job = %job_uuid, error = %e, "cannot persist job outcome");
+            }
+        });
+    }
+
+    /// Persists a terminal outcome (only a pending job changes) and wakes waiters.
+    pub async fn complete(
+        &self,
+        job_uuid: &str,
+        outcome: Result<Value, JobFailure>,
+    ) -> Result<(), StoreError> {
+        let (status, code, result) = match outcome {
+            Ok(v) => (JobStatus::Succeeded, 0, v),
+            Err(f) => (
+                JobStatus::Failed,
+                f.code,
+                json!({"errorcode": f.code, "errortext": f.text}),
+            ),
+        };
+        let uuid = job_uuid.to_string();
+        self.inner
+            .store
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "UPDATE async_jobs SET status = ?1, result_code = ?2, result = ?3, completed = ?4
+                     WHERE uuid = ?5 AND status = 0",
+                )?
+                .execute(params![status as i64, code, result.to_string(), now(), uuid])?;
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        let _ = self.inner.completed.send(job_uuid.to_string());
+        Ok(())
+    }
+
+    pub async fn get(&self, job_uuid: &str) -> OpResult<Option<Job>> {
+        let uuid = job_uuid.to_string();
+        self.inner.store.read(move |c| get_job(c, &uuid)).await
+    }
+
+    /// Waits until the job is terminal and returns it (`None` if it does not exist).
+    pub async fn wait(&self, job_uuid: &str) -> OpResult<Option<Job>> {
+        let mut rx = self.inner.completed.subscribe();
+        loop {
+            match self.get(job_uuid).await? {
+                None => return Ok(None),
+                Some(job) if job.status != JobStatus::Pending => return Ok(Some(job)),
+                Some(_) => {}
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(done) if done == job_uuid => break,
+                    Ok(_) => continue,
+                    // Missed notices or closed channel: re-read the row.
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    pub fn add_resume_hook(&self, hook: Arc<dyn ResumeHook>) {
+        self.inner.hooks.write().push(hook);
+    }
+
+    /// At start: offers each job left pending by a previous process to the resume hooks, fails
+    /// the rest with [`INTERRUPTED_TEXT`]. Returns (resumed, failed).
+    pub async fn recover_interrupted(&self) -> OpResult<(usize, usize)> {
+        let pending: Vec<Job> = self
+            .inner
+            .store
+            .read(|c| {
+                let mut st = c.prepare(&format!(
+                    "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.status = 0 ORDER BY j.id"
+                ))?;
+                let v = st
+                    .query_map([], job_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok::<_, OpError>(v)
+            })
+            .await?;
+        let (mut resumed, mut failed) = (0, 0);
+        for job in pending {
+            let hooks = self.inner.hooks.read().clone();
+            if let Some(work) = hooks.iter().find_map(|h| h.resume(&job)) {
+                tracing::info!(job = %job.uuid, cmd = %job.cmd, "resuming interrupted job");
+                self.spawn(job.uuid.clone(), work);
+                resumed += 1;
+            } else {
+                tracing::warn!(job = %job.uuid, cmd = %job.cmd, "failing interrupted job");
+                self.complete(
+                    &job.uuid,
+                    Err(JobFailure {
+                        code: INTERNAL_ERROR_CODE,
+                        text: INTERRUPTED_TEXT.to_string(),
+                    }),
+                )
+                .await?;
+                failed += 1;
+            }
+        }
+        Ok((resumed, failed))
+    }
+}
+
+pub fn get_job(conn: &Connection, job_uuid: &str) -> OpResult<Option<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.uuid = ?1"
+        ))?
+        .query_row([job_uuid], job_from_row)
+        .optional()?)
+}
+
+pub fn get_job_by_id(conn: &Connection, id: i64) -> OpResult<Option<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.id = ?1"
+        ))?
+        .query_row([id], job_from_row)
+        .optional()?)
+}
+
+/// Jobs visible in `scope`, newest first; `start` filters on creation time.
+pub fn list(
+    conn: &Connection,
+    scope: &ListScope,
+    start: Option<i64>,
+    page: Page,
+) -> OpResult<Listed<Job>> {
+    let mut f = Filter::new();
+    scope.apply(&mut f, "j.account_id", "a.domain_id");
+    if let Some(s) = start {
+        f.and("j.created >= ?", [s.into()]);
+    }
+    Ok(f.list(conn, JOB_COLUMNS, JOB_FROM, "j.id DESC", page, job_from_row)?)
+}

@@ -1,0 +1,3 @@
+//! Backup scheduling: the pure schedule math lives in [`schedule`].
+
+pub mod schedule;

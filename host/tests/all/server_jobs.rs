@@ -1,0 +1,219 @@
+//! Async job lifecycle through queryAsyncJobResult (wire-protocol §2.3).
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::support_api::*;
+use bnr::jobs::{INTERRUPTED_TEXT, Job, JobFailure, JobFuture, JobManager, JobSpec, ResumeHook};
+
+async fn admin_ids(s: &TestServer) -> (i64, i64) {
+    s.state
+        .store()
+        .read(|c| {
+            c.query_row(
+                "SELECT u.account_id, u.id FROM users u WHERE u.username = 'admin'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(bnr::store::StoreError::from)
+        })
+        .await
+        .expect("admin ids")
+}
+
+fn spec(account_id: i64, user_id: i64) -> JobSpec {
+    JobSpec {
+        account_id,
+        user_id,
+        cmd: "testCommand".into(),
+        instance_type: None,
+        instance_uuid: None,
+    }
+}
+
+#[tokio::test]
+async fn a_pending_job_has_a_result_code_but_no_result_and_then_completes() {
+    let s = TestServer::start().await;
+    let (account, user) = admin_ids(&s).await;
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let work: JobFuture = Box::pin(async move {
+        let _ = gate.await;
+        Ok(json!({"success": true}))
+    });
+    let jobid = s
+        .state
+        .jobs()
+        .submit(spec(account, user), work)
+        .await
+        .expect("submit");
+    let pending = s
+        .admin()
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await;
+    let p = pending.ok("queryAsyncJobResult");
+    assert_eq!(p["jobstatus"], 0);
+    assert_eq!(p["jobresultcode"], 0);
+    assert!(
+        p.get("jobresult").is_none() && p.get("jobresulttype").is_none(),
+        "{p}"
+    );
+    release.send(()).expect("job waiting");
+    s.wait_job(&jobid).await;
+    let done = s
+        .admin()
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await;
+    let d = done.ok("queryAsyncJobResult");
+    assert_eq!(d["jobstatus"], 1);
+    assert_eq!(d["jobresultcode"], 0);
+    assert_eq!(d["jobresulttype"], "object");
+    assert_eq!(d["jobresult"], json!({"success": true}));
+    assert!(d["created"].is_string() && d["completed"].is_string());
+}
+
+#[tokio::test]
+async fn a_failed_job_carries_errorcode_and_errortext() {
+    let s = TestServer::start().await;
+    let (account, user) = admin_ids(&s).await;
+    let work: JobFuture = Box::pin(async {
+        Err(JobFailure {
+            code: 530,
+            text: "provider said no".into(),
+        })
+    });
+    let jobid = s
+        .state
+        .jobs()
+        .submit(spec(account, user), work)
+        .await
+        .expect("submit");
+    s.wait_job(&jobid).await;
+    let r = s
+        .admin()
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await;
+    let d = r.ok("queryAsyncJobResult");
+    assert_eq!(d["jobstatus"], 2);
+    assert_eq!(d["jobresultcode"], 530);
+    assert_eq!(
+        d["jobresult"],
+        json!({"errorcode": 530, "errortext": "provider said no"})
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_job_fails_instead_of_staying_pending() {
+    let s = TestServer::start().await;
+    let (account, user) = admin_ids(&s).await;
+    let work: JobFuture = Box::pin(async {
+        let v: Vec<u8> = Vec::new();
+        // Index out of bounds on purpose.
+        let _ = v[usize::from(v.is_empty())];
+        Ok(json!({}))
+    });
+    let jobid = s
+        .state
+        .jobs()
+        .submit(spec(account, user), work)
+        .await
+        .expect("submit");
+    s.wait_job(&jobid).await;
+    let d = s
+        .admin()
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await;
+    assert_eq!(d.ok("queryAsyncJobResult")["jobstatus"], 2);
+}
+
+#[tokio::test]
+async fn an_unknown_job_id_is_431_and_another_users_job_is_refused() {
+    let s = TestServer::start().await;
+    s.admin()
+        .call(
+            "queryAsyncJobResult",
+            &[("jobid", &uuid::Uuid::new_v4().to_string())],
+        )
+        .await
+        .err("queryAsyncJobResult", 431);
+    let alice = s.create_user("alice", "User", None).await;
+    let bob = s.create_user("bob", "User", None).await;
+    let (so, _, t) = s.catalog().await;
+    let r = s
+        .client(alice)
+        .call(
+            "deployVirtualMachine",
+            &[
+                ("serviceofferingid", &so),
+                ("templateid", &t),
+                ("zoneid", &s.zone_id),
+            ],
+        )
+        .await;
+    let jobid = r.ok("deployVirtualMachine")["jobid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.wait_job(&jobid).await;
+    s.client(bob)
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await
+        .err("queryAsyncJobResult", 531);
+}
+
+#[tokio::test]
+async fn jobs_left_pending_by_a_previous_process_are_failed_or_resumed_at_start() {
+    let s = TestServer::start().await;
+    let (account, user) = admin_ids(&s).await;
+    let (a, b) = s
+        .state
+        .store()
+        .write(move |tx| {
+            let a = JobManager::insert_pending(
+                tx,
+                &JobSpec {
+                    cmd: "abandoned".into(),
+                    ..spec(account, user)
+                },
+            )?;
+            let b = JobManager::insert_pending(
+                tx,
+                &JobSpec {
+                    cmd: "resumable".into(),
+                    ..spec(account, user)
+                },
+            )?;
+            Ok::<_, bnr::store::StoreError>((a, b))
+        })
+        .await
+        .expect("insert");
+    struct Resume;
+    impl ResumeHook for Resume {
+        fn resume(&self, job: &Job) -> Option<JobFuture> {
+            (job.cmd == "resumable")
+                .then(|| Box::pin(async { Ok(json!({"success": true})) }) as JobFuture)
+        }
+    }
+    // A new manager over the same store plays the restarted process.
+    let restarted = JobManager::new(s.state.store().clone());
+    restarted.add_resume_hook(Arc::new(Resume));
+    let (resumed, failed) = restarted.recover_interrupted().await.expect("recover");
+    assert_eq!((resumed, failed), (1, 1));
+    let a = restarted.wait(&a).await.unwrap().unwrap();
+    assert_eq!(a.result_code, 530);
+    assert_eq!(a.result.unwrap()["errortext"], INTERRUPTED_TEXT);
+    let b = restarted.wait(&b).await.unwrap().unwrap();
+    assert_eq!(b.result.unwrap(), json!({"success": true}));
+}
+
+#[tokio::test]
+async fn list_async_jobs_shows_the_callers_jobs() {
+    let s = TestServer::start().await;
+    let alice = s.client(s.create_user("alice", "User", None).await);
+    s.deploy(&alice, "vm1", &[]).await;
+    let r = alice.call("listAsyncJobs", &[]).await;
+    let jobs = r.ok("listAsyncJobs");
+    assert_eq!(jobs["count"], 1);
+    assert_eq!(jobs["asyncjobs"][0]["cmd"], "deployVirtualMachine");
+    assert_eq!(jobs["asyncjobs"][0]["jobstatus"], 1);
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask test` and `cargo xtask serve`: the two commands a newcomer needs.
+
+use crate::{Result, plugins, workspace};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Python packages the client-compatibility suite runs with (the real `cs` client, as users have it).
+const COMPAT_PACKAGES: &[&str] = &["cs==5.2.0", "pytest==8.3.5"];
+
+/// `cargo xtask test`: components, the Rust test suite, then the `cs` compatibility suite.
+pub fn test(args: &[String]) -> Result<()> {
+    if let Some(extra) = args.first() {
+        return Err(format!("`test` takes no arguments (got `{extra}`)").into());
+    }
+    plugins::build_all()?;
+
+    // The default members are the host crates; the component crates only build for wasm32-wasip2.
+    let mut cargo = workspace::cargo()?;
+    cargo.arg("test");
+    workspace::run(cargo)?;
+
+    let mut build = workspace::cargo()?;
+    build.args(["build", "-p", "bnr", "--bin", "bnr"]);
+    workspace::run(build)?;
+    compat_suite()
+}
+
+fn compat_suite() -> Result<()> {
+    let target = workspace::target_dir()?;
+    let venv = target.join("compat-venv");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        workspace::run(command("python3", &["-m", "venv"], &[&venv]))?;
+    }
+    let mut pip = Command::new(&python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    pip.args(COMPAT_PACKAGES);
+    workspace::run(pip)?;
+
+    let mut pytest = Command::new(&python);
+    pytest
+        .current_dir(workspace::root())
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/compat",
+        ])
+        .env("BNR_BIN", target.join("debug").join("bnr"))
+        .env("BNR_PROVIDERS_DIR", target.join("providers"));
+    workspace::run(pytest)
+}
+
+/// `cargo xtask serve [bnr serve args]`: build the dummy provider and bnr, then run
+/// `bnr serve` on the embedded SQLite default with the built-in providers.
+pub fn serve(args: &[String]) -> Result<()> {
+    plugins::build_all()?;
+    let mut build = workspace::cargo()?;
+    build.args(["build", "-p", "bnr", "--bin", "bnr"]);
+    workspace::run(build)?;
+
+    let target = workspace::target_dir()?;
+    let mut bnr = Command::new(target.join("debug").join("bnr"));
+    bnr.arg("serve")
+        .arg("--providers-dir")
+        .arg(target.join("providers"))
+        .args(args);
+    workspace::run(bnr)
+}
+
+fn command(program: &str, args: &[&str], paths: &[&Path]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).args(paths.iter().map(PathBuf::from));
+    command
+}
