@@ -28,6 +28,9 @@ enum Command {
         /// Directory holding the database and generated credentials.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Directory of backup provider components (`*.wasm`) [default: DATA_DIR/providers].
+        #[arg(long)]
+        providers_dir: Option<PathBuf>,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -69,14 +72,18 @@ fn main() -> ExitCode {
         })
         .init();
     match cli.command {
-        Command::Serve { listen, data_dir } => run_server(listen, data_dir),
+        Command::Serve {
+            listen,
+            data_dir,
+            providers_dir,
+        } => run_server(listen, data_dir, providers_dir),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
         }
     }
 }
 
-fn run_server(listen: SocketAddr, data_dir: PathBuf) -> ExitCode {
+fn run_server(listen: SocketAddr, data_dir: PathBuf, providers_dir: Option<PathBuf>) -> ExitCode {
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
@@ -85,6 +92,7 @@ fn run_server(listen: SocketAddr, data_dir: PathBuf) -> ExitCode {
                     listen,
                     data_dir,
                     bootstrap: BootstrapOptions::from_env(),
+                    providers_dir,
                 },
                 serve::shutdown_signal(),
             ))

@@ -2,6 +2,9 @@
 //! commands are added the same way by their own module (see docs/api.md).
 
 pub mod apis;
+pub mod backup;
+pub mod backup_offering;
+pub mod backup_schedule;
 pub mod config;
 pub mod events;
 pub mod identity;
