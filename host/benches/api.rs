@@ -32,8 +32,14 @@ use bnr::service::ProviderSource;
 
 const API_KEY: &str = "bench-api-key";
 const SECRET_KEY: &str = "bench-secret-key";
-/// Connections for the throughput runs (2 cores: client and server share them).
-const CONCURRENCY: usize = 16;
+/// Connections for the throughput runs (2 cores: client and server share them);
+/// `BNR_BENCH_CONCURRENCY` overrides.
+fn concurrency() -> usize {
+    std::env::var("BNR_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
 /// Length of one throughput run.
 const RUN: Duration = Duration::from_secs(4);
 /// Backups stored for the latency runs (`BNR_BENCH_BACKUPS` overrides, for a quick smoke run).
@@ -168,12 +174,12 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Requests per second over `RUN` with `CONCURRENCY` connections sending `path` in a loop.
+/// Requests per second over `RUN` with `concurrency()` connections sending `path` in a loop.
 async fn throughput(addr: std::net::SocketAddr, path: &str) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..concurrency() {
         let (done, stop, path) = (done.clone(), stop.clone(), path.to_string());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr).await;
@@ -320,7 +326,7 @@ async fn run() {
         .await
         .expect("catalog");
     let mut vms = Vec::new();
-    for i in 0..CONCURRENCY {
+    for i in 0..concurrency() {
         let (status, body) = conn
             .get(&signed(
                 "deployVirtualMachine",
@@ -354,6 +360,39 @@ async fn run() {
     // 1. Throughput against a bare axum handler.
     let list_zones = signed("listZones", &[]);
     let list_page = signed("listBackups", &[("pagesize", "20"), ("listall", "true")]);
+    // Profiling aid: `BNR_BENCH_ONLY=<command>` runs just that signed request for 10 s.
+    if let Ok(only) = std::env::var("BNR_BENCH_INPROC") {
+        use tower::ServiceExt;
+        let router = bnr::api::router(state.clone());
+        let path = signed(&only, &[("listall", "true")]);
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(5) {
+            let req = axum::http::Request::get(&path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = router.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let _ = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap();
+            n += 1;
+        }
+        println!("{only} in process: {:.1} µs per request", 5e6 / n as f64);
+        return;
+    }
+    if let Ok(only) = std::env::var("BNR_BENCH_ONLY") {
+        let path = signed(&only, &[("listall", "true")]);
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(10) {
+            let (status, _) = conn.get(&path).await;
+            assert_eq!(status, 200);
+            n += 1;
+        }
+        println!("{only}: {:.0} req/s on one connection", n as f64 / 10.0);
+        return;
+    }
     let mut bare_rps = Vec::new();
     let mut zones_rps = Vec::new();
     for _ in 0..2 {
@@ -422,7 +461,8 @@ async fn run() {
         page_rps / bare_rps * 100.0
     );
     println!(
-        "| ad-hoc backups end to end (signed `createBackup` → job done, `BackedUp`; {CONCURRENCY} clients) | {backups_per_sec:.0} /s | ≥ 1,000 /s |"
+        "| ad-hoc backups end to end (signed `createBackup` → job done, `BackedUp`; {} clients) | {backups_per_sec:.0} /s | ≥ 1,000 /s |",
+        concurrency()
     );
 
     // 3. listBackups latency with a million backups.

@@ -311,11 +311,10 @@ async fn authenticate(
                 return Err(ApiError::credentials());
             }
         }
-        let key = api_key.to_string();
+        // One indexed lookup on every signed request: run it in place (see `Store::read_now`).
         let found = state
             .store()
-            .read(move |c| identity::user_by_api_key(c, &key))
-            .await
+            .read_now(|c| identity::user_by_api_key(c, api_key))
             .map_err(ApiError::from)?;
         let Some((user, secret)) = found else {
             return Err(ApiError::credentials());

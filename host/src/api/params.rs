@@ -183,22 +183,18 @@ pub async fn bind(
     }
     check_paging(cmd, &out)?;
     if !lookups.is_empty() {
-        let ids: Vec<Option<i64>> = store
-            .read({
-                let lookups = lookups.clone();
-                move |c| {
-                    let mut ids = Vec::with_capacity(lookups.len());
-                    for (_, table, uuid, _) in &lookups {
-                        let id: Option<i64> = c
-                            .prepare_cached(&format!("SELECT id FROM {table} WHERE uuid = ?1"))?
-                            .query_row([uuid], |r| r.get(0))
-                            .optional()?;
-                        ids.push(id);
-                    }
-                    Ok::<_, OpError>(ids)
-                }
-            })
-            .await?;
+        // Unique-index lookups, a few per request: run them in place (see `Store::read_now`).
+        let ids: Vec<Option<i64>> = store.read_now(|c| {
+            let mut ids = Vec::with_capacity(lookups.len());
+            for (_, table, uuid, _) in &lookups {
+                let id: Option<i64> = c
+                    .prepare_cached(&format!("SELECT id FROM {table} WHERE uuid = ?1"))?
+                    .query_row([uuid], |r| r.get(0))
+                    .optional()?;
+                ids.push(id);
+            }
+            Ok::<_, OpError>(ids)
+        })?;
         for ((name, _, uuid, given), id) in lookups.into_iter().zip(ids) {
             match id {
                 Some(id) => {

@@ -39,8 +39,13 @@ pub const MIGRATIONS: &[Migration] = &[
 /// How long a connection waits on a lock held by another process before failing. Inside this
 /// process writes are serialised by the writer mutex, so this only matters for outside tools.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reader connections kept open for reuse; more are opened on demand under load and closed after.
+/// Reader connections opened at start.
 const READER_POOL_SIZE: usize = 4;
+/// Reader connections kept for reuse once opened under load. Opening one costs far more than a
+/// query (file open, pragmas, and its prepared statements are lost on close), so connections
+/// opened for a burst stay up to this bound (about one per concurrent request a small host
+/// serves); beyond it they are closed after use.
+const MAX_IDLE_READERS: usize = 32;
 /// Prepared statements cached per connection (list queries are few but hot).
 const STATEMENT_CACHE_CAPACITY: usize = 128;
 
@@ -169,6 +174,18 @@ impl Store {
             .map_err(|e| E::from(StoreError::Task(e.to_string())))?
     }
 
+    /// Like [`Store::read`] but runs on the calling thread, skipping the hand-off to the blocking
+    /// pool (two thread wake-ups, which cost more than a short query). Only for short reads
+    /// bounded by an index — a credential lookup, a uuid lookup, one page of a list — on hot
+    /// request paths; anything that may scan stays on [`Store::read`].
+    pub fn read_now<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E>,
+        E: From<StoreError>,
+    {
+        self.read_blocking(f)
+    }
+
     /// Blocking form of [`Store::write`], for code already off the async runtime.
     pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -203,7 +220,7 @@ impl Store {
             Ok(value)
         })();
         let mut readers = self.inner.readers.lock();
-        if readers.len() < READER_POOL_SIZE {
+        if readers.len() < MAX_IDLE_READERS {
             readers.push(conn);
         }
         result
@@ -224,6 +241,13 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Query planner stability: without it SQLite (built with STAT4) marks statements whose
+    // bound values it looked at while checking partial indexes, and recompiles them on every
+    // new binding, which defeats the statement cache on every hot query.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(conn)
 }
