@@ -1,0 +1,372 @@
+//! The process-wide [`Runtime`]: one wasmtime `Engine`, its epoch ticker, the compiled-component
+//! cache and the linkers, plus loading components into [`Provider`]s.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{BackupProvider, BackupProviderPre};
+use super::cache::{CacheOutcome, CompiledCache, CompileFailed};
+use super::error::{CallError, LoadError};
+use super::grants::CallContext;
+use super::inspect::{self, Inspection};
+use super::limits::{EPOCH_TICK, MAX_COMPONENT_BYTES, PoolConfig, SandboxLimits, TABLE_ELEMENTS_MAX};
+use super::provider::{Provider, Session};
+use super::state::{CallScope, Declared, HostState};
+use super::wit::ProviderInfo;
+
+/// How the process-wide runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Compiled-component cache (host-private; created with mode 0700). Never point this at a
+    /// directory a provider author can write: its files are loaded as native code.
+    pub cache_dir: PathBuf,
+    /// Bounds of every provider call.
+    pub limits: SandboxLimits,
+    /// Sizing of the pooling instance allocator.
+    pub pool: PoolConfig,
+}
+
+impl RuntimeConfig {
+    /// Default limits and pool, with the cache in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            limits: SandboxLimits::default(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// What every provider and call shares.
+pub(crate) struct RuntimeShared {
+    pub engine: Engine,
+    pub limits: SandboxLimits,
+    admission: Arc<Semaphore>,
+}
+
+impl RuntimeShared {
+    /// A slot for one live instance: at once if free, else after waiting up to
+    /// `limits.admission_wait`, else `Busy`.
+    pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, CallError> {
+        if let Ok(permit) = self.admission.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(
+            self.limits.admission_wait,
+            self.admission.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(CallError::Busy),
+        }
+    }
+}
+
+/// One per process: the engine (cranelift, epoch interruption, pooling allocator), the
+/// epoch ticker thread, the compiled-component cache and the linkers.
+pub struct Runtime {
+    shared: Arc<RuntimeShared>,
+    cache: CompiledCache,
+    /// WASI 0.2 (deny-by-default context) + `bnr:provider/host`.
+    linker: Linker<HostState>,
+    /// The same plus `wasi:http`, for providers that declare an HTTP need.
+    linker_http: Linker<HostState>,
+    pooling: bool,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.cache.dir())
+            .field("limits", &self.shared.limits)
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (falling back to on-demand allocation with a warning if the pool
+    /// cannot reserve its address space), starts the epoch ticker and opens the cache.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        let limits = config.limits.clone();
+        let (engine, pooling) = build_engine(&config)?;
+        let cache = CompiledCache::open(&config.cache_dir, &engine)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| wasm_context(e, "linking WASI"))?;
+        BackupProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| wasm_context(e, "linking the host interface"))?;
+        let mut linker_http = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)
+            .map_err(|e| wasm_context(e, "linking wasi:http"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        start_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+
+        let permits = usize::try_from(config.pool.max_instances.max(1)).unwrap_or(usize::MAX);
+        Ok(Arc::new(Runtime {
+            shared: Arc::new(RuntimeShared {
+                engine,
+                limits,
+                admission: Arc::new(Semaphore::new(permits)),
+            }),
+            cache,
+            linker,
+            linker_http,
+            pooling,
+            ticker_stop,
+        }))
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.shared.limits
+    }
+
+    /// Whether the pooling allocator is in use (`false` after the on-demand fallback).
+    pub fn pooling_enabled(&self) -> bool {
+        self.pooling
+    }
+
+    /// Directory of the compiled-component cache.
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.dir()
+    }
+
+    /// Path of the compiled artifact the cache keeps for the component with this sha256.
+    pub fn cache_entry_path(&self, wasm_sha256: &str) -> PathBuf {
+        self.cache.artifact_path(wasm_sha256)
+    }
+
+    /// Reads and loads a component file (see [`Runtime::load_bytes`]).
+    pub fn load_file(self: &Arc<Self>, path: &Path) -> Result<Arc<Provider>, LoadError> {
+        let wasm = read_component_file(path)?;
+        self.load_bytes(&wasm)
+    }
+
+    /// Inspects the component (world, WIT version, imports), compiles it or loads it from
+    /// the compiled cache, pre-instantiates it, calls `describe()` and checks the answer.
+    ///
+    /// CPU-bound (compilation takes tens to hundreds of milliseconds; a cached load well under
+    /// one): from async code, call it inside `tokio::task::spawn_blocking`. It does not need a
+    /// tokio runtime itself.
+    pub fn load_bytes(self: &Arc<Self>, wasm: &[u8]) -> Result<Arc<Provider>, LoadError> {
+        let started = Instant::now();
+        let shape = inspect::check_shape(wasm)?;
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let (component, cache) = self
+            .cache
+            .load_or_compile(&self.shared.engine, wasm, &sha256)
+            .map_err(|CompileFailed(message)| LoadError::Compile(message))?;
+
+        let describe_linker = if shape.imports_http {
+            &self.linker_http
+        } else {
+            &self.linker
+        };
+        let describe_pre = pre_instantiate(describe_linker, &component)?;
+        let info = describe_on_own_thread(&self.shared, &describe_pre)?;
+        inspect::check_info(&info)?;
+        let declared = Declared::from_info(&info);
+
+        let pre = match (shape.imports_http, declared.http) {
+            (false, _) | (true, true) => describe_pre,
+            (true, false) => {
+                // Imported but not declared: the imports are satisfied by functions that trap,
+                // so the provider loads but can never reach the network.
+                tracing::warn!(
+                    provider = %info.name,
+                    "provider imports wasi:http without declaring an http need; HTTP is not linked"
+                );
+                let mut linker = self.linker.clone();
+                linker
+                    .define_unknown_imports_as_traps(&component)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                pre_instantiate(&linker, &component)?
+            }
+        };
+
+        let stats = LoadStats {
+            cache,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            provider = %info.name,
+            version = %info.version,
+            sha256 = %sha256,
+            from_cache = stats.loaded_from_cache(),
+            micros = stats.duration.as_micros() as u64,
+            "provider loaded"
+        );
+        Ok(Arc::new(Provider::new(
+            info,
+            sha256,
+            shape.wit_version,
+            shape.imports_http,
+            wasm.len(),
+            stats,
+            pre,
+            Arc::new(declared),
+            self.shared.clone(),
+        )))
+    }
+}
+
+/// How a load went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Whether the compiled code came from the cache, was compiled, or was recompiled after a
+    /// bad cache entry was discarded.
+    pub cache: CacheOutcome,
+    /// Wall-clock time of the whole load (inspect, compile or cache, describe).
+    pub duration: Duration,
+}
+
+impl LoadStats {
+    /// Whether the compiled code came from a verified cache entry.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.cache == CacheOutcome::Hit
+    }
+}
+
+/// `bnr plugin inspect FILE.wasm`: what a component declares, or why it cannot be loaded.
+pub fn inspect(rt: &Arc<Runtime>, path: &Path) -> Result<Inspection, LoadError> {
+    let provider = rt.load_file(path)?;
+    Ok(provider.inspection())
+}
+
+fn read_component_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let with_path =
+        |err: std::io::Error| LoadError::Io(std::io::Error::new(err.kind(), format!("{}: {err}", path.display())));
+    let file = fs::File::open(path).map_err(with_path)?;
+    let size = file.metadata().map_err(with_path)?.len();
+    if size > MAX_COMPONENT_BYTES {
+        return Err(LoadError::Invalid(format!(
+            "{} is {size} bytes; components are limited to {MAX_COMPONENT_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let mut wasm = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut wasm)
+        .map_err(with_path)?;
+    Ok(wasm)
+}
+
+fn pre_instantiate(
+    linker: &Linker<HostState>,
+    component: &wasmtime::component::Component,
+) -> Result<BackupProviderPre<HostState>, LoadError> {
+    let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+        LoadError::Invalid(format!(
+            "the component's imports do not match what this host provides: {e:#}"
+        ))
+    })?;
+    BackupProviderPre::new(instance_pre).map_err(|e| {
+        LoadError::WrongWorld(format!(
+            "the component's exports do not match `bnr:provider/provider`: {e:#}"
+        ))
+    })
+}
+
+/// Calls `describe()` on a thread of its own with a private current-thread tokio runtime, so
+/// loading works the same from sync code and from inside an async task.
+fn describe_on_own_thread(
+    shared: &Arc<RuntimeShared>,
+    pre: &BackupProviderPre<HostState>,
+) -> Result<ProviderInfo, LoadError> {
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(LoadError::Io)?;
+            rt.block_on(async {
+                let declared = Arc::new(Declared::nothing("(loading)"));
+                let scope = Arc::new(CallScope::new(&declared, &CallContext::default()));
+                let permit = shared.admit().await.map_err(LoadError::Describe)?;
+                let mut session =
+                    Session::new(shared.clone(), pre.clone(), declared, scope, permit);
+                session.describe().await.map_err(LoadError::Describe)
+            })
+        });
+        worker.join().unwrap_or_else(|_| {
+            Err(LoadError::Describe(CallError::Instantiate(
+                "the describe worker thread panicked".to_owned(),
+            )))
+        })
+    })
+}
+
+/// `wasmtime::Error` → `anyhow::Error` with context (G2: the two are distinct types in 48).
+fn wasm_context(err: wasmtime::Error, what: &'static str) -> anyhow::Error {
+    anyhow::Error::from(err).context(what)
+}
+
+fn build_engine(config: &RuntimeConfig) -> anyhow::Result<(Engine, bool)> {
+    let mut cfg = Config::new();
+    cfg.strategy(wasmtime::Strategy::Cranelift)
+        .epoch_interruption(true)
+        .consume_fuel(false)
+        .wasm_component_model(true)
+        .parallel_compilation(true);
+    if config.pool.enabled {
+        let pool = &config.pool;
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(pool.max_instances)
+            .total_core_instances(pool.max_instances.saturating_mul(pool.core_instances_per_instance))
+            .total_memories(pool.max_instances.saturating_mul(pool.memories_per_instance))
+            .total_tables(pool.max_instances.saturating_mul(pool.tables_per_instance))
+            .total_stacks(pool.max_instances)
+            .max_core_instances_per_component(pool.core_instances_per_instance)
+            .max_memories_per_component(pool.memories_per_instance)
+            .max_tables_per_component(pool.tables_per_instance)
+            .max_memory_size(config.limits.memory_bytes)
+            .table_elements(TABLE_ELEMENTS_MAX);
+        let mut pooled = cfg.clone();
+        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        match Engine::new(&pooled) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(err) => tracing::warn!(
+                error = %format!("{err:#}"),
+                max_instances = pool.max_instances,
+                "the pooling allocator could not reserve its address space; falling back to \
+                 on-demand allocation (slower instantiation)"
+            ),
+        }
+    }
+    let engine = Engine::new(&cfg).map_err(|e| wasm_context(e, "creating the engine"))?;
+    Ok((engine, false))
+}
+
+fn start_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("bnr-epoch".to_owned())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .context("starting the epoch ticker thread")?;
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Capabilities of one call: what a provider may reach ([`Grants`]) and what it may read
+//! ([`CallContext`]).
+//!
+//! Effective permission = declared ∩ granted: a provider declares *needs* in `describe()`
+//! ("HTTP to the host named by setting X", "remote exec on the instance's host"); the
+//! operator's zone settings (and explicit extras) turn them into concrete destinations.
+//! Nothing the provider did not declare is ever reachable, and nothing the operator did not
+//! name either.
+
+use std::collections::HashMap;
+
+use http::uri::{Authority, Scheme, Uri};
+
+use super::wit::{Need, ProviderInfo};
+
+/// Prefix marking an operator extra as a remote-exec target (`exec:backup-proxy.lan`).
+/// Extras without it are HTTP destinations (`host`, `host:port` or a URL).
+pub const OPERATOR_EXEC_PREFIX: &str = "exec:";
+
+/// The concrete allowlist of one call. Build it with [`Grants::derive`]; the default grants
+/// nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// HTTP destinations, lower-case `host:port`, or `host` (then only the scheme's default
+    /// port, 80 or 443, matches).
+    pub http_authorities: Vec<String>,
+    /// Remote-exec targets, lower-case host names or addresses.
+    pub exec_targets: Vec<String>,
+}
+
+impl Grants {
+    /// Derives the allowlist from what the provider declared and what the zone grants.
+    ///
+    /// - `http-to-setting(X)`: the authority of the value of setting `X` (a URL, `host` or
+    ///   `host:port`). A URL's port defaults to its scheme's (80/443).
+    /// - `remote-exec-on-instance-host`: `instance_host`, when given.
+    /// - `remote-exec-to-setting(X)`: the host named by the value of setting `X`.
+    /// - `operator_extra`: `exec:HOST` entries add exec targets, other entries add HTTP
+    ///   destinations, but each only if the provider declared a need of that kind.
+    ///
+    /// A setting's value is the zone's value, else the provider's declared default. Values
+    /// that do not parse as a host are ignored (they grant nothing).
+    pub fn derive(
+        info: &ProviderInfo,
+        settings: &HashMap<String, String>,
+        instance_host: Option<&str>,
+        operator_extra: &[String],
+    ) -> Grants {
+        let mut grants = Grants::default();
+        let mut wants_http = false;
+        let mut wants_exec = false;
+        for need in &info.needs {
+            match need {
+                Need::HttpToSetting(name) => {
+                    wants_http = true;
+                    if let Some(authority) =
+                        setting_value(info, settings, name).and_then(normalize_http_target)
+                    {
+                        grants.http_authorities.push(authority);
+                    }
+                }
+                Need::RemoteExecOnInstanceHost => {
+                    wants_exec = true;
+                    if let Some(host) = instance_host.and_then(normalize_exec_target) {
+                        grants.exec_targets.push(host);
+                    }
+                }
+                Need::RemoteExecToSetting(name) => {
+                    wants_exec = true;
+                    if let Some(host) =
+                        setting_value(info, settings, name).and_then(normalize_exec_target)
+                    {
+                        grants.exec_targets.push(host);
+                    }
+                }
+            }
+        }
+        for extra in operator_extra {
+            match extra.strip_prefix(OPERATOR_EXEC_PREFIX) {
+                Some(target) if wants_exec => {
+                    grants.exec_targets.extend(normalize_exec_target(target));
+                }
+                None if wants_http => {
+                    grants.http_authorities.extend(normalize_http_target(extra));
+                }
+                _ => {}
+            }
+        }
+        grants.http_authorities.sort();
+        grants.http_authorities.dedup();
+        grants.exec_targets.sort();
+        grants.exec_targets.dedup();
+        grants
+    }
+
+    /// Whether `target` (as a guest names it in an exec request) is a granted exec target.
+    pub fn allows_exec(&self, target: &str) -> bool {
+        normalize_exec_target(target).is_some_and(|t| self.exec_targets.contains(&t))
+    }
+
+    /// Whether an HTTP request to `authority` over `scheme` is granted. The match is exact on
+    /// the lower-cased host and on the port (an omitted port is the scheme's default).
+    pub fn allows_http(&self, scheme: &Scheme, authority: &Authority) -> bool {
+        let Some(default_port) = default_port(scheme) else {
+            return false;
+        };
+        // `user@host` never matches: the grant names a host, not credentials.
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let host = authority.host().to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(default_port);
+        self.http_authorities.iter().any(|granted| {
+            let Ok(granted) = granted.parse::<Authority>() else {
+                return false;
+            };
+            granted.host().eq_ignore_ascii_case(&host)
+                && granted.port_u16().unwrap_or(default_port) == port
+        })
+    }
+}
+
+fn setting_value<'a>(
+    info: &'a ProviderInfo,
+    settings: &'a HashMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    settings.get(name).map(String::as_str).or_else(|| {
+        info.settings
+            .iter()
+            .find(|decl| decl.name == name)
+            .and_then(|decl| decl.default_value.as_deref())
+    })
+}
+
+fn default_port(scheme: &Scheme) -> Option<u16> {
+    if *scheme == Scheme::HTTP {
+        Some(80)
+    } else if *scheme == Scheme::HTTPS {
+        Some(443)
+    } else {
+        None
+    }
+}
+
+/// `https://Host:9398/api` → `host:9398`; `http://host/x` → `host:80`; `Host:8080` →
+/// `host:8080`; `host` → `host`. `None` for anything that is not a plain HTTP(S) destination
+/// (other schemes, credentials in the authority, paths without a scheme, blanks).
+pub(crate) fn normalize_http_target(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return None;
+    }
+    if value.contains("://") {
+        let uri: Uri = value.parse().ok()?;
+        let port = default_port(uri.scheme()?)?;
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return None;
+        }
+        let port = authority.port_u16().unwrap_or(port);
+        return Some(format!("{}:{port}", authority.host().to_ascii_lowercase()));
+    }
+    if value.contains(['/', '@', '?', '#']) {
+        return None;
+    }
+    let authority: Authority = value.parse().ok()?;
+    if authority.host().is_empty() {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    Some(match authority.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+/// A host name or address for remote exec: `Host`, `host:22`, `user@host` or
+/// `ssh://user@host:22` all name `host`.
+pub(crate) fn normalize_exec_target(value: &str) -> Option<String> {
+    let value = value.trim();
+    let value = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let value = value.split('/').next().unwrap_or_default();
+    let value = value.rsplit_once('@').map_or(value, |(_, host)| host);
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return None;
+    }
+    let authority: Authority = value.parse().ok()?;
+    let host = authority.host().to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// What one call may see and reach. The service layer builds one per call.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// The zone the call is made for (tags the provider's log lines).
+    pub zone_uuid: String,
+    /// The zone's values of the settings the provider declared (secret ones included; they
+    /// are never logged). Undeclared names are never shown to the provider.
+    pub settings: HashMap<String, String>,
+    /// Concrete allowlist for this call; derive it with [`Grants::derive`].
+    pub grants: Grants,
+}
+
+impl CallContext {
+    /// A context for a call in `zone_uuid`.
+    pub fn new(
+        zone_uuid: impl Into<String>,
+        settings: HashMap<String, String>,
+        grants: Grants,
+    ) -> Self {
+        Self {
+            zone_uuid: zone_uuid.into(),
+            settings,
+            grants,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::wit::{
+        Capabilities, DeleteGranularity, ProviderInfo, SettingDecl, SettingKind,
+    };
+
+    fn info(needs: Vec<Need>) -> ProviderInfo {
+        ProviderInfo {
+            name: "test".into(),
+            description: String::new(),
+            version: "1.0.0".into(),
+            settings: vec![
+                SettingDecl {
+                    name: "vendor.url".into(),
+                    description: String::new(),
+                    kind: SettingKind::Url,
+                    default_value: Some("https://default.example:9398/api".into()),
+                    secret: false,
+                },
+                SettingDecl {
+                    name: "proxy.host".into(),
+                    description: String::new(),
+                    kind: SettingKind::Text,
+                    default_value: None,
+                    secret: false,
+                },
+            ],
+            needs,
+            capabilities: Capabilities {
+                instance_from_backup: false,
+                single_volume_restore: false,
+                delete_granularity: DeleteGranularity::RestorePoint,
+                deletes_backups_on_offering_removal: false,
+                reconciliation: false,
+                provider_owned_retention: false,
+                cross_zone_instance_creation: false,
+                quiesce: false,
+                storage_stats: false,
+            },
+        }
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn extras(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_provider_that_declares_nothing_is_granted_nothing_even_with_operator_extras() {
+        let grants = Grants::derive(
+            &info(vec![]),
+            &settings(&[("vendor.url", "https://veeam.lan")]),
+            Some("kvm1.lan"),
+            &extras(&["veeam.lan:443", "exec:kvm1.lan"]),
+        );
+        assert_eq!(grants, Grants::default());
+    }
+
+    #[test]
+    fn an_http_need_grants_the_authority_of_the_zone_setting_with_the_scheme_port() {
+        let grants = Grants::derive(
+            &info(vec![Need::HttpToSetting("vendor.url".into())]),
+            &settings(&[("vendor.url", "https://Veeam.LAN:9398/api/sessions")]),
+            None,
+            &[],
+        );
+        assert_eq!(grants.http_authorities, vec!["veeam.lan:9398"]);
+        assert!(grants.exec_targets.is_empty());
+
+        let grants = Grants::derive(
+            &info(vec![Need::HttpToSetting("vendor.url".into())]),
+            &settings(&[("vendor.url", "http://networker.lan/nwrestapi")]),
+            None,
+            &[],
+        );
+        assert_eq!(grants.http_authorities, vec!["networker.lan:80"]);
+    }
+
+    #[test]
+    fn an_unset_setting_falls_back_to_the_declared_default() {
+        let grants = Grants::derive(
+            &info(vec![Need::HttpToSetting("vendor.url".into())]),
+            &HashMap::new(),
+            None,
+            &[],
+        );
+        assert_eq!(grants.http_authorities, vec!["default.example:9398"]);
+    }
+
+    #[test]
+    fn a_need_on_an_unset_setting_without_default_grants_nothing() {
+        let grants = Grants::derive(
+            &info(vec![Need::RemoteExecToSetting("proxy.host".into())]),
+            &HashMap::new(),
+            None,
+            &[],
+        );
+        assert_eq!(grants, Grants::default());
+    }
+
+    #[test]
+    fn settings_the_provider_did_not_name_in_a_need_grant_nothing() {
+        let grants = Grants::derive(
+            &info(vec![Need::HttpToSetting("vendor.url".into())]),
+            &settings(&[("vendor.url", "veeam.lan"), ("proxy.host", "evil.example")]),
+            None,
+            &[],
+        );
+        assert_eq!(grants.http_authorities, vec!["veeam.lan"]);
+    }
+
+    #[test]
+    fn remote_exec_needs_grant_the_instance_host_and_the_setting_host() {
+        let grants = Grants::derive(
+            &info(vec![
+                Need::RemoteExecOnInstanceHost,
+                Need::RemoteExecToSetting("proxy.host".into()),
+            ]),
+            &settings(&[("proxy.host", "root@Proxy.lan:22")]),
+            Some("KVM1.lan"),
+            &[],
+        );
+        assert_eq!(grants.exec_targets, vec!["kvm1.lan", "proxy.lan"]);
+        assert!(grants.http_authorities.is_empty());
+    }
+
+    #[test]
+    fn operator_extras_only_widen_the_kinds_the_provider_declared() {
+        let grants = Grants::derive(
+            &info(vec![Need::HttpToSetting("vendor.url".into())]),
+            &settings(&[("vendor.url", "veeam.lan:9398")]),
+            Some("kvm1.lan"),
+            &extras(&["https://Mirror.lan", "exec:kvm1.lan", "not a host"]),
+        );
+        assert_eq!(
+            grants.http_authorities,
+            vec!["mirror.lan:443", "veeam.lan:9398"]
+        );
+        assert!(grants.exec_targets.is_empty());
+
+        let grants = Grants::derive(
+            &info(vec![Need::RemoteExecOnInstanceHost]),
+            &HashMap::new(),
+            None,
+            &extras(&["exec:Jump.lan", "mirror.lan"]),
+        );
+        assert_eq!(grants.exec_targets, vec!["jump.lan"]);
+        assert!(grants.http_authorities.is_empty());
+    }
+
+    #[test]
+    fn values_that_are_not_plain_http_destinations_grant_nothing() {
+        for value in [
+            "",
+            "   ",
+            "ftp://files.lan",
+            "https://user:pw@veeam.lan",
+            "veeam.lan/api",
+            "user@veeam.lan",
+            "two words",
+        ] {
+            assert_eq!(normalize_http_target(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn http_matching_is_exact_on_host_and_port() {
+        let grants = Grants {
+            http_authorities: vec!["veeam.lan:9398".into(), "plain.lan".into()],
+            exec_targets: vec![],
+        };
+        let allows = |scheme: Scheme, authority: &str| {
+            grants.allows_http(&scheme, &authority.parse().unwrap())
+        };
+        assert!(allows(Scheme::HTTPS, "veeam.lan:9398"));
+        assert!(allows(Scheme::HTTPS, "VEEAM.lan:9398"));
+        assert!(!allows(Scheme::HTTPS, "veeam.lan"));
+        assert!(!allows(Scheme::HTTPS, "veeam.lan:9399"));
+        assert!(!allows(Scheme::HTTPS, "veeam.lan.evil.example:9398"));
+        assert!(!allows(Scheme::HTTPS, "evil@veeam.lan:9398"));
+        assert!(allows(Scheme::HTTPS, "plain.lan"));
+        assert!(allows(Scheme::HTTPS, "plain.lan:443"));
+        assert!(allows(Scheme::HTTP, "plain.lan"));
+        assert!(!allows(Scheme::HTTP, "plain.lan:8080"));
+        assert!(!allows(Scheme::HTTPS, "other.lan"));
+    }
+
+    #[test]
+    fn exec_matching_ignores_case_and_user_but_not_the_host() {
+        let grants = Grants {
+            http_authorities: vec![],
+            exec_targets: vec!["kvm1.lan".into()],
+        };
+        assert!(grants.allows_exec("KVM1.lan"));
+        assert!(grants.allows_exec("root@kvm1.lan"));
+        assert!(!grants.allows_exec("kvm2.lan"));
+        assert!(!grants.allows_exec(""));
+    }
+}

@@ -1,0 +1,363 @@
+//! Checks a component's shape before anything compiles it: WebAssembly at all, a component
+//! rather than a core module, the `backup-provider` world, a supported interface version,
+//! and no imports the host does not provide.
+//!
+//! Only the top-level import and export names are read (the code sections are skipped), so
+//! this is cheap enough to run on every load, cached or not.
+
+use std::fmt;
+
+use wasmparser::{Encoding, Parser, Payload};
+
+use super::error::LoadError;
+use super::wit::{DeleteGranularity, Need, ProviderInfo, SettingKind};
+
+/// The WIT package this host implements.
+pub const WIT_PACKAGE: &str = "bnr:provider";
+/// The interface a provider exports.
+pub const PROVIDER_INTERFACE: &str = "bnr:provider/provider";
+/// Major and minor version of the provider interface this host loads (any patch).
+pub const SUPPORTED_WIT_VERSION: (u64, u64) = (1, 0);
+/// `SUPPORTED_WIT_VERSION` as users read it.
+pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x";
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+
+/// What the binary says about itself, before compilation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Version of `bnr:provider/provider` the component exports (e.g. `1.0.0`).
+    pub wit_version: String,
+    /// Whether the component imports any `wasi:http` interface.
+    pub imports_http: bool,
+}
+
+/// Reads the header and top-level names of `wasm` and refuses anything that cannot be a
+/// provider for this host.
+pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
+    if wasm.len() < 8 {
+        return Err(if wasm.starts_with(&WASM_MAGIC[..wasm.len().min(4)]) && !wasm.is_empty() {
+            truncated(wasm.len())
+        } else {
+            LoadError::NotWasm
+        });
+    }
+    if &wasm[..4] != WASM_MAGIC {
+        return Err(LoadError::NotWasm);
+    }
+    match wasm[4..8].try_into() {
+        Ok(CORE_MODULE_VERSION) => return Err(LoadError::NotAComponent),
+        Ok(COMPONENT_VERSION) => {}
+        _ => {
+            return Err(LoadError::Invalid(format!(
+                "unknown WebAssembly binary version {:02x?}",
+                &wasm[4..8]
+            )));
+        }
+    }
+
+    let mut exports = Vec::new();
+    let mut imports = Vec::new();
+    // Nested modules and components have their own imports and exports; only the outermost
+    // ones are the component's interface.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|err| {
+            if err.message().contains("unexpected end") {
+                truncated(wasm.len())
+            } else {
+                LoadError::Invalid(format!("malformed component: {err}"))
+            }
+        })?;
+        match payload {
+            Payload::Version { encoding, .. } if depth == 0 && encoding != Encoding::Component => {
+                return Err(LoadError::NotAComponent);
+            }
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(|e| LoadError::Invalid(e.to_string()))?;
+                    imports.push(import.name.name.to_owned());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    let export = export.map_err(|e| LoadError::Invalid(e.to_string()))?;
+                    exports.push(export.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let wit_version = provider_export_version(&exports)?;
+    check_version(&wit_version)?;
+    let mut imports_http = false;
+    for import in &imports {
+        let (interface, version) = split_version(import);
+        if interface.starts_with("wasi:http/") {
+            imports_http = true;
+        } else if interface.starts_with("wasi:") {
+            // The rest of WASI 0.2 is linked with nothing behind it (no files, env, sockets).
+        } else if interface == "bnr:provider/host" || interface == "bnr:provider/types" {
+            check_version(version.unwrap_or("unversioned"))?;
+        } else {
+            return Err(LoadError::WrongWorld(format!(
+                "the component imports `{import}`, which bnr does not provide (a provider may \
+                 import only `bnr:provider/host` and WASI 0.2)"
+            )));
+        }
+    }
+    Ok(Shape {
+        wit_version,
+        imports_http,
+    })
+}
+
+fn truncated(len: usize) -> LoadError {
+    LoadError::Invalid(format!(
+        "truncated component: the file ends unexpectedly after {len} bytes"
+    ))
+}
+
+fn split_version(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((interface, version)) => (interface, Some(version)),
+        None => (name, None),
+    }
+}
+
+fn provider_export_version(exports: &[String]) -> Result<String, LoadError> {
+    for export in exports {
+        let (interface, version) = split_version(export);
+        if interface == PROVIDER_INTERFACE {
+            return Ok(version.unwrap_or("unversioned").to_owned());
+        }
+    }
+    let shown = if exports.is_empty() {
+        "nothing".to_owned()
+    } else {
+        exports
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(LoadError::WrongWorld(format!(
+        "the component does not export `{PROVIDER_INTERFACE}` (world `backup-provider` of \
+         `{WIT_PACKAGE}`); it exports {shown}"
+    )))
+}
+
+fn check_version(version: &str) -> Result<(), LoadError> {
+    let unsupported = || LoadError::UnsupportedVersion {
+        found: version.to_owned(),
+        supported: SUPPORTED_WIT_VERSIONS.to_owned(),
+    };
+    let mut parts = version.split('.');
+    let mut number = || -> Result<u64, LoadError> {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(unsupported)
+    };
+    let (major, minor) = (number()?, number()?);
+    // The patch may carry a pre-release or build suffix; only its presence matters here.
+    parts.next().ok_or_else(unsupported)?;
+    if (major, minor) == SUPPORTED_WIT_VERSION {
+        Ok(())
+    } else {
+        Err(unsupported())
+    }
+}
+
+/// Checks the `describe()` answer for what the rest of bnr relies on.
+pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 64
+        && info.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(LoadError::Invalid(format!(
+            "provider name {:?} must be 1–64 lower-case letters, digits, `-` or `_`, starting \
+             with a letter",
+            info.name
+        )));
+    }
+    if !is_semver(&info.version) {
+        return Err(LoadError::Invalid(format!(
+            "provider version {:?} is not a semantic version (MAJOR.MINOR.PATCH)",
+            info.version
+        )));
+    }
+    let mut names = std::collections::HashSet::new();
+    for decl in &info.settings {
+        if decl.name.is_empty() || !names.insert(decl.name.as_str()) {
+            return Err(LoadError::Invalid(format!(
+                "setting {:?} is empty or declared twice",
+                decl.name
+            )));
+        }
+    }
+    for need in &info.needs {
+        if let Need::HttpToSetting(name) | Need::RemoteExecToSetting(name) = need
+            && !names.contains(name.as_str())
+        {
+            return Err(LoadError::Invalid(format!(
+                "need {} refers to setting {name:?}, which the provider does not declare",
+                describe_need(need)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_semver(version: &str) -> bool {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<_> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn describe_need(need: &Need) -> String {
+    match need {
+        Need::HttpToSetting(s) => format!("http-to-setting({s})"),
+        Need::RemoteExecOnInstanceHost => "remote-exec-on-instance-host".to_owned(),
+        Need::RemoteExecToSetting(s) => format!("remote-exec-to-setting({s})"),
+    }
+}
+
+/// What `bnr plugin inspect` prints: a component's declaration, as loaded.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The provider's self-description.
+    pub info: ProviderInfo,
+    /// Version of the provider interface the component was built against.
+    pub wit_version: String,
+    /// Hex sha256 of the `.wasm` bytes.
+    pub sha256: String,
+    /// Size of the `.wasm` file in bytes.
+    pub size_bytes: usize,
+    /// Whether the component imports `wasi:http` (usable only with an HTTP need).
+    pub imports_http: bool,
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = &self.info;
+        writeln!(f, "name:         {}", info.name)?;
+        writeln!(f, "version:      {}", info.version)?;
+        writeln!(f, "description:  {}", info.description)?;
+        writeln!(f, "wit version:  {WIT_PACKAGE}@{}", self.wit_version)?;
+        writeln!(f, "sha256:       {}", self.sha256)?;
+        writeln!(f, "size:         {} bytes", self.size_bytes)?;
+        writeln!(f, "settings:")?;
+        if info.settings.is_empty() {
+            writeln!(f, "  (none)")?;
+        }
+        for s in &info.settings {
+            let kind = match s.kind {
+                SettingKind::Text => "text",
+                SettingKind::Integer => "integer",
+                SettingKind::Boolean => "boolean",
+                SettingKind::Url => "url",
+                SettingKind::Secret => "secret",
+            };
+            let secret = if s.secret { " [secret]" } else { "" };
+            let default = match (&s.default_value, s.secret) {
+                (Some(_), true) => " (default: ***)".to_owned(),
+                (Some(d), false) => format!(" (default: {d})"),
+                (None, _) => String::new(),
+            };
+            writeln!(f, "  {} ({kind}){secret}{default}", s.name)?;
+            if !s.description.is_empty() {
+                writeln!(f, "      {}", s.description)?;
+            }
+        }
+        writeln!(f, "needs:")?;
+        if info.needs.is_empty() {
+            writeln!(f, "  (none)")?;
+        }
+        for need in &info.needs {
+            writeln!(f, "  {}", describe_need(need))?;
+        }
+        if self.imports_http && !info.needs.iter().any(|n| matches!(n, Need::HttpToSetting(_))) {
+            writeln!(
+                f,
+                "  note: imports wasi:http without declaring an http need; HTTP is not linked"
+            )?;
+        }
+        let c = &info.capabilities;
+        let granularity = match c.delete_granularity {
+            DeleteGranularity::RestorePoint => "restore-point",
+            DeleteGranularity::Chain => "chain",
+        };
+        writeln!(f, "capabilities:")?;
+        for (name, on) in [
+            ("instance-from-backup", c.instance_from_backup),
+            ("single-volume-restore", c.single_volume_restore),
+            (
+                "deletes-backups-on-offering-removal",
+                c.deletes_backups_on_offering_removal,
+            ),
+            ("reconciliation", c.reconciliation),
+            ("provider-owned-retention", c.provider_owned_retention),
+            ("cross-zone-instance-creation", c.cross_zone_instance_creation),
+            ("quiesce", c.quiesce),
+            ("storage-stats", c.storage_stats),
+        ] {
+            writeln!(f, "  {name}: {}", if on { "yes" } else { "no" })?;
+        }
+        write!(f, "  delete-granularity: {granularity}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_the_supported_minor_are_accepted_and_others_refused() {
+        for ok in ["1.0.0", "1.0.7", "1.0.1-rc.1"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["2.0.0", "1.1.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
+            assert!(
+                matches!(check_version(bad), Err(LoadError::UnsupportedVersion { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_wasm_are_refused_as_not_wasm() {
+        for bytes in [&b""[..], b"hello world, not wasm", b"\x7fELF\x02\x01\x01\x00"] {
+            assert!(matches!(check_shape(bytes), Err(LoadError::NotWasm)));
+        }
+    }
+
+    #[test]
+    fn a_core_module_header_is_refused_as_not_a_component() {
+        let module = b"\0asm\x01\x00\x00\x00";
+        assert!(matches!(check_shape(module), Err(LoadError::NotAComponent)));
+    }
+
+    #[test]
+    fn a_cut_off_header_is_reported_as_truncated() {
+        let err = check_shape(b"\0asm\x0d").unwrap_err();
+        assert!(matches!(&err, LoadError::Invalid(m) if m.contains("truncated")), "{err}");
+    }
+}

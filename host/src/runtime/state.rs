@@ -1,0 +1,569 @@
+//! What a provider's store holds, and the host side of every import it may call.
+//!
+//! Defaults are deny-by-default, as in wasmtime's `WasiCtxBuilder`:
+//! - WASI: no preopened directories, no environment, no arguments, stdin empty, stdout
+//!   discarded, stderr captured (tail only), no TCP/UDP/DNS (every socket address refused),
+//!   real clocks and randomness (bounded per call).
+//! - `host.setting`: only settings the provider declared; undeclared names read as unset.
+//! - `host.remote-exec`: only granted targets; everything else is `denied` before any I/O.
+//! - `wasi:http`: only linked for providers that declare an HTTP need, and then only to the
+//!   call's granted authorities (checked in [`HttpPolicy::send_request`], so a denied
+//!   request never leaves the process).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::bindings::bnr::provider::{host, types};
+use super::grants::{CallContext, Grants};
+use super::limits::{
+    LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
+    RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
+    STORE_MAX_TABLES, TABLE_ELEMENTS_MAX,
+};
+use super::wit::{ExecError, ExecOutput, ExecRequest, LogLevel, Need, ProviderInfo};
+
+/// Where provider log lines go (`RUST_LOG=bnr::provider=debug` shows them all).
+pub const PROVIDER_LOG_TARGET: &str = "bnr::provider";
+
+/// What a provider declared, computed once at load.
+#[derive(Debug)]
+pub(crate) struct Declared {
+    /// Provider name, for log tags.
+    pub name: Arc<str>,
+    /// Declared setting names with their defaults.
+    pub settings: HashMap<String, Option<String>>,
+    /// Names of settings declared secret (values are redacted from the provider's logs).
+    pub secret_settings: Vec<String>,
+    /// Whether an `http-to-setting` need was declared.
+    pub http: bool,
+    /// Whether a remote-exec need was declared.
+    pub exec: bool,
+}
+
+impl Declared {
+    pub(crate) fn from_info(info: &ProviderInfo) -> Self {
+        Self {
+            name: Arc::from(info.name.as_str()),
+            settings: info
+                .settings
+                .iter()
+                .map(|s| (s.name.clone(), s.default_value.clone()))
+                .collect(),
+            secret_settings: info
+                .settings
+                .iter()
+                .filter(|s| s.secret || matches!(s.kind, types::SettingKind::Secret))
+                .map(|s| s.name.clone())
+                .collect(),
+            http: info.needs.iter().any(|n| matches!(n, Need::HttpToSetting(_))),
+            exec: info
+                .needs
+                .iter()
+                .any(|n| matches!(n, Need::RemoteExecOnInstanceHost | Need::RemoteExecToSetting(_))),
+        }
+    }
+
+    /// Before `describe()` ran: nothing declared, so nothing readable or reachable.
+    pub(crate) fn nothing(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            settings: HashMap::new(),
+            secret_settings: Vec::new(),
+            http: false,
+            exec: false,
+        }
+    }
+}
+
+/// What one call may read and reach: the `CallContext` filtered by what was declared.
+#[derive(Debug)]
+pub(crate) struct CallScope {
+    pub provider: Arc<str>,
+    pub zone: String,
+    /// Values of declared settings only (zone value, else declared default).
+    pub settings: HashMap<String, String>,
+    /// Values to redact from log lines.
+    pub secrets: Vec<String>,
+    /// Grants, emptied of any kind the provider did not declare.
+    pub grants: Grants,
+}
+
+/// Secret values shorter than this are not redacted (they would mangle ordinary words).
+const MIN_REDACTED_SECRET_LEN: usize = 4;
+
+impl CallScope {
+    pub(crate) fn new(declared: &Declared, ctx: &CallContext) -> Self {
+        let settings: HashMap<String, String> = declared
+            .settings
+            .iter()
+            .filter_map(|(name, default)| {
+                let value = ctx.settings.get(name).or(default.as_ref())?;
+                Some((name.clone(), value.clone()))
+            })
+            .collect();
+        let secrets = declared
+            .secret_settings
+            .iter()
+            .filter_map(|name| settings.get(name))
+            .filter(|v| v.len() >= MIN_REDACTED_SECRET_LEN)
+            .cloned()
+            .collect();
+        Self {
+            provider: declared.name.clone(),
+            zone: ctx.zone_uuid.clone(),
+            settings,
+            secrets,
+            grants: Grants {
+                http_authorities: if declared.http {
+                    ctx.grants.http_authorities.clone()
+                } else {
+                    Vec::new()
+                },
+                exec_targets: if declared.exec {
+                    ctx.grants.exec_targets.clone()
+                } else {
+                    Vec::new()
+                },
+            },
+        }
+    }
+
+    fn redact(&self, message: String) -> String {
+        self.secrets
+            .iter()
+            .fold(message, |msg, secret| msg.replace(secret.as_str(), "***"))
+    }
+}
+
+/// Per-store data.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: HttpPolicy,
+    pub limiter: GuestLimiter,
+    pub scope: Arc<CallScope>,
+    pub cpu: CpuMeter,
+    pub stderr: StderrTail,
+    log: LogBudget,
+}
+
+impl HostState {
+    pub(crate) fn new(scope: Arc<CallScope>, memory_bytes: usize, http_timeout: Duration) -> Self {
+        let stderr = StderrTail::default();
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .max_random_size(RANDOM_BYTES_MAX)
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCE_TABLE_MAX);
+        Self {
+            wasi,
+            table,
+            http: WasiHttpCtx::new(),
+            hooks: HttpPolicy {
+                scope: scope.clone(),
+                timeout: http_timeout,
+            },
+            limiter: GuestLimiter::new(memory_bytes),
+            scope,
+            cpu: CpuMeter::default(),
+            stderr,
+            log: LogBudget::default(),
+        }
+    }
+
+    /// Resets the per-call accounting for a new call on the same store.
+    pub(crate) fn begin_call(&mut self, scope: Option<Arc<CallScope>>, cpu_budget_ticks: u64) {
+        if let Some(scope) = scope {
+            self.hooks.scope = scope.clone();
+            self.scope = scope;
+        }
+        self.cpu = CpuMeter {
+            ticks: 0,
+            budget: cpu_budget_ticks,
+        };
+        self.log = LogBudget::default();
+        self.limiter.hit = None;
+        self.stderr.clear();
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Guest CPU accounting in epoch ticks (see `limits::EPOCH_TICK`). The deadline callback
+/// only runs while guest code executes, so time spent awaiting the host is not counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CpuMeter {
+    pub ticks: u64,
+    pub budget: u64,
+}
+
+/// Which store limit a guest hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitHit {
+    Memory,
+    Table,
+}
+
+/// Store limits; remembers which limit was hit so the error can be classified exactly.
+pub(crate) struct GuestLimiter {
+    memory_bytes: usize,
+    pub hit: Option<LimitHit>,
+}
+
+/// Error returned into wasmtime when a guest exceeds a store limit (turns into a trap).
+#[derive(Debug, thiserror::Error)]
+#[error("guest exceeded its {what} limit (asked for {desired}, limit {limit})")]
+pub(crate) struct LimitExceeded {
+    what: &'static str,
+    desired: usize,
+    limit: usize,
+}
+
+impl GuestLimiter {
+    fn new(memory_bytes: usize) -> Self {
+        Self {
+            memory_bytes,
+            hit: None,
+        }
+    }
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = maximum.map_or(self.memory_bytes, |m| m.min(self.memory_bytes));
+        if desired > limit {
+            self.hit = Some(LimitHit::Memory);
+            // An error (not `Ok(false)`) so the guest traps at once instead of seeing a failed
+            // `memory.grow` and possibly spinning on retries.
+            return Err(wasmtime::Error::new(LimitExceeded {
+                what: "memory",
+                desired,
+                limit,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.hit = Some(LimitHit::Memory);
+        Err(error.context("memory growth failed"))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = maximum.map_or(TABLE_ELEMENTS_MAX, |m| m.min(TABLE_ELEMENTS_MAX));
+        if desired > limit {
+            self.hit = Some(LimitHit::Table);
+            return Err(wasmtime::Error::new(LimitExceeded {
+                what: "table",
+                desired,
+                limit,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.hit = Some(LimitHit::Table);
+        Err(error.context("table growth failed"))
+    }
+
+    fn instances(&self) -> usize {
+        STORE_MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        STORE_MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        STORE_MAX_MEMORIES
+    }
+}
+
+#[derive(Debug, Default)]
+struct LogBudget {
+    messages: u32,
+    bytes: usize,
+    exhausted: bool,
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let budget = &mut self.log;
+        if budget.exhausted {
+            return Ok(());
+        }
+        let message = truncate_utf8(message, LOG_MESSAGE_MAX_BYTES);
+        budget.messages += 1;
+        budget.bytes += message.len();
+        if budget.messages > LOG_MESSAGES_PER_CALL || budget.bytes > LOG_BYTES_PER_CALL {
+            budget.exhausted = true;
+            tracing::warn!(
+                target: PROVIDER_LOG_TARGET,
+                provider = %self.scope.provider,
+                zone = %self.scope.zone,
+                "provider log budget for this call exhausted ({LOG_MESSAGES_PER_CALL} messages / \
+                 {LOG_BYTES_PER_CALL} bytes); further messages are dropped"
+            );
+            return Ok(());
+        }
+        let message = self.scope.redact(message);
+        let (provider, zone) = (&*self.scope.provider, self.scope.zone.as_str());
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: PROVIDER_LOG_TARGET, provider, zone, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: PROVIDER_LOG_TARGET, provider, zone, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: PROVIDER_LOG_TARGET, provider, zone, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: PROVIDER_LOG_TARGET, provider, zone, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: PROVIDER_LOG_TARGET, provider, zone, "{message}")
+            }
+        }
+        Ok(())
+    }
+
+    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.scope.settings.get(&name).cloned())
+    }
+
+    async fn remote_exec(
+        &mut self,
+        request: ExecRequest,
+    ) -> wasmtime::Result<Result<ExecOutput, ExecError>> {
+        let target = truncate_utf8(request.target, 256);
+        if !self.scope.grants.allows_exec(&target) {
+            tracing::warn!(
+                target: PROVIDER_LOG_TARGET,
+                provider = %self.scope.provider,
+                zone = %self.scope.zone,
+                exec_target = %target,
+                "remote exec denied: target not granted"
+            );
+            return Ok(Err(ExecError::Denied(format!(
+                "remote exec to `{target}` is not granted to this provider in this zone"
+            ))));
+        }
+        // The SSH transport arrives with the Veeam/NetWorker providers; until then a granted
+        // target is reported unreachable rather than pretending to run anything.
+        Ok(Err(ExecError::Unreachable(
+            "remote exec transport is not available in this build".to_owned(),
+        )))
+    }
+}
+
+/// Outbound HTTP policy: the allowlist check and timeout clamp for every `wasi:http` request.
+pub(crate) struct HttpPolicy {
+    scope: Arc<CallScope>,
+    timeout: Duration,
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (http::Response<wasmtime_wasi_http::WasiBody>, IoFuture),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let allowed = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => self.scope.grants.allows_http(scheme, authority),
+            _ => false,
+        };
+        if !allowed {
+            tracing::warn!(
+                target: PROVIDER_LOG_TARGET,
+                provider = %self.scope.provider,
+                zone = %self.scope.zone,
+                authority = %uri.authority().map(|a| a.as_str()).unwrap_or(""),
+                "outbound HTTP denied: authority not granted"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let cap = self.timeout;
+        let clamp = |t: Option<Duration>| Some(t.map_or(cap, |t| t.min(cap)));
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        Box::new(async move {
+            let sent = tokio::time::timeout(
+                cap,
+                wasmtime_wasi_http::default_send_request(request, Some(options)),
+            )
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+            let (response, io) = sent;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as IoFuture,
+            ))
+        })
+    }
+}
+
+/// Keeps the last `STDERR_CAPTURE_BYTES` a guest wrote to stderr. Writes never fail, so a
+/// chatty guest cannot make its own panic report fail.
+#[derive(Clone, Default)]
+pub(crate) struct StderrTail {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Bytes offered to a writer per `check-write` (a WASI stream permit).
+const STDERR_WRITE_PERMIT: usize = 64 << 10;
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut buffer = self.buffer.lock();
+        if bytes.len() >= STDERR_CAPTURE_BYTES {
+            buffer.clear();
+            buffer.extend_from_slice(&bytes[bytes.len() - STDERR_CAPTURE_BYTES..]);
+            return;
+        }
+        buffer.extend_from_slice(bytes);
+        if buffer.len() > STDERR_CAPTURE_BYTES {
+            let excess = buffer.len() - STDERR_CAPTURE_BYTES;
+            buffer.drain(..excess);
+        }
+    }
+
+    fn clear(&self) {
+        self.buffer.lock().clear();
+    }
+
+    /// The captured text (lossy UTF-8).
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock()).into_owned()
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STDERR_WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_utf8(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
