@@ -7,3 +7,6 @@ pub mod sync;
 pub mod task;
 pub mod tick;
 pub mod usage;
+
+#[cfg(test)]
+mod tests;
