@@ -2,6 +2,7 @@
 //! commands are added the same way by their own module (see docs/api.md).
 
 pub mod apis;
+pub mod backup_usage;
 pub mod config;
 pub mod events;
 pub mod identity;
@@ -19,5 +20,6 @@ pub fn registry() -> Result<Registry, RegistryError> {
     config::register(&mut r)?;
     events::register(&mut r)?;
     inventory::register(&mut r)?;
+    backup_usage::register(&mut r)?;
     Ok(r)
 }
