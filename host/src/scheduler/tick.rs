@@ -7,8 +7,9 @@
 //! Exactly once per slot: a due schedule's job row, its `BACKUP.CREATE` *Scheduled* event and
 //! `async_job_id` are written in one transaction, and a schedule with a job in flight is never
 //! due. Its next slot is computed only when the job is terminal (success or failure, including a
-//! job failed because the process stopped), from the later of the tick time and the slot that
-//! ran — so a slot missed while bnr was down runs once, not once per missed slot.
+//! job failed because the process stopped), from the later of the slot that ran and the end of
+//! its run (at the latest the tick time) — so a slot missed while bnr was down runs once, not
+//! once per missed slot, and a slot passing between the end of a run and the next tick is kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -253,25 +254,38 @@ fn judge(d: &Due, mut zone_enabled: impl FnMut(i64) -> bool) -> Verdict {
     Verdict::Start
 }
 
-/// Reaps schedules whose in-flight job is terminal: next slot after the later of `now` and the
-/// slot that ran, in-flight marker cleared. Returns how many.
+/// Reaps schedules whose in-flight job is terminal: the next slot is the first one after the
+/// later of the slot that ran and the moment its run ended (at the latest `now`), and the
+/// in-flight marker is cleared. Returns how many.
+///
+/// Using the end of the run rather than the tick time means a slot that passes between the end
+/// of a run and the tick that reaps it still runs; a run that outlasts later slots (or a slot
+/// missed while bnr was down) gives one run, then the next slot in the future.
 fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
-    let finished: Vec<(i64, String, String, String, i64)> = {
+    let finished: Vec<(i64, String, String, String, i64, Option<i64>)> = {
         let mut st = tx.prepare_cached(
-            "SELECT s.id, s.interval_type, s.schedule, s.timezone, s.next_run
+            "SELECT s.id, s.interval_type, s.schedule, s.timezone, s.next_run, j.completed
              FROM backup_schedules s JOIN async_jobs j ON j.id = s.async_job_id
              WHERE s.async_job_id IS NOT NULL AND j.status != 0",
         )?;
         st.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?
     };
     let mut update = tx.prepare_cached(
         "UPDATE backup_schedules SET next_run = ?1, async_job_id = NULL WHERE id = ?2",
     )?;
-    for (id, interval, text, tz, slot) in &finished {
-        let next = next_slot(*id, interval, text, tz, now.max(*slot));
+    for (id, interval, text, tz, slot, completed) in &finished {
+        let ended = completed.map_or(now, |c| c.min(now));
+        let next = next_slot(*id, interval, text, tz, ended.max(*slot));
         update.execute(params![next, id])?;
     }
     Ok(finished.len())
