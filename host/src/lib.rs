@@ -6,4 +6,5 @@ pub mod inventory;
 pub mod jobs;
 pub mod runtime;
 pub mod scheduler;
+pub mod service;
 pub mod store;

@@ -25,6 +25,9 @@ enum Cmd {
         /// Directory holding the database and generated credentials.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Directory of backup provider components (`*.wasm`) [default: DATA_DIR/providers].
+        #[arg(long)]
+        providers_dir: Option<PathBuf>,
     },
 }
 
@@ -36,13 +39,18 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Serve { listen, data_dir } => {
+        Cmd::Serve {
+            listen,
+            data_dir,
+            providers_dir,
+        } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve::run(
                 ServeOptions {
                     listen,
                     data_dir,
                     bootstrap: BootstrapOptions::from_env(),
+                    providers_dir,
                 },
                 serve::shutdown_signal(),
             ))

@@ -33,14 +33,27 @@ fn compat_suite() -> Result<()> {
         workspace::run(command("python3", &["-m", "venv"], &[&venv]))?;
     }
     let mut pip = Command::new(&python);
-    pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
     pip.args(COMPAT_PACKAGES);
     workspace::run(pip)?;
 
     let mut pytest = Command::new(&python);
     pytest
         .current_dir(workspace::root())
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/compat"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/compat",
+        ])
         .env("BNR_BIN", target.join("debug").join("bnr"))
         .env("BNR_PROVIDERS_DIR", target.join("providers"));
     workspace::run(pytest)

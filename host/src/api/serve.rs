@@ -3,24 +3,54 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::{ApiState, Core, commands, router};
+use crate::config::BACKUP_FRAMEWORK_ENABLED;
+use crate::inventory::ExpungeGuard;
 use crate::inventory::bootstrap::{self, BootstrapOptions, Bootstrapped};
+use crate::scheduler::service::{ResumeOperations, Scheduler};
+use crate::service::{BackupService, ProviderSource, Providers};
+
+/// Directory (under the data directory) the providers are loaded from by default.
+pub const DEFAULT_PROVIDERS_DIR: &str = "providers";
+/// Directory (under the data directory) of the compiled-component cache.
+pub const CACHE_DIR: &str = "cache";
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub bootstrap: BootstrapOptions,
+    /// Backup providers (`*.wasm`); `None` = `DATA_DIR/providers`.
+    pub providers_dir: Option<PathBuf>,
 }
 
-/// Opens the store, bootstraps an empty data directory, fails jobs interrupted by a previous
-/// stop, and builds the API state with the built-in commands.
+/// Providers from `DATA_DIR/providers`, compiled code cached in `DATA_DIR/cache`.
+pub fn default_providers(data_dir: &Path) -> ProviderSource {
+    ProviderSource::Directory {
+        providers_dir: data_dir.join(DEFAULT_PROVIDERS_DIR),
+        cache_dir: data_dir.join(CACHE_DIR),
+    }
+}
+
+/// [`prepare_with`] with the providers of `DATA_DIR/providers`.
 pub async fn prepare(
     data_dir: &Path,
     opts: &BootstrapOptions,
+) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
+    prepare_with(data_dir, opts, default_providers(data_dir)).await
+}
+
+/// Opens the store, bootstraps an empty data directory, loads the backup providers, fails jobs
+/// (and B&R work) interrupted by a previous stop, and builds the API state with the built-in
+/// commands, plus the B&R commands when the global `backup.framework.enabled` is true.
+pub async fn prepare_with(
+    data_dir: &Path,
+    opts: &BootstrapOptions,
+    providers: ProviderSource,
 ) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -37,6 +67,24 @@ pub async fn prepare(
             tracing::info!(file = %path.display(), "wrote initial admin credentials");
         }
     }
+    let (store, settings) = (core.store.clone(), core.settings.clone());
+    let providers =
+        tokio::task::spawn_blocking(move || Providers::load(store, settings, providers))
+            .await
+            .context("provider loading task")??;
+    let providers = Arc::new(providers);
+    providers.watch_settings();
+    let backup = BackupService::new(core.store.clone(), core.settings.clone(), providers);
+    // Before recover_interrupted: provider operations of interrupted jobs resume by handle.
+    core.jobs
+        .add_resume_hook(Arc::new(ResumeOperations::new(backup.clone())));
+    let scheduler = Arc::new(Scheduler::new(
+        core.store.clone(),
+        core.settings.clone(),
+        core.jobs.clone(),
+        backup.clone(),
+    ));
+
     let (resumed, failed) = core.jobs.recover_interrupted().await?;
     if resumed + failed > 0 {
         tracing::warn!(
@@ -45,8 +93,32 @@ pub async fn prepare(
             "handled jobs interrupted by the previous stop"
         );
     }
-    let registry = commands::registry().context("building the command registry")?;
-    Ok((ApiState::new(core, registry), boot))
+    let recovered = backup
+        .recover_interrupted()
+        .await
+        .map_err(|e| anyhow::anyhow!("ending interrupted backup work: {e}"))?;
+    if recovered != Default::default() {
+        tracing::warn!(
+            ?recovered,
+            "ended backup work interrupted by the previous stop"
+        );
+    }
+
+    let mut registry = commands::registry().context("building the command registry")?;
+    // CloudStack registers the B&R commands only when the framework is enabled at start.
+    if core.settings.get_bool(BACKUP_FRAMEWORK_ENABLED, None) {
+        commands::backup::register(&mut registry).context("registering the B&R commands")?;
+        commands::backup_usage::register(&mut registry)
+            .context("registering the B&R usage commands")?;
+    } else {
+        tracing::info!("backup.framework.enabled is false: the B&R commands are not available");
+    }
+    let mut extensions = http::Extensions::new();
+    extensions.insert(backup.clone());
+    extensions.insert(scheduler.syncer().clone());
+    extensions.insert(scheduler);
+    extensions.insert(backup as Arc<dyn ExpungeGuard>);
+    Ok((ApiState::with_extensions(core, registry, extensions), boot))
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
@@ -54,11 +126,23 @@ pub async fn run(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (state, _) = prepare(&opts.data_dir, &opts.bootstrap).await?;
+    let providers = match &opts.providers_dir {
+        Some(dir) => ProviderSource::Directory {
+            providers_dir: dir.clone(),
+            cache_dir: opts.data_dir.join(CACHE_DIR),
+        },
+        None => default_providers(&opts.data_dir),
+    };
+    let (state, _) = prepare_with(&opts.data_dir, &opts.bootstrap, providers).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
-    serve_on(listener, state, shutdown).await
+    let background = state.ext::<Arc<Scheduler>>().map(|s| s.spawn_loop());
+    let served = serve_on(listener, state, shutdown).await;
+    if let Some(task) = background {
+        task.abort();
+    }
+    served
 }
 
 /// Serves `state` on an already-bound listener until `shutdown` completes.

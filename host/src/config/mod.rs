@@ -169,6 +169,11 @@ pub fn core_definitions() -> Vec<Definition> {
     ]
 }
 
+/// Checks a value before [`Settings::set`] stores it (after the type check): e.g. that a provider
+/// name is installed. Arguments: the normalised value and the zone (`None` = global). An error
+/// refuses the change; use `OpError::InvalidParameter` for a 431 answer.
+pub type Validator = Arc<dyn Fn(&str, Option<i64>) -> OpResult<()> + Send + Sync>;
+
 /// A value changed: `zone_id` is `None` for the global value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -195,6 +200,7 @@ struct Inner {
     /// (name, zone id or 0 for global) → stored value.
     values: RwLock<HashMap<(String, i64), String>>,
     changes: broadcast::Sender<Change>,
+    validators: RwLock<HashMap<String, Vec<Validator>>>,
 }
 
 impl Settings {
@@ -220,6 +226,7 @@ impl Settings {
                 definitions: RwLock::new(BTreeMap::new()),
                 values: RwLock::new(values),
                 changes,
+                validators: RwLock::new(HashMap::new()),
             }),
         };
         for d in core_definitions() {
@@ -308,6 +315,10 @@ impl Settings {
             )));
         }
         let value = def.validate(value)?;
+        let validators = self.inner.validators.read().get(name).cloned();
+        for validator in validators.iter().flatten() {
+            validator(&value, zone_id)?;
+        }
         let (scope, scope_id) = match zone_id {
             Some(z) => ("zone", z),
             None => ("global", 0),
@@ -339,6 +350,16 @@ impl Settings {
             value,
             zone_id,
         })
+    }
+
+    /// Adds a check every later [`Settings::set`] of `name` must pass.
+    pub fn add_validator(&self, name: &str, validator: Validator) {
+        self.inner
+            .validators
+            .write()
+            .entry(name.to_string())
+            .or_default()
+            .push(validator);
     }
 
     /// Receives every change made through [`Settings::set`].

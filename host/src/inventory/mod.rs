@@ -3,6 +3,7 @@
 //! inside the async job that drives them.
 
 pub mod bootstrap;
+pub mod guard;
 pub mod vm;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -10,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, OpResult, new_uuid, now};
 
+pub use guard::{ExpungeGuard, GuardFuture};
 pub use vm::{DeployRequest, Vm, VmFilter, VmState, Volume, VolumeFilter};
 
 #[derive(Debug, Clone)]

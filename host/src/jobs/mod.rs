@@ -21,6 +21,17 @@ use crate::identity::ListScope;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, OpResult, Store, StoreError, new_uuid, now};
 
+tokio::task_local! {
+    /// The uuid of the job whose work runs on the current task (set by [`JobManager::spawn`]).
+    static CURRENT_JOB: String;
+}
+
+/// The uuid of the job whose work is running on the current task, if any. Lets lower layers
+/// attach what they persist (e.g. a provider operation handle) to the job that owns it.
+pub fn current_job_uuid() -> Option<String> {
+    CURRENT_JOB.try_with(Clone::clone).ok()
+}
+
 /// Completion notices buffered per waiter; a lagging waiter re-reads the row, so nothing is lost.
 const COMPLETION_CHANNEL_CAPACITY: usize = 1024;
 /// Result code of a job that failed for an internal reason (panic, interrupted by restart).
@@ -181,7 +192,7 @@ impl JobManager {
         let this = self.clone();
         tokio::spawn(async move {
             // Run the work in its own task so a panic is caught as a JoinError, not lost.
-            let outcome = match tokio::spawn(work).await {
+            let outcome = match tokio::spawn(CURRENT_JOB.scope(job_uuid.clone(), work)).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     tracing::error!(job = %job_uuid, error = %e, "job task panicked");

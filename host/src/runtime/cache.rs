@@ -73,7 +73,8 @@ impl CompiledCache {
     }
 
     fn meta_path(&self, wasm_sha256: &str) -> PathBuf {
-        self.dir.join(format!("{wasm_sha256}-{}.meta", self.engine_key))
+        self.dir
+            .join(format!("{wasm_sha256}-{}.meta", self.engine_key))
     }
 
     /// The compiled component: from a verified cache entry, or compiled now and stored.
@@ -197,7 +198,11 @@ impl Header {
     fn render(&self) -> String {
         format!(
             "format={}\nwasm_sha256={}\nengine={}\ncwasm_size={}\ncwasm_sha256={}\n",
-            self.format, self.wasm_sha256, self.engine_key, self.artifact_size, self.artifact_sha256
+            self.format,
+            self.wasm_sha256,
+            self.engine_key,
+            self.artifact_size,
+            self.artifact_sha256
         )
     }
 

@@ -15,11 +15,13 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{BackupProvider, BackupProviderPre};
-use super::cache::{CacheOutcome, CompiledCache, CompileFailed};
+use super::cache::{CacheOutcome, CompileFailed, CompiledCache};
 use super::error::{CallError, LoadError};
 use super::grants::CallContext;
 use super::inspect::{self, Inspection};
-use super::limits::{EPOCH_TICK, MAX_COMPONENT_BYTES, PoolConfig, SandboxLimits, TABLE_ELEMENTS_MAX};
+use super::limits::{
+    EPOCH_TICK, MAX_COMPONENT_BYTES, PoolConfig, SandboxLimits, TABLE_ELEMENTS_MAX,
+};
 use super::provider::{Provider, Session};
 use super::state::{CallScope, Declared, HostState};
 use super::wit::ProviderInfo;
@@ -111,7 +113,8 @@ impl Runtime {
         let cache = CompiledCache::open(&config.cache_dir, &engine)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| wasm_context(e, "linking WASI"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| wasm_context(e, "linking WASI"))?;
         BackupProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| wasm_context(e, "linking the host interface"))?;
         let mut linker_http = linker.clone();
@@ -254,8 +257,12 @@ pub fn inspect(rt: &Arc<Runtime>, path: &Path) -> Result<Inspection, LoadError> 
 }
 
 fn read_component_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let with_path =
-        |err: std::io::Error| LoadError::Io(std::io::Error::new(err.kind(), format!("{}: {err}", path.display())));
+    let with_path = |err: std::io::Error| {
+        LoadError::Io(std::io::Error::new(
+            err.kind(),
+            format!("{}: {err}", path.display()),
+        ))
+    };
     let file = fs::File::open(path).map_err(with_path)?;
     let size = file.metadata().map_err(with_path)?.len();
     if size > MAX_COMPONENT_BYTES {
@@ -333,8 +340,14 @@ fn build_engine(config: &RuntimeConfig) -> anyhow::Result<(Engine, bool)> {
         let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(pool.max_instances)
-            .total_core_instances(pool.max_instances.saturating_mul(pool.core_instances_per_instance))
-            .total_memories(pool.max_instances.saturating_mul(pool.memories_per_instance))
+            .total_core_instances(
+                pool.max_instances
+                    .saturating_mul(pool.core_instances_per_instance),
+            )
+            .total_memories(
+                pool.max_instances
+                    .saturating_mul(pool.memories_per_instance),
+            )
             .total_tables(pool.max_instances.saturating_mul(pool.tables_per_instance))
             .total_stacks(pool.max_instances)
             .max_core_instances_per_component(pool.core_instances_per_instance)

@@ -46,7 +46,9 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            CallError::Busy | CallError::Timeout | CallError::Provider(ProviderError::Unavailable(_))
+            CallError::Busy
+                | CallError::Timeout
+                | CallError::Provider(ProviderError::Unavailable(_))
         )
     }
 }

@@ -38,11 +38,13 @@ pub(crate) struct Shape {
 /// provider for this host.
 pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
     if wasm.len() < 8 {
-        return Err(if wasm.starts_with(&WASM_MAGIC[..wasm.len().min(4)]) && !wasm.is_empty() {
-            truncated(wasm.len())
-        } else {
-            LoadError::NotWasm
-        });
+        return Err(
+            if wasm.starts_with(&WASM_MAGIC[..wasm.len().min(4)]) && !wasm.is_empty() {
+                truncated(wasm.len())
+            } else {
+                LoadError::NotWasm
+            },
+        );
     }
     if &wasm[..4] != WASM_MAGIC {
         return Err(LoadError::NotWasm);
@@ -294,7 +296,12 @@ impl fmt::Display for Inspection {
         for need in &info.needs {
             writeln!(f, "  {}", describe_need(need))?;
         }
-        if self.imports_http && !info.needs.iter().any(|n| matches!(n, Need::HttpToSetting(_))) {
+        if self.imports_http
+            && !info
+                .needs
+                .iter()
+                .any(|n| matches!(n, Need::HttpToSetting(_)))
+        {
             writeln!(
                 f,
                 "  note: imports wasi:http without declaring an http need; HTTP is not linked"
@@ -315,7 +322,10 @@ impl fmt::Display for Inspection {
             ),
             ("reconciliation", c.reconciliation),
             ("provider-owned-retention", c.provider_owned_retention),
-            ("cross-zone-instance-creation", c.cross_zone_instance_creation),
+            (
+                "cross-zone-instance-creation",
+                c.cross_zone_instance_creation,
+            ),
             ("quiesce", c.quiesce),
             ("storage-stats", c.storage_stats),
         ] {
@@ -336,7 +346,10 @@ mod tests {
         }
         for bad in ["2.0.0", "1.1.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
             assert!(
-                matches!(check_version(bad), Err(LoadError::UnsupportedVersion { .. })),
+                matches!(
+                    check_version(bad),
+                    Err(LoadError::UnsupportedVersion { .. })
+                ),
                 "{bad}"
             );
         }
@@ -344,7 +357,11 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_wasm_are_refused_as_not_wasm() {
-        for bytes in [&b""[..], b"hello world, not wasm", b"\x7fELF\x02\x01\x01\x00"] {
+        for bytes in [
+            &b""[..],
+            b"hello world, not wasm",
+            b"\x7fELF\x02\x01\x01\x00",
+        ] {
             assert!(matches!(check_shape(bytes), Err(LoadError::NotWasm)));
         }
     }
@@ -358,6 +375,9 @@ mod tests {
     #[test]
     fn a_cut_off_header_is_reported_as_truncated() {
         let err = check_shape(b"\0asm\x0d").unwrap_err();
-        assert!(matches!(&err, LoadError::Invalid(m) if m.contains("truncated")), "{err}");
+        assert!(
+            matches!(&err, LoadError::Invalid(m) if m.contains("truncated")),
+            "{err}"
+        );
     }
 }

@@ -21,8 +21,8 @@ use super::limits::{GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
 use super::size::ResultSize;
 use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET, truncate_utf8};
 use super::wit::{
-    BackupOptions, BackupRef, Instance, Metric, Policy, PollStatus, ProviderInfo,
-    RestorePoint, RestoreTarget, Started, StorageStats, VolumeRestoreRequest, Zone,
+    BackupOptions, BackupRef, Instance, Metric, Policy, PollStatus, ProviderInfo, RestorePoint,
+    RestoreTarget, Started, StorageStats, VolumeRestoreRequest, Zone,
 };
 
 /// A loaded provider component. Cheap to share (`Arc<Provider>`); every call gets a fresh
@@ -50,7 +50,10 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    #[allow(clippy::too_many_arguments, reason = "private constructor, called once")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private constructor, called once"
+    )]
     pub(crate) fn new(
         info: ProviderInfo,
         sha256: String,

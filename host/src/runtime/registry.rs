@@ -34,7 +34,10 @@ impl ZoneRegistry {
 
     /// Makes `provider` serve `zone_uuid`; returns the provider it replaces.
     pub fn set(&self, zone_uuid: &str, provider: Arc<Provider>) -> Option<Arc<Provider>> {
-        let old = self.zones.write().insert(zone_uuid.to_owned(), provider.clone());
+        let old = self
+            .zones
+            .write()
+            .insert(zone_uuid.to_owned(), provider.clone());
         tracing::info!(
             zone = zone_uuid,
             provider = provider.name(),
@@ -111,7 +114,9 @@ impl Catalog {
                             );
                         }
                     }
-                    Err(err) => tracing::warn!(path = %path.display(), error = %err, "provider not loaded"),
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "provider not loaded")
+                    }
                 }
                 (path, loaded)
             })

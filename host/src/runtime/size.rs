@@ -45,14 +45,18 @@ impl ResultSize for String {
 impl<T: ResultSize> ResultSize for Vec<T> {
     fn result_size(&self) -> usize {
         // Saturating: a sum can only overflow for values far beyond any bound we enforce.
-        self.iter()
-            .fold(size_of::<Self>(), |sum, item| sum.saturating_add(item.result_size()))
+        self.iter().fold(size_of::<Self>(), |sum, item| {
+            sum.saturating_add(item.result_size())
+        })
     }
 }
 
 impl<T: ResultSize> ResultSize for Option<T> {
     fn result_size(&self) -> usize {
-        size_of::<Self>() + self.as_ref().map_or(0, |v| v.result_size().saturating_sub(size_of::<T>()))
+        size_of::<Self>()
+            + self
+                .as_ref()
+                .map_or(0, |v| v.result_size().saturating_sub(size_of::<T>()))
     }
 }
 

@@ -68,11 +68,16 @@ impl Declared {
                 .filter(|s| s.secret || matches!(s.kind, types::SettingKind::Secret))
                 .map(|s| s.name.clone())
                 .collect(),
-            http: info.needs.iter().any(|n| matches!(n, Need::HttpToSetting(_))),
-            exec: info
+            http: info
                 .needs
                 .iter()
-                .any(|n| matches!(n, Need::RemoteExecOnInstanceHost | Need::RemoteExecToSetting(_))),
+                .any(|n| matches!(n, Need::HttpToSetting(_))),
+            exec: info.needs.iter().any(|n| {
+                matches!(
+                    n,
+                    Need::RemoteExecOnInstanceHost | Need::RemoteExecToSetting(_)
+                )
+            }),
         }
     }
 

@@ -2,6 +2,9 @@
 //! commands are added the same way by their own module (see docs/api.md).
 
 pub mod apis;
+pub mod backup;
+pub mod backup_offering;
+pub mod backup_schedule;
 pub mod backup_usage;
 pub mod config;
 pub mod events;
@@ -20,6 +23,5 @@ pub fn registry() -> Result<Registry, RegistryError> {
     config::register(&mut r)?;
     events::register(&mut r)?;
     inventory::register(&mut r)?;
-    backup_usage::register(&mut r)?;
     Ok(r)
 }

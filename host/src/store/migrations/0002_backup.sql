@@ -64,6 +64,38 @@ CREATE INDEX backups_vm ON backups(vm_id, id) WHERE removed IS NULL;
 CREATE INDEX backups_zone ON backups(zone_id, id) WHERE removed IS NULL;
 CREATE INDEX backups_offering ON backups(backup_offering_id) WHERE removed IS NULL;
 CREATE INDEX backups_schedule ON backups(backup_schedule_id, status, date) WHERE removed IS NULL;
+CREATE INDEX backups_name ON backups(name) WHERE removed IS NULL;
+
+-- Live (not removed) backups per owner, zone and offering, kept exact by the triggers below, so
+-- that listBackups answers its `count` from a few rows instead of counting a million backups.
+CREATE TABLE backup_counts (
+    account_id         INTEGER NOT NULL,
+    zone_id            INTEGER NOT NULL,
+    backup_offering_id INTEGER NOT NULL,
+    live               INTEGER NOT NULL,
+    PRIMARY KEY (account_id, zone_id, backup_offering_id)
+) WITHOUT ROWID;
+CREATE TRIGGER backups_count_insert AFTER INSERT ON backups WHEN NEW.removed IS NULL
+BEGIN
+    INSERT INTO backup_counts(account_id, zone_id, backup_offering_id, live)
+    VALUES (NEW.account_id, NEW.zone_id, NEW.backup_offering_id, 1)
+    ON CONFLICT(account_id, zone_id, backup_offering_id) DO UPDATE SET live = live + 1;
+END;
+CREATE TRIGGER backups_count_update AFTER UPDATE OF removed, account_id, zone_id, backup_offering_id ON backups
+BEGIN
+    UPDATE backup_counts SET live = live - 1
+     WHERE OLD.removed IS NULL AND account_id = OLD.account_id AND zone_id = OLD.zone_id
+       AND backup_offering_id = OLD.backup_offering_id;
+    INSERT INTO backup_counts(account_id, zone_id, backup_offering_id, live)
+    SELECT NEW.account_id, NEW.zone_id, NEW.backup_offering_id, 1 WHERE NEW.removed IS NULL
+    ON CONFLICT(account_id, zone_id, backup_offering_id) DO UPDATE SET live = live + 1;
+END;
+CREATE TRIGGER backups_count_delete AFTER DELETE ON backups WHEN OLD.removed IS NULL
+BEGIN
+    UPDATE backup_counts SET live = live - 1
+     WHERE account_id = OLD.account_id AND zone_id = OLD.zone_id
+       AND backup_offering_id = OLD.backup_offering_id;
+END;
 
 -- Instance metadata captured at backup time (createVMFromBackup reads it).
 CREATE TABLE backup_details (
@@ -77,7 +109,7 @@ CREATE TABLE backup_details (
 -- after a restart and nothing stays in a transitional state forever.
 CREATE TABLE provider_operations (
     id         INTEGER PRIMARY KEY,
-    job_id     INTEGER NOT NULL REFERENCES async_jobs(id),
+    job_id     INTEGER NULL REFERENCES async_jobs(id),   -- NULL when not started by a job
     zone_id    INTEGER NOT NULL REFERENCES zones(id),
     provider   TEXT NOT NULL,
     handle     TEXT NOT NULL,               -- opaque, from the provider

@@ -1,0 +1,75 @@
+//! The one error type of the B&R service. The kinds follow the exceptions CloudStack's backup
+//! manager raises, so the api layer can map each command's errors the way CloudStack's command
+//! classes do (most wrap everything into 530; the offering admin commands keep 431).
+
+use crate::runtime::CallError;
+use crate::store::{OpError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A malformed parameter value (interval type, schedule, time zone, missing update fields):
+    /// 431 from every command.
+    #[error("{0}")]
+    BadParameter(String),
+    /// CloudStack's `InvalidParameterValueException` raised by the manager: 431 from the
+    /// offering admin commands, wrapped into 530 by the others.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// A rule refused the operation (CloudStack's `CloudRuntimeException`): 530.
+    #[error("{0}")]
+    Refused(String),
+    /// The caller may not act on the resource: 531 in general, wrapped into 530 by the B&R
+    /// commands.
+    #[error("{0}")]
+    Denied(String),
+    /// The provider failed or refused: 530 with the provider's message.
+    #[error("{0}")]
+    Provider(String),
+    /// Infrastructure failure: 530 with a generic text (details are logged, not sent).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type BackupResult<T> = Result<T, BackupError>;
+
+impl BackupError {
+    pub fn refused(text: impl Into<String>) -> Self {
+        BackupError::Refused(text.into())
+    }
+
+    /// `Backup provider <name> failed: <reason>` for a failed provider call.
+    pub fn provider(provider: &str, err: &CallError) -> Self {
+        BackupError::Provider(format!("Backup provider {provider} failed: {err}"))
+    }
+}
+
+impl From<OpError> for BackupError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::InvalidParameter(t) => BackupError::InvalidValue(t),
+            OpError::InvalidState(t) => BackupError::Refused(t),
+            OpError::PermissionDenied(t) => BackupError::Denied(t),
+            OpError::Store(e) => BackupError::Store(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for BackupError {
+    fn from(e: rusqlite::Error) -> Self {
+        BackupError::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// Lets the inventory hook (which speaks `OpError`) report B&R refusals.
+impl From<BackupError> for OpError {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::BadParameter(t) | BackupError::InvalidValue(t) => {
+                OpError::InvalidParameter(t)
+            }
+            BackupError::Refused(t) | BackupError::Provider(t) => OpError::InvalidState(t),
+            BackupError::Denied(t) => OpError::PermissionDenied(t),
+            BackupError::Store(e) => OpError::Store(e),
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Providers and backup offerings (spec §3.2).
+
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::error::{BackupError, BackupResult};
+use super::model::{OFFERING_COLUMNS, OFFERING_FROM, Offering, get_offering, offering_from_row};
+use super::{BackupService, Pending, record_event};
+use crate::identity::{Caller, Role};
+use crate::inventory;
+use crate::runtime::wit;
+use crate::store::events::Level;
+use crate::store::query::{Filter, Listed, Page};
+use crate::store::{OpError, new_uuid, now};
+
+/// Longest offering description (CloudStack's column is 255 wide; names use the param default).
+pub const MAX_OFFERING_DESCRIPTION_LEN: usize = 255;
+
+#[derive(Debug, Clone)]
+pub struct ImportOffering {
+    pub name: String,
+    pub description: String,
+    pub external_id: String,
+    pub zone_id: i64,
+    pub user_driven: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OfferingQuery {
+    pub id: Option<i64>,
+    pub zone_id: Option<i64>,
+    pub keyword: Option<String>,
+    pub page: Option<Page>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateOffering {
+    pub id: i64,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub user_driven: Option<bool>,
+}
+
+fn unique_violation(e: &OpError) -> bool {
+    matches!(
+        e,
+        OpError::Store(crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+    )
+}
+
+impl BackupService {
+    /// Installed providers (`name`, `description`), optionally only the one called `name`.
+    pub fn list_providers(&self, name: Option<&str>) -> Vec<(String, String)> {
+        self.providers
+            .catalog()
+            .list()
+            .iter()
+            .filter(|p| name.is_none_or(|n| p.name() == n))
+            .map(|p| (p.name().to_string(), p.info().description.clone()))
+            .collect()
+    }
+
+    /// Whether the provider of `offering` allows instances from its backups in other zones.
+    fn with_cross_zone(&self, mut o: Offering) -> Offering {
+        o.cross_zone = self
+            .providers
+            .named(&o.provider)
+            .is_ok_and(|p| p.info().capabilities.cross_zone_instance_creation);
+        o
+    }
+
+    /// The zone provider's policies, shaped as (not persisted) offerings.
+    pub async fn list_provider_offerings(
+        &self,
+        caller: &Caller,
+        zone_id: i64,
+    ) -> BackupResult<Vec<Offering>> {
+        if !caller.is_root_admin() {
+            return Err(BackupError::Denied(
+                "Parameter external can only be specified by a Root Admin, permission denied"
+                    .into(),
+            ));
+        }
+        self.providers.check_zone(zone_id)?;
+        let zone = self
+            .store
+            .read(move |c| inventory::get_zone(c, zone_id))
+            .await?;
+        let provider = self.providers.for_zone(zone.id, &zone.uuid)?;
+        let ctx = self
+            .providers
+            .call_context(&provider, zone.id, &zone.uuid, None);
+        let wit_zone = wit::Zone {
+            uuid: zone.uuid.clone(),
+            name: zone.name.clone(),
+        };
+        let policies = provider
+            .list_policies(&ctx, &wit_zone)
+            .await
+            .map_err(|e| BackupError::provider(provider.name(), &e))?;
+        let cross_zone = provider.info().capabilities.cross_zone_instance_creation;
+        let created = now();
+        Ok(policies
+            .into_iter()
+            .map(|p| Offering {
+                id: 0,
+                uuid: new_uuid(),
+                name: p.name,
+                description: p.description,
+                external_id: p.external_id,
+                zone_id: zone.id,
+                zone_uuid: zone.uuid.clone(),
+                zone_name: zone.name.clone(),
+                provider: provider.name().to_string(),
+                user_driven: true,
+                created,
+                removed: None,
+                cross_zone,
+            })
+            .collect())
+    }
+
+    /// importBackupOffering: checks now, provider validation and the insert in the job.
+    pub async fn import_offering(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: ImportOffering,
+    ) -> BackupResult<Pending<Offering>> {
+        if req.description.len() > MAX_OFFERING_DESCRIPTION_LEN {
+            return Err(BackupError::BadParameter(format!(
+                "Description of a backup offering is longer than {MAX_OFFERING_DESCRIPTION_LEN} characters"
+            )));
+        }
+        if req.name.trim().is_empty() || req.external_id.trim().is_empty() {
+            return Err(BackupError::BadParameter(
+                "Name and external id of a backup offering must not be empty".into(),
+            ));
+        }
+        self.providers.check_zone(req.zone_id)?;
+        let r = req.clone();
+        let zone = self
+            .store
+            .read(move |c| {
+                check_import_duplicates(c, &r)?;
+                Ok::<_, BackupError>(inventory::get_zone(c, r.zone_id)?)
+            })
+            .await?;
+        let provider = self.providers.for_zone(zone.id, &zone.uuid)?;
+        let this = self.clone();
+        let caller = caller.clone();
+        Ok(Pending::new(async move {
+            let ctx = this
+                .providers
+                .call_context(&provider, zone.id, &zone.uuid, None);
+            let wit_zone = wit::Zone {
+                uuid: zone.uuid.clone(),
+                name: zone.name.clone(),
+            };
+            let valid = provider
+                .validate_policy(&ctx, &wit_zone, &req.external_id)
+                .await
+                .map_err(|e| BackupError::provider(provider.name(), &e))?;
+            if !valid {
+                return Err(BackupError::refused(format!(
+                    "Backup offering '{}' does not exist on provider {} on zone {}",
+                    req.external_id,
+                    provider.name(),
+                    zone.uuid
+                )));
+            }
+            let provider_name = provider.name().to_string();
+            let offering = this
+                .store
+                .write(move |tx| {
+                    check_import_duplicates(tx, &req)?;
+                    let uuid = new_uuid();
+                    tx.prepare_cached(
+                        "INSERT INTO backup_offerings(uuid, name, description, external_id, zone_id,
+                                                      provider, user_driven, created)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        uuid,
+                        req.name,
+                        req.description,
+                        req.external_id,
+                        req.zone_id,
+                        provider_name,
+                        req.user_driven,
+                        now()
+                    ])?;
+                    let offering = get_offering(tx, tx.last_insert_rowid())?
+                        .ok_or_else(|| BackupError::refused("offering vanished"))?;
+                    let text = format!("Backup offering {} imported", offering.name);
+                    record_event(
+                        tx,
+                        &caller,
+                        caller.account_id,
+                        caller.domain_id,
+                        "BACKUP.IMPORT.OFFERING",
+                        Level::Info,
+                        &text,
+                        Some(("BackupOffering", &offering.uuid)),
+                    )?;
+                    Ok::<_, BackupError>(offering)
+                })
+                .await?;
+            Ok(this.with_cross_zone(offering))
+        }))
+    }
+
+    /// listBackupOfferings: normal users only see user-driven offerings; `keyword` is a name
+    /// substring (CloudStack's equality-with-wildcards never matches; see docs/backup.md).
+    pub async fn list_offerings(
+        &self,
+        caller: &Caller,
+        q: OfferingQuery,
+    ) -> BackupResult<Listed<Offering>> {
+        let user = caller.role == Role::User;
+        let listed = self
+            .store
+            .read(move |c| {
+                if let Some(id) = q.id {
+                    let o = get_offering(c, id)?
+                        .filter(|o| o.removed.is_none())
+                        .ok_or_else(|| {
+                            BackupError::InvalidValue(format!("Offering ID {id} does not exist"))
+                        })?;
+                    return Ok(Listed {
+                        total: 1,
+                        items: vec![o],
+                    });
+                }
+                let mut f = Filter::new();
+                f.and("o.removed IS NULL", []);
+                f.eq_opt("o.zone_id", q.zone_id);
+                if user {
+                    f.and("o.user_driven = 1", []);
+                }
+                f.keyword(&["o.name"], q.keyword.as_deref());
+                Ok::<_, BackupError>(f.list(
+                    c,
+                    OFFERING_COLUMNS,
+                    OFFERING_FROM,
+                    "o.id",
+                    q.page.unwrap_or(Page::ALL),
+                    offering_from_row,
+                )?)
+            })
+            .await?;
+        Ok(listed.map(|o| self.with_cross_zone(o)))
+    }
+
+    /// updateBackupOffering: only the given fields change.
+    pub async fn update_offering(
+        &self,
+        caller: &Caller,
+        req: UpdateOffering,
+    ) -> BackupResult<Offering> {
+        if req.name.is_none() && req.description.is_none() && req.user_driven.is_none() {
+            return Err(BackupError::BadParameter(
+                "Can't update Backup Offering. Missing one of the following parameters: name, description, allowuserdrivenbackups".into(),
+            ));
+        }
+        if req.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(BackupError::BadParameter(
+                "Name of a backup offering must not be empty".into(),
+            ));
+        }
+        if req
+            .description
+            .as_deref()
+            .is_some_and(|d| d.len() > MAX_OFFERING_DESCRIPTION_LEN)
+        {
+            return Err(BackupError::BadParameter(format!(
+                "Description of a backup offering is longer than {MAX_OFFERING_DESCRIPTION_LEN} characters"
+            )));
+        }
+        let caller = caller.clone();
+        let offering = self
+            .store
+            .write(move |tx| {
+                let o = get_offering(tx, req.id)?
+                    .filter(|o| o.removed.is_none())
+                    .ok_or_else(|| {
+                        BackupError::InvalidValue(format!(
+                            "Unable to find Backup Offering with id: {}",
+                            req.id
+                        ))
+                    })?;
+                let updated = tx
+                    .prepare_cached(
+                        "UPDATE backup_offerings SET name = coalesce(?1, name),
+                             description = coalesce(?2, description),
+                             user_driven = coalesce(?3, user_driven)
+                         WHERE id = ?4",
+                    )?
+                    .execute(params![req.name, req.description, req.user_driven, req.id])
+                    .map_err(OpError::from);
+                match updated {
+                    Err(e) if unique_violation(&e) => {
+                        return Err(BackupError::InvalidValue(
+                            "A backup offering with the same name already exists in this zone"
+                                .into(),
+                        ));
+                    }
+                    other => other?,
+                };
+                let text = format!("Backup offering {} updated", o.name);
+                record_event(
+                    tx,
+                    &caller,
+                    caller.account_id,
+                    caller.domain_id,
+                    "BACKUP.OFFERING.EDIT",
+                    Level::Info,
+                    &text,
+                    Some(("BackupOffering", &o.uuid)),
+                )?;
+                get_offering(tx, req.id)?.ok_or_else(|| BackupError::refused("offering vanished"))
+            })
+            .await?;
+        Ok(self.with_cross_zone(offering))
+    }
+
+    /// deleteBackupOffering: refused while backups or assigned VMs reference it; soft delete.
+    pub async fn delete_offering(&self, id: i64) -> BackupResult<()> {
+        let providers = self.providers.clone();
+        self.store
+            .write(move |tx| {
+                let o = get_offering(tx, id)?
+                    .filter(|o| o.removed.is_none())
+                    .ok_or_else(|| {
+                        BackupError::refused(format!(
+                            "Could not find a backup offering with id: {id}"
+                        ))
+                    })?;
+                let has_backups: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS(SELECT 1 FROM backups WHERE backup_offering_id = ?1 AND removed IS NULL)",
+                    )?
+                    .query_row([id], |r| r.get(0))?;
+                if has_backups {
+                    return Err(BackupError::refused(
+                        "Backup Offering cannot be removed as it has backups associated with it.",
+                    ));
+                }
+                let assigned: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS(SELECT 1 FROM vms WHERE backup_offering_id = ?1 AND zone_id = ?2
+                                       AND removed IS NULL)",
+                    )?
+                    .query_row(params![id, o.zone_id], |r| r.get(0))?;
+                if assigned {
+                    return Err(BackupError::refused(
+                        "Backup offering is assigned to VMs, remove the assignment(s) in order to remove the offering.",
+                    ));
+                }
+                providers.check_zone(o.zone_id)?;
+                tx.prepare_cached("UPDATE backup_offerings SET removed = ?1 WHERE id = ?2")?
+                    .execute(params![now(), id])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Import rules: no live offering with the same external id, nor with the same name, in the zone.
+fn check_import_duplicates(c: &rusqlite::Connection, r: &ImportOffering) -> BackupResult<()> {
+    let by_external: Option<i64> = c
+        .prepare_cached(
+            "SELECT id FROM backup_offerings WHERE zone_id = ?1 AND external_id = ?2 AND removed IS NULL",
+        )?
+        .query_row(params![r.zone_id, r.external_id], |row| row.get(0))
+        .optional()?;
+    if by_external.is_some() {
+        return Err(BackupError::refused(format!(
+            "A backup offering with external ID {} already exists",
+            r.external_id
+        )));
+    }
+    let by_name: Option<i64> = c
+        .prepare_cached(
+            "SELECT id FROM backup_offerings WHERE zone_id = ?1 AND name = ?2 AND removed IS NULL",
+        )?
+        .query_row(params![r.zone_id, r.name], |row| row.get(0))
+        .optional()?;
+    if by_name.is_some() {
+        return Err(BackupError::refused(
+            "A backup offering with the same name already exists in this zone",
+        ));
+    }
+    Ok(())
+}

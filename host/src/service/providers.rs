@@ -1,0 +1,366 @@
+//! Provider plumbing: the process-wide runtime, the catalog of installed providers, the zone →
+//! provider registry kept in sync with `backup.framework.provider.plugin`, the zone gate
+//! (spec §3.1), provider-declared settings, and the per-call `CallContext`.
+//!
+//! Hot swap: a call takes its own `Arc<Provider>` and finishes on it; changing a zone's plugin
+//! setting (or installing a new build of a provider) only affects calls that start afterwards.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use anyhow::Context;
+
+use super::error::{BackupError, BackupResult};
+use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
+use crate::runtime::wit::SettingKind;
+use crate::runtime::{
+    CallContext, Catalog, Grants, Provider, Runtime, RuntimeConfig, ZoneRegistry,
+};
+use crate::store::{OpError, Store, StoreError};
+
+/// Zone setting: extra destinations the operator grants the zone's provider, comma-separated
+/// (`host[:port]` or a URL for HTTP, `exec:HOST` for remote execution). Each only takes effect
+/// for a kind of need the provider declared.
+pub const BACKUP_PROVIDER_GRANTS: &str = "backup.framework.provider.grants";
+/// Global setting: how long a provider operation left pending may run before bnr cancels it.
+pub const BACKUP_OPERATION_TIMEOUT: &str = "backup.framework.operation.timeout";
+/// Default of [`BACKUP_OPERATION_TIMEOUT`]: a day covers full backups of large instances.
+pub const DEFAULT_OPERATION_TIMEOUT_SECS: i64 = 86_400;
+
+/// The B&R settings the service adds to the core ones.
+pub fn service_definitions() -> Vec<Definition> {
+    vec![
+        Definition::new(
+            BACKUP_PROVIDER_GRANTS,
+            Kind::String,
+            "",
+            "Extra destinations granted to the zone's backup provider, comma-separated: host[:port] or URL for HTTP, exec:HOST for remote execution. Only kinds the provider declared are granted.",
+        )
+        .zone_scoped(),
+        Definition::new(
+            BACKUP_OPERATION_TIMEOUT,
+            Kind::Integer,
+            &DEFAULT_OPERATION_TIMEOUT_SECS.to_string(),
+            "Seconds a backup provider operation may stay pending before it is cancelled and failed.",
+        ),
+    ]
+}
+
+/// Where the installed providers come from.
+pub enum ProviderSource {
+    /// Load every `*.wasm` file of `providers_dir` with a new runtime that caches compiled code
+    /// in `cache_dir`. A missing directory means no providers (logged).
+    Directory {
+        providers_dir: PathBuf,
+        cache_dir: PathBuf,
+    },
+    /// Providers already loaded (tests and benchmarks share one runtime across servers).
+    Loaded {
+        runtime: Option<Arc<Runtime>>,
+        catalog: Arc<Catalog>,
+    },
+}
+
+pub struct Providers {
+    runtime: Option<Arc<Runtime>>,
+    catalog: Arc<Catalog>,
+    zones: ZoneRegistry,
+    settings: Settings,
+    store: Store,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers")
+            .field("installed", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Providers {
+    /// Loads the providers, registers their settings, installs the plugin-name check and fills
+    /// the zone registry. Blocking (compiles components); call it off the async executor.
+    pub fn load(
+        store: Store,
+        settings: Settings,
+        source: ProviderSource,
+    ) -> anyhow::Result<Providers> {
+        for def in service_definitions() {
+            settings.register(def)?;
+        }
+        let (runtime, catalog) = match source {
+            ProviderSource::Loaded { runtime, catalog } => (runtime, catalog),
+            ProviderSource::Directory {
+                providers_dir,
+                cache_dir,
+            } => {
+                if providers_dir.is_dir() {
+                    let rt = Runtime::new(RuntimeConfig::new(cache_dir))
+                        .context("starting the provider runtime")?;
+                    let catalog = Catalog::new();
+                    for (path, loaded) in catalog.load_dir(&rt, &providers_dir) {
+                        match loaded {
+                            Ok(p) => tracing::info!(
+                                provider = p.name(),
+                                version = p.version(),
+                                path = %path.display(),
+                                from_cache = p.loaded_from_cache(),
+                                "backup provider installed"
+                            ),
+                            // The catalog logs why; keep the count visible at start.
+                            Err(_) => {
+                                tracing::warn!(path = %path.display(), "backup provider skipped")
+                            }
+                        }
+                    }
+                    (Some(rt), Arc::new(catalog))
+                } else {
+                    tracing::warn!(
+                        dir = %providers_dir.display(),
+                        "provider directory does not exist; no backup providers are installed"
+                    );
+                    (None, Arc::new(Catalog::new()))
+                }
+            }
+        };
+        let this = Providers {
+            runtime,
+            catalog,
+            zones: ZoneRegistry::new(),
+            settings,
+            store,
+        };
+        this.register_provider_settings();
+        this.install_plugin_check();
+        this.sync_all_blocking()?;
+        Ok(this)
+    }
+
+    /// Each provider's declared settings become zone-scoped settings (secret ones flagged). A
+    /// provider whose setting clashes with an existing definition is uninstalled, with the reason.
+    fn register_provider_settings(&self) {
+        for provider in self.catalog.list() {
+            let clash = provider
+                .info()
+                .settings
+                .iter()
+                .map(setting_definition)
+                .find_map(|def| {
+                    let name = def.name.clone();
+                    self.settings.register(def).err().map(|e| (name, e))
+                });
+            if let Some((name, e)) = clash {
+                tracing::warn!(
+                    provider = provider.name(),
+                    setting = %name,
+                    reason = %e,
+                    "backup provider skipped: its setting clashes with an existing one"
+                );
+                self.catalog.remove(provider.name());
+            }
+        }
+    }
+
+    /// `updateConfiguration` of the plugin setting must name an installed provider (431).
+    fn install_plugin_check(&self) {
+        let catalog = Arc::downgrade(&self.catalog);
+        self.settings.add_validator(
+            BACKUP_PROVIDER_PLUGIN,
+            Arc::new(move |value, _zone| {
+                let installed: Vec<String> = catalog
+                    .upgrade()
+                    .map(|c| c.list().iter().map(|p| p.name().to_string()).collect())
+                    .unwrap_or_default();
+                let wanted = value.trim().to_lowercase();
+                if installed.contains(&wanted) {
+                    Ok(())
+                } else {
+                    Err(OpError::InvalidParameter(format!(
+                        "Invalid value for {BACKUP_PROVIDER_PLUGIN}: backup provider '{value}' is not installed (installed: {})",
+                        if installed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            installed.join(", ")
+                        }
+                    )))
+                }
+            }),
+        );
+    }
+
+    pub fn runtime(&self) -> Option<&Arc<Runtime>> {
+        self.runtime.as_ref()
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn zone_registry(&self) -> &ZoneRegistry {
+        &self.zones
+    }
+
+    /// Names of the installed providers, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.catalog
+            .list()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// An installed provider by (case-insensitive) name (spec §1.8: offerings keep the name).
+    pub fn named(&self, name: &str) -> BackupResult<Arc<Provider>> {
+        let wanted = name.trim().to_lowercase();
+        if wanted.is_empty() {
+            return Err(BackupError::refused(
+                "Invalid backup provider name provided",
+            ));
+        }
+        self.catalog.get(&wanted).ok_or_else(|| {
+            BackupError::refused(format!(
+                "Failed to find backup provider by the name {wanted}"
+            ))
+        })
+    }
+
+    /// The zone's current provider (its `backup.framework.provider.plugin`). The registry entry
+    /// is refreshed when the setting or the installed build changed since it was set.
+    pub fn for_zone(&self, zone_id: i64, zone_uuid: &str) -> BackupResult<Arc<Provider>> {
+        let name = self
+            .settings
+            .get(BACKUP_PROVIDER_PLUGIN, Some(zone_id))
+            .unwrap_or_default();
+        let installed = self.named(&name)?;
+        match self.zones.get(zone_uuid) {
+            Some(current) if Arc::ptr_eq(&current, &installed) => Ok(current),
+            _ => {
+                self.zones.set(zone_uuid, installed.clone());
+                Ok(installed)
+            }
+        }
+    }
+
+    /// Spec §3.1: global AND zone `backup.framework.enabled`.
+    pub fn zone_enabled(&self, zone_id: i64) -> bool {
+        self.settings.get_bool(BACKUP_FRAMEWORK_ENABLED, None)
+            && self
+                .settings
+                .get_bool(BACKUP_FRAMEWORK_ENABLED, Some(zone_id))
+    }
+
+    /// Fails with CloudStack's text when B&R is disabled for the zone.
+    pub fn check_zone(&self, zone_id: i64) -> BackupResult<()> {
+        if self.zone_enabled(zone_id) {
+            Ok(())
+        } else {
+            Err(BackupError::refused(
+                "Backup and Recovery feature is disabled for the zone",
+            ))
+        }
+    }
+
+    /// What one call may see and reach: the zone's values of the settings the provider declared
+    /// (unset ones left out so the provider's own default applies) and the derived grants.
+    pub fn call_context(
+        &self,
+        provider: &Provider,
+        zone_id: i64,
+        zone_uuid: &str,
+        instance_host: Option<&str>,
+    ) -> CallContext {
+        let info = provider.info();
+        let settings: HashMap<String, String> = info
+            .settings
+            .iter()
+            .filter_map(|decl| {
+                self.settings
+                    .get(&decl.name, Some(zone_id))
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (decl.name.clone(), v))
+            })
+            .collect();
+        let extras: Vec<String> = self
+            .settings
+            .get(BACKUP_PROVIDER_GRANTS, Some(zone_id))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let grants = Grants::derive(info, &settings, instance_host, &extras);
+        CallContext::new(zone_uuid, settings, grants)
+    }
+
+    /// Points every zone at its configured provider (zones whose provider is not installed are
+    /// left out, with a warning).
+    fn sync_all_blocking(&self) -> Result<(), StoreError> {
+        let zones: Vec<(i64, String)> = self.store.read_blocking(|c| {
+            let mut st = c.prepare("SELECT id, uuid FROM zones WHERE removed IS NULL")?;
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok::<_, StoreError>(v)
+        })?;
+        for (id, uuid) in zones {
+            self.sync_zone(id, &uuid);
+        }
+        Ok(())
+    }
+
+    fn sync_zone(&self, zone_id: i64, zone_uuid: &str) {
+        match self.for_zone(zone_id, zone_uuid) {
+            Ok(_) => {}
+            Err(e) => {
+                if self.zones.remove(zone_uuid).is_some() || self.zone_enabled(zone_id) {
+                    tracing::warn!(zone = zone_uuid, reason = %e, "zone has no usable backup provider");
+                }
+            }
+        }
+    }
+
+    /// Keeps the zone registry in step with `updateConfiguration` of the plugin setting while
+    /// the server runs. The task ends when the service is dropped.
+    pub fn watch_settings(self: &Arc<Self>) {
+        let mut changes = self.settings.subscribe();
+        let this: Weak<Providers> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let change = changes.recv().await;
+                let Some(providers) = this.upgrade() else {
+                    return;
+                };
+                match change {
+                    Ok(c) if c.name != BACKUP_PROVIDER_PLUGIN => continue,
+                    // A zone value or the global default changed, or changes were missed:
+                    // re-reading every zone is cheap and always right.
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                let result =
+                    tokio::task::spawn_blocking(move || providers.sync_all_blocking()).await;
+                if let Ok(Err(e)) = result {
+                    tracing::warn!(error = %e, "cannot refresh the zone provider registry");
+                }
+            }
+        });
+    }
+}
+
+/// A provider's setting declaration as a zone-scoped setting definition.
+fn setting_definition(decl: &crate::runtime::wit::SettingDecl) -> Definition {
+    let default = decl.default_value.clone().unwrap_or_default();
+    // Without a default the value starts empty, which only a text setting can hold.
+    let kind = match (&decl.kind, decl.default_value.is_some()) {
+        (SettingKind::Integer, true) => Kind::Integer,
+        (SettingKind::Boolean, true) => Kind::Boolean,
+        _ => Kind::String,
+    };
+    let mut def = Definition::new(&decl.name, kind, &default, &decl.description).zone_scoped();
+    if decl.secret || decl.kind == SettingKind::Secret {
+        def = def.secret();
+    }
+    def
+}
