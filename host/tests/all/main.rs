@@ -8,3 +8,9 @@ mod server_garbage;
 mod server_inventory;
 mod server_jobs;
 mod server_socket;
+
+mod bnr_support;
+
+mod bnr_assign;
+mod bnr_offerings;
+mod bnr_providers;

@@ -1,0 +1,175 @@
+//! Providers, the zone gate, provider settings and the plugin setting (spec §2.0, §3.1).
+
+use crate::bnr_support::*;
+use crate::support_api::*;
+
+#[tokio::test]
+async fn list_backup_providers_shows_the_installed_components() {
+    let s = start(Installed::DummyAndScripted).await;
+    let r = s.admin().call("listBackupProviders", &[]).await;
+    let inner = r.ok("listBackupProviders");
+    assert_eq!(inner["count"], 2);
+    let names: Vec<&str> = items(inner, "providers")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dummy", "scripted"]);
+    assert_eq!(inner["providers"][0]["description"], "Dummy Backup Plugin");
+
+    let only = s.admin().call("listBackupProviders", &[("name", "dummy")]).await;
+    assert_eq!(only.ok("listBackupProviders")["count"], 1);
+    let none = s.admin().call("listBackupProviders", &[("name", "veeam")]).await;
+    assert_eq!(*none.ok("listBackupProviders"), serde_json::json!({}));
+}
+
+#[tokio::test]
+async fn provider_administration_is_root_admin_only() {
+    let s = start(Installed::Dummy).await;
+    let user = s.client(s.create_user("bob", "User", None).await);
+    for cmd in ["listBackupProviders", "listBackupProviderOfferings", "importBackupOffering"] {
+        let text = user.call(cmd, &[("zoneid", &s.zone_id)]).await.err(cmd, 401);
+        assert!(text.contains(cmd), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn provider_offerings_are_the_zone_providers_policies() {
+    let s = start(Installed::Dummy).await;
+    let r = s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await;
+    let inner = r.ok("listBackupProviderOfferings");
+    assert_eq!(inner["count"], 2);
+    let gold = &inner["backupoffering"][0];
+    assert_eq!(gold["externalid"], "gold-policy");
+    assert_eq!(gold["name"], "Golden Policy");
+    assert_eq!(gold["description"], "Gold description");
+    assert_eq!(gold["zoneid"], s.zone_id.as_str());
+    assert_eq!(gold["zonename"], "zone1");
+    assert_eq!(gold["provider"], "dummy");
+    assert_eq!(gold["crosszoneinstancecreation"], true);
+    assert!(gold["id"].is_string());
+    assert_eq!(inner["backupoffering"][1]["externalid"], "silver-policy");
+}
+
+#[tokio::test]
+async fn a_zone_with_the_framework_disabled_refuses_backup_operations() {
+    let s = start(Installed::Dummy).await;
+    set_config(&s, "backup.framework.enabled", "false", Some(&s.zone_id)).await;
+    let r = s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await;
+    let text = r.err("listBackupProviderOfferings", 530);
+    assert_eq!(text, "Backup and Recovery feature is disabled for the zone");
+    let user = s.client(s.create_user("carol", "User", None).await);
+    let vm = vm(&s, &user, "gated", false).await;
+    let r = user
+        .call("createBackupSchedule", &[
+            ("virtualmachineid", &id(&vm)),
+            ("intervaltype", "DAILY"),
+            ("schedule", "00:01"),
+            ("timezone", "UTC"),
+        ])
+        .await;
+    assert_eq!(r.err("createBackupSchedule", 530), "Backup and Recovery feature is disabled for the zone");
+    // Listing offerings and providers is not gated.
+    s.admin().call("listBackupOfferings", &[]).await.ok("listBackupOfferings");
+    s.admin().call("listBackupProviders", &[]).await.ok("listBackupProviders");
+
+    set_config(&s, "backup.framework.enabled", "true", Some(&s.zone_id)).await;
+    s.admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await
+        .ok("listBackupProviderOfferings");
+}
+
+#[tokio::test]
+async fn the_b_and_r_commands_exist_only_when_the_framework_was_enabled_at_start() {
+    let s = start(Installed::Dummy).await;
+    set_config(&s, "backup.framework.enabled", "false", None).await;
+    // The zone value is still true, but the global one gates every zone.
+    let r = s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await;
+    assert_eq!(
+        r.err("listBackupProviderOfferings", 530),
+        "Backup and Recovery feature is disabled for the zone"
+    );
+    let TestServer { dir, .. } = s;
+    let restarted = start_in(dir, Installed::Dummy).await;
+    let r = restarted.admin().call("listBackups", &[]).await;
+    assert_eq!(r.status, 432, "{}", r.text);
+    assert_eq!(r.json["errorresponse"]["errorcode"], 432);
+    let apis = restarted.admin().call("listApis", &[("name", "listBackups")]).await;
+    assert_ne!(apis.status, 200, "listApis must not know listBackups: {}", apis.text);
+}
+
+#[tokio::test]
+async fn the_plugin_setting_only_accepts_installed_providers() {
+    let s = start(Installed::DummyAndScripted).await;
+    let r = s
+        .admin()
+        .call("updateConfiguration", &[
+            ("name", "backup.framework.provider.plugin"),
+            ("value", "veeam"),
+            ("zoneid", &s.zone_id),
+        ])
+        .await;
+    let text = r.err("updateConfiguration", 431);
+    assert!(text.contains("'veeam' is not installed"), "{text}");
+    assert!(text.contains("dummy, scripted"), "{text}");
+    let r = s
+        .admin()
+        .call("updateConfiguration", &[("name", "backup.framework.provider.plugin"), ("value", "")])
+        .await;
+    r.err("updateConfiguration", 431);
+
+    set_config(&s, "backup.framework.provider.plugin", "scripted", Some(&s.zone_id)).await;
+    let r = s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await;
+    assert_eq!(r.ok("listBackupProviderOfferings")["backupoffering"][0]["provider"], "scripted");
+}
+
+#[tokio::test]
+async fn provider_settings_are_zone_scoped_configurations() {
+    let s = start(Installed::DummyAndScripted).await;
+    let r = s
+        .admin()
+        .call("listConfigurations", &[("name", "scripted."), ("zoneid", &s.zone_id)])
+        .await;
+    let inner = r.ok("listConfigurations");
+    let names: Vec<&str> = items(inner, "configuration")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["scripted.mode", "scripted.op-seconds", "scripted.restore-points"]);
+    let mode = items(inner, "configuration")[0];
+    assert_eq!(mode["value"], "ok");
+    assert_eq!(mode["scope"], "zone");
+    set_config(&s, "scripted.op-seconds", "7", Some(&s.zone_id)).await;
+    let r = s
+        .admin()
+        .call("updateConfiguration", &[("name", "scripted.op-seconds"), ("value", "soon"), ("zoneid", &s.zone_id)])
+        .await;
+    r.err("updateConfiguration", 431);
+}
+
+#[tokio::test]
+async fn a_zone_without_an_installed_provider_says_so() {
+    let s = start(Installed::Nothing).await;
+    let r = s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await;
+    assert_eq!(
+        r.err("listBackupProviderOfferings", 530),
+        "Failed to find backup provider by the name dummy"
+    );
+    let r = s.admin().call("listBackupProviders", &[]).await;
+    assert_eq!(*r.ok("listBackupProviders"), serde_json::json!({}));
+}

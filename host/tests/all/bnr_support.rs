@@ -1,0 +1,239 @@
+//! B&R test support: servers with the real `dummy` provider and the `scripted` fixture
+//! installed (one runtime per test process, components compiled once), and helpers for the
+//! common B&R steps, all over signed HTTP.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+use bnr::api::router;
+use bnr::api::serve::prepare_with;
+use bnr::inventory::bootstrap::BootstrapOptions;
+use bnr::runtime::{Catalog, Provider, Runtime, RuntimeConfig};
+use bnr::service::ProviderSource;
+
+use crate::support_api::*;
+
+struct Components {
+    runtime: Arc<Runtime>,
+    dummy: Arc<Provider>,
+    scripted: Arc<Provider>,
+    _cache: tempfile::TempDir,
+}
+
+/// `$CARGO_TARGET_DIR` (or the workspace `target/`), where `cargo xtask plugins` puts the
+/// components.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+pub fn dummy_wasm() -> PathBuf {
+    target_dir().join("providers").join("bnr_dummy.wasm")
+}
+
+pub fn scripted_wasm() -> PathBuf {
+    target_dir().join("fixtures").join("bnr_fixture_scripted.wasm")
+}
+
+fn components() -> &'static Components {
+    static C: OnceLock<Components> = OnceLock::new();
+    C.get_or_init(|| {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let runtime = Runtime::new(RuntimeConfig::new(cache.path())).expect("runtime");
+        let load = |p: PathBuf| {
+            runtime.load_file(&p).unwrap_or_else(|e| {
+                panic!("{}: {e} (build the components with `cargo xtask plugins`)", p.display())
+            })
+        };
+        Components {
+            dummy: load(dummy_wasm()),
+            scripted: load(scripted_wasm()),
+            runtime: runtime.clone(),
+            _cache: cache,
+        }
+    })
+}
+
+/// Which providers a test server has installed.
+#[derive(Clone, Copy)]
+pub enum Installed {
+    /// `dummy` only (what `cargo xtask serve` installs).
+    Dummy,
+    /// `dummy` and the `scripted` fixture.
+    DummyAndScripted,
+    /// None at all.
+    Nothing,
+}
+
+/// A bootstrapped server (zone1 on `dummy`) with the providers of `installed`.
+pub async fn start(installed: Installed) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    start_in(dir, installed).await
+}
+
+/// A server on an existing data directory (a restart when it was used before).
+pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServer {
+    let catalog = Arc::new(Catalog::new());
+    let runtime = match installed {
+        Installed::Nothing => None,
+        Installed::Dummy | Installed::DummyAndScripted => {
+            let c = tokio::task::spawn_blocking(components).await.expect("components");
+            catalog.insert(c.dummy.clone());
+            if matches!(installed, Installed::DummyAndScripted) {
+                catalog.insert(c.scripted.clone());
+            }
+            Some(c.runtime.clone())
+        }
+    };
+    let opts = BootstrapOptions {
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
+    };
+    let (state, boot) = prepare_with(dir.path(), &opts, ProviderSource::Loaded { runtime, catalog })
+        .await
+        .expect("server start");
+    let zone_id = match boot {
+        Some(b) => b.zone_uuid,
+        None => state
+            .store()
+            .read(|c| {
+                c.query_row("SELECT uuid FROM zones WHERE name = 'zone1'", [], |r| r.get(0))
+                    .map_err(bnr::store::StoreError::from)
+            })
+            .await
+            .expect("zone1"),
+    };
+    TestServer {
+        router: router(state.clone()),
+        state,
+        dir,
+        zone_id,
+    }
+}
+
+/// `(errorcode, errortext)` of a failed job result (panics on success).
+pub fn job_error(done: &Value) -> (i64, String) {
+    assert_eq!(done["jobstatus"], 2, "job should have failed: {done}");
+    (
+        done["jobresultcode"].as_i64().expect("code"),
+        done["jobresult"]["errortext"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Asserts the job succeeded; returns its `jobresult`.
+pub fn job_ok(done: &Value) -> &Value {
+    assert_eq!(done["jobstatus"], 1, "job failed: {done}");
+    &done["jobresult"]
+}
+
+/// Sets a setting (global when `zone` is None) as admin; asserts success.
+pub async fn set_config(s: &TestServer, name: &str, value: &str, zone: Option<&str>) {
+    let mut p = vec![("name", name), ("value", value)];
+    if let Some(z) = zone {
+        p.push(("zoneid", z));
+    }
+    s.admin().call("updateConfiguration", &p).await.ok("updateConfiguration");
+}
+
+/// The zone provider's policy `external_id` imported as an offering named `name`.
+pub async fn import(s: &TestServer, external_id: &str, name: &str, user_driven: bool) -> Value {
+    let done = s
+        .admin()
+        .call_async(
+            "importBackupOffering",
+            &[
+                ("zoneid", &s.zone_id),
+                ("externalid", external_id),
+                ("name", name),
+                ("description", &format!("{name} description")),
+                ("allowuserdrivenbackups", if user_driven { "true" } else { "false" }),
+            ],
+        )
+        .await;
+    job_ok(&done)["backupoffering"].clone()
+}
+
+/// A Stopped-or-Running VM of `client` with ROOT (+ DATADISK when `data_disk`).
+pub async fn vm(s: &TestServer, client: &Client<'_>, name: &str, data_disk: bool) -> Value {
+    let (_, dof, _) = s.catalog().await;
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if data_disk {
+        extra.push(("diskofferingid", &dof));
+    }
+    s.deploy(client, name, &extra).await
+}
+
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+pub async fn assign(client: &Client<'_>, vm: &str, offering: &str) {
+    let done = client
+        .call_async(
+            "assignVirtualMachineToBackupOffering",
+            &[("virtualmachineid", vm), ("backupofferingid", offering)],
+        )
+        .await;
+    job_ok(&done);
+}
+
+/// createBackup to completion; returns (backup id from the first answer, final job result).
+pub async fn create_backup(client: &Client<'_>, vm: &str, extra: &[(&str, &str)]) -> (String, Value) {
+    let mut p = vec![("virtualmachineid", vm)];
+    p.extend_from_slice(extra);
+    let r = client.call("createBackup", &p).await;
+    let first = r.ok("createBackup");
+    let backup = first["id"].as_str().expect("create-style answer has id").to_string();
+    let jobid = first["jobid"].as_str().expect("jobid").to_string();
+    client.server.wait_job(&jobid).await;
+    let done = client
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await
+        .ok("queryAsyncJobResult")
+        .clone();
+    (backup, done)
+}
+
+/// A successful backup of `vm`; returns its listBackups item.
+pub async fn backup(client: &Client<'_>, vm: &str) -> Value {
+    let (id, done) = create_backup(client, vm, &[]).await;
+    job_ok(&done);
+    get_backup(client, &id).await
+}
+
+pub async fn get_backup(client: &Client<'_>, id: &str) -> Value {
+    let r = client.call("listBackups", &[("id", id), ("listall", "true")]).await;
+    r.ok("listBackups")["backup"][0].clone()
+}
+
+/// Items of a list answer (empty when the answer is `{}`).
+pub fn items<'a>(inner: &'a Value, key: &str) -> Vec<&'a Value> {
+    inner[key]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+pub async fn stop(client: &Client<'_>, vm: &str) {
+    job_ok(&client.call_async("stopVirtualMachine", &[("id", vm)]).await);
+}
+
+/// Runs SQL returning one integer (test inspection of the store).
+pub async fn count(s: &TestServer, sql: &'static str) -> i64 {
+    s.state
+        .store()
+        .read(move |c| {
+            c.query_row(sql, [], |r| r.get(0))
+                .map_err(bnr::store::StoreError::from)
+        })
+        .await
+        .expect("query")
+}
