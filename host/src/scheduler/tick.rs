@@ -7,9 +7,9 @@
 //! Exactly once per slot: a due schedule's job row, its `BACKUP.CREATE` *Scheduled* event and
 //! `async_job_id` are written in one transaction, and a schedule with a job in flight is never
 //! due. Its next slot is computed only when the job is terminal (success or failure, including a
-//! job failed because the process stopped), from the later of the slot that ran and the end of
-//! its run (at the latest the tick time) — so a slot missed while bnr was down runs once, not
-//! once per missed slot, and a slot passing between the end of a run and the next tick is kept.
+//! job failed because the process stopped), from the later of the start and the end of the run
+//! (at the latest the tick time) — so slots missed while bnr was down run once, not once per
+//! missed slot, and a slot passing between the end of a run and the next tick is kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -255,12 +255,14 @@ fn judge(d: &Due, mut zone_enabled: impl FnMut(i64) -> bool) -> Verdict {
 }
 
 /// Reaps schedules whose in-flight job is terminal: the next slot is the first one after the
-/// later of the slot that ran and the moment its run ended (at the latest `now`), and the
-/// in-flight marker is cleared. Returns how many.
+/// later of the instant the run started (stored in `next_run` while in flight) and the moment
+/// it ended (at the latest `now`), and the in-flight marker is cleared. Returns how many.
 ///
 /// Using the end of the run rather than the tick time means a slot that passes between the end
-/// of a run and the tick that reaps it still runs; a run that outlasts later slots (or a slot
-/// missed while bnr was down) gives one run, then the next slot in the future.
+/// of a run and the tick that reaps it still runs; a run that outlasts later slots (or one
+/// covering slots missed while bnr was down) gives one run, then the next slot in the future.
+/// The start bounds it from below, so a clock that disagrees with the jobs' timestamps (an
+/// injected one in tests) still never plans a slot the run already covered.
 fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
     let finished: Vec<(i64, String, String, String, i64, Option<i64>)> = {
         let mut st = tx.prepare_cached(
@@ -283,9 +285,9 @@ fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
     let mut update = tx.prepare_cached(
         "UPDATE backup_schedules SET next_run = ?1, async_job_id = NULL WHERE id = ?2",
     )?;
-    for (id, interval, text, tz, slot, completed) in &finished {
+    for (id, interval, text, tz, started, completed) in &finished {
         let ended = completed.map_or(now, |c| c.min(now));
-        let next = next_slot(*id, interval, text, tz, ended.max(*slot));
+        let next = next_slot(*id, interval, text, tz, ended.max(*started));
         update.execute(params![next, id])?;
     }
     Ok(finished.len())
@@ -434,8 +436,13 @@ fn apply_verdicts(
                         resource_uuid: Some(&vm.uuid),
                     },
                 )?;
-                tx.prepare_cached("UPDATE backup_schedules SET async_job_id = ?1 WHERE id = ?2")?
-                    .execute(params![job_id, d.id])?;
+                // While the run is in flight `next_run` holds the instant it started (no earlier
+                // than its slot): its next slot is computed from there when it is reaped.
+                tx.prepare_cached(
+                    "UPDATE backup_schedules SET async_job_id = ?1, next_run = MAX(next_run, ?2)
+                     WHERE id = ?3",
+                )?
+                .execute(params![job_id, now, d.id])?;
                 started.push(ScheduledRun {
                     job_uuid,
                     schedule_id: d.id,

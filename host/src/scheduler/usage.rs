@@ -312,7 +312,7 @@ pub struct UsageRecord {
 }
 
 /// Usage records of the pairs visible in `scope` for the window; open periods count up to
-/// `now`. One record per (instance, offering) with any overlap, ordered by instance and
+/// `now` (closed periods as recorded, even when their instants are later than `now`). One record per (instance, offering) with any overlap, ordered by instance and
 /// offering, paged.
 pub fn records(
     conn: &Connection,
@@ -325,10 +325,11 @@ pub fn records(
     scope.apply(&mut f, "u.account_id", "u.domain_id");
     f.eq_opt("u.zone_id", q.zone_id);
     f.eq_opt("u.vm_id", q.vm_id);
-    let upper = q.end.min(now);
+    // Open periods count up to `now`; closed ones are facts whatever the clock says.
+    let open_until = q.end.min(now);
     f.and(
         "u.start_date < ? AND (u.end_date IS NULL OR u.end_date > ?)",
-        [upper.into(), q.start.into()],
+        [q.end.into(), q.start.into()],
     );
     let where_sql = f.where_sql();
     let sql = format!(
@@ -354,7 +355,7 @@ pub fn records(
         let start: i64 = r.get(4)?;
         let end: Option<i64> = r.get(5)?;
         let from = start.max(q.start);
-        let to = end.unwrap_or(upper).min(upper);
+        let to = end.map_or(open_until, |e| e.min(q.end));
         if to <= from {
             continue;
         }

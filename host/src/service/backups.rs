@@ -334,6 +334,7 @@ pub(super) fn finish_backup(
                 t.created.and_then(|c| i64::try_from(c).ok()),
                 new.backup_id
             ])?;
+            crate::scheduler::usage::refresh_pair(tx, vm.id, new.offering.id, now())?;
             let text = format!("Backup {} of VM {} taken", new.uuid, vm.name);
             record_event(
                 tx,
@@ -401,6 +402,9 @@ pub(super) fn finish_delete(
              WHERE vm_id = ?2 AND backup_offering_id = ?3 AND removed IS NULL",
         )?
         .execute(params![ts, vm_id, b.offering_id])?;
+    }
+    if let Some(vm_id) = b.vm_id {
+        crate::scheduler::usage::refresh_pair(tx, vm_id, b.offering_id, ts)?;
     }
     let text = format!("Backup {} deleted", b.uuid);
     record_event(

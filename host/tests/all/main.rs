@@ -14,3 +14,7 @@ mod bnr_support;
 mod bnr_assign;
 mod bnr_offerings;
 mod bnr_providers;
+
+mod sched_support;
+
+mod sched_ticks;
