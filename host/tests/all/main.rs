@@ -12,8 +12,10 @@ mod server_socket;
 mod bnr_support;
 
 mod bnr_assign;
+mod bnr_backups;
 mod bnr_offerings;
 mod bnr_providers;
+mod bnr_schedules;
 
 mod sched_support;
 
