@@ -4,7 +4,9 @@
 //! 1. **Storage stats** from the zone's provider when its capabilities say it reports real
 //!    numbers; the latest per zone is kept in memory ([`Syncer::storage_stats`]).
 //! 2. **Reconciliation** when the provider's capability `reconciliation` is true: for every
-//!    instance assigned to an offering, `list-restore-points` is the provider's truth. Restore
+//!    instance assigned to an offering of that provider, `list-restore-points` is the
+//!    provider's truth (instances and backups of offerings imported from another provider
+//!    are not its to judge). Restore
 //!    points bnr lacks are adopted (new `BackedUp` rows, `BACKUP.CREATE` event), sizes of known
 //!    ones are updated, `BackedUp` backups the provider no longer has are retired (soft-removed,
 //!    `BACKUP.DELETE` event). An instance whose call fails in any way (provider error, trap,
@@ -403,12 +405,13 @@ impl ZoneSnapshot {
                         vol.device_id, dof.uuid
                  FROM volumes vol
                  JOIN vms v ON v.id = vol.vm_id
+                 JOIN backup_offerings o ON o.id = v.backup_offering_id
                  LEFT JOIN disk_offerings dof ON dof.id = vol.disk_offering_id
-                 WHERE v.zone_id = ?1 AND v.backup_offering_id IS NOT NULL AND v.removed IS NULL
+                 WHERE v.zone_id = ?1 AND v.removed IS NULL AND o.provider = ?2
                    AND vol.removed IS NULL
                  ORDER BY vol.vm_id, vol.device_id, vol.id",
             )?;
-            let mut rows = st.query([zone_id])?;
+            let mut rows = st.query(params![zone_id, provider])?;
             while let Some(r) = rows.next()? {
                 let kind: String = r.get(3)?;
                 let size: i64 = r.get(4)?;
@@ -441,13 +444,14 @@ impl ZoneSnapshot {
         let mut instances = Vec::new();
         {
             let mut st = c.prepare_cached(
-                "SELECT id, uuid, name, internal_name, hypervisor, host_address, state,
-                        backup_external_id, backup_offering_id, account_id, domain_id
-                 FROM vms
-                 WHERE zone_id = ?1 AND backup_offering_id IS NOT NULL AND removed IS NULL
-                 ORDER BY id",
+                "SELECT v.id, v.uuid, v.name, v.internal_name, v.hypervisor, v.host_address,
+                        v.state, v.backup_external_id, v.backup_offering_id, v.account_id,
+                        v.domain_id
+                 FROM vms v JOIN backup_offerings o ON o.id = v.backup_offering_id
+                 WHERE v.zone_id = ?1 AND v.removed IS NULL AND o.provider = ?2
+                 ORDER BY v.id",
             )?;
-            let mut rows = st.query([zone_id])?;
+            let mut rows = st.query(params![zone_id, provider])?;
             while let Some(r) = rows.next()? {
                 let id: i64 = r.get(0)?;
                 let (vols, infos): (Vec<_>, Vec<_>) =

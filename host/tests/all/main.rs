@@ -20,3 +20,4 @@ mod bnr_schedules;
 mod sched_support;
 
 mod sched_ticks;
+mod sched_sync;
