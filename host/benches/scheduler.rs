@@ -240,9 +240,18 @@ async fn bench_tick() {
         steady.push(started.elapsed());
         assert_eq!((r.reaped as i64, r.started.len() as i64), (DUE, DUE));
     }
-    println!("scheduler tick, {SCHEDULES} schedules, nothing due:         {}", stats(idle));
-    println!("scheduler tick, {SCHEDULES} schedules, start {DUE} due:       {}", stats(start_due));
-    println!("scheduler tick, {SCHEDULES} schedules, reap {DUE} + start {DUE}: {}", stats(steady));
+    println!(
+        "scheduler tick, {SCHEDULES} schedules, nothing due:         {}",
+        stats(idle)
+    );
+    println!(
+        "scheduler tick, {SCHEDULES} schedules, start {DUE} due:       {}",
+        stats(start_due)
+    );
+    println!(
+        "scheduler tick, {SCHEDULES} schedules, reap {DUE} + start {DUE}: {}",
+        stats(steady)
+    );
 }
 
 fn ts(secs: i64) -> Timestamp {
@@ -311,10 +320,20 @@ async fn bench_sync(runtime: &Arc<Runtime>) {
                 .await
                 .expect("reconcile");
             forced.push(started.elapsed());
-            assert_eq!(r.failed.len() as i64, INSTANCES, "dummy answers unsupported");
+            assert_eq!(
+                r.failed.len() as i64,
+                INSTANCES,
+                "dummy answers unsupported"
+            );
         }
-        println!("sync pass, {INSTANCES} instances, dummy (no reconciliation):    {}", stats(full));
-        println!("reconcile, {INSTANCES} instances, dummy forced (unsupported):  {}", stats(forced));
+        println!(
+            "sync pass, {INSTANCES} instances, dummy (no reconciliation):    {}",
+            stats(full)
+        );
+        println!(
+            "reconcile, {INSTANCES} instances, dummy forced (unsupported):  {}",
+            stats(forced)
+        );
     }
     // Scripted: one restore point listed for every instance.
     {
@@ -364,8 +383,14 @@ async fn bench_sync(runtime: &Arc<Runtime>) {
             "reconcile, {INSTANCES} instances, scripted, first pass adopting {INSTANCES}: {:>8.2} ms",
             adopt.as_secs_f64() * 1e3
         );
-        println!("reconcile, {INSTANCES} instances, scripted, steady:          {}", stats(steady));
-        println!("sync pass, {INSTANCES} instances, scripted (all steps):      {}", stats(full));
+        println!(
+            "reconcile, {INSTANCES} instances, scripted, steady:          {}",
+            stats(steady)
+        );
+        println!(
+            "sync pass, {INSTANCES} instances, scripted (all steps):      {}",
+            stats(full)
+        );
     }
 }
 

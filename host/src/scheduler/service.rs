@@ -43,9 +43,7 @@ fn failure(e: BackupError) -> JobFailure {
 
 /// The job's user as a caller.
 async fn caller_of(store: &Store, user_id: i64) -> Result<Caller, BackupError> {
-    let user = store
-        .read(move |c| identity::get_user(c, user_id))
-        .await?;
+    let user = store.read(move |c| identity::get_user(c, user_id)).await?;
     Ok(user.caller())
 }
 
@@ -129,7 +127,9 @@ async fn apply_retention(service: &Arc<BackupService>, caller: &Caller, run: &Sc
                 )?
                 .query_map([schedule_id], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            let excess = ids.len().saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));
+            let excess = ids
+                .len()
+                .saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));
             Ok(ids.into_iter().take(excess).collect())
         })
         .await;
@@ -185,7 +185,10 @@ const BNR_JOB_EVENTS: &[(&str, &str)] = &[
         "BACKUP.RESTORE.VOLUME.TO.VM",
     ),
     ("createVMFromBackup", "VM.CREATE"),
-    ("assignVirtualMachineToBackupOffering", "BACKUP.OFFERING.ASSIGN"),
+    (
+        "assignVirtualMachineToBackupOffering",
+        "BACKUP.OFFERING.ASSIGN",
+    ),
     (
         "removeVirtualMachineFromBackupOffering",
         "BACKUP.OFFERING.REMOVE",

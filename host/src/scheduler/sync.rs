@@ -193,13 +193,22 @@ impl Syncer {
         let globally_enabled = self.settings.get_bool(BACKUP_FRAMEWORK_ENABLED, None);
         for (zone_id, zone_uuid, zone_name) in zones {
             let enabled = globally_enabled
-                && self.settings.get_bool(BACKUP_FRAMEWORK_ENABLED, Some(zone_id));
+                && self
+                    .settings
+                    .get_bool(BACKUP_FRAMEWORK_ENABLED, Some(zone_id));
             let mut zone = ZoneSync {
                 zone_uuid: zone_uuid.clone(),
                 ..ZoneSync::default()
             };
             if let Err(e) = self
-                .zone_pass(zone_id, &zone_uuid, &zone_name, enabled, now.as_second(), &mut zone)
+                .zone_pass(
+                    zone_id,
+                    &zone_uuid,
+                    &zone_name,
+                    enabled,
+                    now.as_second(),
+                    &mut zone,
+                )
                 .await
             {
                 tracing::error!(zone = %zone_uuid, error = %e, "backup sync pass failed");
@@ -301,7 +310,9 @@ impl Syncer {
                     tracing::warn!(vm = %vm.instance.uuid, provider = %provider_name, error = %e,
                         "listing restore points failed; instance left unchanged");
                     let retryable = e.is_retryable() || matches!(e, CallError::Instantiate(_));
-                    outcome.failed.push((vm.instance.uuid.clone(), e.to_string()));
+                    outcome
+                        .failed
+                        .push((vm.instance.uuid.clone(), e.to_string()));
                     if retryable {
                         outcome.stopped = Some(e.to_string());
                         break;
@@ -564,8 +575,7 @@ impl InstancePlan {
                 Some(b) => {
                     let size = i64::try_from(point.size).unwrap_or(i64::MAX);
                     let protected = i64::try_from(point.protected_size).unwrap_or(i64::MAX);
-                    if b.status == "BackedUp" && (b.size != size || b.protected_size != protected)
-                    {
+                    if b.status == "BackedUp" && (b.size != size || b.protected_size != protected) {
                         update.push(((*b).clone(), size, protected));
                     }
                 }
@@ -645,11 +655,7 @@ fn apply_plans(
                 continue;
             }
             let created = i64::try_from(point.created).unwrap_or(now);
-            let name = format!(
-                "{}-{}",
-                plan.vm_name,
-                crate::store::format_date(created)
-            );
+            let name = format!("{}-{}", plan.vm_name, crate::store::format_date(created));
             let uuid = new_uuid();
             tx.prepare_cached(
                 "INSERT INTO backups(uuid, name, description, vm_id, external_id, type, date, size,
@@ -662,7 +668,10 @@ fn apply_plans(
             .execute(params![
                 uuid,
                 name,
-                format!("Adopted from provider {provider} restore point {}", point.id),
+                format!(
+                    "Adopted from provider {provider} restore point {}",
+                    point.id
+                ),
                 point.id,
                 point.kind,
                 created,
@@ -696,7 +705,10 @@ fn apply_plans(
                 )?
                 .execute(params![
                     now,
-                    format!("provider {provider} no longer has restore point {}", backup.external_id),
+                    format!(
+                        "provider {provider} no longer has restore point {}",
+                        backup.external_id
+                    ),
                     backup.id
                 ])?;
             if changed == 0 {
@@ -726,66 +738,176 @@ struct Expired {
     fail_jobs: Vec<(String, String)>,
 }
 
-/// In one transaction: drops operations whose deadline is before `cutoff` (collecting their
-/// pending jobs and handles), then ends transitional backups whose deadline is before `cutoff`.
+/// A backup in a transitional state, with its deadline.
+struct StuckBackup {
+    id: i64,
+    uuid: String,
+    name: String,
+    status: String,
+    account_id: i64,
+    domain_id: i64,
+    vm_id: Option<i64>,
+    deadline: i64,
+}
+
+/// A provider operation past its deadline.
+struct ExpiredOp {
+    id: i64,
+    handle: String,
+    provider: String,
+    kind: String,
+    deadline: i64,
+    payload: String,
+    job_uuid: Option<String>,
+    job_status: Option<i64>,
+    /// (account, domain, user) of the job.
+    owner: Option<(i64, i64, i64)>,
+}
+
+/// An abandoned restore leaves its instance as a failed restore would: restored in place →
+/// `Stopped` with `Ready` volumes; a new instance allocated for it → expunged (it holds no
+/// data). Recorded as a `BACKUP.RESTORE` error for the job's owner.
+fn give_back_restored_instance(
+    tx: &Transaction<'_>,
+    op: &ExpiredOp,
+    reason: &str,
+) -> Result<(), SyncError> {
+    let payload: serde_json::Value = serde_json::from_str(&op.payload).unwrap_or_default();
+    if let Some(vm) = payload["vm"].as_str() {
+        tx.prepare_cached(
+            "UPDATE volumes SET state = 'Ready' WHERE state = 'Restoring' AND removed IS NULL
+             AND vm_id = (SELECT id FROM vms WHERE uuid = ?1)",
+        )?
+        .execute([vm])?;
+        tx.prepare_cached(
+            "UPDATE vms SET state = 'Stopped' WHERE uuid = ?1 AND state = 'Restoring'",
+        )?
+        .execute([vm])?;
+    }
+    if let Some(vm) = payload["newvm"].as_str() {
+        let now = crate::store::now();
+        tx.prepare_cached(
+            "UPDATE volumes SET state = 'Expunged', removed = ?2 WHERE removed IS NULL
+             AND vm_id = (SELECT id FROM vms WHERE uuid = ?1 AND state = 'Restoring')",
+        )?
+        .execute(params![vm, now])?;
+        tx.prepare_cached(
+            "UPDATE vms SET state = 'Expunging', removed = ?2 WHERE uuid = ?1 AND state = 'Restoring'",
+        )?
+        .execute(params![vm, now])?;
+    }
+    if let Some((account_id, domain_id, user_id)) = op.owner {
+        let resource = payload["backup"].as_str();
+        events::record(
+            tx,
+            &NewEvent {
+                event_type: "BACKUP.RESTORE",
+                level: Level::Error,
+                state: State::Completed,
+                description: reason,
+                account_id,
+                domain_id,
+                user_id: Some(user_id),
+                resource_type: resource.map(|_| "Backup"),
+                resource_uuid: resource,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// In one transaction: ends transitional backups whose deadline (their operation's, else their
+/// creation plus [`ORPHAN_DEADLINE_SECS`]) is before `cutoff`, and drops operations whose
+/// deadline is before `cutoff` (collecting their pending jobs and handles).
 fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expired, SyncError> {
     let mut out = Expired::default();
-    let ops: Vec<(i64, String, String, String, i64, Option<String>, Option<i64>)> = {
+    let stuck: Vec<StuckBackup> = {
         let mut st = tx.prepare_cached(
-            "SELECT p.id, p.handle, p.provider, p.kind, p.deadline, j.uuid, j.status
-             FROM provider_operations p LEFT JOIN async_jobs j ON j.id = p.job_id
-             WHERE p.zone_id = ?1 AND p.deadline < ?2",
+            "SELECT b.id, b.uuid, b.name, b.status, b.account_id, b.domain_id, b.vm_id,
+                    COALESCE((SELECT MAX(p.deadline) FROM provider_operations p
+                              WHERE p.backup_id = b.id), b.date + ?2)
+             FROM backups b
+             WHERE b.zone_id = ?1 AND b.removed IS NULL
+               AND b.status IN ('Allocated', 'Queued', 'BackingUp', 'Restoring')",
         )?;
-        st.query_map(params![zone_id, cutoff], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+        st.query_map(params![zone_id, ORPHAN_DEADLINE_SECS], |r| {
+            Ok(StuckBackup {
+                id: r.get(0)?,
+                uuid: r.get(1)?,
+                name: r.get(2)?,
+                status: r.get(3)?,
+                account_id: r.get(4)?,
+                domain_id: r.get(5)?,
+                vm_id: r.get(6)?,
+                deadline: r.get(7)?,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?
     };
-    for (id, handle, provider, kind, deadline, job_uuid, job_status) in ops {
+    // Operations after the backups: a backup's deadline is its operation's.
+    let ops: Vec<ExpiredOp> = {
+        let mut st = tx.prepare_cached(
+            "SELECT p.id, p.handle, p.provider, p.kind, p.deadline, p.payload, j.uuid, j.status,
+                    j.account_id, a.domain_id, j.user_id
+             FROM provider_operations p
+             LEFT JOIN async_jobs j ON j.id = p.job_id
+             LEFT JOIN accounts a ON a.id = j.account_id
+             WHERE p.zone_id = ?1 AND p.deadline < ?2",
+        )?;
+        st.query_map(params![zone_id, cutoff], |r| {
+            Ok(ExpiredOp {
+                id: r.get(0)?,
+                handle: r.get(1)?,
+                provider: r.get(2)?,
+                kind: r.get(3)?,
+                deadline: r.get(4)?,
+                payload: r.get(5)?,
+                job_uuid: r.get(6)?,
+                job_status: r.get(7)?,
+                owner: match (r.get::<_, Option<i64>>(8)?, r.get::<_, Option<i64>>(9)?) {
+                    (Some(a), Some(d)) => Some((a, d, r.get(10)?)),
+                    _ => None,
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    for op in ops {
+        let ExpiredOp {
+            id,
+            handle,
+            provider,
+            kind,
+            deadline,
+            ..
+        } = &op;
         let reason = format!(
             "The {kind} operation on provider {provider} did not finish by its deadline {}",
-            crate::store::format_date(deadline)
+            crate::store::format_date(*deadline)
         );
-        if let (Some(job), Some(0)) = (job_uuid, job_status) {
-            out.fail_jobs.push((job, reason));
+        if kind == "restore" {
+            give_back_restored_instance(tx, &op, &reason)?;
         }
+        if let (Some(job), Some(0)) = (&op.job_uuid, op.job_status) {
+            out.fail_jobs.push((job.clone(), reason));
+        }
+        let (id, handle, provider) = (*id, handle.clone(), provider.clone());
         out.cancel.push((handle, provider));
         tx.prepare_cached("DELETE FROM provider_operations WHERE id = ?1")?
             .execute([id])?;
         out.operations += 1;
     }
-    let stuck: Vec<(i64, String, String, String, i64, i64, Option<i64>, i64)> = {
-        let mut st = tx.prepare_cached(
-            "SELECT b.id, b.uuid, b.name, b.status, b.account_id, b.domain_id, b.vm_id,
-                    COALESCE((SELECT MAX(p.deadline) FROM provider_operations p
-                              WHERE p.backup_id = b.id), b.date + ?3)
-             FROM backups b
-             WHERE b.zone_id = ?1 AND b.removed IS NULL
-               AND b.status IN ('Allocated', 'Queued', 'BackingUp', 'Restoring')",
-        )?;
-        st.query_map(params![zone_id, cutoff, ORPHAN_DEADLINE_SECS], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?
-    };
-    for (id, uuid, name, status, account_id, domain_id, vm_id, deadline) in stuck {
+    for StuckBackup {
+        id,
+        uuid,
+        name,
+        status,
+        account_id,
+        domain_id,
+        vm_id,
+        deadline,
+    } in stuck
+    {
         if deadline >= cutoff {
             continue;
         }
@@ -815,8 +937,10 @@ fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expir
         .execute(params![new_status, reason, id, status])?;
         if restoring && let Some(vm_id) = vm_id {
             // The instance was held in Restoring for this restore; give it back, stopped.
-            tx.prepare_cached("UPDATE vms SET state = 'Stopped' WHERE id = ?1 AND state = 'Restoring'")?
-                .execute([vm_id])?;
+            tx.prepare_cached(
+                "UPDATE vms SET state = 'Stopped' WHERE id = ?1 AND state = 'Restoring'",
+            )?
+            .execute([vm_id])?;
             tx.prepare_cached(
                 "UPDATE volumes SET state = 'Ready' WHERE vm_id = ?1 AND state = 'Restoring'",
             )?

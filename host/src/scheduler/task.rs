@@ -57,7 +57,10 @@ impl Background {
         let mut interval = self.interval();
         let mut last = Instant::now();
         let mut sync_task: Option<JoinHandle<()>> = None;
-        tracing::info!(interval_secs = interval.as_secs(), "backup scheduler started");
+        tracing::info!(
+            interval_secs = interval.as_secs(),
+            "backup scheduler started"
+        );
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(last + interval) => {}
@@ -82,9 +85,13 @@ impl Background {
             match self.ticker.tick(now).await {
                 Ok(report) => {
                     if report.reaped + report.started.len() + report.deleted > 0 {
-                        tracing::info!(reaped = report.reaped, started = report.started.len(),
-                            deleted = report.deleted, skipped = report.skipped.len(),
-                            "scheduler tick");
+                        tracing::info!(
+                            reaped = report.reaped,
+                            started = report.started.len(),
+                            deleted = report.deleted,
+                            skipped = report.skipped.len(),
+                            "scheduler tick"
+                        );
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
@@ -111,8 +118,14 @@ mod tests {
     #[test]
     fn interval_follows_the_setting_within_bounds() {
         assert_eq!(interval_from_setting(Some(300)), Duration::from_secs(300));
-        assert_eq!(interval_from_setting(Some(0)), Duration::from_secs(MIN_INTERVAL_SECS));
-        assert_eq!(interval_from_setting(Some(-5)), Duration::from_secs(MIN_INTERVAL_SECS));
+        assert_eq!(
+            interval_from_setting(Some(0)),
+            Duration::from_secs(MIN_INTERVAL_SECS)
+        );
+        assert_eq!(
+            interval_from_setting(Some(-5)),
+            Duration::from_secs(MIN_INTERVAL_SECS)
+        );
         assert_eq!(
             interval_from_setting(Some(i64::MAX)),
             Duration::from_secs(MAX_INTERVAL_SECS)

@@ -197,7 +197,9 @@ async fn a_due_schedule_starts_once_and_moves_to_the_next_slot_when_its_job_ends
     assert_eq!(next_run, slot, "the slot stays until the job is reaped");
     assert!(job.is_some());
     assert_eq!(
-        env.count("SELECT COUNT(*) FROM events WHERE type = 'BACKUP.CREATE' AND state = 'Scheduled'"),
+        env.count(
+            "SELECT COUNT(*) FROM events WHERE type = 'BACKUP.CREATE' AND state = 'Scheduled'"
+        ),
         1
     );
     let run = env.work.runs.lock()[0].clone();
@@ -242,7 +244,10 @@ async fn slots_missed_while_down_run_once_then_the_next_future_slot_is_planned()
     env.finish_all(&report.started).await;
     let again = env.ticker.tick(at(back + 1)).await.unwrap();
     assert_eq!((again.reaped, again.started.len()), (1, 0));
-    assert_eq!(env.schedule_row(sched).unwrap(), (T0 + 3 * DAY + 15 * 60, None));
+    assert_eq!(
+        env.schedule_row(sched).unwrap(),
+        (T0 + 3 * DAY + 15 * 60, None)
+    );
     assert_eq!(env.work.runs.lock().len(), 1);
 }
 
@@ -257,7 +262,10 @@ async fn a_failed_run_moves_the_schedule_to_its_next_slot_like_a_successful_one(
     let job = env.jobs.get(&report.started[0]).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     env.ticker.tick(at(T0 + HOUR + 5)).await.unwrap();
-    assert_eq!(env.schedule_row(sched).unwrap(), (T0 + 7 * DAY + HOUR, None));
+    assert_eq!(
+        env.schedule_row(sched).unwrap(),
+        (T0 + 7 * DAY + HOUR, None)
+    );
 }
 
 #[tokio::test]
@@ -393,7 +401,9 @@ fn usage_is_time_weighted_across_size_changes_and_clipped_to_the_window() {
     refresh(&env, T0 + 3 * HOUR); // unchanged: nothing happens
     backup(&env, vm, 2 * GIB, 4 * GIB);
     refresh(&env, T0 + 5 * HOUR); // 1 → 3 GiB
-    env.sql(&format!("UPDATE backups SET removed = 1, status = 'Removed' WHERE id = {first}"));
+    env.sql(&format!(
+        "UPDATE backups SET removed = 1, status = 'Removed' WHERE id = {first}"
+    ));
     env.sql("UPDATE vms SET backup_offering_id = NULL");
     refresh(&env, T0 + 6 * HOUR); // 3 → 2 GiB (backups remain, so still open)
     env.sql("UPDATE backups SET removed = 1, status = 'Removed'");

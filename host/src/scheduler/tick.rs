@@ -177,14 +177,8 @@ impl Ticker {
     /// Runs one tick at `now`: reap, then start due schedules. Jobs start after the commit.
     pub async fn tick(&self, now: Timestamp) -> Result<TickReport, TickError> {
         let now_s = now.as_second();
-        let reaped = self
-            .store
-            .write(move |tx| reap_finished(tx, now_s))
-            .await?;
-        let due = self
-            .store
-            .read(move |conn| select_due(conn, now_s))
-            .await?;
+        let reaped = self.store.write(move |tx| reap_finished(tx, now_s)).await?;
+        let due = self.store.read(move |conn| select_due(conn, now_s)).await?;
         let mut report = TickReport {
             reaped,
             ..TickReport::default()
@@ -480,10 +474,9 @@ fn delete_schedule(tx: &Transaction<'_>, d: &Due, why: &str) -> Result<(), TickE
     tx.prepare_cached("DELETE FROM backup_schedules WHERE id = ?1")?
         .execute([d.id])?;
     tracing::info!(schedule = %d.uuid, reason = why, "deleted backup schedule");
-    let (account_id, domain_id) = d
-        .vm
-        .as_ref()
-        .map_or(d.owner, |vm| (vm.account_id, vm.domain_id));
+    let (account_id, domain_id) =
+        d.vm.as_ref()
+            .map_or(d.owner, |vm| (vm.account_id, vm.domain_id));
     let text = format!("Deleted {} backup schedule {}: {why}", d.interval, d.uuid);
     events::record(
         tx,

@@ -97,7 +97,9 @@ impl BackupService {
         if let Some(obstacle) = self.resume_obstacle(&op) {
             return Err(BackupError::refused(obstacle));
         }
-        let kind = op.kind().ok_or_else(|| BackupError::refused("unknown operation"))?;
+        let kind = op
+            .kind()
+            .ok_or_else(|| BackupError::refused("unknown operation"))?;
         let backup_id = op
             .backup_id
             .ok_or_else(|| BackupError::refused("the operation names no backup"))?;
@@ -108,8 +110,9 @@ impl BackupService {
                 let backup = get_backup(c, backup_id)?.ok_or_else(|| {
                     BackupError::refused(format!("Backup {backup_id} no longer exists"))
                 })?;
-                let offering = get_offering(c, backup.offering_id)?
-                    .ok_or_else(|| BackupError::refused("Backup offering of the backup not found"))?;
+                let offering = get_offering(c, backup.offering_id)?.ok_or_else(|| {
+                    BackupError::refused("Backup offering of the backup not found")
+                })?;
                 let vm = match backup.vm_id {
                     Some(id) => {
                         let vm = vm::get_vm(c, id)?;
@@ -138,7 +141,13 @@ impl BackupService {
         };
         tracing::info!(provider = %op.provider, kind = %op.kind, backup = %backup.uuid,
             "resuming a provider operation after a restart");
-        let outcome = poll(&operation, &op.handle, op.deadline, self.operation_timeout()).await;
+        let outcome = poll(
+            &operation,
+            &op.handle,
+            op.deadline,
+            self.operation_timeout(),
+        )
+        .await;
         let name = provider.name().to_string();
         let chain = provider.info().capabilities.delete_granularity == DeleteGranularity::Chain;
         let op_id = op.id;

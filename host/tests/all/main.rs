@@ -19,5 +19,6 @@ mod bnr_schedules;
 
 mod sched_support;
 
-mod sched_ticks;
+mod sched_recovery;
 mod sched_sync;
+mod sched_ticks;

@@ -90,7 +90,10 @@ pub async fn next_run(client: &Client<'_>, schedule_id: &str) -> i64 {
 /// The backups of a VM (listall), oldest first.
 pub async fn backups_of(client: &Client<'_>, vm: &str) -> Vec<Value> {
     let r = client
-        .call("listBackups", &[("virtualmachineid", vm), ("listall", "true")])
+        .call(
+            "listBackups",
+            &[("virtualmachineid", vm), ("listall", "true")],
+        )
         .await;
     items(r.ok("listBackups"), "backup")
         .into_iter()
@@ -104,7 +107,11 @@ pub async fn events_of(s: &TestServer, event_type: &str) -> Vec<Value> {
         .admin()
         .call(
             "listEvents",
-            &[("type", event_type), ("listall", "true"), ("pagesize", "-1")],
+            &[
+                ("type", event_type),
+                ("listall", "true"),
+                ("pagesize", "-1"),
+            ],
         )
         .await;
     items(r.ok("listEvents"), "event")
@@ -115,14 +122,21 @@ pub async fn events_of(s: &TestServer, event_type: &str) -> Vec<Value> {
 
 /// A restart: the server is dropped and started again on the same data directory.
 pub async fn restart(s: TestServer, installed: Installed) -> TestServer {
-    let TestServer { dir, state, router, .. } = s;
+    let TestServer {
+        dir, state, router, ..
+    } = s;
     drop(router);
     drop(state);
     start_in(dir, installed).await
 }
 
 /// A user with a VM assigned to `offering`; returns (credentials, vm id).
-pub async fn protected_vm(s: &TestServer, user: &str, vm_name: &str, offering: &str) -> (Creds, String) {
+pub async fn protected_vm(
+    s: &TestServer,
+    user: &str,
+    vm_name: &str,
+    offering: &str,
+) -> (Creds, String) {
     let creds = s.create_user(user, "User", None).await;
     let client = s.client(creds.clone());
     let v = vm(s, &client, vm_name, true).await;

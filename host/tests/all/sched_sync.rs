@@ -14,7 +14,13 @@ const NONE: &str = ";";
 /// zone1 on the `scripted` provider with one user's VM assigned to its silver policy.
 async fn scripted_zone(s: &TestServer, user: &str) -> (Creds, String) {
     let zone = s.zone_id.clone();
-    set_config(s, "backup.framework.provider.plugin", "scripted", Some(&zone)).await;
+    set_config(
+        s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&zone),
+    )
+    .await;
     let silver = import(s, "silver-policy", "Silver", true).await;
     protected_vm(s, user, "tracked", &id(&silver)).await
 }
@@ -42,11 +48,17 @@ fn summary(backups: &[Value]) -> Vec<(String, i64, i64, String)> {
 }
 
 fn row(external: &str, size: i64, virtual_size: i64) -> (String, i64, i64, String) {
-    (external.to_string(), size, virtual_size, "BackedUp".to_string())
+    (
+        external.to_string(),
+        size,
+        virtual_size,
+        "BackedUp".to_string(),
+    )
 }
 
 #[tokio::test]
-async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provider_changes_nothing() {
+async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provider_changes_nothing()
+{
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_zone(&s, "ursa").await;
     let user = s.client(creds);
@@ -55,7 +67,11 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     set_zone(
         &s,
         "scripted.restore-points",
-        &format!("rp-1,1700000000,FULL,{GIB},{},{vm}; rp-2,1700003600,INCREMENTAL,1024,{}", 2 * GIB, 2 * GIB),
+        &format!(
+            "rp-1,1700000000,FULL,{GIB},{},{vm}; rp-2,1700003600,INCREMENTAL,1024,{}",
+            2 * GIB,
+            2 * GIB
+        ),
     )
     .await;
     let report = sync(&s, t).await;
@@ -68,7 +84,10 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
         summary(&backups),
         [row("rp-1", GIB, 2 * GIB), row("rp-2", 1024, 2 * GIB)]
     );
-    let rp1 = backups.iter().find(|b| b["externalid"] == "rp-1").expect("rp-1");
+    let rp1 = backups
+        .iter()
+        .find(|b| b["externalid"] == "rp-1")
+        .expect("rp-1");
     assert_eq!(rp1["created"], "2023-11-14T22:13:20+0000");
     assert_eq!(rp1["intervaltype"], "MANUAL");
     assert_eq!(rp1["type"], "FULL");
@@ -80,11 +99,18 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     set_zone(
         &s,
         "scripted.restore-points",
-        &format!("rp-1,1700000000,FULL,{},{}; rp-3,1700007200,FULL,5,6", 3 * GIB, 2 * GIB),
+        &format!(
+            "rp-1,1700000000,FULL,{},{}; rp-3,1700007200,FULL,5,6",
+            3 * GIB,
+            2 * GIB
+        ),
     )
     .await;
     let report = sync(&s, t + 300).await;
-    let r = report.zone(&s.zone_id).and_then(|z| z.reconciled.clone()).expect("ran");
+    let r = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("ran");
     assert_eq!((r.adopted, r.updated, r.retired), (1, 1, 1));
     let backups = backups_of(&user, &vm).await;
     assert_eq!(
@@ -94,7 +120,10 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     let retired = events_of(&s, "BACKUP.DELETE").await;
     assert_eq!(retired.len(), 1);
     assert!(
-        retired[0]["description"].as_str().unwrap_or_default().contains("no longer has restore point rp-2"),
+        retired[0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no longer has restore point rp-2"),
         "{retired:?}"
     );
 
@@ -103,31 +132,49 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     set_zone(&s, "scripted.restore-points", NONE).await;
     set_zone(&s, "scripted.mode", "outage").await;
     let report = sync(&s, t + 600).await;
-    let r = report.zone(&s.zone_id).and_then(|z| z.reconciled.clone()).expect("ran");
-    assert!(r.stopped.as_deref().is_some_and(|e| e.contains("unavailable")), "{r:?}");
+    let r = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("ran");
+    assert!(
+        r.stopped
+            .as_deref()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{r:?}"
+    );
     assert_eq!((r.adopted, r.updated, r.retired), (0, 0, 0));
     set_zone(&s, "scripted.mode", "ok").await;
     set_zone(&s, "scripted.restore-points", "rp-1,not-a-date,FULL,1,1").await;
     let report = sync(&s, t + 900).await;
-    let r = report.zone(&s.zone_id).and_then(|z| z.reconciled.clone()).expect("ran");
+    let r = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("ran");
     assert_eq!(r.failed.len(), 1);
     assert!(r.failed[0].1.contains("invalid configuration"), "{r:?}");
     assert_eq!(
         summary(&backups_of(&user, &vm).await),
         [row("rp-1", 3 * GIB, 2 * GIB), row("rp-3", 5, 6)]
     );
-    assert_eq!(scalar(&s, "SELECT COUNT(*) FROM events").await, events_before);
+    assert_eq!(
+        scalar(&s, "SELECT COUNT(*) FROM events").await,
+        events_before
+    );
 
     // Back to normal with an empty list: everything bnr has is retired.
     set_zone(&s, "scripted.restore-points", NONE).await;
     let report = sync(&s, t + 1200).await;
-    let r = report.zone(&s.zone_id).and_then(|z| z.reconciled.clone()).expect("ran");
+    let r = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("ran");
     assert_eq!(r.retired, 2);
     assert!(backups_of(&user, &vm).await.is_empty());
 }
 
 #[tokio::test]
-async fn reconciliation_leaves_instances_with_work_in_flight_and_providers_without_the_capability_alone() {
+async fn reconciliation_leaves_instances_with_work_in_flight_and_providers_without_the_capability_alone()
+ {
     let s = start(Installed::DummyAndScripted).await;
     let gold = import(&s, "gold-policy", "Gold", true).await;
     let (dummy_creds, dummy_vm) = protected_vm(&s, "vera", "ondummy", &id(&gold)).await;
@@ -145,19 +192,32 @@ async fn reconciliation_leaves_instances_with_work_in_flight_and_providers_witho
     let user = s.client(creds);
     set_zone(&s, "scripted.restore-points", "rp-9,1700000000,FULL,1,1").await;
     // A backup of this VM is being taken: its row is BackingUp, so the VM is left for later.
-    exec(&s, &format!(
-        "INSERT INTO backups(uuid, name, vm_id, date, status, backup_offering_id, account_id,
+    exec(
+        &s,
+        &format!(
+            "INSERT INTO backups(uuid, name, vm_id, date, status, backup_offering_id, account_id,
                              domain_id, zone_id)
          SELECT 'in-flight', 'in-flight', id, 0, 'BackingUp', backup_offering_id, account_id,
                 domain_id, zone_id FROM vms WHERE uuid = '{vm}'"
-    ))
+        ),
+    )
     .await;
     let report = sync(&s, t + 300).await;
-    let r = report.zone(&s.zone_id).and_then(|z| z.reconciled.clone()).expect("ran");
+    let r = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("ran");
     assert_eq!((r.busy, r.adopted), (1, 0));
-    exec(&s, "UPDATE backups SET status = 'Error' WHERE uuid = 'in-flight'").await;
+    exec(
+        &s,
+        "UPDATE backups SET status = 'Error' WHERE uuid = 'in-flight'",
+    )
+    .await;
     let report = sync(&s, t + 600).await;
-    let r = report.zone(&s.zone_id).and_then(|z| z.reconciled.clone()).expect("ran");
+    let r = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("ran");
     assert_eq!((r.busy, r.adopted), (0, 1));
     // Backups of the dummy-era offering belong to another provider and are never retired.
     assert_eq!(backups_of(&dummy_user, &dummy_vm).await.len(), 1);
@@ -184,7 +244,12 @@ async fn storage_stats_are_collected_per_zone_and_kept_through_an_outage() {
     sync(&s, t + 300).await;
     set_zone(&s, "scripted.mode", "outage").await;
     let report = sync(&s, t + 600).await;
-    assert!(report.zone(&s.zone_id).and_then(|z| z.stats.clone()).is_some_and(|r| r.is_err()));
+    assert!(
+        report
+            .zone(&s.zone_id)
+            .and_then(|z| z.stats.clone())
+            .is_some_and(|r| r.is_err())
+    );
     let r = admin
         .call("listBackupStorageStats", &[("zoneid", &s.zone_id)])
         .await;
@@ -194,7 +259,10 @@ async fn storage_stats_are_collected_per_zone_and_kept_through_an_outage() {
     assert_eq!(stats["zoneid"], s.zone_id.as_str());
     assert_eq!(stats["zonename"], "zone1");
     assert_eq!(stats["provider"], "scripted");
-    assert_eq!((stats["usedbytes"].as_i64(), stats["totalbytes"].as_i64()), (Some(1000), Some(5000)));
+    assert_eq!(
+        (stats["usedbytes"].as_i64(), stats["totalbytes"].as_i64()),
+        (Some(1000), Some(5000))
+    );
     assert_eq!(
         stats["collected"].as_str(),
         Some(bnr::store::format_date(t + 300).as_str())
@@ -214,9 +282,19 @@ async fn usage_records_are_time_weighted_over_an_injected_timeline() {
     let admin = s.admin();
     // Whole hours, a day ahead of the assignment (which opened a zero-size period).
     let t1 = (jiff::Timestamp::now().as_second() / HOUR + 24) * HOUR;
-    set_zone(&s, "scripted.restore-points", &format!("rp-1,1700000000,FULL,{GIB},{}", 4 * GIB)).await;
+    set_zone(
+        &s,
+        "scripted.restore-points",
+        &format!("rp-1,1700000000,FULL,{GIB},{}", 4 * GIB),
+    )
+    .await;
     sync(&s, t1).await; // adopted: 1 GiB from t1
-    set_zone(&s, "scripted.restore-points", &format!("rp-1,1700000000,FULL,{},{}", 3 * GIB, 4 * GIB)).await;
+    set_zone(
+        &s,
+        "scripted.restore-points",
+        &format!("rp-1,1700000000,FULL,{},{}", 3 * GIB, 4 * GIB),
+    )
+    .await;
     sync(&s, t1 + 2 * HOUR).await; // 3 GiB from t1 + 2 h
     set_zone(&s, "scripted.restore-points", NONE).await;
     sync(&s, t1 + 5 * HOUR).await; // retired: 0 from t1 + 5 h (still assigned)
@@ -251,26 +329,45 @@ async fn usage_records_are_time_weighted_over_an_injected_timeline() {
     assert_eq!(r["virtualsizegibhours"], 20.0);
     assert_eq!(r["size"], 3 * GIB);
     assert_eq!(r["startdate"], bnr::store::format_date(t1).as_str());
-    assert_eq!(r["enddate"], bnr::store::format_date(t1 + 5 * HOUR).as_str());
+    assert_eq!(
+        r["enddate"],
+        bnr::store::format_date(t1 + 5 * HOUR).as_str()
+    );
 
     // A window around t1: an hour at size 0 since the assignment, an hour at 1 GiB.
     let records = list(t1 - HOUR, t1 + HOUR, vec![]).await;
-    assert_eq!((records[0]["rawusage"].clone(), records[0]["sizegibhours"].clone()), ("2".into(), 1.0.into()));
+    assert_eq!(
+        (
+            records[0]["rawusage"].clone(),
+            records[0]["sizegibhours"].clone()
+        ),
+        ("2".into(), 1.0.into())
+    );
     // After the retirement: hours at size 0 accrue only up to now, which is before t1.
     assert!(list(t1 + 5 * HOUR, t1 + 9 * HOUR, vec![]).await.is_empty());
     // Filters: another zone's or VM's usage is not listed.
     let other = s.client(s.create_user("abe", "User", None).await);
     let other_vm = id(&crate::bnr_support::vm(&s, &other, "unmetered", false).await);
-    assert!(list(t1, t1 + 5 * HOUR, vec![("virtualmachineid", other_vm)]).await.is_empty());
+    assert!(
+        list(t1, t1 + 5 * HOUR, vec![("virtualmachineid", other_vm)])
+            .await
+            .is_empty()
+    );
     let r = admin
-        .call("listBackupUsageRecords", &[("startdate", "2030-01-02"), ("enddate", "2030-01-01")])
+        .call(
+            "listBackupUsageRecords",
+            &[("startdate", "2030-01-02"), ("enddate", "2030-01-01")],
+        )
         .await;
     assert_eq!(r.status, 431);
     let user = s.client(s.create_user("bea", "User", None).await);
     assert_eq!(
-        user.call("listBackupUsageRecords", &[("startdate", "2030-01-01"), ("enddate", "2030-01-02")])
-            .await
-            .status,
+        user.call(
+            "listBackupUsageRecords",
+            &[("startdate", "2030-01-01"), ("enddate", "2030-01-02")]
+        )
+        .await
+        .status,
         401
     );
 }

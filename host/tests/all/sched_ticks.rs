@@ -13,7 +13,10 @@ fn slots_until(first: i64, period: i64, last: i64) -> usize {
     }
 }
 
-fn with_interval<'a>(backups: &'a [serde_json::Value], interval: &str) -> Vec<&'a serde_json::Value> {
+fn with_interval<'a>(
+    backups: &'a [serde_json::Value],
+    interval: &str,
+) -> Vec<&'a serde_json::Value> {
     backups
         .iter()
         .filter(|b| b["intervaltype"] == interval)
@@ -41,7 +44,10 @@ async fn scheduled_backups_run_exactly_once_per_slot_over_simulated_days_and_res
     while now <= begin + 3 * DAY {
         let first = tick(&s, now).await;
         let again = tick(&s, now).await;
-        assert!(again.started.is_empty(), "a second tick at the same instant started a run");
+        assert!(
+            again.started.is_empty(),
+            "a second tick at the same instant started a run"
+        );
         assert!(first.started.len() <= 2);
         last = now;
         now += 20 * MINUTE;
@@ -61,7 +67,10 @@ async fn scheduled_backups_run_exactly_once_per_slot_over_simulated_days_and_res
     assert_eq!(hourly_backups.len(), expected_hourly);
     assert_eq!(daily_backups.len(), expected_daily);
     assert_eq!(with_interval(&backups, "MANUAL").len(), 1);
-    assert!(backups.iter().all(|b| b["status"] == "BackedUp"), "{backups:?}");
+    assert!(
+        backups.iter().all(|b| b["status"] == "BackedUp"),
+        "{backups:?}"
+    );
     let scheduled_events = events_of(&s, "BACKUP.CREATE")
         .await
         .into_iter()
@@ -70,13 +79,23 @@ async fn scheduled_backups_run_exactly_once_per_slot_over_simulated_days_and_res
     assert_eq!(scheduled_events, expected_hourly + expected_daily);
     // Every run is one createBackup job of the owner; none is left running.
     assert_eq!(
-        scalar(&s, "SELECT COUNT(*) FROM async_jobs WHERE cmd = 'createBackup' AND status = 1").await,
+        scalar(
+            &s,
+            "SELECT COUNT(*) FROM async_jobs WHERE cmd = 'createBackup' AND status = 1"
+        )
+        .await,
         (expected_hourly + expected_daily + 1) as i64
     );
-    assert_eq!(scalar(&s, "SELECT COUNT(*) FROM async_jobs WHERE status = 0").await, 0);
+    assert_eq!(
+        scalar(&s, "SELECT COUNT(*) FROM async_jobs WHERE status = 0").await,
+        0
+    );
     // The schedules wait for their next slot after the last tick.
     let next_hourly = next_run(&user, &hourly).await;
-    assert!(next_hourly > last && next_hourly <= last + HOUR, "{next_hourly} vs {last}");
+    assert!(
+        next_hourly > last && next_hourly <= last + HOUR,
+        "{next_hourly} vs {last}"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +129,10 @@ async fn retention_deletes_the_oldest_scheduled_backups_beyond_maxbackups_and_ke
     let (creds, vm) = protected_vm(&s, "quinn", "files", &id(&gold)).await;
     let user = s.client(creds);
     let hourly = id(&configure_schedule(&user, &vm, "HOURLY", "05", &[("maxbackups", "2")]).await);
-    assert_eq!(schedule_of(&user, &hourly).await.expect("schedule")["maxbackups"], 2);
+    assert_eq!(
+        schedule_of(&user, &hourly).await.expect("schedule")["maxbackups"],
+        2
+    );
     let manual = backup(&user, &vm).await;
     let h0 = next_run(&user, &hourly).await;
 
@@ -127,7 +149,11 @@ async fn retention_deletes_the_oldest_scheduled_backups_beyond_maxbackups_and_ke
             .expect("the run's backup");
         scheduled_ids.push(newest);
         // Never more than maxbackups of the schedule; the manual one never counts.
-        assert_eq!(hourly_backups.len(), scheduled_ids.len().min(2), "after run {k}");
+        assert_eq!(
+            hourly_backups.len(),
+            scheduled_ids.len().min(2),
+            "after run {k}"
+        );
         assert!(backups.iter().any(|b| b["id"] == manual["id"]));
     }
     let kept: Vec<String> = with_interval(&backups_of(&user, &vm).await, "HOURLY")
@@ -171,7 +197,10 @@ async fn schedules_of_vanished_or_unassigned_instances_are_deleted_by_the_tick()
     assert!(schedule_of(&user, &s_kept).await.is_some());
     let deleted = events_of(&s, "BACKUP.SCHEDULE.DELETE").await;
     assert_eq!(deleted.len(), 2);
-    assert!(deleted.iter().all(|e| e["account"] == "rita"), "{deleted:?}");
+    assert!(
+        deleted.iter().all(|e| e["account"] == "rita"),
+        "{deleted:?}"
+    );
 }
 
 #[tokio::test]
@@ -182,13 +211,25 @@ async fn schedules_are_skipped_while_the_zone_is_disabled_and_run_once_it_is_ena
     let user = s.client(creds);
     let hourly = id(&configure_schedule(&user, &vm, "HOURLY", "00", &[]).await);
     let h0 = next_run(&user, &hourly).await;
-    set_config(&s, "backup.framework.enabled", "false", Some(&s.zone_id.clone())).await;
+    set_config(
+        &s,
+        "backup.framework.enabled",
+        "false",
+        Some(&s.zone_id.clone()),
+    )
+    .await;
     for k in 0..3 {
         let report = tick(&s, h0 + k * HOUR).await;
         assert!(report.started.is_empty());
         assert_eq!(report.skipped.len(), 1);
     }
-    set_config(&s, "backup.framework.enabled", "true", Some(&s.zone_id.clone())).await;
+    set_config(
+        &s,
+        "backup.framework.enabled",
+        "true",
+        Some(&s.zone_id.clone()),
+    )
+    .await;
     assert_eq!(tick(&s, h0 + 3 * HOUR + 1).await.started.len(), 1);
     assert_eq!(tick(&s, h0 + 3 * HOUR + 2).await.started.len(), 0);
     assert_eq!(next_run(&user, &hourly).await, h0 + 4 * HOUR);
@@ -200,7 +241,13 @@ async fn a_failing_provider_fails_only_its_run_and_every_schedule_moves_on() {
     let s = start(Installed::DummyAndScripted).await;
     let zone = s.zone_id.clone();
     let gold = import(&s, "gold-policy", "Gold", true).await; // on dummy
-    set_config(&s, "backup.framework.provider.plugin", "scripted", Some(&zone)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&zone),
+    )
+    .await;
     let silver = import(&s, "silver-policy", "Scripted Silver", true).await; // on scripted
     set_config(&s, "scripted.mode", "fail", Some(&zone)).await;
     let (creds, healthy) = protected_vm(&s, "tess", "healthy", &id(&gold)).await;
@@ -229,7 +276,10 @@ async fn a_failing_provider_fails_only_its_run_and_every_schedule_moves_on() {
     assert_eq!((failed.len(), succeeded.len()), (1, 1), "{outcomes:?}");
     let (code, text) = job_error(failed[0]);
     assert_eq!(code, 530);
-    assert!(text.contains("scripted") && text.contains("failed on purpose"), "{text}");
+    assert!(
+        text.contains("scripted") && text.contains("failed on purpose"),
+        "{text}"
+    );
     let failing_backups = backups_of(&user, &failing).await;
     assert_eq!(failing_backups.len(), 1);
     assert_eq!(failing_backups[0]["status"], "Error");
