@@ -35,7 +35,8 @@ def server():
     port = free_port()
     log = open(data_dir / "server.log", "w")
     proc = subprocess.Popen(
-        [str(bnr_binary()), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+        [str(bnr_binary()), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
+        + (["--providers-dir", os.environ["BNR_PROVIDERS_DIR"]] if os.environ.get("BNR_PROVIDERS_DIR") else []),
         stdout=log, stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}/client/api"

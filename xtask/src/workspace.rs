@@ -7,8 +7,15 @@ use std::process::Command;
 
 /// The workspace root (the parent of this crate's directory).
 pub fn root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    // `cargo run` passes the manifest dir at run time; prefer it to the compile-time value so a
+    // binary shared through one target dir by several checkouts works on the one that ran it.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(manifest_dir)
 }
 
 /// The cargo target directory: `$CARGO_TARGET_DIR` (relative to the current directory, as cargo

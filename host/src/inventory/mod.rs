@@ -4,7 +4,9 @@
 
 pub mod bootstrap;
 pub mod guard;
+pub mod lifecycle;
 pub mod vm;
+pub mod volume;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 

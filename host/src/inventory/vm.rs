@@ -33,6 +33,12 @@ pub enum VmEvent {
     StopRequested,
     OperationSucceeded,
     OperationFailed,
+    /// destroyVirtualMachine on a Stopped (or Error) VM; a Running VM is stopped first.
+    DestroyRequested,
+    /// recoverVirtualMachine.
+    RecoveryRequested,
+    /// expungeVirtualMachine / destroy with `expunge=true`.
+    ExpungeOperation,
 }
 
 impl VmState {
@@ -74,6 +80,9 @@ impl VmState {
             (Running, StopRequested) => Some(Stopping),
             (Stopping, OperationSucceeded) => Some(Stopped),
             (Stopping, OperationFailed) => Some(Running),
+            (Stopped | Error, DestroyRequested) => Some(Destroyed),
+            (Destroyed, RecoveryRequested) => Some(Stopped),
+            (Destroyed | Error | Expunging, ExpungeOperation) => Some(Expunging),
             _ => None,
         }
     }
@@ -109,11 +118,13 @@ pub struct Vm {
     /// (uuid, name) of the assigned backup offering, when the B&R tables exist and it is set.
     pub backup_offering: Option<(String, String)>,
     pub created: i64,
+    /// Set when the VM was expunged (soft delete); such a VM is never listed.
+    pub removed: Option<i64>,
 }
 
 const VM_COLUMNS: &str = "v.id, v.uuid, v.name, v.display_name, v.internal_name, a.id, a.name, a.uuid, \
      d.id, d.uuid, d.name, z.id, z.uuid, z.name, so.uuid, so.name, so.cpu_number, so.cpu_speed_mhz, \
-     so.memory_mb, t.uuid, t.name, v.hypervisor, v.host_address, v.state, v.backup_offering_id, v.created";
+     so.memory_mb, t.uuid, t.name, v.hypervisor, v.host_address, v.state, v.backup_offering_id, v.created, v.removed";
 const VM_FROM: &str = "vms v JOIN accounts a ON a.id = v.account_id JOIN domains d ON d.id = v.domain_id \
      JOIN zones z ON z.id = v.zone_id JOIN service_offerings so ON so.id = v.service_offering_id \
      JOIN templates t ON t.id = v.template_id";
@@ -148,6 +159,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<Vm> {
         backup_offering_id: r.get(24)?,
         backup_offering: None,
         created: r.get(25)?,
+        removed: r.get(26)?,
     })
 }
 
@@ -193,8 +205,12 @@ pub struct VmFilter {
     pub id: Option<i64>,
     pub zone_id: Option<i64>,
     pub name: Option<String>,
+    /// A state name (any case), or `Present` for every state but Destroyed/Expunging.
     pub state: Option<String>,
     pub keyword: Option<String>,
+    /// Leave Destroyed/Expunging VMs out (CloudStack hides them from end users unless
+    /// `allow.user.view.destroyed.vm`).
+    pub hide_destroyed: bool,
 }
 
 pub fn list_vms(
@@ -209,8 +225,17 @@ pub fn list_vms(
     f.eq_opt("v.id", q.id);
     f.eq_opt("v.zone_id", q.zone_id);
     f.eq_opt("v.name", q.name.clone());
-    if let Some(state) = &q.state {
-        f.and("lower(v.state) = lower(?)", [state.clone().into()]);
+    match &q.state {
+        Some(state) if state.eq_ignore_ascii_case("present") => {
+            f.and("v.state NOT IN ('Destroyed', 'Expunging')", []);
+        }
+        Some(state) => {
+            f.and("lower(v.state) = lower(?)", [state.clone().into()]);
+        }
+        None => {}
+    }
+    if q.hide_destroyed {
+        f.and("v.state NOT IN ('Destroyed', 'Expunging')", []);
     }
     f.keyword(&["v.name", "v.display_name"], q.keyword.as_deref());
     let mut listed = f.list(conn, VM_COLUMNS, VM_FROM, "v.id", page, vm_from_row)?;
@@ -412,6 +437,9 @@ pub fn transition(conn: &Connection, vm_id: i64, event: VmEvent) -> OpResult<Vm>
             match event {
                 VmEvent::StartRequested => "start",
                 VmEvent::StopRequested => "stop",
+                VmEvent::DestroyRequested => "destroy",
+                VmEvent::RecoveryRequested => "recover",
+                VmEvent::ExpungeOperation => "expunge",
                 VmEvent::OperationSucceeded | VmEvent::OperationFailed => "complete operation on",
             },
             vm.name,
@@ -449,6 +477,11 @@ pub struct Volume {
     pub zone_name: String,
     pub disk_offering: Option<(String, String)>,
     pub created: i64,
+    pub vm_id: Option<i64>,
+    pub domain_id: i64,
+    pub zone_id: i64,
+    /// Set when the volume was expunged or deleted (soft delete); such a volume is never listed.
+    pub removed: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -468,14 +501,14 @@ pub struct VolumeFilter {
     pub keyword: Option<String>,
 }
 
-const VOLUME_COLUMNS: &str = "vol.id, vol.uuid, vol.name, vol.type, vol.size_bytes, vol.path, vol.device_id, \
+pub(crate) const VOLUME_COLUMNS: &str = "vol.id, vol.uuid, vol.name, vol.type, vol.size_bytes, vol.path, vol.device_id, \
      vol.state, v.uuid, v.name, v.display_name, v.state, a.id, a.name, d.uuid, d.name, z.uuid, z.name, \
-     dof.uuid, dof.name, vol.created";
-const VOLUME_FROM: &str = "volumes vol LEFT JOIN vms v ON v.id = vol.vm_id \
+     dof.uuid, dof.name, vol.created, vol.vm_id, vol.domain_id, vol.zone_id, vol.removed";
+pub(crate) const VOLUME_FROM: &str = "volumes vol LEFT JOIN vms v ON v.id = vol.vm_id \
      JOIN accounts a ON a.id = vol.account_id JOIN domains d ON d.id = vol.domain_id \
      JOIN zones z ON z.id = vol.zone_id LEFT JOIN disk_offerings dof ON dof.id = vol.disk_offering_id";
 
-fn volume_from_row(r: &Row<'_>) -> rusqlite::Result<Volume> {
+pub(crate) fn volume_from_row(r: &Row<'_>) -> rusqlite::Result<Volume> {
     let vm_uuid: Option<String> = r.get(8)?;
     let vm = match vm_uuid {
         Some(uuid) => Some(VolumeVm {
@@ -506,6 +539,10 @@ fn volume_from_row(r: &Row<'_>) -> rusqlite::Result<Volume> {
         zone_name: r.get(17)?,
         disk_offering: dof_uuid.zip(dof_name),
         created: r.get(20)?,
+        vm_id: r.get(21)?,
+        domain_id: r.get(22)?,
+        zone_id: r.get(23)?,
+        removed: r.get(24)?,
     })
 }
 
@@ -561,6 +598,22 @@ mod tests {
         assert_eq!(Running.on(StartRequested), None);
         assert_eq!(Destroyed.on(StartRequested), None);
         assert_eq!(Stopped.on(StopRequested), None);
+    }
+
+    #[test]
+    fn destroy_recover_and_expunge_follow_the_state_table() {
+        use VmEvent::*;
+        use VmState::*;
+        assert_eq!(Stopped.on(DestroyRequested), Some(Destroyed));
+        assert_eq!(Error.on(DestroyRequested), Some(Destroyed));
+        assert_eq!(Running.on(DestroyRequested), None, "stopped first");
+        assert_eq!(Destroyed.on(RecoveryRequested), Some(Stopped));
+        assert_eq!(Stopped.on(RecoveryRequested), None);
+        assert_eq!(Destroyed.on(ExpungeOperation), Some(Expunging));
+        assert_eq!(Error.on(ExpungeOperation), Some(Expunging));
+        assert_eq!(Stopped.on(ExpungeOperation), None);
+        assert_eq!(Running.on(ExpungeOperation), None);
+        assert_eq!(Expunging.on(RecoveryRequested), None);
     }
 
     #[test]

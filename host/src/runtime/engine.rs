@@ -49,11 +49,19 @@ impl RuntimeConfig {
     }
 }
 
-/// What every provider and call shares.
+/// What every provider and call shares. Owned jointly by the `Runtime` and every `Provider`,
+/// so the epoch ticker runs as long as anything can still call a provider.
 pub(crate) struct RuntimeShared {
     pub engine: Engine,
     pub limits: SandboxLimits,
     admission: Arc<Semaphore>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeShared {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl RuntimeShared {
@@ -85,7 +93,6 @@ pub struct Runtime {
     /// The same plus `wasi:http`, for providers that declare an HTTP need.
     linker_http: Linker<HostState>,
     pooling: bool,
-    ticker_stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -95,12 +102,6 @@ impl std::fmt::Debug for Runtime {
             .field("limits", &self.shared.limits)
             .field("pooling", &self.pooling)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -130,12 +131,12 @@ impl Runtime {
                 engine,
                 limits,
                 admission: Arc::new(Semaphore::new(permits)),
+                ticker_stop,
             }),
             cache,
             linker,
             linker_http,
             pooling,
-            ticker_stop,
         }))
     }
 
@@ -180,32 +181,28 @@ impl Runtime {
             .load_or_compile(&self.shared.engine, wasm, &sha256)
             .map_err(|CompileFailed(message)| LoadError::Compile(message))?;
 
-        let describe_linker = if shape.imports_http {
+        // The describe() call and all later calls share one pre-instantiation: wasi:http is
+        // linked only for components that import it, and such a component is refused below
+        // unless it declares an HTTP need.
+        let linker = if shape.imports_http {
             &self.linker_http
         } else {
             &self.linker
         };
-        let describe_pre = pre_instantiate(describe_linker, &component)?;
-        let info = describe_on_own_thread(&self.shared, &describe_pre)?;
+        let pre = pre_instantiate(linker, &component)?;
+        let info = describe_on_own_thread(&self.shared, &pre)?;
         inspect::check_info(&info)?;
         let declared = Declared::from_info(&info);
 
-        let pre = match (shape.imports_http, declared.http) {
-            (false, _) | (true, true) => describe_pre,
-            (true, false) => {
-                // Imported but not declared: the imports are satisfied by functions that trap,
-                // so the provider loads but can never reach the network.
-                tracing::warn!(
-                    provider = %info.name,
-                    "provider imports wasi:http without declaring an http need; HTTP is not linked"
-                );
-                let mut linker = self.linker.clone();
-                linker
-                    .define_unknown_imports_as_traps(&component)
-                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-                pre_instantiate(&linker, &component)?
-            }
-        };
+        if shape.imports_http && !declared.http {
+            // wasi:http is a capability: linked only for providers that declare an HTTP need.
+            // Refusing here tells the vendor at install time instead of failing at run time.
+            return Err(LoadError::Invalid(
+                "the component imports wasi:http but declares no `http-to-setting` need; \
+                 outbound HTTP is only available to providers that declare it"
+                    .to_owned(),
+            ));
+        }
 
         let stats = LoadStats {
             cache,

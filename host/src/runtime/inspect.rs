@@ -253,7 +253,7 @@ pub struct Inspection {
     pub sha256: String,
     /// Size of the `.wasm` file in bytes.
     pub size_bytes: usize,
-    /// Whether the component imports `wasi:http` (usable only with an HTTP need).
+    /// Whether the component imports `wasi:http` (it then declares an HTTP need).
     pub imports_http: bool,
 }
 
@@ -296,15 +296,10 @@ impl fmt::Display for Inspection {
         for need in &info.needs {
             writeln!(f, "  {}", describe_need(need))?;
         }
-        if self.imports_http
-            && !info
-                .needs
-                .iter()
-                .any(|n| matches!(n, Need::HttpToSetting(_)))
-        {
+        if self.imports_http {
             writeln!(
                 f,
-                "  note: imports wasi:http without declaring an http need; HTTP is not linked"
+                "  (links wasi:http: outbound HTTP to the granted hosts only)"
             )?;
         }
         let c = &info.capabilities;
@@ -370,6 +365,55 @@ mod tests {
     fn a_core_module_header_is_refused_as_not_a_component() {
         let module = b"\0asm\x01\x00\x00\x00";
         assert!(matches!(check_shape(module), Err(LoadError::NotAComponent)));
+    }
+
+    #[test]
+    fn an_inspection_flags_secret_settings_and_never_prints_their_default() {
+        use crate::runtime::wit::{Capabilities, SettingDecl};
+        let secret = |name: &str, default: Option<&str>| SettingDecl {
+            name: name.into(),
+            description: "vendor password".into(),
+            kind: SettingKind::Secret,
+            default_value: default.map(Into::into),
+            secret: true,
+        };
+        let inspection = Inspection {
+            info: ProviderInfo {
+                name: "veeam".into(),
+                description: "Veeam B&R".into(),
+                version: "0.3.1".into(),
+                settings: vec![secret("veeam.password", Some("changeme"))],
+                needs: vec![
+                    Need::RemoteExecOnInstanceHost,
+                    Need::HttpToSetting("veeam.url".into()),
+                ],
+                capabilities: Capabilities {
+                    instance_from_backup: false,
+                    single_volume_restore: true,
+                    delete_granularity: DeleteGranularity::Chain,
+                    deletes_backups_on_offering_removal: true,
+                    reconciliation: true,
+                    provider_owned_retention: true,
+                    cross_zone_instance_creation: false,
+                    quiesce: true,
+                    storage_stats: false,
+                },
+            },
+            wit_version: "1.0.0".into(),
+            sha256: "ab".repeat(32),
+            size_bytes: 1234,
+            imports_http: true,
+        };
+        let text = inspection.to_string();
+        assert!(
+            text.contains("veeam.password (secret) [secret] (default: ***)"),
+            "{text}"
+        );
+        assert!(!text.contains("changeme"), "{text}");
+        assert!(text.contains("remote-exec-on-instance-host"), "{text}");
+        assert!(text.contains("http-to-setting(veeam.url)"), "{text}");
+        assert!(text.contains("links wasi:http"), "{text}");
+        assert!(text.contains("delete-granularity: chain"), "{text}");
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub const DEFAULT_CPU_BUDGET: Duration = Duration::from_secs(5);
 /// vendor request and well below CloudStack's own async-job polling horizon.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Wall-clock bound of `describe()` at load (if the call timeout is not shorter): it only
+/// builds a record and must not call the host, so anything slow is broken or hostile, and a
+/// load must not hang on it.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest value (approximate in-memory bytes) a call may return to the host.
 ///
 /// Results are stored and serialised by the layers above; anything bigger than this is a

@@ -9,6 +9,8 @@
 //! [`Provider`], [`Provider`]'s export methods with a [`CallContext`], [`ZoneRegistry`] and
 //! [`Catalog`]. See `docs/runtime.md` for the sandbox defaults and the capability model.
 
+#![warn(missing_docs)]
+
 mod bindings;
 mod cache;
 mod engine;

@@ -17,7 +17,7 @@ use super::engine::{LoadStats, RuntimeShared};
 use super::error::CallError;
 use super::grants::CallContext;
 use super::inspect::Inspection;
-use super::limits::{GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
+use super::limits::{DESCRIBE_TIMEOUT, GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
 use super::size::ResultSize;
 use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET, truncate_utf8};
 use super::wit::{
@@ -192,7 +192,7 @@ impl Session {
     async fn take_live(&mut self) -> Result<Live, CallError> {
         let cpu_budget = self.shared.limits.cpu_budget_ticks();
         if let Some(mut live) = self.live.take() {
-            live.store.data_mut().begin_call(None, cpu_budget);
+            live.store.data_mut().begin_call(cpu_budget);
             live.store.set_epoch_deadline(1);
             return Ok(live);
         }
@@ -210,7 +210,7 @@ impl Session {
                 UpdateDeadline::Yield(1)
             })
         });
-        store.data_mut().begin_call(None, cpu_budget);
+        store.data_mut().begin_call(cpu_budget);
         store.set_epoch_deadline(1);
         match self.pre.instantiate_async(&mut store).await {
             Ok(bindings) => Ok(Live { store, bindings }),
@@ -288,7 +288,7 @@ impl Session {
 
     /// `describe()`, used at load.
     pub(crate) async fn describe(&mut self) -> Result<ProviderInfo, CallError> {
-        let timeout = self.timeout();
+        let timeout = self.timeout().min(DESCRIBE_TIMEOUT);
         let call = async {
             let mut live = self.take_live().await?;
             let outcome = live

@@ -195,11 +195,7 @@ impl HostState {
     }
 
     /// Resets the per-call accounting for a new call on the same store.
-    pub(crate) fn begin_call(&mut self, scope: Option<Arc<CallScope>>, cpu_budget_ticks: u64) {
-        if let Some(scope) = scope {
-            self.hooks.scope = scope.clone();
-            self.scope = scope;
-        }
+    pub(crate) fn begin_call(&mut self, cpu_budget_ticks: u64) {
         self.cpu = CpuMeter {
             ticks: 0,
             budget: cpu_budget_ticks,
@@ -571,4 +567,189 @@ pub(crate) fn truncate_utf8(mut text: String, max: usize) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::grants::Grants;
+    use crate::runtime::wit::{
+        Capabilities, DeleteGranularity, ExecRequest, SettingDecl, SettingKind,
+    };
+    use host::Host as _;
+
+    fn decl(name: &str, default: Option<&str>, secret: bool) -> SettingDecl {
+        SettingDecl {
+            name: name.into(),
+            description: String::new(),
+            kind: if secret {
+                SettingKind::Secret
+            } else {
+                SettingKind::Text
+            },
+            default_value: default.map(Into::into),
+            secret,
+        }
+    }
+
+    fn info(needs: Vec<Need>) -> ProviderInfo {
+        ProviderInfo {
+            name: "unit".into(),
+            description: String::new(),
+            version: "1.0.0".into(),
+            settings: vec![
+                decl("vendor.user", None, false),
+                decl("vendor.password", None, true),
+                decl("vendor.port", Some("9398"), false),
+            ],
+            needs,
+            capabilities: Capabilities {
+                instance_from_backup: false,
+                single_volume_restore: false,
+                delete_granularity: DeleteGranularity::Chain,
+                deletes_backups_on_offering_removal: false,
+                reconciliation: false,
+                provider_owned_retention: false,
+                cross_zone_instance_creation: false,
+                quiesce: false,
+                storage_stats: false,
+            },
+        }
+    }
+
+    fn state(needs: Vec<Need>, grants: Grants) -> HostState {
+        let declared = Declared::from_info(&info(needs));
+        let ctx = CallContext::new(
+            "zone-1",
+            [
+                ("vendor.user", "backup-admin"),
+                ("vendor.password", "hunter2-secret"),
+                ("other.provider.password", "not-yours"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            grants,
+        );
+        let scope = Arc::new(CallScope::new(&declared, &ctx));
+        HostState::new(scope, 1 << 20, Duration::from_secs(1))
+    }
+
+    fn exec_request(target: &str) -> ExecRequest {
+        ExecRequest {
+            target: target.into(),
+            port: 22,
+            username: "root".into(),
+            password: None,
+            command: "true".into(),
+            timeout_ms: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_reads_declared_settings_and_nothing_else() {
+        let mut state = state(vec![], Grants::default());
+        for (name, expected) in [
+            ("vendor.user", Some("backup-admin")),
+            ("vendor.password", Some("hunter2-secret")),
+            ("vendor.port", Some("9398")),
+            ("other.provider.password", None),
+            ("missing", None),
+        ] {
+            let value = state.setting(name.to_owned()).await.unwrap();
+            assert_eq!(value.as_deref(), expected, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_exec_is_denied_unless_granted_and_has_no_transport_yet() {
+        let grants = Grants {
+            http_authorities: vec![],
+            exec_targets: vec!["kvm1.lan".into()],
+        };
+        let mut state = state(vec![Need::RemoteExecOnInstanceHost], grants.clone());
+        let denied = state.remote_exec(exec_request("kvm2.lan")).await.unwrap();
+        assert!(matches!(denied, Err(ExecError::Denied(_))), "{denied:?}");
+        let granted = state.remote_exec(exec_request("KVM1.lan")).await.unwrap();
+        assert!(
+            matches!(&granted, Err(ExecError::Unreachable(m)) if m.contains("not available")),
+            "{granted:?}"
+        );
+
+        // The same grants mean nothing to a provider that did not declare remote exec.
+        let mut state = self::state(vec![], grants);
+        let denied = state.remote_exec(exec_request("kvm1.lan")).await.unwrap();
+        assert!(matches!(denied, Err(ExecError::Denied(_))), "{denied:?}");
+    }
+
+    #[test]
+    fn grants_of_a_kind_the_provider_did_not_declare_are_dropped_from_the_call() {
+        let grants = Grants {
+            http_authorities: vec!["veeam.lan:9398".into()],
+            exec_targets: vec!["kvm1.lan".into()],
+        };
+        let scope = &state(vec![], grants.clone()).scope;
+        assert_eq!(scope.grants, Grants::default());
+        let scope = &state(vec![Need::HttpToSetting("vendor.user".into())], grants).scope;
+        assert_eq!(scope.grants.http_authorities, vec!["veeam.lan:9398"]);
+        assert!(scope.grants.exec_targets.is_empty());
+    }
+
+    #[tokio::test]
+    async fn logging_is_bounded_per_call_and_reset_for_the_next() {
+        let mut state = state(vec![], Grants::default());
+        let huge = "x".repeat(LOG_MESSAGE_MAX_BYTES * 10);
+        state.log(LogLevel::Info, huge).await.unwrap();
+        assert!(state.log.bytes <= LOG_MESSAGE_MAX_BYTES + '…'.len_utf8());
+        for _ in 0..LOG_MESSAGES_PER_CALL {
+            state.log(LogLevel::Debug, "line".into()).await.unwrap();
+        }
+        assert!(state.log.exhausted);
+        let counted = state.log.messages;
+        state.log(LogLevel::Error, "dropped".into()).await.unwrap();
+        assert_eq!(
+            state.log.messages, counted,
+            "nothing counted once exhausted"
+        );
+
+        state.begin_call(10);
+        assert!(!state.log.exhausted);
+        assert_eq!(state.log.messages, 0);
+    }
+
+    #[test]
+    fn secret_setting_values_are_redacted_from_log_lines() {
+        let state = state(vec![], Grants::default());
+        assert_eq!(
+            state
+                .scope
+                .redact("login backup-admin / hunter2-secret failed".into()),
+            "login backup-admin / *** failed"
+        );
+    }
+
+    #[test]
+    fn memory_growth_past_the_cap_fails_and_is_remembered() {
+        let mut limiter = GuestLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(limiter.hit, None);
+        assert!(
+            limiter
+                .memory_growing(1 << 20, (1 << 20) + 1, None)
+                .is_err()
+        );
+        assert_eq!(limiter.hit, Some(LimitHit::Memory));
+    }
+
+    #[test]
+    fn stderr_keeps_only_the_tail() {
+        let tail = StderrTail::default();
+        tail.push(&vec![b'a'; STDERR_CAPTURE_BYTES]);
+        tail.push(b"the end");
+        let text = tail.text();
+        assert_eq!(text.len(), STDERR_CAPTURE_BYTES);
+        assert!(text.ends_with("the end"));
+        tail.push(&vec![b'b'; STDERR_CAPTURE_BYTES * 2]);
+        assert_eq!(tail.text(), "b".repeat(STDERR_CAPTURE_BYTES));
+    }
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{Offering, VolumeInfo, get_offering, vm_backup_fields};
-use super::{BackupService, Pending, check_vm_access, instance_of, live_vm, record_event};
+use super::{BackupService, Pending, check_vm_access, instance_of, live_vm, record_event, rules};
 use crate::identity::Caller;
 use crate::inventory::vm::{self, Vm, VmState};
 use crate::runtime::Provider;
@@ -160,18 +160,7 @@ impl BackupService {
             })
             .await?;
         let provider = self.providers.named(&offering.provider)?;
-        if !forced
-            && provider
-                .info()
-                .capabilities
-                .deletes_backups_on_offering_removal
-        {
-            return Err(BackupError::refused(format!(
-                "The backup provider {} deletes the backups of an Instance removed from its offering; \
-                 pass forced=true to remove the Instance anyway, or delete its backups first",
-                provider.name()
-            )));
-        }
+        rules::check_removal(provider.name(), &provider.info().capabilities, forced)?;
         let this = self.clone();
         let caller = caller.clone();
         let vm_uuid = vm.uuid.clone();

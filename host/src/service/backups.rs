@@ -12,11 +12,11 @@ use super::model::{
 };
 use super::operations::{Operation, OperationKind};
 use super::{
-    BackupService, Pending, backup_ref, check_vm_access, instance_of, live_vm, record_event,
+    BackupService, Pending, backup_ref, check_vm_access, instance_of, live_vm, record_event, rules,
 };
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm::{self, Vm};
-use crate::runtime::wit::{self, DeleteGranularity, OperationResult};
+use crate::runtime::wit::{self, OperationResult};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpResult, format_date, new_uuid, now};
@@ -97,12 +97,7 @@ impl BackupService {
                         "The assigned backup offering does not allow ad-hoc user backup",
                     ));
                 }
-                if req.quiesce.is_some() && !provider.info().capabilities.quiesce {
-                    return Err(BackupError::refused(format!(
-                        "Quiesce VM option is supported only by backup providers that can quiesce instances; {} cannot",
-                        provider.name()
-                    )));
-                }
+                rules::check_quiesce(provider.name(), &provider.info().capabilities, req.quiesce)?;
                 let interval: Option<String> = match req.schedule_id {
                     Some(id) => tx
                         .prepare_cached("SELECT interval_type FROM backup_schedules WHERE id = ?1")?
@@ -244,13 +239,7 @@ impl BackupService {
             })
             .await?;
         let provider = self.providers.for_zone(backup.zone_id, &backup.zone_uuid)?;
-        let chain = provider.info().capabilities.delete_granularity == DeleteGranularity::Chain;
-        if chain && !forced {
-            return Err(BackupError::refused(format!(
-                "Backup provider {} can only delete whole backup chains; pass forced=true to delete all backups of the Instance",
-                provider.name()
-            )));
-        }
+        let chain = rules::check_delete(provider.name(), &provider.info().capabilities, forced)?;
         let this = self.clone();
         let caller = caller.clone();
         let uuid = backup.uuid.clone();

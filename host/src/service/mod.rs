@@ -24,6 +24,7 @@ pub mod providers;
 mod recovery;
 mod restore;
 mod resume;
+pub mod rules;
 mod schedules;
 
 use std::future::Future;

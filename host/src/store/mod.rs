@@ -304,7 +304,8 @@ mod tests {
                 Ok(v)
             })
             .unwrap();
-        assert_eq!(versions, vec![1]);
+        let expected: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, expected);
     }
 
     #[test]

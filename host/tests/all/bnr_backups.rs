@@ -32,7 +32,10 @@ async fn create_backup_answers_id_and_jobid_and_the_backup_ends_backed_up() {
     assert_eq!(b["isbackupvmexpunged"], false);
     assert!(b["externalid"].as_str().unwrap().starts_with("dummy-"));
     let name = b["name"].as_str().unwrap();
-    assert!(name.starts_with("web01-") && name.ends_with("+0000"), "{name}");
+    assert!(
+        name.starts_with("web01-") && name.ends_with("+0000"),
+        "{name}"
+    );
     // `volumes` is a JSON string (CloudStack's Gson field names), sorted by device id.
     let volumes: serde_json::Value = serde_json::from_str(b["volumes"].as_str().unwrap()).unwrap();
     let volumes = volumes.as_array().unwrap();
@@ -47,7 +50,10 @@ async fn create_backup_answers_id_and_jobid_and_the_backup_ends_backed_up() {
     assert!(b.get("vmdetails").is_none());
 
     let with = user
-        .call("listBackups", &[("id", &backup_id), ("listvmdetails", "true")])
+        .call(
+            "listBackups",
+            &[("id", &backup_id), ("listvmdetails", "true")],
+        )
         .await;
     let details = &with.ok("listBackups")["backup"][0]["vmdetails"];
     assert_eq!(details["serviceofferingid"], vm["serviceofferingid"]);
@@ -65,26 +71,44 @@ async fn names_descriptions_and_refusals_of_create_backup() {
     let gold = import(&s, "gold-policy", "Gold", true).await;
     let user = s.client(s.create_user("noah", "User", None).await);
     let vm = vm(&s, &user, "named", false).await;
-    let r = user.call("createBackup", &[("virtualmachineid", &id(&vm))]).await;
+    let r = user
+        .call("createBackup", &[("virtualmachineid", &id(&vm))])
+        .await;
     assert_eq!(
         r.err("createBackup", 530),
         "VM has not backup offering configured, cannot create backup before assigning it to a backup offering"
     );
     assign(&user, &id(&vm), &id(&gold)).await;
-    let (bid, done) = create_backup(&user, &id(&vm), &[("name", "nightly"), ("description", "before upgrade")]).await;
+    let (bid, done) = create_backup(
+        &user,
+        &id(&vm),
+        &[("name", "nightly"), ("description", "before upgrade")],
+    )
+    .await;
     job_ok(&done);
     let b = get_backup(&user, &bid).await;
-    assert_eq!((b["name"].as_str(), b["description"].as_str()), (Some("nightly"), Some("before upgrade")));
+    assert_eq!(
+        (b["name"].as_str(), b["description"].as_str()),
+        (Some("nightly"), Some("before upgrade"))
+    );
     let r = user
-        .call("createBackup", &[("virtualmachineid", &id(&vm)), ("quiescevm", "false")])
+        .call(
+            "createBackup",
+            &[("virtualmachineid", &id(&vm)), ("quiescevm", "false")],
+        )
         .await;
     let text = r.err("createBackup", 530);
-    assert!(text.starts_with("Quiesce VM option is supported only"), "{text}");
+    assert!(
+        text.starts_with("Quiesce VM option is supported only"),
+        "{text}"
+    );
     let r = user.call("createBackup", &[]).await;
     let text = r.err("createBackup", 431);
     assert!(text.contains("virtualmachineid"), "{text}");
     let other = s.client(s.create_user("olga", "User", None).await);
-    let r = other.call("createBackup", &[("virtualmachineid", &id(&vm))]).await;
+    let r = other
+        .call("createBackup", &[("virtualmachineid", &id(&vm))])
+        .await;
     r.err("createBackup", 530);
     // Refusals leave nothing behind.
     let listed = s.admin().call("listBackups", &[("listall", "true")]).await;
@@ -98,14 +122,19 @@ async fn sla_offerings_refuse_ad_hoc_backups_of_users_but_not_of_root_admins() {
     let user = s.client(s.create_user("pat", "User", None).await);
     let vm = vm(&s, &user, "sla-vm", false).await;
     assign(&user, &id(&vm), &id(&sla)).await;
-    let r = user.call("createBackup", &[("virtualmachineid", &id(&vm))]).await;
+    let r = user
+        .call("createBackup", &[("virtualmachineid", &id(&vm))])
+        .await;
     assert_eq!(
         r.err("createBackup", 530),
         "The assigned backup offering does not allow ad-hoc user backup"
     );
     let b = backup(&s.admin(), &id(&vm)).await;
     assert_eq!(b["status"], "BackedUp");
-    assert_eq!(b["account"], "pat", "the owner of a backup is the VM's owner");
+    assert_eq!(
+        b["account"], "pat",
+        "the owner of a backup is the VM's owner"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +159,9 @@ async fn two_accounts_cannot_see_each_others_backups() {
         }
         let r = client.call("listBackups", &[("id", &id(theirs))]).await;
         assert_eq!(*r.ok("listBackups"), json!({}));
-        let r = client.call("listBackups", &[("virtualmachineid", &id(their_vm))]).await;
+        let r = client
+            .call("listBackups", &[("virtualmachineid", &id(their_vm))])
+            .await;
         r.err("listBackups", 530);
         let r = client.call("deleteBackup", &[("id", &id(theirs))]).await;
         r.err("deleteBackup", 530);
@@ -140,7 +171,11 @@ async fn two_accounts_cannot_see_each_others_backups() {
     let all = s.admin().call("listBackups", &[("listall", "true")]).await;
     assert_eq!(all.ok("listBackups")["count"], 2);
     let own = s.admin().call("listBackups", &[]).await;
-    assert_eq!(*own.ok("listBackups"), json!({}), "without listall an admin sees its own");
+    assert_eq!(
+        *own.ok("listBackups"),
+        json!({}),
+        "without listall an admin sees its own"
+    );
 }
 
 #[tokio::test]
@@ -164,24 +199,64 @@ async fn list_backups_filters_pages_and_counts_exactly() {
 
     let count = |r: Resp| r.ok("listBackups")["count"].as_i64().unwrap_or(0);
     assert_eq!(count(user.call("listBackups", &[]).await), 4);
-    assert_eq!(count(user.call("listBackups", &[("virtualmachineid", &id(&v1))]).await), 3);
-    assert_eq!(count(user.call("listBackups", &[("backupofferingid", &id(&silver))]).await), 1);
-    assert_eq!(count(user.call("listBackups", &[("zoneid", &s.zone_id)]).await), 4);
+    assert_eq!(
+        count(
+            user.call("listBackups", &[("virtualmachineid", &id(&v1))])
+                .await
+        ),
+        3
+    );
+    assert_eq!(
+        count(
+            user.call("listBackups", &[("backupofferingid", &id(&silver))])
+                .await
+        ),
+        1
+    );
+    assert_eq!(
+        count(user.call("listBackups", &[("zoneid", &s.zone_id)]).await),
+        4
+    );
     assert_eq!(count(user.call("listBackups", &[("name", "a-1")]).await), 1);
-    assert_eq!(count(user.call("listBackups", &[("name", "a-")]).await), 0, "name is exact");
-    assert_eq!(count(user.call("listBackups", &[("keyword", "A-")]).await), 3, "keyword: backup name");
-    assert_eq!(count(user.call("listBackups", &[("keyword", "bet")]).await), 1, "keyword: VM name");
-    let page = user.call("listBackups", &[("page", "2"), ("pagesize", "2")]).await;
+    assert_eq!(
+        count(user.call("listBackups", &[("name", "a-")]).await),
+        0,
+        "name is exact"
+    );
+    assert_eq!(
+        count(user.call("listBackups", &[("keyword", "A-")]).await),
+        3,
+        "keyword: backup name"
+    );
+    assert_eq!(
+        count(user.call("listBackups", &[("keyword", "bet")]).await),
+        1,
+        "keyword: VM name"
+    );
+    let page = user
+        .call("listBackups", &[("page", "2"), ("pagesize", "2")])
+        .await;
     let inner = page.ok("listBackups");
     assert_eq!(inner["count"], 4, "count is the total, not the page");
-    let got: Vec<&str> = items(inner, "backup").iter().map(|b| b["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = items(inner, "backup")
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[2].as_str(), b2.as_str()]);
-    let beyond = user.call("listBackups", &[("page", "9"), ("pagesize", "2")]).await;
+    let beyond = user
+        .call("listBackups", &[("page", "9"), ("pagesize", "2")])
+        .await;
     assert_eq!(*beyond.ok("listBackups"), json!({"count": 4}));
 
     job_ok(&user.call_async("deleteBackup", &[("id", &ids[0])]).await);
     assert_eq!(count(user.call("listBackups", &[]).await), 3);
-    assert_eq!(count(user.call("listBackups", &[("backupofferingid", &id(&gold))]).await), 2);
+    assert_eq!(
+        count(
+            user.call("listBackups", &[("backupofferingid", &id(&gold))])
+                .await
+        ),
+        2
+    );
     let r = user.call("deleteBackup", &[("id", &ids[0])]).await;
     r.err("deleteBackup", 530);
     let events = user.call("listEvents", &[("type", "BACKUP.DELETE")]).await;
@@ -191,7 +266,13 @@ async fn list_backups_filters_pages_and_counts_exactly() {
 #[tokio::test]
 async fn a_provider_failure_marks_the_backup_error_with_the_reason() {
     let s = start(Installed::DummyAndScripted).await;
-    set_config(&s, "backup.framework.provider.plugin", "scripted", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&s.zone_id),
+    )
+    .await;
     let gold = import(&s, "gold-policy", "Gold", true).await;
     assert_eq!(gold["provider"], "scripted");
     let user = s.client(s.create_user("ray", "User", None).await);
@@ -201,29 +282,54 @@ async fn a_provider_failure_marks_the_backup_error_with_the_reason() {
     let (bid, done) = create_backup(&user, &id(&vm), &[]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
-    assert!(text.starts_with("Backup provider scripted failed:"), "{text}");
+    assert!(
+        text.starts_with("Backup provider scripted failed:"),
+        "{text}"
+    );
     assert!(text.contains("failed on purpose"), "{text}");
     let b = get_backup(&user, &bid).await;
     assert_eq!(b["status"], "Error");
     assert!(b.get("externalid").is_none());
-    let errors = user.call("listEvents", &[("type", "BACKUP.CREATE"), ("level", "ERROR")]).await;
+    let errors = user
+        .call(
+            "listEvents",
+            &[("type", "BACKUP.CREATE"), ("level", "ERROR")],
+        )
+        .await;
     assert_eq!(errors.ok("listEvents")["count"], 1);
     // An Error backup had nothing stored on the provider: it is deleted without asking it.
     job_ok(&user.call_async("deleteBackup", &[("id", &bid)]).await);
 
     set_config(&s, "scripted.mode", "outage", Some(&s.zone_id)).await;
     let r = user
-        .call("assignVirtualMachineToBackupOffering", &[("virtualmachineid", &id(&vm)), ("backupofferingid", &id(&gold))])
+        .call(
+            "assignVirtualMachineToBackupOffering",
+            &[
+                ("virtualmachineid", &id(&vm)),
+                ("backupofferingid", &id(&gold)),
+            ],
+        )
         .await;
     r.err("assignVirtualMachineToBackupOffering", 530);
     let done = user
-        .call_async("removeVirtualMachineFromBackupOffering", &[("virtualmachineid", &id(&vm))])
+        .call_async(
+            "removeVirtualMachineFromBackupOffering",
+            &[("virtualmachineid", &id(&vm))],
+        )
         .await;
     let (_, text) = job_error(&done);
-    assert!(text.starts_with("Failed to remove Instance from backup offering: Backup provider scripted failed"), "{text}");
+    assert!(
+        text.starts_with(
+            "Failed to remove Instance from backup offering: Backup provider scripted failed"
+        ),
+        "{text}"
+    );
     job_ok(
         &user
-            .call_async("removeVirtualMachineFromBackupOffering", &[("virtualmachineid", &id(&vm)), ("forced", "true")])
+            .call_async(
+                "removeVirtualMachineFromBackupOffering",
+                &[("virtualmachineid", &id(&vm)), ("forced", "true")],
+            )
             .await,
     );
 }
@@ -237,12 +343,21 @@ async fn delete_backup_uses_the_zones_current_provider() {
     assign(&user, &id(&vm), &id(&gold)).await;
     let b = backup(&user, &id(&vm)).await;
     // The zone now runs `scripted`, which is in an outage: the dummy backup cannot be deleted.
-    set_config(&s, "backup.framework.provider.plugin", "scripted", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&s.zone_id),
+    )
+    .await;
     set_config(&s, "scripted.mode", "outage", Some(&s.zone_id)).await;
     let done = user.call_async("deleteBackup", &[("id", &id(&b))]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
-    assert!(text.starts_with("Failed to delete the backup: Backup provider scripted failed"), "{text}");
+    assert!(
+        text.starts_with("Failed to delete the backup: Backup provider scripted failed"),
+        "{text}"
+    );
     assert_eq!(get_backup(&user, &id(&b)).await["status"], "BackedUp");
     set_config(&s, "scripted.mode", "ok", Some(&s.zone_id)).await;
     job_ok(&user.call_async("deleteBackup", &[("id", &id(&b))]).await);

@@ -16,9 +16,15 @@ async fn list_backup_providers_shows_the_installed_components() {
     assert_eq!(names, ["dummy", "scripted"]);
     assert_eq!(inner["providers"][0]["description"], "Dummy Backup Plugin");
 
-    let only = s.admin().call("listBackupProviders", &[("name", "dummy")]).await;
+    let only = s
+        .admin()
+        .call("listBackupProviders", &[("name", "dummy")])
+        .await;
     assert_eq!(only.ok("listBackupProviders")["count"], 1);
-    let none = s.admin().call("listBackupProviders", &[("name", "veeam")]).await;
+    let none = s
+        .admin()
+        .call("listBackupProviders", &[("name", "veeam")])
+        .await;
     assert_eq!(*none.ok("listBackupProviders"), serde_json::json!({}));
 }
 
@@ -26,8 +32,15 @@ async fn list_backup_providers_shows_the_installed_components() {
 async fn provider_administration_is_root_admin_only() {
     let s = start(Installed::Dummy).await;
     let user = s.client(s.create_user("bob", "User", None).await);
-    for cmd in ["listBackupProviders", "listBackupProviderOfferings", "importBackupOffering"] {
-        let text = user.call(cmd, &[("zoneid", &s.zone_id)]).await.err(cmd, 401);
+    for cmd in [
+        "listBackupProviders",
+        "listBackupProviderOfferings",
+        "importBackupOffering",
+    ] {
+        let text = user
+            .call(cmd, &[("zoneid", &s.zone_id)])
+            .await
+            .err(cmd, 401);
         assert!(text.contains(cmd), "{text}");
     }
 }
@@ -66,17 +79,29 @@ async fn a_zone_with_the_framework_disabled_refuses_backup_operations() {
     let user = s.client(s.create_user("carol", "User", None).await);
     let vm = vm(&s, &user, "gated", false).await;
     let r = user
-        .call("createBackupSchedule", &[
-            ("virtualmachineid", &id(&vm)),
-            ("intervaltype", "DAILY"),
-            ("schedule", "00:01"),
-            ("timezone", "UTC"),
-        ])
+        .call(
+            "createBackupSchedule",
+            &[
+                ("virtualmachineid", &id(&vm)),
+                ("intervaltype", "DAILY"),
+                ("schedule", "00:01"),
+                ("timezone", "UTC"),
+            ],
+        )
         .await;
-    assert_eq!(r.err("createBackupSchedule", 530), "Backup and Recovery feature is disabled for the zone");
+    assert_eq!(
+        r.err("createBackupSchedule", 530),
+        "Backup and Recovery feature is disabled for the zone"
+    );
     // Listing offerings and providers is not gated.
-    s.admin().call("listBackupOfferings", &[]).await.ok("listBackupOfferings");
-    s.admin().call("listBackupProviders", &[]).await.ok("listBackupProviders");
+    s.admin()
+        .call("listBackupOfferings", &[])
+        .await
+        .ok("listBackupOfferings");
+    s.admin()
+        .call("listBackupProviders", &[])
+        .await
+        .ok("listBackupProviders");
 
     set_config(&s, "backup.framework.enabled", "true", Some(&s.zone_id)).await;
     s.admin()
@@ -103,8 +128,15 @@ async fn the_b_and_r_commands_exist_only_when_the_framework_was_enabled_at_start
     let r = restarted.admin().call("listBackups", &[]).await;
     assert_eq!(r.status, 432, "{}", r.text);
     assert_eq!(r.json["errorresponse"]["errorcode"], 432);
-    let apis = restarted.admin().call("listApis", &[("name", "listBackups")]).await;
-    assert_ne!(apis.status, 200, "listApis must not know listBackups: {}", apis.text);
+    let apis = restarted
+        .admin()
+        .call("listApis", &[("name", "listBackups")])
+        .await;
+    assert_ne!(
+        apis.status, 200,
+        "listApis must not know listBackups: {}",
+        apis.text
+    );
 }
 
 #[tokio::test]
@@ -112,27 +144,42 @@ async fn the_plugin_setting_only_accepts_installed_providers() {
     let s = start(Installed::DummyAndScripted).await;
     let r = s
         .admin()
-        .call("updateConfiguration", &[
-            ("name", "backup.framework.provider.plugin"),
-            ("value", "veeam"),
-            ("zoneid", &s.zone_id),
-        ])
+        .call(
+            "updateConfiguration",
+            &[
+                ("name", "backup.framework.provider.plugin"),
+                ("value", "veeam"),
+                ("zoneid", &s.zone_id),
+            ],
+        )
         .await;
     let text = r.err("updateConfiguration", 431);
     assert!(text.contains("'veeam' is not installed"), "{text}");
     assert!(text.contains("dummy, scripted"), "{text}");
     let r = s
         .admin()
-        .call("updateConfiguration", &[("name", "backup.framework.provider.plugin"), ("value", "")])
+        .call(
+            "updateConfiguration",
+            &[("name", "backup.framework.provider.plugin"), ("value", "")],
+        )
         .await;
     r.err("updateConfiguration", 431);
 
-    set_config(&s, "backup.framework.provider.plugin", "scripted", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = s
         .admin()
         .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
         .await;
-    assert_eq!(r.ok("listBackupProviderOfferings")["backupoffering"][0]["provider"], "scripted");
+    assert_eq!(
+        r.ok("listBackupProviderOfferings")["backupoffering"][0]["provider"],
+        "scripted"
+    );
 }
 
 #[tokio::test]
@@ -140,21 +187,33 @@ async fn provider_settings_are_zone_scoped_configurations() {
     let s = start(Installed::DummyAndScripted).await;
     let r = s
         .admin()
-        .call("listConfigurations", &[("name", "scripted."), ("zoneid", &s.zone_id)])
+        .call(
+            "listConfigurations",
+            &[("name", "scripted."), ("zoneid", &s.zone_id)],
+        )
         .await;
     let inner = r.ok("listConfigurations");
     let names: Vec<&str> = items(inner, "configuration")
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["scripted.mode", "scripted.op-seconds", "scripted.restore-points"]);
+    for declared in ["scripted.mode", "scripted.op-seconds", "scripted.restore-points"] {
+        assert!(names.contains(&declared), "{declared} missing from {names:?}");
+    }
     let mode = items(inner, "configuration")[0];
     assert_eq!(mode["value"], "ok");
     assert_eq!(mode["scope"], "zone");
     set_config(&s, "scripted.op-seconds", "7", Some(&s.zone_id)).await;
     let r = s
         .admin()
-        .call("updateConfiguration", &[("name", "scripted.op-seconds"), ("value", "soon"), ("zoneid", &s.zone_id)])
+        .call(
+            "updateConfiguration",
+            &[
+                ("name", "scripted.op-seconds"),
+                ("value", "soon"),
+                ("zoneid", &s.zone_id),
+            ],
+        )
         .await;
     r.err("updateConfiguration", 431);
 }

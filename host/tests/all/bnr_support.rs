@@ -21,6 +21,7 @@ struct Components {
     runtime: Arc<Runtime>,
     dummy: Arc<Provider>,
     scripted: Arc<Provider>,
+    hostile: Arc<Provider>,
     _cache: tempfile::TempDir,
 }
 
@@ -37,7 +38,15 @@ pub fn dummy_wasm() -> PathBuf {
 }
 
 pub fn scripted_wasm() -> PathBuf {
-    target_dir().join("fixtures").join("bnr_fixture_scripted.wasm")
+    target_dir()
+        .join("fixtures")
+        .join("bnr_fixture_scripted.wasm")
+}
+
+pub fn hostile_wasm() -> PathBuf {
+    target_dir()
+        .join("fixtures")
+        .join("bnr_fixture_hostile.wasm")
 }
 
 fn components() -> &'static Components {
@@ -47,12 +56,16 @@ fn components() -> &'static Components {
         let runtime = Runtime::new(RuntimeConfig::new(cache.path())).expect("runtime");
         let load = |p: PathBuf| {
             runtime.load_file(&p).unwrap_or_else(|e| {
-                panic!("{}: {e} (build the components with `cargo xtask plugins`)", p.display())
+                panic!(
+                    "{}: {e} (build the components with `cargo xtask plugins`)",
+                    p.display()
+                )
             })
         };
         Components {
             dummy: load(dummy_wasm()),
             scripted: load(scripted_wasm()),
+            hostile: load(hostile_wasm()),
             runtime: runtime.clone(),
             _cache: cache,
         }
@@ -66,6 +79,8 @@ pub enum Installed {
     Dummy,
     /// `dummy` and the `scripted` fixture.
     DummyAndScripted,
+    /// `dummy` and the `hostile` fixture (a provider without capabilities in mode `ok`).
+    DummyAndHostile,
     /// None at all.
     Nothing,
 }
@@ -81,11 +96,19 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
     let catalog = Arc::new(Catalog::new());
     let runtime = match installed {
         Installed::Nothing => None,
-        Installed::Dummy | Installed::DummyAndScripted => {
-            let c = tokio::task::spawn_blocking(components).await.expect("components");
+        Installed::Dummy | Installed::DummyAndScripted | Installed::DummyAndHostile => {
+            let c = tokio::task::spawn_blocking(components)
+                .await
+                .expect("components");
             catalog.insert(c.dummy.clone());
-            if matches!(installed, Installed::DummyAndScripted) {
-                catalog.insert(c.scripted.clone());
+            match installed {
+                Installed::DummyAndScripted => {
+                    catalog.insert(c.scripted.clone());
+                }
+                Installed::DummyAndHostile => {
+                    catalog.insert(c.hostile.clone());
+                }
+                _ => {}
             }
             Some(c.runtime.clone())
         }
@@ -94,16 +117,22 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
     };
-    let (state, boot) = prepare_with(dir.path(), &opts, ProviderSource::Loaded { runtime, catalog })
-        .await
-        .expect("server start");
+    let (state, boot) = prepare_with(
+        dir.path(),
+        &opts,
+        ProviderSource::Loaded { runtime, catalog },
+    )
+    .await
+    .expect("server start");
     let zone_id = match boot {
         Some(b) => b.zone_uuid,
         None => state
             .store()
             .read(|c| {
-                c.query_row("SELECT uuid FROM zones WHERE name = 'zone1'", [], |r| r.get(0))
-                    .map_err(bnr::store::StoreError::from)
+                c.query_row("SELECT uuid FROM zones WHERE name = 'zone1'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(bnr::store::StoreError::from)
             })
             .await
             .expect("zone1"),
@@ -140,7 +169,10 @@ pub async fn set_config(s: &TestServer, name: &str, value: &str, zone: Option<&s
     if let Some(z) = zone {
         p.push(("zoneid", z));
     }
-    s.admin().call("updateConfiguration", &p).await.ok("updateConfiguration");
+    s.admin()
+        .call("updateConfiguration", &p)
+        .await
+        .ok("updateConfiguration");
 }
 
 /// The zone provider's policy `external_id` imported as an offering named `name`.
@@ -154,7 +186,10 @@ pub async fn import(s: &TestServer, external_id: &str, name: &str, user_driven: 
                 ("externalid", external_id),
                 ("name", name),
                 ("description", &format!("{name} description")),
-                ("allowuserdrivenbackups", if user_driven { "true" } else { "false" }),
+                (
+                    "allowuserdrivenbackups",
+                    if user_driven { "true" } else { "false" },
+                ),
             ],
         )
         .await;
@@ -186,12 +221,19 @@ pub async fn assign(client: &Client<'_>, vm: &str, offering: &str) {
 }
 
 /// createBackup to completion; returns (backup id from the first answer, final job result).
-pub async fn create_backup(client: &Client<'_>, vm: &str, extra: &[(&str, &str)]) -> (String, Value) {
+pub async fn create_backup(
+    client: &Client<'_>,
+    vm: &str,
+    extra: &[(&str, &str)],
+) -> (String, Value) {
     let mut p = vec![("virtualmachineid", vm)];
     p.extend_from_slice(extra);
     let r = client.call("createBackup", &p).await;
     let first = r.ok("createBackup");
-    let backup = first["id"].as_str().expect("create-style answer has id").to_string();
+    let backup = first["id"]
+        .as_str()
+        .expect("create-style answer has id")
+        .to_string();
     let jobid = first["jobid"].as_str().expect("jobid").to_string();
     client.server.wait_job(&jobid).await;
     let done = client
@@ -210,7 +252,9 @@ pub async fn backup(client: &Client<'_>, vm: &str) -> Value {
 }
 
 pub async fn get_backup(client: &Client<'_>, id: &str) -> Value {
-    let r = client.call("listBackups", &[("id", id), ("listall", "true")]).await;
+    let r = client
+        .call("listBackups", &[("id", id), ("listall", "true")])
+        .await;
     r.ok("listBackups")["backup"][0].clone()
 }
 

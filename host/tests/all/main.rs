@@ -1,11 +1,18 @@
 //! One integration-test binary; each module is one area.
+mod support;
 mod support_api;
 
+mod runtime;
+mod runtime_cache;
+mod runtime_cli;
+mod runtime_hostile;
+mod runtime_swap;
 mod server_auth;
 mod server_config;
 mod server_envelopes;
 mod server_garbage;
 mod server_inventory;
+mod server_inventory_lifecycle;
 mod server_jobs;
 mod server_socket;
 
@@ -14,7 +21,9 @@ mod bnr_support;
 mod bnr_assign;
 mod bnr_backups;
 mod bnr_offerings;
+mod bnr_operations;
 mod bnr_providers;
+mod bnr_restore;
 mod bnr_schedules;
 
 mod sched_support;

@@ -1,12 +1,18 @@
 //! Zones, offerings, templates, instances and volumes of the simulated cloud.
 
+use std::sync::Arc;
+
 use crate::api::registry::{
-    ADMIN_ONLY, ALL_ROLES, AsyncStart, Command, Ctx, Entity, Param, Registry, RegistryError,
+    ADMIN_ONLY, ADMINS, ALL_ROLES, AsyncStart, Command, Ctx, Entity, Param, Registry, RegistryError,
 };
 use crate::api::{ApiError, ApiResult, Obj};
+use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
 use crate::identity::{self, Caller, ListScope, Role};
 use crate::inventory::vm::{self, VmEvent};
-use crate::inventory::{self, DeployRequest, Vm, VmFilter, VmState, Volume, VolumeFilter};
+use crate::inventory::volume::{self, NewVolume};
+use crate::inventory::{
+    self, DeployRequest, ExpungeGuard, Vm, VmFilter, VmState, Volume, VolumeFilter, lifecycle,
+};
 use crate::store::events::{self, NewEvent};
 use crate::store::{OpError, Store};
 
@@ -314,6 +320,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .handler(|ctx| async move {
                 let (caller, sp, page) = (ctx.caller.clone(), ctx.scope_params(), ctx.page());
                 let filter = VmFilter {
+                    hide_destroyed: caller.role == Role::User,
                     id: ctx.id("id"),
                     zone_id: ctx.id("zoneid"),
                     name: ctx.str("name").map(str::to_string),
@@ -356,15 +363,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             )
             .list_params()
             .scope_params()
-            .field("id", "string", "ID of the disk volume")
-            .field("name", "string", "name of the disk volume")
-            .field(
-                "type",
-                "string",
-                "type of the disk volume (ROOT or DATADISK)",
-            )
-            .field("size", "long", "size of the disk volume")
-            .field("virtualmachineid", "string", "id of the virtual machine")
+            .volume_fields()
             .handler(|ctx| async move {
                 let (caller, sp, page) = (ctx.caller.clone(), ctx.scope_params(), ctx.page());
                 let filter = VolumeFilter {
@@ -385,7 +384,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .await?;
                 Ok(ApiResult::list(listed.map(|v| volume_obj(&v, &caller))))
             }),
-    )
+    )?;
+    register_vm_lifecycle(r)?;
+    register_volume_commands(r)
 }
 
 trait VmFields {
@@ -486,6 +487,9 @@ async fn power(ctx: Ctx, event: VmEvent) -> Result<AsyncStart, ApiError> {
             Ok::<_, OpError>(vm)
         })
         .await?;
+    if vm.removed.is_some() {
+        return Err(vm_not_found(&vm));
+    }
     let uuid = vm.uuid.clone();
     let (already, event_type, text) = match event {
         VmEvent::StartRequested => (VmState::Running, "VM.START", "Successfully started VM"),
@@ -591,8 +595,395 @@ pub fn volume_obj(v: &Volume, caller: &Caller) -> Obj {
             .str("vmdisplayname", &vm.display_name)
             .str("vmstate", &vm.state);
     }
-    if caller.is_root_admin() {
+    if caller.is_root_admin() && !v.path.is_empty() {
         o = o.str("path", &v.path);
     }
     o
+}
+
+/// Text of CloudStack's "no such VM" for an expunged (soft-deleted) VM.
+fn vm_not_found(vm: &Vm) -> ApiError {
+    ApiError::param(format!(
+        "Unable to find a virtual machine with id {}",
+        vm.uuid
+    ))
+}
+
+/// The VM a uuid parameter names, after the caller's access check (531); 431 when expunged.
+async fn accessible_vm(ctx: &Ctx, param: &str) -> Result<Vm, ApiError> {
+    let vm_id = ctx.req_id(param)?;
+    let caller = ctx.caller.clone();
+    let vm = ctx
+        .state
+        .store()
+        .read(move |c| {
+            let vm = vm::get_vm(c, vm_id)?;
+            caller.check_access(c, vm.account_id, vm.domain_id, "the virtual machine")?;
+            Ok::<_, OpError>(vm)
+        })
+        .await?;
+    if vm.removed.is_some() {
+        return Err(vm_not_found(&vm));
+    }
+    Ok(vm)
+}
+
+/// The volume with internal id `volume_id`, after the caller's access check (531); 431 when
+/// deleted.
+async fn accessible_volume(ctx: &Ctx, volume_id: i64) -> Result<Volume, ApiError> {
+    let caller = ctx.caller.clone();
+    let vol = ctx
+        .state
+        .store()
+        .read(move |c| {
+            let vol = volume::get_volume(c, volume_id)?;
+            caller.check_access(c, vol.account_id, vol.domain_id, "the volume")?;
+            Ok::<_, OpError>(vol)
+        })
+        .await?;
+    if vol.removed.is_some() {
+        return Err(ApiError::param(format!(
+            "Unable to find volume with ID: {}",
+            vol.uuid
+        )));
+    }
+    Ok(vol)
+}
+
+/// Runs the registered B&R expunge guard, if any (spec §3.10).
+async fn run_expunge_guard(
+    guard: Option<Arc<dyn ExpungeGuard>>,
+    caller: &Caller,
+    vm_id: i64,
+) -> Result<(), ApiError> {
+    if let Some(guard) = guard {
+        guard.before_expunge(caller, vm_id).await?;
+    }
+    Ok(())
+}
+
+fn register_vm_lifecycle(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(
+        Command::asynchronous("destroyVirtualMachine")
+            .describe("Destroys a virtual machine. Once destroyed, only the administrator can recover it.")
+            .since("1.0.0")
+            .roles(ALL_ROLES)
+            .object("virtualmachine")
+            .param(Param::uuid("id", Entity::VM).required().desc("The ID of the virtual machine").related("listVirtualMachines"))
+            .param(Param::boolean("expunge").desc("If true is passed, the vm is expunged immediately. False by default.").since("4.2.1"))
+            .vm_fields()
+            .async_handler(|ctx| async move {
+                let expunge = ctx.bool_or("expunge", false);
+                if expunge && ctx.caller.role == Role::User {
+                    return Err(ApiError::permission(
+                        "Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set.",
+                    ));
+                }
+                let vm = accessible_vm(&ctx, "id").await?;
+                let (vm_id, uuid) = (vm.id, vm.uuid.clone());
+                let guard = ctx.state.ext::<Arc<dyn ExpungeGuard>>().cloned();
+                let store = ctx.state.store().clone();
+                let caller = ctx.caller.clone();
+                Ok(AsyncStart::new(async move {
+                    if expunge {
+                        // Refuse a VM in a transitional state before the guard changes anything.
+                        let current = store.read(move |c| vm::get_vm(c, vm_id)).await?;
+                        lifecycle::check_destroy(&current)?;
+                        run_expunge_guard(guard, &caller, vm_id).await?;
+                    }
+                    let c2 = caller.clone();
+                    let vm = store
+                        .write(move |tx| {
+                            let vm = lifecycle::destroy(tx, &c2, vm_id)?;
+                            if expunge {
+                                lifecycle::expunge(tx, &c2, vm_id)
+                            } else {
+                                Ok(vm)
+                            }
+                        })
+                        .await?;
+                    Ok(ApiResult::Object(vm_obj(&vm, &caller)))
+                })
+                .instance("VirtualMachine", &uuid))
+            }),
+    )?;
+    r.register(
+        Command::sync("recoverVirtualMachine")
+            .describe("Recovers a virtual machine.")
+            .since("1.0.0")
+            .roles(ADMINS)
+            .object("virtualmachine")
+            .param(
+                Param::uuid("id", Entity::VM)
+                    .required()
+                    .desc("The ID of the virtual machine")
+                    .related("listVirtualMachines"),
+            )
+            .vm_fields()
+            .handler(|ctx| async move {
+                let vm_id = ctx.req_id("id")?;
+                let caller = ctx.caller.clone();
+                let c2 = caller.clone();
+                let vm = ctx
+                    .state
+                    .store()
+                    .write(move |tx| {
+                        let vm = vm::get_vm(tx, vm_id)?;
+                        c2.check_access(tx, vm.account_id, vm.domain_id, "the virtual machine")?;
+                        lifecycle::recover(tx, &c2, vm_id)
+                    })
+                    .await?;
+                Ok(ApiResult::Object(vm_obj(&vm, &caller)))
+            }),
+    )?;
+    r.register(
+        Command::asynchronous("expungeVirtualMachine")
+            .describe("Expunge a virtual machine. Once expunged, it cannot be recovered.")
+            .since("4.2.0")
+            .roles(ADMINS)
+            .object("success")
+            .param(
+                Param::uuid("id", Entity::VM)
+                    .required()
+                    .desc("The ID of the virtual machine")
+                    .related("listVirtualMachines"),
+            )
+            .field(
+                "success",
+                "boolean",
+                "true if operation is executed successfully",
+            )
+            .field(
+                "displaytext",
+                "string",
+                "any text associated with the success or failure",
+            )
+            .async_handler(|ctx| async move {
+                let vm_id = ctx.req_id("id")?;
+                let caller = ctx.caller.clone();
+                let c2 = caller.clone();
+                // An already expunged VM is a no-op success, as in CloudStack.
+                let vm = ctx
+                    .state
+                    .store()
+                    .read(move |c| {
+                        let vm = vm::get_vm(c, vm_id)?;
+                        c2.check_access(c, vm.account_id, vm.domain_id, "the virtual machine")?;
+                        Ok::<_, OpError>(vm)
+                    })
+                    .await?;
+                let uuid = vm.uuid.clone();
+                let guard = ctx.state.ext::<Arc<dyn ExpungeGuard>>().cloned();
+                let store = ctx.state.store().clone();
+                Ok(AsyncStart::new(async move {
+                    let current = store.read(move |c| vm::get_vm(c, vm_id)).await?;
+                    if !lifecycle::check_expunge(&current)? {
+                        return Ok(ApiResult::success());
+                    }
+                    run_expunge_guard(guard, &caller, vm_id).await?;
+                    store
+                        .write(move |tx| lifecycle::expunge(tx, &caller, vm_id))
+                        .await?;
+                    Ok(ApiResult::success())
+                })
+                .instance("VirtualMachine", &uuid))
+            }),
+    )
+}
+
+trait VolumeFields {
+    fn volume_fields(self) -> Self;
+}
+
+impl VolumeFields for Command {
+    fn volume_fields(self) -> Self {
+        self.field("id", "string", "ID of the disk volume")
+            .field("name", "string", "name of the disk volume")
+            .field("type", "string", "type of the disk volume (ROOT or DATADISK)")
+            .field("size", "long", "size of the disk volume")
+            .field("state", "string", "the state of the disk volume")
+            .field("virtualmachineid", "string", "id of the virtual machine")
+            .field("vmname", "string", "name of the virtual machine")
+            .field("deviceid", "long", "the ID of the device on user vm the volume is attached to. This tag is not returned when the volume is detached.")
+            .field("zoneid", "string", "ID of the availability zone")
+            .field("zonename", "string", "name of the availability zone")
+            .field("diskofferingid", "string", "ID of the disk offering")
+            .field("account", "string", "the account associated with the disk volume")
+            .field("domainid", "string", "the ID of the domain associated with the disk volume")
+            .field("domain", "string", "the domain associated with the disk volume")
+            .field("created", "date", "the date the disk volume was created")
+            .field("path", "string", "the path of the volume (root admins only)")
+    }
+}
+
+fn register_volume_commands(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(
+        Command::async_create("createVolume")
+            .describe("Creates a disk volume from a disk offering. This disk volume must still be attached to a virtual machine to make use of it.")
+            .since("1.0.0")
+            .roles(ALL_ROLES)
+            .object("volume")
+            .param(Param::string("name").desc("the name of the disk volume"))
+            .param(Param::uuid("diskofferingid", Entity::DISK_OFFERING).desc("the ID of the disk offering. Either diskOfferingId or size must be passed in.").related("listDiskOfferings"))
+            .param(Param::long("size").desc("Arbitrary volume size in GB, used when no disk offering is given"))
+            .param(Param::uuid("zoneid", Entity::ZONE).required().desc("the ID of the availability zone").related("listZones"))
+            .param(Param::string("account").desc("the account associated with the disk volume. Must be used with the domainId parameter."))
+            .param(Param::uuid("domainid", Entity::DOMAIN).desc("the domain ID associated with the disk offering. If used with the account parameter returns the disk volume associated with the account for the specified domain.").related("listDomains"))
+            .volume_fields()
+            .async_handler(|ctx| async move {
+                let caller = ctx.caller.clone();
+                let account = ctx.str("account").map(str::to_string);
+                let domain_id = ctx.id("domainid");
+                let mut req = NewVolume {
+                    name: ctx.str("name").map(str::to_string),
+                    account_id: caller.account_id,
+                    domain_id: caller.domain_id,
+                    zone_id: ctx.req_id("zoneid")?,
+                    disk_offering_id: ctx.id("diskofferingid"),
+                    size_gb: ctx.int("size"),
+                };
+                let store = ctx.state.store().clone();
+                let c2 = caller.clone();
+                let vol = store
+                    .write(move |tx| {
+                        if let Some((account_id, domain_id)) = owner_on_behalf(tx, &c2, account.as_deref(), domain_id)? {
+                            req.account_id = account_id;
+                            req.domain_id = domain_id;
+                        }
+                        volume::create(tx, &c2, &req)
+                    })
+                    .await?;
+                let (uuid, volume_id) = (vol.uuid.clone(), vol.id);
+                Ok(AsyncStart::new(async move {
+                    let vol = store.read(move |c| volume::get_volume(c, volume_id)).await?;
+                    Ok(ApiResult::Object(volume_obj(&vol, &caller)))
+                })
+                .created("Volume", &uuid))
+            }),
+    )?;
+    r.register(
+        Command::asynchronous("attachVolume")
+            .describe("Attaches a disk volume to a virtual machine.")
+            .since("1.0.0")
+            .roles(ALL_ROLES)
+            .object("volume")
+            .param(Param::uuid("id", Entity::VOLUME).required().desc("the ID of the disk volume").related("listVolumes"))
+            .param(Param::uuid("virtualmachineid", Entity::VM).required().desc("the ID of the virtual machine").related("listVirtualMachines"))
+            .param(Param::long("deviceid").desc("The ID of the device to map the volume to the guest OS. If no deviceID is informed, the next available deviceID will be chosen. Device 0 is the ROOT volume and 3 the CD-ROM."))
+            .volume_fields()
+            .async_handler(|ctx| async move {
+                let vol = accessible_volume(&ctx, ctx.req_id("id")?).await?;
+                let vm = accessible_vm(&ctx, "virtualmachineid").await?;
+                let device_id = ctx.int("deviceid");
+                let (volume_id, vm_id, uuid) = (vol.id, vm.id, vol.uuid.clone());
+                let store = ctx.state.store().clone();
+                let settings = ctx.state.settings().clone();
+                let caller = ctx.caller.clone();
+                Ok(AsyncStart::new(async move {
+                    let allowed = settings.get_bool(BACKUP_ATTACH_DETACH_VOLUMES, None);
+                    let c2 = caller.clone();
+                    let vol = store
+                        .write(move |tx| volume::attach(tx, &c2, volume_id, vm_id, device_id, allowed))
+                        .await?;
+                    Ok(ApiResult::Object(volume_obj(&vol, &caller)))
+                })
+                .instance("Volume", &uuid))
+            }),
+    )?;
+    r.register(
+        Command::asynchronous("detachVolume")
+            .describe("Detaches a disk volume from a virtual machine.")
+            .since("1.0.0")
+            .roles(ALL_ROLES)
+            .object("volume")
+            .param(
+                Param::uuid("id", Entity::VOLUME)
+                    .desc("the ID of the disk volume")
+                    .related("listVolumes"),
+            )
+            .param(
+                Param::uuid("virtualmachineid", Entity::VM)
+                    .desc("the ID of the virtual machine where the volume is detached from")
+                    .related("listVirtualMachines"),
+            )
+            .param(
+                Param::long("deviceid")
+                    .desc("the device ID on the virtual machine where volume is detached from"),
+            )
+            .volume_fields()
+            .async_handler(|ctx| async move {
+                let by_device = (ctx.id("virtualmachineid"), ctx.int("deviceid"));
+                let volume_id = match (ctx.id("id"), by_device) {
+                    (Some(id), (None, None)) => id,
+                    (None, (Some(vm_id), Some(device_id))) => {
+                        let vm = accessible_vm(&ctx, "virtualmachineid").await?;
+                        ctx.state
+                            .store()
+                            .read(move |c| volume::volume_at_device(c, vm_id, device_id))
+                            .await?
+                            .ok_or_else(|| {
+                                ApiError::param(format!(
+                                    "Unable to find volume with device id {device_id} on VM {}",
+                                    vm.uuid
+                                ))
+                            })?
+                    }
+                    _ => {
+                        return Err(ApiError::param(
+                            "Please provide either a volume id, or a tuple(device id, instance id)",
+                        ));
+                    }
+                };
+                let vol = accessible_volume(&ctx, volume_id).await?;
+                let uuid = vol.uuid.clone();
+                let store = ctx.state.store().clone();
+                let settings = ctx.state.settings().clone();
+                let caller = ctx.caller.clone();
+                Ok(AsyncStart::new(async move {
+                    let allowed = settings.get_bool(BACKUP_ATTACH_DETACH_VOLUMES, None);
+                    let c2 = caller.clone();
+                    let vol = store
+                        .write(move |tx| volume::detach(tx, &c2, volume_id, allowed))
+                        .await?;
+                    Ok(ApiResult::Object(volume_obj(&vol, &caller)))
+                })
+                .instance("Volume", &uuid))
+            }),
+    )?;
+    r.register(
+        Command::sync("deleteVolume")
+            .describe("Deletes a detached disk volume.")
+            .since("1.0.0")
+            .roles(ALL_ROLES)
+            .object("success")
+            .param(
+                Param::uuid("id", Entity::VOLUME)
+                    .required()
+                    .desc("The ID of the disk volume")
+                    .related("listVolumes"),
+            )
+            .field(
+                "success",
+                "boolean",
+                "true if operation is executed successfully",
+            )
+            .field(
+                "displaytext",
+                "string",
+                "any text associated with the success or failure",
+            )
+            .handler(|ctx| async move {
+                let volume_id = ctx.req_id("id")?;
+                let caller = ctx.caller.clone();
+                ctx.state
+                    .store()
+                    .write(move |tx| {
+                        let vol = volume::get_volume(tx, volume_id)?;
+                        caller.check_access(tx, vol.account_id, vol.domain_id, "the volume")?;
+                        volume::delete(tx, &caller, volume_id)
+                    })
+                    .await?;
+                Ok(ApiResult::success())
+            }),
+    )
 }

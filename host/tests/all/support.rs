@@ -1,0 +1,199 @@
+//! Shared test helpers: locating the built components, one runtime per test process, temporary
+//! directories, sample WIT values.
+
+#![allow(dead_code, reason = "each test module uses a different subset")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bnr::runtime::{
+    CallContext, Grants, PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits, wit,
+};
+
+/// File stems of the components `cargo xtask plugins` builds.
+pub const DUMMY: &str = "bnr_dummy";
+pub const HOSTILE: &str = "bnr_fixture_hostile";
+pub const SCRIPTED: &str = "bnr_fixture_scripted";
+pub const WRONG_WORLD: &str = "bnr_fixture_wrong_world";
+pub const FUTURE_VERSION: &str = "bnr_fixture_future_version";
+
+/// The cargo target directory this test binary was built into.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
+        };
+    }
+    // <target>/debug/deps/all-<hash>
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.ancestors()
+        .nth(3)
+        .expect("the test binary lives in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a built component. Fails the test (never skips it) when the component is missing.
+pub fn component_path(stem: &str) -> PathBuf {
+    let target = target_dir();
+    let candidates = [
+        target
+            .join("wasm32-wasip2/plugin")
+            .join(format!("{stem}.wasm")),
+        target.join("fixtures").join(format!("{stem}.wasm")),
+        target.join("providers").join(format!("{stem}.wasm")),
+    ];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "component `{stem}.wasm` not found (looked in {candidates:?}); build the \
+                 components first with `cargo xtask plugins`"
+            )
+        })
+}
+
+pub fn component_bytes(stem: &str) -> Vec<u8> {
+    std::fs::read(component_path(stem)).expect("reading a built component")
+}
+
+/// Limits short enough that limit tests finish quickly, long enough for a debug build.
+pub fn test_limits() -> SandboxLimits {
+    SandboxLimits {
+        cpu_budget: Duration::from_millis(300),
+        call_timeout: Duration::from_secs(3),
+        admission_wait: Duration::from_secs(5),
+        http_timeout: Duration::from_secs(2),
+        ..SandboxLimits::default()
+    }
+}
+
+/// A modest pool: tests run few calls at once, and each runtime reserves address space.
+pub fn test_pool() -> PoolConfig {
+    PoolConfig {
+        max_instances: 24,
+        ..PoolConfig::default()
+    }
+}
+
+/// The runtime shared by every test of this process (compiling components in a debug build is
+/// slow; this compiles each at most once per process).
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<(Arc<Runtime>, TempDir)> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let cache = TempDir::new("shared-cache");
+            let config = RuntimeConfig {
+                cache_dir: cache.path().to_owned(),
+                limits: test_limits(),
+                pool: test_pool(),
+            };
+            (Runtime::new(config).expect("runtime starts"), cache)
+        })
+        .0
+        .clone()
+}
+
+/// The provider in component `stem`, loaded once per process into [`runtime`].
+pub fn provider(stem: &str) -> Arc<Provider> {
+    static LOADED: OnceLock<Mutex<HashMap<String, Arc<Provider>>>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(Default::default);
+    // Held while loading so concurrent tests do not compile the same component twice.
+    let mut loaded = loaded
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loaded
+        .entry(stem.to_owned())
+        .or_insert_with(|| {
+            runtime()
+                .load_file(&component_path(stem))
+                .unwrap_or_else(|err| panic!("loading {stem}: {err}"))
+        })
+        .clone()
+}
+
+/// A call context for `provider` with these zone settings, grants derived as the service
+/// layer would (declared ∩ granted).
+pub fn ctx(provider: &Provider, settings: &[(&str, &str)]) -> CallContext {
+    let settings: HashMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let grants = Grants::derive(provider.info(), &settings, None, &[]);
+    CallContext::new("zone-1", settings, grants)
+}
+
+pub fn zone() -> wit::Zone {
+    wit::Zone {
+        uuid: "zone-1".into(),
+        name: "Zone One".into(),
+    }
+}
+
+pub fn volume(uuid: &str, kind: wit::VolumeKind, size: u64, device_id: u32) -> wit::Volume {
+    wit::Volume {
+        uuid: uuid.into(),
+        name: format!("{uuid}-name"),
+        kind,
+        size,
+        path: format!("/pool/{uuid}"),
+        device_id,
+        disk_offering_id: None,
+    }
+}
+
+pub fn instance(uuid: &str) -> wit::Instance {
+    wit::Instance {
+        uuid: uuid.into(),
+        name: format!("{uuid}-vm"),
+        internal_name: "i-2-10-VM".into(),
+        hypervisor: "KVM".into(),
+        host_address: Some("kvm1.lan".into()),
+        state: "Running".into(),
+        volumes: vec![
+            volume("root-1", wit::VolumeKind::Root, 8 << 30, 0),
+            volume("data-1", wit::VolumeKind::Datadisk, 2 << 30, 1),
+        ],
+        provider_ref: None,
+    }
+}
+
+pub fn backup_ref(vm: &wit::Instance) -> wit::BackupRef {
+    wit::BackupRef {
+        external_id: "dummy-backup-1".into(),
+        offering_external_id: "gold-policy".into(),
+        instance_uuid: vm.uuid.clone(),
+        volumes: vm.volumes.clone(),
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "bnr-test-{label}-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&path).expect("creating a temporary directory");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
