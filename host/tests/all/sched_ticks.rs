@@ -300,3 +300,46 @@ async fn a_failing_provider_fails_only_its_run_and_every_schedule_moves_on() {
         .collect();
     assert_eq!(statuses, ["Error", "BackedUp"]);
 }
+
+#[tokio::test]
+async fn a_provider_hanging_in_a_scheduled_run_fails_it_at_the_deadline_and_the_schedule_moves_on()
+{
+    let s = start(Installed::DummyAndScripted).await;
+    let zone = s.zone_id.clone();
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&zone),
+    )
+    .await;
+    let silver = import(&s, "silver-policy", "Silver", true).await;
+    let (creds, vm) = protected_vm(&s, "uma", "stuck", &id(&silver)).await;
+    let user = s.client(creds);
+    // Every operation stays pending for an hour; bnr gives it one second.
+    set_config(&s, "scripted.op-seconds", "3600", Some(&zone)).await;
+    set_config(&s, "backup.framework.operation.timeout", "1", None).await;
+    let hourly = id(&configure_schedule(&user, &vm, "HOURLY", "40", &[]).await);
+    let h0 = next_run(&user, &hourly).await;
+    let report = tick(&s, h0).await;
+    let done = s
+        .admin()
+        .call("queryAsyncJobResult", &[("jobid", &report.started[0])])
+        .await
+        .ok("queryAsyncJobResult")
+        .clone();
+    let (code, text) = job_error(&done);
+    assert_eq!(code, 530);
+    assert!(
+        text.contains("did not finish the backup operation within 1 seconds"),
+        "{text}"
+    );
+    assert_eq!(backups_of(&user, &vm).await[0]["status"], "Error");
+    assert_eq!(
+        scalar(&s, "SELECT COUNT(*) FROM provider_operations").await,
+        0
+    );
+    let report = tick(&s, h0 + MINUTE).await;
+    assert_eq!((report.reaped, report.started.len()), (1, 0));
+    assert_eq!(next_run(&user, &hourly).await, h0 + HOUR);
+}
