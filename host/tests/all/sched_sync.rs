@@ -241,7 +241,12 @@ async fn storage_stats_are_collected_per_zone_and_kept_through_an_outage() {
 
     let _ = scripted_zone(&s, "xena").await;
     // The scripted provider reports its configured restore points as the zone's storage.
-    set_zone(&s, "scripted.restore-points", "rp-1,1,FULL,600,3000;rp-2,2,FULL,400,2000,other").await;
+    set_zone(
+        &s,
+        "scripted.restore-points",
+        "rp-1,1,FULL,600,3000;rp-2,2,FULL,400,2000,other",
+    )
+    .await;
     sync(&s, t + 300).await;
     set_zone(&s, "scripted.mode", "outage").await;
     let report = sync(&s, t + 600).await;
