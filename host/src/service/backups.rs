@@ -12,7 +12,8 @@ use super::model::{
 };
 use super::operations::{Operation, OperationKind};
 use super::{
-    BackupService, Pending, backup_ref, check_vm_access, instance_of, live_vm, record_event, rules,
+    BackupService, Pending, backup_ref, check_vm_access, instance_with, live_vm, record_event,
+    rules,
 };
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm::{self, Vm};
@@ -64,7 +65,7 @@ impl BackupService {
         self: &Arc<Self>,
         caller: &Caller,
         req: CreateBackup,
-    ) -> BackupResult<Pending<Backup>> {
+    ) -> BackupResult<Pending<()>> {
         if req
             .description
             .as_deref()
@@ -82,7 +83,8 @@ impl BackupService {
                 let vm = live_vm(tx, req.vm_id)?;
                 providers.check_zone(vm.zone_id)?;
                 check_vm_access(tx, &c2, &vm)?;
-                let offering_id = vm_backup_fields(tx, vm.id)?.offering_id.ok_or_else(|| {
+                let fields = vm_backup_fields(tx, vm.id)?;
+                let offering_id = fields.offering_id.ok_or_else(|| {
                     BackupError::refused(
                         "VM has not backup offering configured, cannot create backup before assigning it to a backup offering",
                     )
@@ -152,7 +154,7 @@ impl BackupService {
                         insert_detail.execute(params![backup_id, k, v])?;
                     }
                 }
-                let instance = instance_of(tx, &vm)?;
+                let instance = instance_with(&vm, &volumes, fields.external_id);
                 Ok::<_, BackupError>((
                     NewBackup {
                         backup_id,
@@ -297,7 +299,7 @@ pub(super) fn finish_backup(
     new: &NewBackup,
     provider: &str,
     outcome: BackupResult<OperationResult>,
-) -> OpResult<BackupResult<Backup>> {
+) -> OpResult<BackupResult<()>> {
     let vm = &new.vm;
     let taken = match outcome {
         Ok(OperationResult::BackupTaken(t)) => Ok(t),
@@ -335,9 +337,7 @@ pub(super) fn finish_backup(
                 &text,
                 Some(("Backup", &new.uuid)),
             )?;
-            let backup = get_backup(tx, new.backup_id)?
-                .ok_or_else(|| crate::store::OpError::InvalidState("backup vanished".into()))?;
-            Ok(Ok(backup))
+            Ok(Ok(()))
         }
         Err(e) => {
             let reason = e.to_string();

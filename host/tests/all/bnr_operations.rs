@@ -328,7 +328,10 @@ async fn work_interrupted_by_a_stop_is_ended_at_the_next_start() {
         0
     );
     let job = admin
-        .call("queryAsyncJobResult", &[("jobid", "5e0c2a4e-1111-4222-8333-944455556666")])
+        .call(
+            "queryAsyncJobResult",
+            &[("jobid", "5e0c2a4e-1111-4222-8333-944455556666")],
+        )
         .await;
     assert_eq!(job.ok("queryAsyncJobResult")["jobstatus"], 2);
 }

@@ -197,8 +197,15 @@ async fn provider_settings_are_zone_scoped_configurations() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    for declared in ["scripted.mode", "scripted.op-seconds", "scripted.restore-points"] {
-        assert!(names.contains(&declared), "{declared} missing from {names:?}");
+    for declared in [
+        "scripted.mode",
+        "scripted.op-seconds",
+        "scripted.restore-points",
+    ] {
+        assert!(
+            names.contains(&declared),
+            "{declared} missing from {names:?}"
+        );
     }
     let mode = items(inner, "configuration")[0];
     assert_eq!(mode["value"], "ok");
