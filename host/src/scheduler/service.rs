@@ -78,6 +78,7 @@ impl ScheduledWork for ServiceWork {
                 )
                 .await
                 .map_err(failure)?;
+            let created = pending.created.clone().unwrap_or_default();
             if let Some(backup_uuid) = pending.created.clone() {
                 // Like a manual createBackup job, the job is about the backup it creates (the
                 // service's restart recovery looks jobs up by it).
@@ -94,8 +95,8 @@ impl ScheduledWork for ServiceWork {
                     .await
                     .map_err(|e| failure(e.into()))?;
             }
-            let backup = pending.work.await.map_err(failure)?;
-            tracing::info!(backup = %backup.uuid, schedule = %run.schedule_uuid,
+            pending.work.await.map_err(failure)?;
+            tracing::info!(backup = %created, schedule = %run.schedule_uuid,
                 "scheduled backup taken");
             apply_retention(&service, &caller, &run).await;
             Ok(success())
