@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{Offering, VolumeInfo, get_offering, vm_backup_fields};
-use super::{BackupService, Pending, check_vm_access, instance_of, live_vm, record_event};
+use super::{BackupService, Pending, check_vm_access, instance_of, live_vm, record_event, rules};
 use crate::identity::Caller;
 use crate::inventory::vm::{self, Vm, VmState};
 use crate::runtime::Provider;
@@ -103,6 +103,8 @@ impl BackupService {
                         &text,
                         Some(("VirtualMachine", &vm2.uuid)),
                     )?;
+                    // The usage period of (VM, offering) opens now.
+                    crate::scheduler::usage::refresh_pair(tx, vm2.id, off2.id, now())?;
                     Ok(())
                 })
                 .await;
@@ -158,18 +160,7 @@ impl BackupService {
             })
             .await?;
         let provider = self.providers.named(&offering.provider)?;
-        if !forced
-            && provider
-                .info()
-                .capabilities
-                .deletes_backups_on_offering_removal
-        {
-            return Err(BackupError::refused(format!(
-                "The backup provider {} deletes the backups of an Instance removed from its offering; \
-                 pass forced=true to remove the Instance anyway, or delete its backups first",
-                provider.name()
-            )));
-        }
+        rules::check_removal(provider.name(), &provider.info().capabilities, forced)?;
         let this = self.clone();
         let caller = caller.clone();
         let vm_uuid = vm.uuid.clone();
@@ -252,6 +243,8 @@ fn clear_assignment(
     }
     tx.prepare_cached("DELETE FROM backup_schedules WHERE vm_id = ?1")?
         .execute([vm.id])?;
+    // The usage period closes now unless backups of the offering remain.
+    crate::scheduler::usage::refresh_pair(tx, vm.id, offering.id, now())?;
     let text = format!(
         "Removed VM {} from backup offering {}",
         vm.name, offering.name

@@ -12,11 +12,12 @@ use super::model::{
 };
 use super::operations::{Operation, OperationKind};
 use super::{
-    BackupService, Pending, backup_ref, check_vm_access, instance_of, live_vm, record_event,
+    BackupService, Pending, backup_ref, check_vm_access, instance_with, live_vm, record_event,
+    rules,
 };
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm::{self, Vm};
-use crate::runtime::wit::{self, DeleteGranularity, OperationResult};
+use crate::runtime::wit::{self, OperationResult};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpResult, format_date, new_uuid, now};
@@ -49,12 +50,12 @@ pub struct BackupQuery {
 }
 
 /// What the synchronous phase of createBackup settled.
-struct NewBackup {
-    backup_id: i64,
-    uuid: String,
-    vm: Vm,
-    offering: Offering,
-    instance: wit::Instance,
+pub(super) struct NewBackup {
+    pub(super) backup_id: i64,
+    pub(super) uuid: String,
+    pub(super) vm: Vm,
+    pub(super) offering: Offering,
+    pub(super) instance: wit::Instance,
 }
 
 impl BackupService {
@@ -64,7 +65,7 @@ impl BackupService {
         self: &Arc<Self>,
         caller: &Caller,
         req: CreateBackup,
-    ) -> BackupResult<Pending<Backup>> {
+    ) -> BackupResult<Pending<()>> {
         if req
             .description
             .as_deref()
@@ -82,7 +83,8 @@ impl BackupService {
                 let vm = live_vm(tx, req.vm_id)?;
                 providers.check_zone(vm.zone_id)?;
                 check_vm_access(tx, &c2, &vm)?;
-                let offering_id = vm_backup_fields(tx, vm.id)?.offering_id.ok_or_else(|| {
+                let fields = vm_backup_fields(tx, vm.id)?;
+                let offering_id = fields.offering_id.ok_or_else(|| {
                     BackupError::refused(
                         "VM has not backup offering configured, cannot create backup before assigning it to a backup offering",
                     )
@@ -97,12 +99,7 @@ impl BackupService {
                         "The assigned backup offering does not allow ad-hoc user backup",
                     ));
                 }
-                if req.quiesce.is_some() && !provider.info().capabilities.quiesce {
-                    return Err(BackupError::refused(format!(
-                        "Quiesce VM option is supported only by backup providers that can quiesce instances; {} cannot",
-                        provider.name()
-                    )));
-                }
+                rules::check_quiesce(provider.name(), &provider.info().capabilities, req.quiesce)?;
                 let interval: Option<String> = match req.schedule_id {
                     Some(id) => tx
                         .prepare_cached("SELECT interval_type FROM backup_schedules WHERE id = ?1")?
@@ -157,7 +154,7 @@ impl BackupService {
                         insert_detail.execute(params![backup_id, k, v])?;
                     }
                 }
-                let instance = instance_of(tx, &vm)?;
+                let instance = instance_with(&vm, &volumes, fields.external_id);
                 Ok::<_, BackupError>((
                     NewBackup {
                         backup_id,
@@ -244,13 +241,7 @@ impl BackupService {
             })
             .await?;
         let provider = self.providers.for_zone(backup.zone_id, &backup.zone_uuid)?;
-        let chain = provider.info().capabilities.delete_granularity == DeleteGranularity::Chain;
-        if chain && !forced {
-            return Err(BackupError::refused(format!(
-                "Backup provider {} can only delete whole backup chains; pass forced=true to delete all backups of the Instance",
-                provider.name()
-            )));
-        }
+        let chain = rules::check_delete(provider.name(), &provider.info().capabilities, forced)?;
         let this = self.clone();
         let caller = caller.clone();
         let uuid = backup.uuid.clone();
@@ -302,13 +293,13 @@ impl BackupService {
 
 /// Records the outcome of a backup: `BackedUp` with the provider's numbers, or `Error` with the
 /// reason (the failure is still the job's result).
-fn finish_backup(
+pub(super) fn finish_backup(
     tx: &Connection,
     caller: &Caller,
     new: &NewBackup,
     provider: &str,
     outcome: BackupResult<OperationResult>,
-) -> OpResult<BackupResult<Backup>> {
+) -> OpResult<BackupResult<()>> {
     let vm = &new.vm;
     let taken = match outcome {
         Ok(OperationResult::BackupTaken(t)) => Ok(t),
@@ -334,6 +325,7 @@ fn finish_backup(
                 t.created.and_then(|c| i64::try_from(c).ok()),
                 new.backup_id
             ])?;
+            crate::scheduler::usage::refresh_pair(tx, vm.id, new.offering.id, now())?;
             let text = format!("Backup {} of VM {} taken", new.uuid, vm.name);
             record_event(
                 tx,
@@ -345,9 +337,7 @@ fn finish_backup(
                 &text,
                 Some(("Backup", &new.uuid)),
             )?;
-            let backup = get_backup(tx, new.backup_id)?
-                .ok_or_else(|| crate::store::OpError::InvalidState("backup vanished".into()))?;
-            Ok(Ok(backup))
+            Ok(Ok(()))
         }
         Err(e) => {
             let reason = e.to_string();
@@ -369,7 +359,7 @@ fn finish_backup(
     }
 }
 
-fn finish_delete(
+pub(super) fn finish_delete(
     tx: &Connection,
     caller: &Caller,
     b: &Backup,
@@ -401,6 +391,9 @@ fn finish_delete(
              WHERE vm_id = ?2 AND backup_offering_id = ?3 AND removed IS NULL",
         )?
         .execute(params![ts, vm_id, b.offering_id])?;
+    }
+    if let Some(vm_id) = b.vm_id {
+        crate::scheduler::usage::refresh_pair(tx, vm_id, b.offering_id, ts)?;
     }
     let text = format!("Backup {} deleted", b.uuid);
     record_event(

@@ -23,6 +23,8 @@ mod operations;
 pub mod providers;
 mod recovery;
 mod restore;
+mod resume;
+pub mod rules;
 mod schedules;
 
 use std::future::Future;
@@ -39,6 +41,7 @@ pub use operations::{OperationKind, POLL_INITIAL_DELAY, POLL_MAX_DELAY};
 pub use providers::{ProviderSource, Providers};
 pub use recovery::{INTERRUPTED_REASON, Recovered};
 pub use restore::VmFromBackup;
+pub use resume::PersistedOperation;
 pub use schedules::{ScheduleQuery, ScheduleRequest};
 
 use crate::config::Settings;
@@ -125,7 +128,16 @@ fn check_vm_access(conn: &Connection, caller: &Caller, vm: &Vm) -> Result<(), Ba
 fn instance_of(conn: &Connection, vm: &Vm) -> OpResult<wit::Instance> {
     let fields = model::vm_backup_fields(conn, vm.id)?;
     let volumes = vm::volumes_of_vm(conn, vm.id)?;
-    Ok(wit::Instance {
+    Ok(instance_with(vm, &volumes, fields.external_id))
+}
+
+/// [`instance_of`] from rows already loaded.
+fn instance_with(
+    vm: &Vm,
+    volumes: &[crate::inventory::Volume],
+    provider_ref: Option<String>,
+) -> wit::Instance {
+    wit::Instance {
         uuid: vm.uuid.clone(),
         name: vm.name.clone(),
         internal_name: vm.internal_name.clone(),
@@ -136,8 +148,8 @@ fn instance_of(conn: &Connection, vm: &Vm) -> OpResult<wit::Instance> {
             .iter()
             .map(|v| VolumeInfo::of(v).to_wit(&v.name))
             .collect(),
-        provider_ref: fields.external_id,
-    })
+        provider_ref,
+    }
 }
 
 /// What a provider needs to know about a backup; volume names come from the volume rows when

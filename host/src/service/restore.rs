@@ -12,7 +12,7 @@ use super::model::{
 use super::operations::{Operation, OperationKind};
 use super::{
     BackupService, Pending, backup_ref, check_vm_access, instance_of, live_vm, record_event,
-    restorable,
+    restorable, rules,
 };
 use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
 use crate::identity::Caller;
@@ -242,12 +242,7 @@ impl BackupService {
                     })?;
                 let offering = offering_of(c, &b)?;
                 let provider = providers.named(&offering.provider)?;
-                if !provider.info().capabilities.single_volume_restore {
-                    return Err(BackupError::refused(format!(
-                        "Backup provider {} does not support restoring a single volume",
-                        provider.name()
-                    )));
-                }
+                rules::check_volume_restore(provider.name(), &provider.info().capabilities)?;
                 let original: Option<String> = c
                     .prepare_cached("SELECT name FROM volumes WHERE uuid = ?1")?
                     .query_row([&info.uuid], |r| r.get(0))
@@ -378,17 +373,10 @@ impl BackupService {
                 }
                 let offering = offering_of(tx, &b)?;
                 let provider = providers.named(&offering.provider)?;
-                let caps = &provider.info().capabilities;
-                if !caps.instance_from_backup {
-                    return Err(BackupError::refused(
-                        "Create instance from backup is not supported for this provider.",
-                    ));
-                }
-                if req.zone_id != b.zone_id && !caps.cross_zone_instance_creation {
-                    return Err(BackupError::refused(
-                        "Create Instance from Backup on another Zone is not supported by this provider or the Backup Repository.",
-                    ));
-                }
+                rules::check_instance_from_backup(
+                    &provider.info().capabilities,
+                    req.zone_id != b.zone_id,
+                )?;
                 if b.status != status::BACKED_UP {
                     return Err(BackupError::refused("Backup should be in BackedUp state"));
                 }

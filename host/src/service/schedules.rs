@@ -8,7 +8,7 @@ use super::error::{BackupError, BackupResult};
 use super::model::{
     SCHEDULE_COLUMNS, SCHEDULE_FROM, Schedule, get_offering, schedule_from_row, vm_backup_fields,
 };
-use super::{BackupService, check_vm_access, live_vm, record_event};
+use super::{BackupService, check_vm_access, live_vm, record_event, rules};
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm;
 use crate::scheduler::schedule::{IntervalType, Schedule as ScheduleMath};
@@ -67,25 +67,8 @@ impl BackupService {
                 }
                 let provider = providers.named(&offering.provider)?;
                 let caps = &provider.info().capabilities;
-                if let Some(max) = req.max_backups {
-                    if caps.provider_owned_retention {
-                        return Err(BackupError::refused(format!(
-                            "The backup provider {} enforces retention through its own policy; maxbackups is not supported",
-                            provider.name()
-                        )));
-                    }
-                    if max < 0 {
-                        return Err(BackupError::refused(
-                            "maxbackups should be a non-negative integer",
-                        ));
-                    }
-                }
-                if req.quiesce.is_some() && !caps.quiesce {
-                    return Err(BackupError::refused(format!(
-                        "Quiesce VM option is supported only by backup providers that can quiesce instances; {} cannot",
-                        provider.name()
-                    )));
-                }
+                rules::check_max_backups(provider.name(), caps, req.max_backups)?;
+                rules::check_quiesce(provider.name(), caps, req.quiesce)?;
                 let schedule = ScheduleMath::parse(interval, req.schedule.trim(), req.timezone.trim())
                     .map_err(|e| BackupError::BadParameter(e.to_string()))?;
                 let next_run = schedule

@@ -197,14 +197,16 @@ async fn provider_settings_are_zone_scoped_configurations() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "scripted.mode",
-            "scripted.op-seconds",
-            "scripted.restore-points"
-        ]
-    );
+    for declared in [
+        "scripted.mode",
+        "scripted.op-seconds",
+        "scripted.restore-points",
+    ] {
+        assert!(
+            names.contains(&declared),
+            "{declared} missing from {names:?}"
+        );
+    }
     let mode = items(inner, "configuration")[0];
     assert_eq!(mode["value"], "ok");
     assert_eq!(mode["scope"], "zone");

@@ -21,6 +21,7 @@ struct Components {
     runtime: Arc<Runtime>,
     dummy: Arc<Provider>,
     scripted: Arc<Provider>,
+    hostile: Arc<Provider>,
     _cache: tempfile::TempDir,
 }
 
@@ -42,6 +43,12 @@ pub fn scripted_wasm() -> PathBuf {
         .join("bnr_fixture_scripted.wasm")
 }
 
+pub fn hostile_wasm() -> PathBuf {
+    target_dir()
+        .join("fixtures")
+        .join("bnr_fixture_hostile.wasm")
+}
+
 fn components() -> &'static Components {
     static C: OnceLock<Components> = OnceLock::new();
     C.get_or_init(|| {
@@ -58,6 +65,7 @@ fn components() -> &'static Components {
         Components {
             dummy: load(dummy_wasm()),
             scripted: load(scripted_wasm()),
+            hostile: load(hostile_wasm()),
             runtime: runtime.clone(),
             _cache: cache,
         }
@@ -71,6 +79,8 @@ pub enum Installed {
     Dummy,
     /// `dummy` and the `scripted` fixture.
     DummyAndScripted,
+    /// `dummy` and the `hostile` fixture (a provider without capabilities in mode `ok`).
+    DummyAndHostile,
     /// None at all.
     Nothing,
 }
@@ -86,13 +96,19 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
     let catalog = Arc::new(Catalog::new());
     let runtime = match installed {
         Installed::Nothing => None,
-        Installed::Dummy | Installed::DummyAndScripted => {
+        Installed::Dummy | Installed::DummyAndScripted | Installed::DummyAndHostile => {
             let c = tokio::task::spawn_blocking(components)
                 .await
                 .expect("components");
             catalog.insert(c.dummy.clone());
-            if matches!(installed, Installed::DummyAndScripted) {
-                catalog.insert(c.scripted.clone());
+            match installed {
+                Installed::DummyAndScripted => {
+                    catalog.insert(c.scripted.clone());
+                }
+                Installed::DummyAndHostile => {
+                    catalog.insert(c.hostile.clone());
+                }
+                _ => {}
             }
             Some(c.runtime.clone())
         }

@@ -19,5 +19,15 @@ mod server_socket;
 mod bnr_support;
 
 mod bnr_assign;
+mod bnr_backups;
 mod bnr_offerings;
+mod bnr_operations;
 mod bnr_providers;
+mod bnr_restore;
+mod bnr_schedules;
+
+mod sched_support;
+
+mod sched_recovery;
+mod sched_sync;
+mod sched_ticks;

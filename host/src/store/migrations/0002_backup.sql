@@ -60,11 +60,13 @@ CREATE TABLE backups (
 );
 CREATE INDEX backups_account ON backups(account_id, id) WHERE removed IS NULL;
 CREATE INDEX backups_domain ON backups(domain_id, id) WHERE removed IS NULL;
-CREATE INDEX backups_vm ON backups(vm_id, id) WHERE removed IS NULL;
+-- (vm, owner): a VM's backups inside an account-scoped list come in id order, and are counted
+-- from the index alone.
+CREATE INDEX backups_vm ON backups(vm_id, account_id) WHERE removed IS NULL;
 CREATE INDEX backups_zone ON backups(zone_id, id) WHERE removed IS NULL;
 CREATE INDEX backups_offering ON backups(backup_offering_id) WHERE removed IS NULL;
 CREATE INDEX backups_schedule ON backups(backup_schedule_id, status, date) WHERE removed IS NULL;
-CREATE INDEX backups_name ON backups(name) WHERE removed IS NULL;
+CREATE INDEX backups_name ON backups(name, account_id) WHERE removed IS NULL;
 
 -- Live (not removed) backups per owner, zone and offering, kept exact by the triggers below, so
 -- that listBackups answers its `count` from a few rows instead of counting a million backups.

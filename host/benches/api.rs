@@ -1,0 +1,602 @@
+//! API benchmarks: `cargo xtask plugins && cargo bench -p bnr --bench api`.
+//!
+//! A self-written harness over real loopback HTTP (a minimal keep-alive HTTP/1.1 client, the
+//! same for every server measured), all in one process:
+//!
+//! 1. signed requests per second: `listZones` (and a `listBackups` page) on bnr against a bare
+//!    axum handler answering a fixed JSON body, with the same client and concurrency;
+//! 2. ad-hoc backups per second end to end through the dummy provider: signed `createBackup`
+//!    until its job finished and the backup is `BackedUp`;
+//! 3. signed `listBackups` latency (p50/p99) with 1,000,000 backups stored (bulk-inserted with
+//!    SQL in one transaction), for several scopes and filters.
+//!
+//! Prints Markdown tables (see docs/benchmarks.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rusqlite::params;
+use sha1::Sha1;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use bnr::api::ApiState;
+use bnr::api::serve::{prepare_with, serve_on};
+use bnr::inventory::bootstrap::BootstrapOptions;
+use bnr::runtime::{Catalog, Runtime, RuntimeConfig};
+use bnr::service::ProviderSource;
+
+const API_KEY: &str = "bench-api-key";
+const SECRET_KEY: &str = "bench-secret-key";
+/// Connections for the throughput runs (2 cores: client and server share them).
+const CONCURRENCY: usize = 16;
+/// Length of one throughput run.
+const RUN: Duration = Duration::from_secs(4);
+/// Backups stored for the latency runs (`BNR_BENCH_BACKUPS` overrides, for a quick smoke run).
+fn backups_stored() -> i64 {
+    std::env::var("BNR_BENCH_BACKUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+/// VMs the stored backups belong to.
+const VMS: i64 = 1_000;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("bench binary path");
+            exe.ancestors()
+                .nth(3)
+                .expect("<target>/<profile>/deps")
+                .to_path_buf()
+        })
+}
+
+/// Java `URLEncoder` + `%20`, upper-case hex: what CloudStack (and `cs`) sign.
+fn encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A `cs`-style signed request path (signature version 3, expiring in an hour).
+fn signed(command: &str, params: &[(&str, &str)]) -> String {
+    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 3600)
+        .expect("timestamp")
+        .strftime("%Y-%m-%dT%H:%M:%S+0000")
+        .to_string();
+    let mut all: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.push(("command".into(), command.into()));
+    all.push(("response".into(), "json".into()));
+    all.push(("apiKey".into(), API_KEY.into()));
+    all.push(("signatureVersion".into(), "3".into()));
+    all.push(("expires".into(), expires));
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let unsigned = sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .to_lowercase();
+    let mut mac = Hmac::<Sha1>::new_from_slice(SECRET_KEY.as_bytes()).expect("hmac");
+    mac.update(unsigned.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    all.push(("signature".into(), sig));
+    let query = all
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("/client/api?{query}")
+}
+
+/// One keep-alive HTTP/1.1 connection; the servers answer with `content-length`.
+struct Conn {
+    stream: BufReader<TcpStream>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn {
+            stream: BufReader::new(stream),
+            host: addr.to_string(),
+        }
+    }
+
+    /// GET `path`; returns (status, body).
+    async fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .expect("write");
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.expect("header");
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().expect("content-length");
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await.expect("body");
+        (status, body)
+    }
+}
+
+fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * q).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Requests per second over `RUN` with `CONCURRENCY` connections sending `path` in a loop.
+async fn throughput(addr: std::net::SocketAddr, path: &str) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (done, stop, path) = (done.clone(), stop.clone(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _) = conn.get(&path).await;
+                assert_eq!(status, 200);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Warm up, then count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(RUN).await;
+    let counted = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    counted as f64 / elapsed.as_secs_f64()
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).expect("JSON body")
+}
+
+async fn wait_job(state: &ApiState, body: &[u8], command: &str) -> serde_json::Value {
+    let v = json(body);
+    let jobid = v[format!("{}response", command.to_lowercase())]["jobid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{command}: no jobid in {v}"))
+        .to_string();
+    let job = state
+        .jobs()
+        .wait(&jobid)
+        .await
+        .expect("job lookup")
+        .expect("job exists");
+    assert_eq!(
+        job.status,
+        bnr::jobs::JobStatus::Succeeded,
+        "{command}: {:?}",
+        job.result
+    );
+    v
+}
+
+fn main() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    tokio.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("data dir");
+    let dummy = target_dir().join("providers/bnr_dummy.wasm");
+    let runtime = Runtime::new(RuntimeConfig::new(dir.path().join("cache"))).expect("runtime");
+    let catalog = Arc::new(Catalog::new());
+    catalog.insert(
+        runtime.load_file(&dummy).unwrap_or_else(|e| {
+            panic!("{}: {e}; run `cargo xtask plugins` first", dummy.display())
+        }),
+    );
+    let opts = BootstrapOptions {
+        admin_password: Some("bench".into()),
+        admin_keys: Some((API_KEY.into(), SECRET_KEY.into())),
+    };
+    let (state, boot) = prepare_with(
+        dir.path(),
+        &opts,
+        ProviderSource::Loaded {
+            runtime: Some(runtime),
+            catalog,
+        },
+    )
+    .await
+    .expect("server");
+    let zone = boot.expect("bootstrapped").zone_uuid;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+
+    let bare = axum::Router::new().route(
+        "/client/api",
+        axum::routing::get(|| async {
+            axum::Json(
+                serde_json::json!({"listzonesresponse": {"count": 1, "zone": [{
+                "id": "6e3b7a51-2f59-4e8b-9d0c-7b1a2f3e4d5c", "name": "zone1",
+                "allocationstate": "Enabled", "networktype": "Advanced",
+                "securitygroupsenabled": false, "localstorageenabled": false}]}}),
+            )
+        }),
+    );
+    let bare_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let bare_addr = bare_listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(bare_listener, bare).await });
+
+    let mut conn = Conn::open(addr).await;
+    // An offering and a few VMs for the backup runs.
+    let (status, body) = conn
+        .get(&signed(
+            "importBackupOffering",
+            &[
+                ("zoneid", &zone),
+                ("externalid", "gold-policy"),
+                ("name", "Gold"),
+                ("description", "Gold"),
+                ("allowuserdrivenbackups", "true"),
+            ],
+        ))
+        .await;
+    assert_eq!(status, 200);
+    wait_job(&state, &body, "importBackupOffering").await;
+    let offering: String = state
+        .store()
+        .read(|c| {
+            c.query_row("SELECT uuid FROM backup_offerings", [], |r| r.get(0))
+                .map_err(bnr::store::StoreError::from)
+        })
+        .await
+        .expect("offering");
+    let (so, template): (String, String) = state
+        .store()
+        .read(|c| {
+            c.query_row(
+                "SELECT (SELECT uuid FROM service_offerings), (SELECT uuid FROM templates)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(bnr::store::StoreError::from)
+        })
+        .await
+        .expect("catalog");
+    let mut vms = Vec::new();
+    for i in 0..CONCURRENCY {
+        let (status, body) = conn
+            .get(&signed(
+                "deployVirtualMachine",
+                &[
+                    ("zoneid", &zone),
+                    ("serviceofferingid", &so),
+                    ("templateid", &template),
+                    ("name", &format!("bench-{i}")),
+                ],
+            ))
+            .await;
+        assert_eq!(status, 200);
+        let v = wait_job(&state, &body, "deployVirtualMachine").await;
+        let vm = v["deployvirtualmachineresponse"]["id"]
+            .as_str()
+            .expect("vm id")
+            .to_string();
+        let (status, body) = conn
+            .get(&signed(
+                "assignVirtualMachineToBackupOffering",
+                &[("virtualmachineid", &vm), ("backupofferingid", &offering)],
+            ))
+            .await;
+        assert_eq!(status, 200);
+        wait_job(&state, &body, "assignVirtualMachineToBackupOffering").await;
+        vms.push(vm);
+    }
+
+    println!("## API (release build, 2 tokio workers, loopback HTTP/1.1 keep-alive)\n");
+
+    // 1. Throughput against a bare axum handler.
+    let list_zones = signed("listZones", &[]);
+    let list_page = signed("listBackups", &[("pagesize", "20"), ("listall", "true")]);
+    let mut bare_rps = Vec::new();
+    let mut zones_rps = Vec::new();
+    for _ in 0..2 {
+        bare_rps.push(throughput(bare_addr, &list_zones).await);
+        zones_rps.push(throughput(addr, &list_zones).await);
+    }
+    let bare_rps = bare_rps.iter().sum::<f64>() / bare_rps.len() as f64;
+    let zones_rps = zones_rps.iter().sum::<f64>() / zones_rps.len() as f64;
+
+    // 2. Ad-hoc backups end to end.
+    let creates: Vec<String> = vms
+        .iter()
+        .map(|vm| signed("createBackup", &[("virtualmachineid", vm)]))
+        .collect();
+    let backups_done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for path in creates {
+        let (done, stop, state) = (backups_done.clone(), stop.clone(), state.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, body) = conn.get(&path).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                wait_job(&state, &body, "createBackup").await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = backups_done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(RUN).await;
+    let taken = backups_done.load(Ordering::Relaxed) - before;
+    let backups_per_sec = taken as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("backup task");
+    }
+    let (backed_up, other): (i64, i64) = state
+        .store()
+        .read(|c| {
+            c.query_row(
+                "SELECT sum(status = 'BackedUp'), sum(status <> 'BackedUp') FROM backups",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(bnr::store::StoreError::from)
+        })
+        .await
+        .expect("backup states");
+    assert_eq!(other, 0, "every backup ends BackedUp");
+
+    // listBackups page throughput with the small table (before the bulk insert).
+    let page_rps = throughput(addr, &list_page).await;
+
+    println!("| measurement | result | target |");
+    println!("|---|---:|---:|");
+    println!("| bare axum JSON handler (fixed listZones body) | {bare_rps:.0} req/s | – |");
+    println!(
+        "| signed `listZones` | {zones_rps:.0} req/s ({:.0} % of bare) | ≥ 50 % |",
+        zones_rps / bare_rps * 100.0
+    );
+    println!(
+        "| signed `listBackups` page of 20 ({backed_up} backups stored) | {page_rps:.0} req/s ({:.0} % of bare) | – |",
+        page_rps / bare_rps * 100.0
+    );
+    println!(
+        "| ad-hoc backups end to end (signed `createBackup` → job done, `BackedUp`; {CONCURRENCY} clients) | {backups_per_sec:.0} /s | ≥ 1,000 /s |"
+    );
+
+    // 3. listBackups latency with a million backups.
+    let started = Instant::now();
+    let (owner, zone_id, offering_id) =
+        state
+            .store()
+            .read(|c| {
+                c.query_row(
+                "SELECT (SELECT id FROM accounts WHERE name = 'admin'), (SELECT id FROM zones), \
+                 (SELECT id FROM backup_offerings)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .map_err(bnr::store::StoreError::from)
+            })
+            .await
+            .expect("ids");
+    let first_vm: String = state
+        .store()
+        .write(move |tx| {
+            let so: i64 = tx.query_row("SELECT id FROM service_offerings", [], |r| r.get(0))?;
+            let tpl: i64 = tx.query_row("SELECT id FROM templates", [], |r| r.get(0))?;
+            let mut vm_ids = Vec::with_capacity(VMS as usize);
+            let mut first = String::new();
+            {
+                let mut insert_vm = tx.prepare(
+                    "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id, zone_id,
+                                     service_offering_id, template_id, state, backup_offering_id, created)
+                     VALUES (?1, ?2, ?2, ?3, ?4, 1, ?5, ?6, ?7, 'Stopped', ?8, 0)",
+                )?;
+                for i in 0..VMS {
+                    let uuid = uuid::Uuid::new_v4().to_string();
+                    if i == 0 {
+                        first = uuid.clone();
+                    }
+                    insert_vm.execute(params![
+                        uuid,
+                        format!("bulk-{i}"),
+                        format!("i-1-{i}-VM"),
+                        owner,
+                        zone_id,
+                        so,
+                        tpl,
+                        offering_id
+                    ])?;
+                    vm_ids.push(tx.last_insert_rowid());
+                }
+                let mut insert = tx.prepare(
+                    "INSERT INTO backups(uuid, name, vm_id, external_id, type, date, size, protected_size,
+                                         status, backup_offering_id, account_id, domain_id, zone_id,
+                                         backed_volumes)
+                     VALUES (?1, ?2, ?3, ?4, 'FULL', ?5, 2147483648, 2147483648, 'BackedUp', ?6, ?7, 1, ?8, ?9)",
+                )?;
+                let volumes = r#"[{"uuid":"3b0c1f7e-5c1d-4c8e-9a53-0c7a1e2b3c4d","type":"ROOT","size":2147483648,"path":"3b0c1f7e-5c1d-4c8e-9a53-0c7a1e2b3c4d","deviceId":0}]"#;
+                for i in 0..backups_stored() {
+                    let vm = vm_ids[(i % VMS) as usize];
+                    insert.execute(params![
+                        uuid::Uuid::new_v4().to_string(),
+                        format!("bulk-{}-{i}", i % VMS),
+                        vm,
+                        format!("dummy-bulk-{i}"),
+                        1_700_000_000 + i,
+                        offering_id,
+                        owner,
+                        zone_id,
+                        volumes
+                    ])?;
+                }
+            }
+            Ok::<_, bnr::store::StoreError>(first)
+        })
+        .await
+        .expect("bulk insert");
+    let loaded = started.elapsed();
+
+    let cases: Vec<(&str, String, usize)> = vec![
+        (
+            "own account, page 1 of 100",
+            signed("listBackups", &[("pagesize", "100")]),
+            400,
+        ),
+        (
+            "`listall=true` (root admin: everything), page 1 of 100",
+            signed("listBackups", &[("pagesize", "100"), ("listall", "true")]),
+            400,
+        ),
+        (
+            "`listall=true`, page 100 of 100 (offset 9,900)",
+            signed(
+                "listBackups",
+                &[("pagesize", "100"), ("page", "100"), ("listall", "true")],
+            ),
+            400,
+        ),
+        (
+            "`zoneid` + `backupofferingid`, page 1 of 100",
+            signed(
+                "listBackups",
+                &[
+                    ("pagesize", "100"),
+                    ("zoneid", &zone),
+                    ("backupofferingid", &offering),
+                ],
+            ),
+            400,
+        ),
+        (
+            "`virtualmachineid` (1,000 backups), page 1 of 100",
+            signed(
+                "listBackups",
+                &[("pagesize", "100"), ("virtualmachineid", &first_vm)],
+            ),
+            400,
+        ),
+        (
+            "exact `name`",
+            signed("listBackups", &[("name", "bulk-7-7")]),
+            400,
+        ),
+        (
+            "`listall=true`, page 5,000 of 100 (offset 499,900)",
+            signed(
+                "listBackups",
+                &[("pagesize", "100"), ("page", "5000"), ("listall", "true")],
+            ),
+            40,
+        ),
+        (
+            "`keyword` (substring of backup or VM name; scans)",
+            signed(
+                "listBackups",
+                &[("pagesize", "100"), ("keyword", "bulk-999-")],
+            ),
+            10,
+        ),
+    ];
+    println!(
+        "\n`listBackups` with {} backups of {VMS} VMs stored (bulk insert: {:.1} s); \
+         one request at a time, signed, over HTTP:\n",
+        backups_stored(),
+        loaded.as_secs_f64()
+    );
+    println!("| signed `listBackups` | n | p50 | p99 | target |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, path, n) in cases {
+        for _ in 0..(n / 10).max(2) {
+            let (status, _) = conn.get(&path).await;
+            assert_eq!(status, 200);
+        }
+        let mut samples = Vec::with_capacity(n);
+        let mut items = 0;
+        for _ in 0..n {
+            let started = Instant::now();
+            let (status, body) = conn.get(&path).await;
+            samples.push(started.elapsed());
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            items = json(&body)["listbackupsresponse"]["backup"]
+                .as_array()
+                .map_or(0, Vec::len);
+        }
+        let p50 = quantile(&mut samples, 0.5);
+        let p99 = quantile(&mut samples, 0.99);
+        let target = if name.contains("page 1 of 100") {
+            "p50 ≤ 5 ms, p99 ≤ 20 ms"
+        } else {
+            "–"
+        };
+        println!(
+            "| {name} ({items} items) | {n} | {} | {} | {target} |",
+            ms(p50),
+            ms(p99)
+        );
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+}
