@@ -11,6 +11,7 @@ use super::{ApiState, Core, commands, router};
 use crate::config::BACKUP_FRAMEWORK_ENABLED;
 use crate::inventory::ExpungeGuard;
 use crate::inventory::bootstrap::{self, BootstrapOptions, Bootstrapped};
+use crate::scheduler::service::{ResumeOperations, Scheduler};
 use crate::service::{BackupService, ProviderSource, Providers};
 
 /// Directory (under the data directory) the providers are loaded from by default.
@@ -74,6 +75,15 @@ pub async fn prepare_with(
     let providers = Arc::new(providers);
     providers.watch_settings();
     let backup = BackupService::new(core.store.clone(), core.settings.clone(), providers);
+    // Before recover_interrupted: provider operations of interrupted jobs resume by handle.
+    core.jobs
+        .add_resume_hook(Arc::new(ResumeOperations::new(backup.clone())));
+    let scheduler = Arc::new(Scheduler::new(
+        core.store.clone(),
+        core.settings.clone(),
+        core.jobs.clone(),
+        backup.clone(),
+    ));
 
     let (resumed, failed) = core.jobs.recover_interrupted().await?;
     if resumed + failed > 0 {
@@ -98,11 +108,15 @@ pub async fn prepare_with(
     // CloudStack registers the B&R commands only when the framework is enabled at start.
     if core.settings.get_bool(BACKUP_FRAMEWORK_ENABLED, None) {
         commands::backup::register(&mut registry).context("registering the B&R commands")?;
+        commands::backup_usage::register(&mut registry)
+            .context("registering the B&R usage commands")?;
     } else {
         tracing::info!("backup.framework.enabled is false: the B&R commands are not available");
     }
     let mut extensions = http::Extensions::new();
     extensions.insert(backup.clone());
+    extensions.insert(scheduler.syncer().clone());
+    extensions.insert(scheduler);
     extensions.insert(backup as Arc<dyn ExpungeGuard>);
     Ok((ApiState::with_extensions(core, registry, extensions), boot))
 }
@@ -123,7 +137,12 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
-    serve_on(listener, state, shutdown).await
+    let background = state.ext::<Arc<Scheduler>>().map(|s| s.spawn_loop());
+    let served = serve_on(listener, state, shutdown).await;
+    if let Some(task) = background {
+        task.abort();
+    }
+    served
 }
 
 /// Serves `state` on an already-bound listener until `shutdown` completes.

@@ -103,6 +103,8 @@ impl BackupService {
                         &text,
                         Some(("VirtualMachine", &vm2.uuid)),
                     )?;
+                    // The usage period of (VM, offering) opens now.
+                    crate::scheduler::usage::refresh_pair(tx, vm2.id, off2.id, now())?;
                     Ok(())
                 })
                 .await;
@@ -241,6 +243,8 @@ fn clear_assignment(
     }
     tx.prepare_cached("DELETE FROM backup_schedules WHERE vm_id = ?1")?
         .execute([vm.id])?;
+    // The usage period closes now unless backups of the offering remain.
+    crate::scheduler::usage::refresh_pair(tx, vm.id, offering.id, now())?;
     let text = format!(
         "Removed VM {} from backup offering {}",
         vm.name, offering.name

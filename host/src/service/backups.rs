@@ -54,12 +54,12 @@ pub struct BackupQuery {
 }
 
 /// What the synchronous phase of createBackup settled.
-struct NewBackup {
-    backup_id: i64,
-    uuid: String,
-    vm: Vm,
-    offering: Offering,
-    instance: wit::Instance,
+pub(super) struct NewBackup {
+    pub(super) backup_id: i64,
+    pub(super) uuid: String,
+    pub(super) vm: Vm,
+    pub(super) offering: Offering,
+    pub(super) instance: wit::Instance,
 }
 
 impl BackupService {
@@ -306,7 +306,7 @@ impl BackupService {
 
 /// Records the outcome of a backup: `BackedUp` with the provider's numbers, or `Error` with the
 /// reason (the failure is still the job's result).
-fn finish_backup(
+pub(super) fn finish_backup(
     tx: &Connection,
     caller: &Caller,
     new: &NewBackup,
@@ -338,6 +338,7 @@ fn finish_backup(
                 t.created.and_then(|c| i64::try_from(c).ok()),
                 new.backup_id
             ])?;
+            crate::scheduler::usage::refresh_pair(tx, vm.id, new.offering.id, now())?;
             let text = format!("Backup {} of VM {} taken", new.uuid, vm.name);
             record_event(
                 tx,
@@ -371,7 +372,7 @@ fn finish_backup(
     }
 }
 
-fn finish_delete(
+pub(super) fn finish_delete(
     tx: &Connection,
     caller: &Caller,
     b: &Backup,
@@ -403,6 +404,9 @@ fn finish_delete(
              WHERE vm_id = ?2 AND backup_offering_id = ?3 AND removed IS NULL",
         )?
         .execute(params![ts, vm_id, b.offering_id])?;
+    }
+    if let Some(vm_id) = b.vm_id {
+        crate::scheduler::usage::refresh_pair(tx, vm_id, b.offering_id, ts)?;
     }
     let text = format!("Backup {} deleted", b.uuid);
     record_event(

@@ -23,6 +23,7 @@ mod operations;
 pub mod providers;
 mod recovery;
 mod restore;
+mod resume;
 pub mod rules;
 mod schedules;
 
@@ -40,6 +41,7 @@ pub use operations::{OperationKind, POLL_INITIAL_DELAY, POLL_MAX_DELAY};
 pub use providers::{ProviderSource, Providers};
 pub use recovery::{INTERRUPTED_REASON, Recovered};
 pub use restore::VmFromBackup;
+pub use resume::PersistedOperation;
 pub use schedules::{ScheduleQuery, ScheduleRequest};
 
 use crate::config::Settings;

@@ -57,7 +57,7 @@ pub struct Operation {
 
 impl BackupService {
     /// Seconds a pending operation may run ([`BACKUP_OPERATION_TIMEOUT`], at least 1).
-    fn operation_timeout(&self) -> i64 {
+    pub(super) fn operation_timeout(&self) -> i64 {
         self.settings
             .get_i64(BACKUP_OPERATION_TIMEOUT, None)
             .unwrap_or(DEFAULT_OPERATION_TIMEOUT_SECS)
@@ -142,7 +142,7 @@ impl BackupService {
 }
 
 /// Polls until the operation finishes, fails, or passes `deadline` (then cancels it).
-async fn poll(
+pub(super) async fn poll(
     op: &Operation,
     handle: &str,
     deadline: i64,

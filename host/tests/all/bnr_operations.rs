@@ -317,6 +317,9 @@ async fn work_interrupted_by_a_stop_is_ended_at_the_next_start() {
         .unwrap();
     let TestServer { dir, .. } = s;
     let s = start_in(dir, Installed::Dummy).await;
+    // The scheduler's resume hook picks the operation up by its handle; the dummy does not
+    // know `h`, so the resumed job ends it as a failure.
+    s.wait_job("5e0c2a4e-1111-4222-8333-944455556666").await;
     let admin = s.admin();
     let after = get_backup(&admin, &id(&b)).await;
     assert_eq!(after["status"], "Error");

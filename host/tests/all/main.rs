@@ -25,3 +25,9 @@ mod bnr_operations;
 mod bnr_providers;
 mod bnr_restore;
 mod bnr_schedules;
+
+mod sched_support;
+
+mod sched_recovery;
+mod sched_sync;
+mod sched_ticks;

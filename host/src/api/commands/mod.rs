@@ -5,6 +5,7 @@ pub mod apis;
 pub mod backup;
 pub mod backup_offering;
 pub mod backup_schedule;
+pub mod backup_usage;
 pub mod config;
 pub mod events;
 pub mod identity;
