@@ -430,3 +430,123 @@ async fn providers_without_the_capabilities_refuse_volume_restore_and_new_instan
         "nothing was allocated"
     );
 }
+
+#[tokio::test]
+async fn a_destroyed_vm_can_be_restored_and_comes_back_stopped() {
+    let s = start(Installed::Dummy).await;
+    let gold = import(&s, "gold-policy", "Gold", true).await;
+    let user = s.client(s.create_user("cora", "User", None).await);
+    // ROOT only: destroying a VM detaches its data disks, which changes its disk count.
+    let vm = vm(&s, &user, "cora-vm", false).await;
+    assign(&user, &id(&vm), &id(&gold)).await;
+    let b = backup(&user, &id(&vm)).await;
+    job_ok(
+        &user
+            .call_async("destroyVirtualMachine", &[("id", &id(&vm))])
+            .await,
+    );
+    assert_eq!(
+        count(
+            &s,
+            "SELECT COUNT(*) FROM vms WHERE name = 'cora-vm' AND state = 'Destroyed'"
+        )
+        .await,
+        1
+    );
+    job_ok(&user.call_async("restoreBackup", &[("id", &id(&b))]).await);
+    assert_eq!(vm_state(&user, &id(&vm)).await, "Stopped");
+    assert!(
+        volumes(&user, &id(&vm))
+            .await
+            .iter()
+            .all(|v| v["state"] == "Ready")
+    );
+}
+
+#[tokio::test]
+async fn expunge_is_guarded_and_orphan_backups_stay_usable() {
+    let s = start(Installed::Dummy).await;
+    let (user, vm, b) = protected(&s, "dora").await;
+    let admin = s.admin();
+    let done = admin
+        .call_async(
+            "destroyVirtualMachine",
+            &[("id", &id(&vm)), ("expunge", "true")],
+        )
+        .await;
+    let (code, text) = job_error(&done);
+    assert_eq!(code, 530);
+    assert!(text.contains("with 1 backups"), "{text}");
+    assert_eq!(
+        vm_state(&user, &id(&vm)).await,
+        "Running",
+        "nothing changed"
+    );
+
+    job_ok(
+        &user
+            .call_async(
+                "removeVirtualMachineFromBackupOffering",
+                &[("virtualmachineid", &id(&vm))],
+            )
+            .await,
+    );
+    job_ok(
+        &admin
+            .call_async(
+                "destroyVirtualMachine",
+                &[("id", &id(&vm)), ("expunge", "true")],
+            )
+            .await,
+    );
+    let orphan = get_backup(&user, &id(&b)).await;
+    assert_eq!(orphan["isbackupvmexpunged"], true);
+    assert_eq!(orphan["vmbackupofferingremoved"], true);
+    let r = user.call("restoreBackup", &[("id", &id(&b))]).await;
+    assert_eq!(
+        r.err("restoreBackup", 530),
+        "The Instance from which the backup was taken could not be found."
+    );
+    let done = user
+        .call_async(
+            "createVMFromBackup",
+            &[
+                ("backupid", &id(&b)),
+                ("zoneid", &s.zone_id),
+                ("name", "reborn"),
+            ],
+        )
+        .await;
+    assert_eq!(job_ok(&done)["virtualmachine"]["state"], "Running");
+    job_ok(&user.call_async("deleteBackup", &[("id", &id(&b))]).await);
+}
+
+#[tokio::test]
+async fn expunging_an_assigned_vm_without_backups_removes_it_from_the_offering() {
+    let s = start(Installed::Dummy).await;
+    let gold = import(&s, "gold-policy", "Gold", true).await;
+    let user = s.client(s.create_user("ezra", "User", None).await);
+    let vm = vm(&s, &user, "goner", false).await;
+    assign(&user, &id(&vm), &id(&gold)).await;
+    job_ok(
+        &s.admin()
+            .call_async(
+                "destroyVirtualMachine",
+                &[("id", &id(&vm)), ("expunge", "true")],
+            )
+            .await,
+    );
+    // The offering has no assigned VM left: it can be deleted.
+    s.admin()
+        .call("deleteBackupOffering", &[("id", &id(&gold))])
+        .await
+        .ok("deleteBackupOffering");
+    let events = s
+        .admin()
+        .call(
+            "listEvents",
+            &[("type", "BACKUP.OFFERING.REMOVE"), ("listall", "true")],
+        )
+        .await;
+    assert_eq!(events.ok("listEvents")["count"], 1);
+}
