@@ -108,10 +108,11 @@ impl Providers {
                                 from_cache = p.loaded_from_cache(),
                                 "backup provider installed"
                             ),
-                            // The catalog logs why; keep the count visible at start.
-                            Err(_) => {
-                                tracing::warn!(path = %path.display(), "backup provider skipped")
-                            }
+                            Err(e) => tracing::warn!(
+                                path = %path.display(),
+                                reason = %e,
+                                "backup provider skipped"
+                            ),
                         }
                     }
                     (Some(rt), Arc::new(catalog))
