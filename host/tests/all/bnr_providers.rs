@@ -239,3 +239,50 @@ async fn a_zone_without_an_installed_provider_says_so() {
     let r = s.admin().call("listBackupProviders", &[]).await;
     assert_eq!(*r.ok("listBackupProviders"), serde_json::json!({}));
 }
+
+#[tokio::test]
+async fn the_providers_directory_is_loaded_and_bad_files_are_skipped() {
+    let data = tempfile::tempdir().unwrap();
+    let providers = data.path().join("providers");
+    std::fs::create_dir_all(&providers).unwrap();
+    std::fs::copy(dummy_wasm(), providers.join("bnr_dummy.wasm")).unwrap();
+    std::fs::copy(scripted_wasm(), providers.join("scripted.wasm")).unwrap();
+    std::fs::copy(
+        target_dir()
+            .join("fixtures")
+            .join("bnr_fixture_wrong_world.wasm"),
+        providers.join("wrong-world.wasm"),
+    )
+    .unwrap();
+    std::fs::write(providers.join("junk.wasm"), b"not a component").unwrap();
+    std::fs::write(providers.join("notes.txt"), b"ignored").unwrap();
+    let opts = bnr::inventory::bootstrap::BootstrapOptions {
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
+    };
+    let (state, boot) = bnr::api::serve::prepare_with(
+        data.path(),
+        &opts,
+        bnr::api::serve::default_providers(data.path()),
+    )
+    .await
+    .expect("a bad provider file does not stop the server");
+    let s = TestServer {
+        router: bnr::api::router(state.clone()),
+        state,
+        zone_id: boot.unwrap().zone_uuid,
+        dir: data,
+    };
+    let r = s.admin().call("listBackupProviders", &[]).await;
+    let names: Vec<&str> = items(r.ok("listBackupProviders"), "providers")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dummy", "scripted"]);
+    // The dummy answers through the real component loaded from the directory.
+    let r = s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
+        .await;
+    assert_eq!(r.ok("listBackupProviderOfferings")["count"], 2);
+}
