@@ -14,7 +14,10 @@ pub fn java_url_encode(value: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*' | b'_') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
         }
     }
     out
