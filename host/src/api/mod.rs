@@ -14,8 +14,10 @@ pub mod session;
 pub mod signature;
 
 use std::ops::Deref;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -144,22 +146,38 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Run in its own task: a panic anywhere below becomes a 530 answer, never a dropped
-    // connection or a 500.
-    let task = tokio::spawn(process(state, method, uri, headers, body));
-    match task.await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::error!(error = %e, "request handler panicked");
-            error_response(
-                &ApiError::internal(
-                    "Internal error executing command, please contact your system administrator",
-                ),
-                "errorresponse",
-                Format::Json,
-            )
+    // A panic anywhere below becomes a 530 answer, never a dropped connection or a 500. The
+    // request runs in this task (a spawned task per request costs more than a short read);
+    // commands that change state still get their own task in `process`, so a client that
+    // hangs up cannot cancel them half-way.
+    let mut request = std::pin::pin!(process(state, method, uri, headers, body));
+    let outcome = std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| request.as_mut().poll(cx))) {
+            Ok(Poll::Ready(resp)) => Poll::Ready(Ok(resp)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
         }
-    }
+    })
+    .await;
+    outcome.unwrap_or_else(|_| panicked())
+}
+
+/// The answer to a request whose handler panicked.
+fn panicked() -> Response {
+    tracing::error!("request handler panicked");
+    error_response(
+        &ApiError::internal(
+            "Internal error executing command, please contact your system administrator",
+        ),
+        "errorresponse",
+        Format::Json,
+    )
+}
+
+/// Read-only commands run in the request's task: cancelling them when the client hangs up
+/// loses nothing. CloudStack names every read-only command `list*`.
+fn runs_in_place(cmd: &Command) -> bool {
+    cmd.name.starts_with("list") && matches!(cmd.handler, Some(Handler::Sync(_)))
 }
 
 async fn process(
@@ -210,7 +228,16 @@ async fn process(
         return error_response(&e, "errorresponse", format);
     };
     let name = response_name(&cmd.name);
-    match dispatch(&state, cmd, &raw, &headers, format).await {
+    let outcome = if runs_in_place(&cmd) {
+        dispatch(&state, cmd, &raw, &headers, format).await
+    } else {
+        let task = tokio::spawn(async move { dispatch(&state, cmd, &raw, &headers, format).await });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(_) => return panicked(),
+        }
+    };
+    match outcome {
         Ok(resp) => resp,
         Err(e) => error_response(&e, &name, format),
     }

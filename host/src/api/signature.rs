@@ -10,14 +10,22 @@ use subtle::ConstantTimeEq;
 /// stay, every other UTF-8 byte becomes `%XX` (upper-case hex).
 pub fn java_url_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
+    push_java_url_encoded(&mut out, value);
+    out
+}
+
+/// Appends [`java_url_encode`]`(value)` to `out`.
+fn push_java_url_encoded(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in value.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*' | b'_') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
         }
     }
-    out
 }
 
 /// The string CloudStack signs: every parameter except `signature` (any case), sorted by raw
@@ -31,12 +39,23 @@ pub fn unsigned_string<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>)
     // identical, and for non-ASCII names the difference cannot make a valid signature invalid
     // for a client that sorted the same way.
     pairs.sort_by(|a, b| a.0.cmp(b.0));
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", java_url_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-        .to_lowercase()
+    // Built in one buffer: this runs on every signed request.
+    let capacity = pairs.iter().map(|(k, v)| k.len() + v.len() * 3 + 2).sum();
+    let mut out = String::with_capacity(capacity);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        push_java_url_encoded(&mut out, v);
+    }
+    if out.is_ascii() {
+        out.make_ascii_lowercase();
+        out
+    } else {
+        out.to_lowercase()
+    }
 }
 
 /// base64(HMAC-SHA1(secret, unsigned)).

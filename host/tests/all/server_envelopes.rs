@@ -202,3 +202,49 @@ async fn list_apis_has_the_shape_cloudmonkey_sync_needs_and_is_filtered_by_role(
     );
     assert!(user_names.iter().any(|n| n == "deployVirtualMachine"));
 }
+
+/// A panicking handler answers 530 (never a dropped connection or a 500), whether the command
+/// runs in the request's task (`list*`) or in a task of its own, and the server keeps serving.
+#[tokio::test]
+async fn a_panicking_handler_becomes_a_530_answer() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use bnr::api::registry::ALL_ROLES;
+    use bnr::api::{ApiState, Command, Registry, router};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let s = TestServer::start().await;
+    let mut registry = Registry::new();
+    for name in ["listPanics", "panicNow"] {
+        registry
+            .register(
+                Command::sync(name)
+                    .roles(ALL_ROLES)
+                    .object("panic")
+                    .handler(|_ctx| async move { panic!("handler panicked on purpose") }),
+            )
+            .expect("register");
+    }
+    let app = router(ApiState::new(s.state.core.clone(), registry));
+    let creds = Creds {
+        api_key: ADMIN_API_KEY.into(),
+        secret_key: ADMIN_SECRET_KEY.into(),
+    };
+    for name in ["listPanics", "panicNow", "listPanics"] {
+        let uri = format!(
+            "/client/api?{}",
+            query_string(&signed_params(&creds, name, &[]))
+        );
+        let req = Request::get(uri).body(Body::empty()).expect("request");
+        let resp = app
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router is infallible");
+        assert_eq!(resp.status().as_u16(), 530, "{name}");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["errorresponse"]["errorcode"], 530, "{name}: {v}");
+    }
+}

@@ -42,11 +42,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("name", "string", "Zone name")
             .handler(|ctx| async move {
                 let (id, name, kw, page) = (ctx.id("id"), ctx.str("name").map(str::to_string), ctx.keyword().map(str::to_string), ctx.page());
+                // A handful of rows: run in place (see `Store::read_now`).
                 let listed = ctx
                     .state
                     .store()
-                    .read(move |c| inventory::list_zones(c, id, name.as_deref(), kw.as_deref(), page))
-                    .await?;
+                    .read_now(|c| inventory::list_zones(c, id, name.as_deref(), kw.as_deref(), page))?;
                 Ok(ApiResult::list(listed.map(|z| zone_obj(&z))))
             }),
     )?;
