@@ -60,7 +60,7 @@ impl BackupService {
     ) -> BackupResult<Pending<()>> {
         let c2 = caller.clone();
         let providers = self.providers.clone();
-        let (backup, vm, offering, backup_ref, instance, provider) = self
+        let (backup, vm, backup_ref, instance, provider) = self
             .store
             .write(move |tx| {
                 let b = usable_backup(tx, backup_id)?;
@@ -110,78 +110,66 @@ impl BackupService {
                     "UPDATE volumes SET state = 'Restoring' WHERE vm_id = ?1 AND removed IS NULL",
                 )?
                 .execute([vm_id])?;
-                Ok::<_, BackupError>((b, vm, offering, backup_ref, instance, provider))
+                Ok::<_, BackupError>((b, vm, backup_ref, instance, provider))
             })
             .await?;
-        let _ = offering;
         let this = self.clone();
         let caller = caller.clone();
         let uuid = backup.uuid.clone();
         Ok(Pending::new(async move {
-            let ctx = this.providers.call_context(
-                &provider,
-                vm.zone_id,
-                &vm.zone_uuid,
-                vm.host_address.as_deref(),
-            );
-            let started = provider
-                .start_restore(&ctx, &backup_ref, &RestoreTarget::InPlace(instance))
-                .await;
-            let op = Operation {
-                provider: provider.clone(),
-                ctx,
-                zone_id: vm.zone_id,
-                kind: OperationKind::Restore,
-                backup_id: Some(backup.id),
-                payload: serde_json::json!({ "backup": backup.uuid, "vm": vm.uuid }),
-            };
-            this.complete_operation(op, started, move |tx, outcome| {
-                tx.prepare_cached(
-                    "UPDATE volumes SET state = 'Ready' WHERE vm_id = ?1 AND removed IS NULL",
-                )?
-                .execute([vm.id])?;
-                tx.prepare_cached("UPDATE vms SET state = 'Stopped' WHERE id = ?1")?
+            let target = RestoreTarget::InPlace(instance);
+            let payload = serde_json::json!({ "backup": backup.uuid, "vm": vm.uuid });
+            let (on_vm, of_backup) = (vm.clone(), backup.clone());
+            this.restore_instance(
+                provider,
+                &on_vm,
+                &of_backup,
+                backup_ref,
+                target,
+                payload,
+                move |tx, outcome| {
+                    tx.prepare_cached(
+                        "UPDATE volumes SET state = 'Ready' WHERE vm_id = ?1 AND removed IS NULL",
+                    )?
                     .execute([vm.id])?;
-                let result = match outcome {
-                    Ok(OperationResult::Restored) => Ok(()),
-                    Ok(other) => Err(format!(
-                        "the provider answered with {}",
-                        super::backups::result_name(&other)
-                    )),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => {
-                        let text = format!("Restored VM {} from backup {}", vm.name, backup.uuid);
-                        record_event(
-                            tx,
-                            &caller,
-                            vm.account_id,
-                            vm.domain_id,
-                            "BACKUP.RESTORE",
-                            Level::Info,
-                            &text,
-                            Some(("Backup", &backup.uuid)),
-                        )?;
-                        Ok(Ok(()))
+                    tx.prepare_cached("UPDATE vms SET state = 'Stopped' WHERE id = ?1")?
+                        .execute([vm.id])?;
+                    match restore_failure(outcome) {
+                        None => {
+                            let text =
+                                format!("Restored VM {} from backup {}", vm.name, backup.uuid);
+                            record_event(
+                                tx,
+                                &caller,
+                                vm.account_id,
+                                vm.domain_id,
+                                "BACKUP.RESTORE",
+                                Level::Info,
+                                &text,
+                                Some(("Backup", &backup.uuid)),
+                            )?;
+                            Ok(Ok(()))
+                        }
+                        Some(reason) => {
+                            let text = format!(
+                                "Error restoring VM from backup [{}]: {reason}",
+                                backup.uuid
+                            );
+                            record_event(
+                                tx,
+                                &caller,
+                                vm.account_id,
+                                vm.domain_id,
+                                "BACKUP.RESTORE",
+                                Level::Error,
+                                &text,
+                                Some(("Backup", &backup.uuid)),
+                            )?;
+                            Ok(Err(BackupError::Provider(text)))
+                        }
                     }
-                    Err(reason) => {
-                        let text =
-                            format!("Error restoring VM from backup [{}]: {reason}", backup.uuid);
-                        record_event(
-                            tx,
-                            &caller,
-                            vm.account_id,
-                            vm.domain_id,
-                            "BACKUP.RESTORE",
-                            Level::Error,
-                            &text,
-                            Some(("Backup", &backup.uuid)),
-                        )?;
-                        Ok(Err(BackupError::Provider(text)))
-                    }
-                }
-            })
+                },
+            )
             .await
         })
         .on("Backup", &uuid))
@@ -447,26 +435,18 @@ impl BackupService {
         let start = req.start;
         let vm_uuid = vm.uuid.clone();
         Ok(Pending::new(async move {
-            let ctx = this.providers.call_context(
-                &provider,
-                vm.zone_id,
-                &vm.zone_uuid,
-                vm.host_address.as_deref(),
-            );
-            let started = provider
-                .start_restore(&ctx, &backup_ref, &RestoreTarget::NewInstance(instance))
-                .await;
-            let op = Operation {
-                provider: provider.clone(),
-                ctx,
-                zone_id: vm.zone_id,
-                kind: OperationKind::Restore,
-                backup_id: Some(backup.id),
-                payload: serde_json::json!({ "backup": backup.uuid, "newvm": vm.uuid }),
-            };
-            this.complete_operation(op, started, move |tx, outcome| {
-                finish_vm_from_backup(tx, &caller, &vm, &backup, start, outcome)
-            })
+            let target = RestoreTarget::NewInstance(instance);
+            let payload = serde_json::json!({ "backup": backup.uuid, "newvm": vm.uuid });
+            let (on_vm, of_backup) = (vm.clone(), backup.clone());
+            this.restore_instance(
+                provider,
+                &on_vm,
+                &of_backup,
+                backup_ref,
+                target,
+                payload,
+                move |tx, outcome| finish_vm_from_backup(tx, &caller, &vm, &backup, start, outcome),
+            )
             .await
         })
         .created("VirtualMachine", &vm_uuid))
@@ -481,15 +461,7 @@ fn finish_vm_from_backup(
     start: bool,
     outcome: BackupResult<OperationResult>,
 ) -> OpResult<BackupResult<Vm>> {
-    let failure = match outcome {
-        Ok(OperationResult::Restored) => None,
-        Ok(other) => Some(format!(
-            "the provider answered with {}",
-            super::backups::result_name(&other)
-        )),
-        Err(e) => Some(e.to_string()),
-    };
-    if let Some(reason) = failure {
+    if let Some(reason) = restore_failure(outcome) {
         // Nothing half-created stays: expunge the instance allocated for the restore.
         let ts = now();
         tx.prepare_cached("UPDATE vms SET state = 'Expunging', removed = ?2 WHERE id = ?1")?
@@ -608,4 +580,55 @@ fn insert_volume(
     ])
     .map_err(OpError::from)?;
     Ok(uuid)
+}
+
+/// Why an instance restore failed, or `None` when the provider restored it.
+fn restore_failure(outcome: BackupResult<OperationResult>) -> Option<String> {
+    match outcome {
+        Ok(OperationResult::Restored) => None,
+        Ok(other) => Some(format!(
+            "the provider answered with {}",
+            super::backups::result_name(&other)
+        )),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+impl BackupService {
+    /// Starts restoring `backup_ref` onto `target` (in place or a new instance) on `vm`'s zone
+    /// and drives the operation to its end; `finish` records the outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_instance<T, F>(
+        &self,
+        provider: Arc<crate::runtime::Provider>,
+        vm: &Vm,
+        backup: &Backup,
+        backup_ref: wit::BackupRef,
+        target: RestoreTarget,
+        payload: serde_json::Value,
+        finish: F,
+    ) -> BackupResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, BackupResult<OperationResult>) -> OpResult<BackupResult<T>>
+            + Send
+            + 'static,
+    {
+        let ctx = self.providers.call_context(
+            &provider,
+            vm.zone_id,
+            &vm.zone_uuid,
+            vm.host_address.as_deref(),
+        );
+        let started = provider.start_restore(&ctx, &backup_ref, &target).await;
+        let op = Operation {
+            provider: provider.clone(),
+            ctx,
+            zone_id: vm.zone_id,
+            kind: OperationKind::Restore,
+            backup_id: Some(backup.id),
+            payload,
+        };
+        self.complete_operation(op, started, finish).await
+    }
 }
