@@ -343,7 +343,7 @@ async fn bench_sync(runtime: &Arc<Runtime>) {
             .load_file(&component("fixtures/bnr_fixture_scripted.wasm"))
             .expect("scripted loads");
         let settings = HashMap::from([(
-            "scripted.restore-points".to_string(),
+            "backup.plugin.scripted.restore-points".to_string(),
             format!("rp-1,{T0},FULL,1073741824,7516192768"),
         )]);
         let resolver = Arc::new(Fixed { provider, settings });

@@ -60,6 +60,18 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-future-version",
         destination: Destination::Fixtures,
     },
+    Component {
+        package: "bnr-fixture-thief",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-impostor",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-slow-describe",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.

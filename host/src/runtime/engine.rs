@@ -22,7 +22,7 @@ use super::inspect::{self, Inspection};
 use super::limits::{
     EPOCH_TICK, MAX_COMPONENT_BYTES, PoolConfig, SandboxLimits, TABLE_ELEMENTS_MAX,
 };
-use super::provider::{Provider, Session};
+use super::provider::{Admission, Provider, Session};
 use super::state::{CallScope, Declared, HostState};
 use super::wit::ProviderInfo;
 
@@ -55,6 +55,10 @@ pub(crate) struct RuntimeShared {
     pub engine: Engine,
     pub limits: SandboxLimits,
     admission: Arc<Semaphore>,
+    /// Permits `admission` started with.
+    pool_slots: usize,
+    /// Slots one provider may hold at once (`PoolConfig::max_instances_per_provider`).
+    per_provider: usize,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -65,21 +69,40 @@ impl Drop for RuntimeShared {
 }
 
 impl RuntimeShared {
-    /// A slot for one live instance: at once if free, else after waiting up to
-    /// `limits.admission_wait`, else `Busy`.
-    pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, CallError> {
-        if let Ok(permit) = self.admission.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        match tokio::time::timeout(
-            self.limits.admission_wait,
-            self.admission.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) | Err(_) => Err(CallError::Busy),
-        }
+    /// Size of each provider's share of the instance slots.
+    pub(crate) fn instances_per_provider(&self) -> usize {
+        self.per_provider
+    }
+
+    /// A slot for one live instance: first one of the provider's own share (when given),
+    /// then one of the shared pool; each at once if free, else after waiting (both waits
+    /// together at most `limits.admission_wait`), else `Busy`. Waiting for the share first
+    /// means a provider whose share is full queues on its own semaphore without taking
+    /// slots other providers need.
+    pub(crate) async fn admit(&self, share: Option<&Arc<Semaphore>>) -> Result<Admission, CallError> {
+        let deadline = tokio::time::Instant::now() + self.limits.admission_wait;
+        let share = match share {
+            Some(share) => Some(acquire(share, deadline).await?),
+            None => None,
+        };
+        let pool = acquire(&self.admission, deadline).await?;
+        Ok(Admission {
+            _share: share,
+            _pool: pool,
+        })
+    }
+}
+
+async fn acquire(
+    semaphore: &Arc<Semaphore>,
+    deadline: tokio::time::Instant,
+) -> Result<OwnedSemaphorePermit, CallError> {
+    if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
+    match tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) | Err(_) => Err(CallError::Busy),
     }
 }
 
@@ -126,11 +149,16 @@ impl Runtime {
         start_epoch_ticker(engine.clone(), ticker_stop.clone())?;
 
         let permits = usize::try_from(config.pool.max_instances.max(1)).unwrap_or(usize::MAX);
+        let per_provider = usize::try_from(config.pool.max_instances_per_provider.max(1))
+            .unwrap_or(usize::MAX)
+            .min(permits);
         Ok(Arc::new(Runtime {
             shared: Arc::new(RuntimeShared {
                 engine,
                 limits,
                 admission: Arc::new(Semaphore::new(permits)),
+                pool_slots: permits,
+                per_provider,
                 ticker_stop,
             }),
             cache,
@@ -143,6 +171,11 @@ impl Runtime {
     /// The limits every call runs under.
     pub fn limits(&self) -> &SandboxLimits {
         &self.shared.limits
+    }
+
+    /// Instance slots held right now by calls and sessions (of every provider).
+    pub fn instances_in_use(&self) -> usize {
+        self.shared.pool_slots - self.shared.admission.available_permits()
     }
 
     /// Whether the pooling allocator is in use (`false` after the on-demand fallback).
@@ -306,7 +339,7 @@ fn describe_on_own_thread(
             rt.block_on(async {
                 let declared = Arc::new(Declared::nothing("(loading)"));
                 let scope = Arc::new(CallScope::new(&declared, &CallContext::default()));
-                let permit = shared.admit().await.map_err(LoadError::Describe)?;
+                let permit = shared.admit(None).await.map_err(LoadError::Describe)?;
                 let mut session =
                     Session::new(shared.clone(), pre.clone(), declared, scope, permit);
                 session.describe().await.map_err(LoadError::Describe)

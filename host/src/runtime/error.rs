@@ -13,12 +13,15 @@ pub enum CallError {
     /// The provider answered with an error on purpose.
     #[error("{}", describe_provider_error(.0))]
     Provider(ProviderError),
-    /// The guest trapped (a panic, `unreachable`, an invalid memory access, ...).
-    #[error("provider trapped: {message}{}", .guest_panic.as_deref().map(|p| format!(" (guest said: {p})")).unwrap_or_default())]
+    /// The guest trapped (a panic, `unreachable`, an invalid memory access, ...). The panic
+    /// text is detail for operators ([`CallError::detail`], logs): it is not part of the
+    /// message users see.
+    #[error("provider trapped: {message}")]
     Trap {
         /// What wasmtime reported (bounded in length).
         message: String,
-        /// The guest's stderr tail, which holds the panic message of a Rust provider.
+        /// The guest's stderr tail, which holds the panic message of a Rust provider (passed
+        /// through the untrusted-text boundary: bounded, sanitised, redacted).
         guest_panic: Option<String>,
     },
     /// The guest tried to grow its memory beyond the cap.
@@ -33,6 +36,10 @@ pub enum CallError {
     /// The returned value was larger than the result-size bound.
     #[error("provider returned a result larger than the allowed size")]
     ResultTooLarge,
+    /// The provider returned a value bnr cannot accept (a size beyond the documented bound,
+    /// a time far in the future, an identifier that is too long ...). Nothing of it was used.
+    #[error("provider returned an invalid result: {0}")]
+    InvalidResult(String),
     /// No instance slot became free in time; the call may be retried.
     #[error("provider runtime is busy; retry later")]
     Busy,
@@ -42,6 +49,18 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The full text for operators: the message plus, for a trap, the guest's panic text.
+    /// Users are shown the `Display` text only.
+    pub fn detail(&self) -> String {
+        match self {
+            CallError::Trap {
+                guest_panic: Some(panic),
+                ..
+            } => format!("{self} (guest said: {panic})"),
+            _ => self.to_string(),
+        }
+    }
+
     /// Whether the same call may succeed if retried later unchanged.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -98,6 +117,23 @@ pub enum LoadError {
     /// `describe()` failed at load time.
     #[error("describe() failed: {0}")]
     Describe(CallError),
+    /// Another component claims the same provider name.
+    #[error(
+        "provider name `{name}` is claimed by several components ({}); {}",
+        files.join(", "),
+        match kept {
+            Some(kept) => format!("the built-in {kept} is kept and the others are refused"),
+            None => "none of them is loaded".to_owned(),
+        }
+    )]
+    NameConflict {
+        /// The contested name.
+        name: String,
+        /// Every file that claims it.
+        files: Vec<String>,
+        /// The built-in component that was kept, if one of them is built in.
+        kept: Option<String>,
+    },
     /// Reading the file (or the compiled cache) failed.
     #[error("{0}")]
     Io(std::io::Error),

@@ -21,8 +21,9 @@ pub const OPERATOR_EXEC_PREFIX: &str = "exec:";
 /// nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// HTTP destinations, lower-case `host:port`, or `host` (then only the scheme's default
-    /// port, 80 or 443, matches).
+    /// HTTP destinations, lower-case: `scheme://host:port` from a URL (only that scheme
+    /// matches), `host:port` (either scheme) or `host` (only the scheme's default port, 80 or
+    /// 443, matches).
     pub http_authorities: Vec<String>,
     /// Remote-exec targets, lower-case host names or addresses.
     pub exec_targets: Vec<String>,
@@ -99,7 +100,9 @@ impl Grants {
     }
 
     /// Whether an HTTP request to `authority` over `scheme` is granted. The match is exact on
-    /// the lower-cased host and on the port (an omitted port is the scheme's default).
+    /// the lower-cased host, on the port (an omitted port is the scheme's default) and, for a
+    /// grant that names one, on the scheme: an `https://` grant never lets plain `http://`
+    /// through to the same port.
     pub fn allows_http(&self, scheme: &Scheme, authority: &Authority) -> bool {
         let Some(default_port) = default_port(scheme) else {
             return false;
@@ -111,6 +114,15 @@ impl Grants {
         let host = authority.host().to_ascii_lowercase();
         let port = authority.port_u16().unwrap_or(default_port);
         self.http_authorities.iter().any(|granted| {
+            let granted = match granted.split_once("://") {
+                Some((granted_scheme, rest)) => {
+                    if !granted_scheme.eq_ignore_ascii_case(scheme.as_str()) {
+                        return false;
+                    }
+                    rest
+                }
+                None => granted.as_str(),
+            };
             let Ok(granted) = granted.parse::<Authority>() else {
                 return false;
             };
@@ -143,7 +155,7 @@ fn default_port(scheme: &Scheme) -> Option<u16> {
     }
 }
 
-/// `https://Host:9398/api` → `host:9398`; `http://host/x` → `host:80`; `Host:8080` →
+/// `https://Host:9398/api` → `https://host:9398`; `http://host/x` → `http://host:80`; `Host:8080` →
 /// `host:8080`; `host` → `host`. `None` for anything that is not a plain HTTP(S) destination
 /// (other schemes, credentials in the authority, paths without a scheme, blanks).
 pub(crate) fn normalize_http_target(value: &str) -> Option<String> {
@@ -153,13 +165,19 @@ pub(crate) fn normalize_http_target(value: &str) -> Option<String> {
     }
     if value.contains("://") {
         let uri: Uri = value.parse().ok()?;
-        let port = default_port(uri.scheme()?)?;
+        let scheme = uri.scheme()?;
+        let port = default_port(scheme)?;
         let authority = uri.authority()?;
         if authority.as_str().contains('@') || authority.host().is_empty() {
             return None;
         }
         let port = authority.port_u16().unwrap_or(port);
-        return Some(format!("{}:{port}", authority.host().to_ascii_lowercase()));
+        // The scheme stays part of the grant: a URL names one protocol, not a port for any.
+        return Some(format!(
+            "{}://{}:{port}",
+            scheme.as_str().to_ascii_lowercase(),
+            authority.host().to_ascii_lowercase()
+        ));
     }
     if value.contains(['/', '@', '?', '#']) {
         return None;
@@ -290,7 +308,7 @@ mod tests {
             None,
             &[],
         );
-        assert_eq!(grants.http_authorities, vec!["veeam.lan:9398"]);
+        assert_eq!(grants.http_authorities, vec!["https://veeam.lan:9398"]);
         assert!(grants.exec_targets.is_empty());
 
         let grants = Grants::derive(
@@ -299,7 +317,7 @@ mod tests {
             None,
             &[],
         );
-        assert_eq!(grants.http_authorities, vec!["networker.lan:80"]);
+        assert_eq!(grants.http_authorities, vec!["http://networker.lan:80"]);
     }
 
     #[test]
@@ -310,7 +328,7 @@ mod tests {
             None,
             &[],
         );
-        assert_eq!(grants.http_authorities, vec!["default.example:9398"]);
+        assert_eq!(grants.http_authorities, vec!["https://default.example:9398"]);
     }
 
     #[test]
@@ -360,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             grants.http_authorities,
-            vec!["mirror.lan:443", "veeam.lan:9398"]
+            vec!["https://mirror.lan:443", "veeam.lan:9398"]
         );
         assert!(grants.exec_targets.is_empty());
 
@@ -409,6 +427,23 @@ mod tests {
         assert!(allows(Scheme::HTTP, "plain.lan"));
         assert!(!allows(Scheme::HTTP, "plain.lan:8080"));
         assert!(!allows(Scheme::HTTPS, "other.lan"));
+    }
+
+    #[test]
+    fn a_url_grant_matches_only_its_own_scheme() {
+        let grants = Grants::derive(
+            &info(vec![Need::HttpToSetting("vendor.url".into())]),
+            &settings(&[("vendor.url", "https://veeam.lan:9398/api")]),
+            None,
+            &extras(&["http://mirror.lan:8080"]),
+        );
+        let allows = |scheme: Scheme, authority: &str| {
+            grants.allows_http(&scheme, &authority.parse().unwrap())
+        };
+        assert!(allows(Scheme::HTTPS, "veeam.lan:9398"));
+        assert!(!allows(Scheme::HTTP, "veeam.lan:9398"));
+        assert!(allows(Scheme::HTTP, "mirror.lan:8080"));
+        assert!(!allows(Scheme::HTTPS, "mirror.lan:8080"));
     }
 
     #[test]

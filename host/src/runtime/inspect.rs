@@ -10,6 +10,10 @@ use std::fmt;
 use wasmparser::{Encoding, Parser, Payload};
 
 use super::error::LoadError;
+use super::limits::{
+    DESCRIBE_MAX_DEFAULT_BYTES, DESCRIBE_MAX_NEEDS, DESCRIBE_MAX_SETTING_NAME_BYTES,
+    DESCRIBE_MAX_SETTINGS, DESCRIBE_MAX_TEXT_BYTES,
+};
 use super::wit::{DeleteGranularity, Need, ProviderInfo, SettingKind};
 
 /// The WIT package this host implements.
@@ -181,7 +185,15 @@ fn check_version(version: &str) -> Result<(), LoadError> {
     }
 }
 
-/// Checks the `describe()` answer for what the rest of bnr relies on.
+/// The prefix every setting of provider `name` must start with: a provider owns the names
+/// under `backup.plugin.<its name>.` and nothing else (not another provider's, not bnr's own).
+pub fn setting_prefix(name: &str) -> String {
+    format!("backup.plugin.{name}.")
+}
+
+/// Checks the `describe()` answer for what the rest of bnr relies on: a well-formed name and
+/// version, settings only under the provider's own prefix, unique, within the declared caps
+/// (`limits::DESCRIBE_*`), and needs that name declared settings.
 pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
     let name_ok = !info.name.is_empty()
         && info.name.len() <= 64
@@ -194,22 +206,62 @@ pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
         return Err(LoadError::Invalid(format!(
             "provider name {:?} must be 1–64 lower-case letters, digits, `-` or `_`, starting \
              with a letter",
-            info.name
+            shorten(&info.name)
         )));
     }
-    if !is_semver(&info.version) {
+    if info.version.len() > DESCRIBE_MAX_TEXT_BYTES || !is_semver(&info.version) {
         return Err(LoadError::Invalid(format!(
             "provider version {:?} is not a semantic version (MAJOR.MINOR.PATCH)",
-            info.version
+            shorten(&info.version)
         )));
     }
+    check_text("the provider description", &info.description, DESCRIBE_MAX_TEXT_BYTES)?;
+    if info.settings.len() > DESCRIBE_MAX_SETTINGS {
+        return Err(LoadError::Invalid(format!(
+            "the provider declares {} settings; at most {DESCRIBE_MAX_SETTINGS} are allowed",
+            info.settings.len()
+        )));
+    }
+    if info.needs.len() > DESCRIBE_MAX_NEEDS {
+        return Err(LoadError::Invalid(format!(
+            "the provider declares {} needs; at most {DESCRIBE_MAX_NEEDS} are allowed",
+            info.needs.len()
+        )));
+    }
+    let prefix = setting_prefix(&info.name);
     let mut names = std::collections::HashSet::new();
     for decl in &info.settings {
-        if decl.name.is_empty() || !names.insert(decl.name.as_str()) {
+        let key = decl.name.strip_prefix(&prefix).unwrap_or_default();
+        let key_ok = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !key_ok || decl.name.len() > DESCRIBE_MAX_SETTING_NAME_BYTES {
             return Err(LoadError::Invalid(format!(
-                "setting {:?} is empty or declared twice",
+                "setting {:?} is not owned by provider `{}`: a provider may only declare \
+                 settings named `{prefix}<key>` (key: letters, digits, `.`, `-`, `_`; at most \
+                 {DESCRIBE_MAX_SETTING_NAME_BYTES} bytes in all)",
+                shorten(&decl.name),
+                info.name
+            )));
+        }
+        if !names.insert(decl.name.as_str()) {
+            return Err(LoadError::Invalid(format!(
+                "setting {:?} is declared twice",
                 decl.name
             )));
+        }
+        check_text(
+            &format!("the description of setting {}", decl.name),
+            &decl.description,
+            DESCRIBE_MAX_TEXT_BYTES,
+        )?;
+        if let Some(default) = &decl.default_value {
+            check_text(
+                &format!("the default of setting {}", decl.name),
+                default,
+                DESCRIBE_MAX_DEFAULT_BYTES,
+            )?;
         }
     }
     for need in &info.needs {
@@ -217,12 +269,42 @@ pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
             && !names.contains(name.as_str())
         {
             return Err(LoadError::Invalid(format!(
-                "need {} refers to setting {name:?}, which the provider does not declare",
-                describe_need(need)
+                "need {} refers to setting {:?}, which the provider does not declare",
+                describe_need(&shorten_need(need)),
+                shorten(name)
             )));
         }
     }
     Ok(())
+}
+
+/// Declared text is shown in listings and logs: bounded, and free of control characters.
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), LoadError> {
+    if text.len() > max {
+        return Err(LoadError::Invalid(format!(
+            "{what} is {} bytes; at most {max} are allowed",
+            text.len()
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(LoadError::Invalid(format!(
+            "{what} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A declared string as it may appear in a load error: cut, and without control characters.
+fn shorten(text: &str) -> String {
+    super::untrusted::sanitize(text, 80, &[])
+}
+
+fn shorten_need(need: &Need) -> Need {
+    match need {
+        Need::HttpToSetting(s) => Need::HttpToSetting(shorten(s)),
+        Need::RemoteExecToSetting(s) => Need::RemoteExecToSetting(shorten(s)),
+        Need::RemoteExecOnInstanceHost => Need::RemoteExecOnInstanceHost,
+    }
 }
 
 fn is_semver(version: &str) -> bool {
@@ -414,6 +496,88 @@ mod tests {
         assert!(text.contains("http-to-setting(veeam.url)"), "{text}");
         assert!(text.contains("links wasi:http"), "{text}");
         assert!(text.contains("delete-granularity: chain"), "{text}");
+    }
+
+    fn info_with(name: &str, settings: Vec<crate::runtime::wit::SettingDecl>) -> ProviderInfo {
+        use crate::runtime::wit::Capabilities;
+        ProviderInfo {
+            name: name.into(),
+            description: String::new(),
+            version: "1.0.0".into(),
+            settings,
+            needs: vec![],
+            capabilities: Capabilities {
+                instance_from_backup: false,
+                single_volume_restore: false,
+                delete_granularity: DeleteGranularity::Chain,
+                deletes_backups_on_offering_removal: false,
+                reconciliation: false,
+                provider_owned_retention: false,
+                cross_zone_instance_creation: false,
+                quiesce: false,
+                storage_stats: false,
+            },
+        }
+    }
+
+    fn text_setting(name: &str) -> crate::runtime::wit::SettingDecl {
+        crate::runtime::wit::SettingDecl {
+            name: name.into(),
+            description: String::new(),
+            kind: SettingKind::Text,
+            default_value: None,
+            secret: false,
+        }
+    }
+
+    #[test]
+    fn a_provider_may_declare_settings_only_under_its_own_prefix() {
+        let ok = info_with("vault", vec![text_setting("backup.plugin.vault.url")]);
+        assert!(check_info(&ok).is_ok());
+        for stolen in [
+            "backup.plugin.veeam.password",
+            "backup.plugin.vaultx.url",
+            "backup.plugin.vault.",
+            "backup.framework.provider.plugin",
+            "backup.framework.enabled",
+            "vault.url",
+            "backup.plugin.vault.new\nline",
+        ] {
+            let err = check_info(&info_with("vault", vec![text_setting(stolen)])).unwrap_err();
+            assert!(
+                matches!(&err, LoadError::Invalid(m) if m.contains("not owned by provider `vault`")),
+                "{stolen:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn describe_answers_beyond_the_caps_are_refused() {
+        let many = (0..=DESCRIBE_MAX_SETTINGS)
+            .map(|i| text_setting(&format!("backup.plugin.big.s{i}")))
+            .collect();
+        let err = check_info(&info_with("big", many)).unwrap_err();
+        assert!(err.to_string().contains("at most 64"), "{err}");
+
+        let mut long = text_setting("backup.plugin.big.s");
+        long.description = "x".repeat(DESCRIBE_MAX_TEXT_BYTES + 1);
+        let err = check_info(&info_with("big", vec![long])).unwrap_err();
+        assert!(err.to_string().contains("bytes; at most"), "{err}");
+
+        let mut default = text_setting("backup.plugin.big.s");
+        default.default_value = Some("y".repeat(DESCRIBE_MAX_DEFAULT_BYTES + 1));
+        assert!(check_info(&info_with("big", vec![default])).is_err());
+
+        let name = format!("backup.plugin.big.{}", "k".repeat(DESCRIBE_MAX_SETTING_NAME_BYTES));
+        assert!(check_info(&info_with("big", vec![text_setting(&name)])).is_err());
+
+        let mut info = info_with("big", vec![text_setting("backup.plugin.big.url")]);
+        info.needs = vec![Need::HttpToSetting("backup.plugin.big.url".into()); DESCRIBE_MAX_NEEDS + 1];
+        assert!(check_info(&info).is_err());
+
+        let mut info = info_with("big", vec![]);
+        info.description = "forged\n2026-01-01 ERROR".into();
+        assert!(check_info(&info).is_err());
     }
 
     #[test]

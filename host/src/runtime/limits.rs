@@ -26,8 +26,52 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Wall-clock bound of `describe()` at load (if the call timeout is not shorter): it only
 /// builds a record and must not call the host, so anything slow is broken or hostile, and a
-/// load must not hang on it.
-pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// load must not hang on it. Components load in parallel, so one hostile `describe()` costs
+/// start-up at most this once, not once per component.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings one provider may declare. Real providers declare about ten (CloudStack's Veeam
+/// plugin has eight); every one becomes a row of `listConfigurations`.
+pub const DESCRIBE_MAX_SETTINGS: usize = 64;
+
+/// Needs one provider may declare (each is a grant rule evaluated on every call).
+pub const DESCRIBE_MAX_NEEDS: usize = 16;
+
+/// Longest setting name (`backup.plugin.<provider>.<key>`), in bytes.
+pub const DESCRIBE_MAX_SETTING_NAME_BYTES: usize = 128;
+
+/// Longest description (of the provider or of a setting) and version, in bytes: shown in
+/// listings, never a document.
+pub const DESCRIBE_MAX_TEXT_BYTES: usize = 1 << 10;
+
+/// Longest declared default value of a setting, in bytes (room for a URL or a PEM block).
+pub const DESCRIBE_MAX_DEFAULT_BYTES: usize = 4 << 10;
+
+/// Components loaded at once at start-up (each load compiles on its own thread). Loading in
+/// parallel bounds start-up by the slowest component rather than the sum of all of them.
+pub const LOAD_PARALLELISM: usize = 4;
+
+/// Instance slots one provider may hold at once, at most (see [`PoolConfig`]): a slow or
+/// hostile provider serving one zone must leave slots for the providers of other zones.
+pub const DEFAULT_INSTANCES_PER_PROVIDER: u32 = 8;
+
+/// Largest size, in bytes, a provider may report (backup, restore point, volume, storage):
+/// 2^53 = 8 PiB, far beyond any real backup, and the largest integer every JSON client reads
+/// exactly. Larger values fail the call (`CallError::InvalidResult`) instead of reaching the
+/// store, where sums of them could overflow.
+pub const MAX_REPORTED_BYTES: u64 = 1 << 53;
+
+/// How far in the future a provider-reported time may lie (clock skew between bnr and the
+/// vendor); later times fail the call.
+pub const MAX_REPORTED_CLOCK_SKEW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest provider-originated text (error message, panic text, log message, progress
+/// message) kept after the untrusted-text boundary; longer text is cut and marked `…`.
+pub const PROVIDER_TEXT_MAX_BYTES: usize = 1 << 10;
+
+/// Longest identifier a provider may return (external ids, handles, volume paths, policy
+/// ids and names); longer ones fail the call, since cutting an id would corrupt it.
+pub const PROVIDER_ID_MAX_BYTES: usize = 1 << 10;
 
 /// Largest value (approximate in-memory bytes) a call may return to the host.
 ///
@@ -145,6 +189,10 @@ pub struct PoolConfig {
     /// Provider instances alive at once, across all providers ([`DEFAULT_POOL_INSTANCES`]).
     /// Calls beyond this wait up to `SandboxLimits::admission_wait`, then fail with `Busy`.
     pub max_instances: u32,
+    /// Instance slots one provider may hold at once ([`DEFAULT_INSTANCES_PER_PROVIDER`]);
+    /// the rest of the pool stays available to other providers. Calls beyond this wait up to
+    /// `SandboxLimits::admission_wait`, then fail with `Busy`.
+    pub max_instances_per_provider: u32,
     /// Linear memories per instance slot (Rust components use one or two).
     pub memories_per_instance: u32,
     /// Core instances per component (a Rust `wasm32-wasip2` component uses about five).
@@ -158,6 +206,7 @@ impl Default for PoolConfig {
         Self {
             enabled: true,
             max_instances: DEFAULT_POOL_INSTANCES,
+            max_instances_per_provider: DEFAULT_INSTANCES_PER_PROVIDER,
             memories_per_instance: 2,
             core_instances_per_instance: 8,
             tables_per_instance: 4,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
 use super::bindings::{BackupProvider, BackupProviderPre};
@@ -19,7 +19,8 @@ use super::grants::CallContext;
 use super::inspect::Inspection;
 use super::limits::{DESCRIBE_TIMEOUT, GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
 use super::size::ResultSize;
-use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET, truncate_utf8};
+use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET};
+use super::untrusted::{self, Boundary, Untrusted};
 use super::wit::{
     BackupOptions, BackupRef, Instance, Metric, Policy, PollStatus, ProviderInfo, RestorePoint,
     RestoreTarget, Started, StorageStats, VolumeRestoreRequest, Zone,
@@ -37,6 +38,9 @@ pub struct Provider {
     pre: BackupProviderPre<HostState>,
     declared: Arc<Declared>,
     shared: Arc<RuntimeShared>,
+    /// This provider's share of the instance slots (`PoolConfig::max_instances_per_provider`),
+    /// taken before a slot of the shared pool, so a slow provider cannot hold the whole pool.
+    share: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -65,6 +69,7 @@ impl Provider {
         declared: Arc<Declared>,
         shared: Arc<RuntimeShared>,
     ) -> Self {
+        let share = Arc::new(Semaphore::new(shared.instances_per_provider()));
         Self {
             info,
             sha256,
@@ -75,6 +80,7 @@ impl Provider {
             pre,
             declared,
             shared,
+            share,
         }
     }
 
@@ -131,7 +137,7 @@ impl Provider {
     ///
     /// Fails with `Busy` when no slot frees up within `SandboxLimits::admission_wait`.
     pub async fn session(&self, ctx: &CallContext) -> Result<Session, CallError> {
-        let permit = self.shared.admit().await?;
+        let permit = self.shared.admit(Some(&self.share)).await?;
         let scope = Arc::new(CallScope::new(&self.declared, ctx));
         Ok(Session::new(
             self.shared.clone(),
@@ -151,7 +157,14 @@ pub struct Session {
     scope: Arc<CallScope>,
     /// `None` until the first call, and again after a failed or cancelled one.
     live: Option<Live>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Admission,
+}
+
+/// The permits a session holds until dropped: a slot of the provider's share (none for
+/// `describe()` at load) and a slot of the shared pool.
+pub(crate) struct Admission {
+    pub _share: Option<OwnedSemaphorePermit>,
+    pub _pool: OwnedSemaphorePermit,
 }
 
 struct Live {
@@ -175,7 +188,7 @@ impl Session {
         pre: BackupProviderPre<HostState>,
         declared: Arc<Declared>,
         scope: Arc<CallScope>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
     ) -> Self {
         Self {
             shared,
@@ -200,6 +213,10 @@ impl Session {
         let state = HostState::new(self.scope.clone(), limits.memory_bytes, limits.http_timeout);
         let mut store = Store::new(&self.shared.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Bounds what the host copies out of the guest in one go (a result, a log message):
+        // checking the size after the copy would let aliased strings inflate host memory far
+        // beyond the guest's own memory cap before the check runs.
+        store.set_hostcall_fuel(limits.max_result_bytes);
         store.epoch_deadline_callback(|mut cx| {
             let cpu = &mut cx.data_mut().cpu;
             cpu.ticks += 1;
@@ -220,24 +237,41 @@ impl Session {
 
     /// Keeps the instance for the next call if this one went well; turns failures into
     /// `CallError`s.
-    fn settle<R: ResultSize>(
+    fn settle<R: ResultSize + Untrusted>(
         &mut self,
         live: Live,
         export: &'static str,
         outcome: wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         match outcome {
-            Ok(value) => {
+            Ok(mut value) => {
                 let size = value.result_size();
                 if size > self.shared.limits.max_result_bytes {
                     self.report(export, &CallError::ResultTooLarge, Some(size));
                     // Drop the instance too: its memory is as large as the result.
                     return Err(CallError::ResultTooLarge);
                 }
+                // The one boundary for what the provider returned: numbers range-checked,
+                // text bounded, sanitised and redacted, identifiers checked.
+                if let Err(reason) = value.admit(&self.boundary()) {
+                    let error = CallError::InvalidResult(reason);
+                    self.report(export, &error, None);
+                    return Err(error);
+                }
                 self.live = Some(live);
                 Ok(value)
             }
             Err(err) => Err(self.classify(live.store.data(), err, export)),
+        }
+    }
+
+    fn boundary(&self) -> Boundary<'_> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Boundary {
+            secrets: &self.scope.secrets,
+            now,
         }
     }
 
@@ -249,16 +283,24 @@ impl Session {
             CallError::Busy
         } else if trap == Some(Trap::Interrupt) {
             CallError::CpuLimit
+        } else if is_hostcall_fuel_exhausted(&err) {
+            // The result (or a log message) was bigger than the copy bound.
+            CallError::ResultTooLarge
         } else if trap.is_none() && export == "instantiate" {
-            CallError::Instantiate(truncate_utf8(format!("{err:#}"), TRAP_MESSAGE_MAX_BYTES))
+            CallError::Instantiate(untrusted::sanitize(
+                &format!("{err:#}"),
+                TRAP_MESSAGE_MAX_BYTES,
+                &self.scope.secrets,
+            ))
         } else {
             let message = match trap {
                 Some(trap) => trap.to_string(),
                 None => err.root_cause().to_string(),
             };
             CallError::Trap {
-                message: truncate_utf8(message, TRAP_MESSAGE_MAX_BYTES),
-                guest_panic: panic_text(&state.stderr.text()),
+                message: untrusted::sanitize(&message, TRAP_MESSAGE_MAX_BYTES, &self.scope.secrets),
+                guest_panic: panic_text(&state.stderr.text())
+                    .map(|text| untrusted::sanitize(&text, GUEST_PANIC_MAX_BYTES + 4, &self.scope.secrets)),
             }
         };
         self.report(export, &error, None);
@@ -272,7 +314,7 @@ impl Session {
             zone = %self.scope.zone,
             export,
             result_bytes = size,
-            error = %error,
+            error = %error.detail(),
             "provider call failed"
         );
     }
@@ -368,6 +410,13 @@ exports! {
     metrics => call_metrics(zone: &Zone, vms: &[Instance]) -> Vec<Metric>;
     /// Used and total bytes of the zone's backup storage (WIT `get-storage-stats`).
     storage_stats => call_get_storage_stats(zone: &Zone) -> StorageStats;
+}
+
+/// Whether wasmtime stopped copying a value out of the guest because it exceeded the store's
+/// hostcall fuel. The error type is private to wasmtime; its text is the only handle on it.
+fn is_hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.to_string().contains("fuel allocated for hostcalls has been exhausted"))
 }
 
 /// The part of a guest's stderr that explains a trap: from the last panic message on (Rust

@@ -9,7 +9,81 @@ use parking_lot::RwLock;
 
 use super::engine::Runtime;
 use super::error::LoadError;
+use super::limits::LOAD_PARALLELISM;
 use super::provider::Provider;
+
+/// The providers bnr ships, each as `bnr_<name>.wasm` in the providers directory. On a name
+/// conflict the built-in component is kept and the other refused.
+pub const BUILTIN_PROVIDERS: &[&str] = &["dummy"];
+
+/// Whether the component at `path` is the built-in provider `name`.
+fn is_builtin(name: &str, path: &Path) -> bool {
+    BUILTIN_PROVIDERS.contains(&name)
+        && path
+            .file_name()
+            .is_some_and(|file| *file == *format!("bnr_{name}.wasm"))
+}
+
+/// Loads `paths` on up to [`LOAD_PARALLELISM`] threads; results in the order of `paths`.
+fn load_parallel(rt: &Arc<Runtime>, paths: &[PathBuf]) -> Vec<Result<Arc<Provider>, LoadError>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<parking_lot::Mutex<Option<Result<Arc<Provider>, LoadError>>>> =
+        paths.iter().map(|_| parking_lot::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..LOAD_PARALLELISM.min(paths.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(index) else {
+                        return;
+                    };
+                    *results[index].lock() = Some(rt.load_file(path));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner().unwrap_or_else(|| {
+                Err(LoadError::Io(std::io::Error::other(
+                    "the loader thread ended before loading this component",
+                )))
+            })
+        })
+        .collect()
+}
+
+/// Replaces every loaded provider whose name another loaded component also claims with a
+/// `NameConflict` error, keeping a built-in one if there is one.
+fn refuse_name_conflicts(loaded: &mut [(PathBuf, Result<Arc<Provider>, LoadError>)]) {
+    let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (index, (_, result)) in loaded.iter().enumerate() {
+        if let Ok(provider) = result {
+            by_name.entry(provider.name().to_owned()).or_default().push(index);
+        }
+    }
+    for (name, claimants) in by_name.into_iter().filter(|(_, c)| c.len() > 1) {
+        let kept = claimants
+            .iter()
+            .copied()
+            .find(|&index| is_builtin(&name, &loaded[index].0));
+        let files: Vec<String> = claimants
+            .iter()
+            .map(|&index| loaded[index].0.display().to_string())
+            .collect();
+        for &index in &claimants {
+            if Some(index) == kept {
+                continue;
+            }
+            loaded[index].1 = Err(LoadError::NameConflict {
+                name: name.clone(),
+                files: files.clone(),
+                kept: kept.map(|index| loaded[index].0.display().to_string()),
+            });
+        }
+    }
+}
 
 /// Zone → provider.
 ///
@@ -78,9 +152,15 @@ impl Catalog {
         Self::default()
     }
 
-    /// Loads every `*.wasm` file of `dir` (sorted by file name) and inserts the providers
-    /// that load. Errors are returned per file, never fatal; a missing directory yields one
-    /// `Io` error.
+    /// Loads every `*.wasm` file of `dir` (sorted by file name; up to [`LOAD_PARALLELISM`] at
+    /// once, so start-up waits for the slowest component, not for the sum of all) and inserts
+    /// the providers that load. Errors are returned per file, never fatal; a missing
+    /// directory yields one `Io` error.
+    ///
+    /// Two components that call themselves by the same name are both refused
+    /// ([`LoadError::NameConflict`], logged as an error), except that a built-in provider
+    /// ([`BUILTIN_PROVIDERS`], shipped as `bnr_<name>.wasm`) is kept and the other refused:
+    /// a component dropped into the directory can never replace another one silently.
     pub fn load_dir(
         &self,
         rt: &Arc<Runtime>,
@@ -99,28 +179,26 @@ impl Catalog {
             .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
             .collect();
         paths.sort();
-        paths
-            .into_iter()
-            .map(|path| {
-                let loaded = rt.load_file(&path);
-                match &loaded {
-                    Ok(provider) => {
-                        if let Some(old) = self.insert(provider.clone()) {
-                            tracing::warn!(
-                                provider = provider.name(),
-                                replaced_sha256 = old.sha256(),
-                                path = %path.display(),
-                                "a later file replaced an installed provider of the same name"
-                            );
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(path = %path.display(), error = %err, "provider not loaded")
-                    }
+        let mut loaded: Vec<_> = paths
+            .iter()
+            .cloned()
+            .zip(load_parallel(rt, &paths))
+            .collect();
+        refuse_name_conflicts(&mut loaded);
+        for (path, result) in &loaded {
+            match result {
+                Ok(provider) => {
+                    self.insert(provider.clone());
                 }
-                (path, loaded)
-            })
-            .collect()
+                Err(err @ LoadError::NameConflict { .. }) => {
+                    tracing::error!(path = %path.display(), error = %err, "provider not loaded")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "provider not loaded")
+                }
+            }
+        }
+        loaded
     }
 
     /// Installs `provider` under its name; returns the provider it replaces.

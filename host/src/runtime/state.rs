@@ -28,6 +28,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::bindings::bnr::provider::{host, types};
 use super::grants::{CallContext, Grants};
+use super::untrusted;
 use super::limits::{
     LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
     RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
@@ -100,14 +101,12 @@ pub(crate) struct CallScope {
     pub zone: String,
     /// Values of declared settings only (zone value, else declared default).
     pub settings: HashMap<String, String>,
-    /// Values to redact from log lines.
+    /// Values of the zone's secret settings, redacted from all provider text
+    /// (`untrusted::sanitize`).
     pub secrets: Vec<String>,
     /// Grants, emptied of any kind the provider did not declare.
     pub grants: Grants,
 }
-
-/// Secret values shorter than this are not redacted (they would mangle ordinary words).
-const MIN_REDACTED_SECRET_LEN: usize = 4;
 
 impl CallScope {
     pub(crate) fn new(declared: &Declared, ctx: &CallContext) -> Self {
@@ -123,7 +122,7 @@ impl CallScope {
             .secret_settings
             .iter()
             .filter_map(|name| settings.get(name))
-            .filter(|v| v.len() >= MIN_REDACTED_SECRET_LEN)
+            .filter(|v| v.len() >= untrusted::MIN_REDACTED_SECRET_LEN)
             .cloned()
             .collect();
         Self {
@@ -146,11 +145,6 @@ impl CallScope {
         }
     }
 
-    fn redact(&self, message: String) -> String {
-        self.secrets
-            .iter()
-            .fold(message, |msg, secret| msg.replace(secret.as_str(), "***"))
-    }
 }
 
 /// Per-store data.
@@ -341,7 +335,8 @@ impl host::Host for HostState {
         if budget.exhausted {
             return Ok(());
         }
-        let message = truncate_utf8(message, LOG_MESSAGE_MAX_BYTES);
+        // Bounded, one line, secrets redacted: a provider cannot forge log lines.
+        let message = untrusted::sanitize(&message, LOG_MESSAGE_MAX_BYTES, &self.scope.secrets);
         budget.messages += 1;
         budget.bytes += message.len();
         if budget.messages > LOG_MESSAGES_PER_CALL || budget.bytes > LOG_BYTES_PER_CALL {
@@ -355,7 +350,6 @@ impl host::Host for HostState {
             );
             return Ok(());
         }
-        let message = self.scope.redact(message);
         let (provider, zone) = (&*self.scope.provider, self.scope.zone.as_str());
         match level {
             LogLevel::Trace => {
@@ -385,7 +379,7 @@ impl host::Host for HostState {
         &mut self,
         request: ExecRequest,
     ) -> wasmtime::Result<Result<ExecOutput, ExecError>> {
-        let target = truncate_utf8(request.target, 256);
+        let target = untrusted::sanitize(&request.target, 256, &[]);
         if !self.scope.grants.allows_exec(&target) {
             tracing::warn!(
                 target: PROVIDER_LOG_TARGET,
@@ -556,19 +550,6 @@ impl tokio::io::AsyncWrite for StderrTail {
     }
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary.
-pub(crate) fn truncate_utf8(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,13 +666,13 @@ mod tests {
     #[test]
     fn grants_of_a_kind_the_provider_did_not_declare_are_dropped_from_the_call() {
         let grants = Grants {
-            http_authorities: vec!["veeam.lan:9398".into()],
+            http_authorities: vec!["https://veeam.lan:9398".into()],
             exec_targets: vec!["kvm1.lan".into()],
         };
         let scope = &state(vec![], grants.clone()).scope;
         assert_eq!(scope.grants, Grants::default());
         let scope = &state(vec![Need::HttpToSetting("vendor.user".into())], grants).scope;
-        assert_eq!(scope.grants.http_authorities, vec!["veeam.lan:9398"]);
+        assert_eq!(scope.grants.http_authorities, vec!["https://veeam.lan:9398"]);
         assert!(scope.grants.exec_targets.is_empty());
     }
 
@@ -721,10 +702,12 @@ mod tests {
     fn secret_setting_values_are_redacted_from_log_lines() {
         let state = state(vec![], Grants::default());
         assert_eq!(
-            state
-                .scope
-                .redact("login backup-admin / hunter2-secret failed".into()),
-            "login backup-admin / *** failed"
+            untrusted::sanitize(
+                "login backup-admin / hunter2-secret failed\nforged",
+                LOG_MESSAGE_MAX_BYTES,
+                &state.scope.secrets
+            ),
+            "login backup-admin / *** failed forged"
         );
     }
 

@@ -25,6 +25,13 @@ use crate::store::query::{Filter, Listed, Page};
 /// `Failed`, `Removed` and `Expunged`).
 pub const COUNTED_STATUSES_SQL: &str = "status NOT IN ('Failed', 'Removed', 'Expunged')";
 
+/// Sums of backup sizes that cannot overflow: SQLite's `SUM` of integers fails with "integer
+/// overflow" (which would fail every later sync pass of the zone), `TOTAL` sums in floating
+/// point (exact up to 2^53) and the result is capped below `i64::MAX`.
+const SIZE_SUM: &str = "CAST(MIN(TOTAL(size), 9.0e18) AS INTEGER)";
+/// See [`SIZE_SUM`].
+const PROTECTED_SIZE_SUM: &str = "CAST(MIN(TOTAL(protected_size), 9.0e18) AS INTEGER)";
+
 const SECONDS_PER_HOUR: f64 = 3600.0;
 const BYTES_PER_GIB: f64 = (1u64 << 30) as f64;
 
@@ -80,7 +87,7 @@ pub fn refresh_pair(
         .ok();
     let backups: Option<(Totals, Owner)> = conn
         .prepare_cached(&format!(
-            "SELECT SUM(size), SUM(protected_size), MIN(account_id), MIN(domain_id), MIN(zone_id),
+            "SELECT {SIZE_SUM}, {PROTECTED_SIZE_SUM}, MIN(account_id), MIN(domain_id), MIN(zone_id),
                     COUNT(*)
              FROM backups
              WHERE vm_id = ?1 AND backup_offering_id = ?2 AND removed IS NULL
@@ -124,7 +131,7 @@ pub fn refresh_zone(conn: &Connection, zone_id: i64, at: i64) -> OpResult<UsageC
     let mut current: HashMap<(i64, i64), (Totals, Owner)> = HashMap::new();
     {
         let mut st = conn.prepare_cached(&format!(
-            "SELECT vm_id, backup_offering_id, SUM(size), SUM(protected_size),
+            "SELECT vm_id, backup_offering_id, {SIZE_SUM}, {PROTECTED_SIZE_SUM},
                     MIN(account_id), MIN(domain_id)
              FROM backups
              WHERE zone_id = ?1 AND removed IS NULL AND vm_id IS NOT NULL

@@ -81,7 +81,10 @@ impl BackupService {
     {
         let name = op.provider.name().to_string();
         let (result, row) = match started {
-            Err(e) => (Err(BackupError::provider(&name, &e)), None),
+            Err(e) => {
+                self.providers.record_failure_detail(&name, &e).await;
+                (Err(BackupError::provider(&name, &e)), None)
+            }
             Ok(Started::Done(r)) => (Ok(r), None),
             Ok(Started::Pending(handle)) => {
                 let timeout = self.operation_timeout();

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use anyhow::Context;
+use rusqlite::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
@@ -17,7 +18,54 @@ use crate::runtime::wit::SettingKind;
 use crate::runtime::{
     CallContext, Catalog, Grants, Provider, Runtime, RuntimeConfig, ZoneRegistry,
 };
+use crate::runtime::{CallError, LoadError};
+use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpError, Store, StoreError};
+
+/// Event type of a backup provider component that was refused at start-up.
+pub const PROVIDER_LOAD_EVENT: &str = "BACKUP.PROVIDER.LOAD";
+
+/// Event type of a provider failure's operator detail (a guest's panic text).
+pub const PROVIDER_FAILURE_EVENT: &str = "BACKUP.PROVIDER.FAILURE";
+
+/// Records an event owned by the first root-admin account (what the operator sees in
+/// `listEvents`); without such an account there is only the log line.
+fn record_admin_event(store: &Store, level: Level, description: &str) {
+    record_admin_event_as(store, PROVIDER_LOAD_EVENT, level, description)
+}
+
+fn record_admin_event_as(store: &Store, event_type: &str, level: Level, description: &str) {
+    let recorded = store.write_blocking(|tx| {
+        let admin: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT id, domain_id FROM accounts WHERE role = 'admin' AND removed IS NULL
+                 ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((account_id, domain_id)) = admin {
+            events::record(
+                tx,
+                &NewEvent {
+                    event_type,
+                    level,
+                    state: State::Completed,
+                    description,
+                    account_id,
+                    domain_id,
+                    user_id: None,
+                    resource_type: None,
+                    resource_uuid: None,
+                },
+            )?;
+        }
+        Ok::<_, OpError>(())
+    });
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "cannot record a provider event");
+    }
+}
 
 /// Zone setting: extra destinations the operator grants the zone's provider, comma-separated
 /// (`host[:port]` or a URL for HTTP, `exec:HOST` for remote execution). Each only takes effect
@@ -108,11 +156,22 @@ impl Providers {
                                 from_cache = p.loaded_from_cache(),
                                 "backup provider installed"
                             ),
-                            Err(e) => tracing::warn!(
-                                path = %path.display(),
-                                reason = %e,
-                                "backup provider skipped"
-                            ),
+                            Err(e) => {
+                                tracing::warn!(
+                                    path = %path.display(),
+                                    reason = %e,
+                                    "backup provider skipped"
+                                );
+                                let level = match e {
+                                    LoadError::NameConflict { .. } => Level::Error,
+                                    _ => Level::Warn,
+                                };
+                                let text = format!(
+                                    "Backup provider component {} was not loaded: {e}",
+                                    path.display()
+                                );
+                                record_admin_event(&store, level, &text);
+                            }
                         }
                     }
                     (Some(rt), Arc::new(catalog))
@@ -188,6 +247,24 @@ impl Providers {
                 }
             }),
         );
+    }
+
+    /// When a failed call carries detail users are not shown (a guest's panic text, already
+    /// cleaned at the runtime's text boundary), records it in an admin-owned event.
+    pub async fn record_failure_detail(&self, provider: &str, err: &CallError) {
+        let detail = err.detail();
+        if detail == err.to_string() {
+            return;
+        }
+        let store = self.store.clone();
+        let text = format!("Backup provider {provider} failed: {detail}");
+        let recorded = tokio::task::spawn_blocking(move || {
+            record_admin_event_as(&store, PROVIDER_FAILURE_EVENT, Level::Error, &text)
+        })
+        .await;
+        if recorded.is_err() {
+            tracing::warn!("cannot record a provider failure event");
+        }
     }
 
     pub fn runtime(&self) -> Option<&Arc<Runtime>> {

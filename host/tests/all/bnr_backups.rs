@@ -278,7 +278,7 @@ async fn a_provider_failure_marks_the_backup_error_with_the_reason() {
     let user = s.client(s.create_user("ray", "User", None).await);
     let vm = vm(&s, &user, "flaky", false).await;
     assign(&user, &id(&vm), &id(&gold)).await;
-    set_config(&s, "scripted.mode", "fail", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "fail", Some(&s.zone_id)).await;
     let (bid, done) = create_backup(&user, &id(&vm), &[]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
@@ -300,7 +300,7 @@ async fn a_provider_failure_marks_the_backup_error_with_the_reason() {
     // An Error backup had nothing stored on the provider: it is deleted without asking it.
     job_ok(&user.call_async("deleteBackup", &[("id", &bid)]).await);
 
-    set_config(&s, "scripted.mode", "outage", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "outage", Some(&s.zone_id)).await;
     let r = user
         .call(
             "assignVirtualMachineToBackupOffering",
@@ -350,7 +350,7 @@ async fn delete_backup_uses_the_zones_current_provider() {
         Some(&s.zone_id),
     )
     .await;
-    set_config(&s, "scripted.mode", "outage", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "outage", Some(&s.zone_id)).await;
     let done = user.call_async("deleteBackup", &[("id", &id(&b))]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
@@ -359,7 +359,7 @@ async fn delete_backup_uses_the_zones_current_provider() {
         "{text}"
     );
     assert_eq!(get_backup(&user, &id(&b)).await["status"], "BackedUp");
-    set_config(&s, "scripted.mode", "ok", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "ok", Some(&s.zone_id)).await;
     job_ok(&user.call_async("deleteBackup", &[("id", &id(&b))]).await);
     // Backups still use their offering's provider (dummy) while the zone runs scripted.
     let b2 = backup(&user, &id(&vm)).await;

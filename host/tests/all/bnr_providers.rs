@@ -198,9 +198,9 @@ async fn provider_settings_are_zone_scoped_configurations() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     for declared in [
-        "scripted.mode",
-        "scripted.op-seconds",
-        "scripted.restore-points",
+        "backup.plugin.scripted.mode",
+        "backup.plugin.scripted.op-seconds",
+        "backup.plugin.scripted.restore-points",
     ] {
         assert!(
             names.contains(&declared),
@@ -210,13 +210,13 @@ async fn provider_settings_are_zone_scoped_configurations() {
     let mode = items(inner, "configuration")[0];
     assert_eq!(mode["value"], "ok");
     assert_eq!(mode["scope"], "zone");
-    set_config(&s, "scripted.op-seconds", "7", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.op-seconds", "7", Some(&s.zone_id)).await;
     let r = s
         .admin()
         .call(
             "updateConfiguration",
             &[
-                ("name", "scripted.op-seconds"),
+                ("name", "backup.plugin.scripted.op-seconds"),
                 ("value", "soon"),
                 ("zoneid", &s.zone_id),
             ],

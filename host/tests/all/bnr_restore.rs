@@ -69,7 +69,7 @@ async fn a_failed_restore_returns_the_vm_to_stopped_with_ready_volumes() {
     .await;
     let (user, vm, b) = protected(&s, "uma").await;
     stop(&user, &id(&vm)).await;
-    set_config(&s, "scripted.mode", "fail", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "fail", Some(&s.zone_id)).await;
     let done = user.call_async("restoreBackup", &[("id", &id(&b))]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
@@ -328,7 +328,7 @@ async fn a_failed_create_vm_from_backup_leaves_no_instance_behind() {
     )
     .await;
     let (user, _vm, b) = protected(&s, "abby").await;
-    set_config(&s, "scripted.mode", "fail", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "fail", Some(&s.zone_id)).await;
     let before = user
         .call("listVirtualMachines", &[])
         .await
@@ -364,7 +364,7 @@ async fn a_failed_create_vm_from_backup_leaves_no_instance_behind() {
     assert_eq!(before, after);
     assert_eq!(count(&s, "SELECT COUNT(*) FROM volumes WHERE removed IS NULL AND vm_id IN (SELECT id FROM vms WHERE name = 'doomed')").await, 0);
     // The name is free again.
-    set_config(&s, "scripted.mode", "ok", Some(&s.zone_id)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "ok", Some(&s.zone_id)).await;
     job_ok(
         &user
             .call_async(

@@ -93,37 +93,46 @@ pub async fn start(installed: Installed) -> TestServer {
 
 /// A server on an existing data directory (a restart when it was used before).
 pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServer {
-    let catalog = Arc::new(Catalog::new());
-    let runtime = match installed {
-        Installed::Nothing => None,
+    let (runtime, providers) = match installed {
+        Installed::Nothing => (None, Vec::new()),
         Installed::Dummy | Installed::DummyAndScripted | Installed::DummyAndHostile => {
             let c = tokio::task::spawn_blocking(components)
                 .await
                 .expect("components");
-            catalog.insert(c.dummy.clone());
+            let mut providers = vec![c.dummy.clone()];
             match installed {
-                Installed::DummyAndScripted => {
-                    catalog.insert(c.scripted.clone());
-                }
-                Installed::DummyAndHostile => {
-                    catalog.insert(c.hostile.clone());
-                }
+                Installed::DummyAndScripted => providers.push(c.scripted.clone()),
+                Installed::DummyAndHostile => providers.push(c.hostile.clone()),
                 _ => {}
             }
-            Some(c.runtime.clone())
+            (Some(c.runtime.clone()), providers)
         }
     };
+    start_loaded(dir, runtime, &providers).await
+}
+
+/// A server on `dir` with these providers (loaded into `runtime`) installed.
+pub async fn start_loaded(
+    dir: tempfile::TempDir,
+    runtime: Option<Arc<Runtime>>,
+    providers: &[Arc<Provider>],
+) -> TestServer {
+    let catalog = Arc::new(Catalog::new());
+    for provider in providers {
+        catalog.insert(provider.clone());
+    }
+    start_from(dir, ProviderSource::Loaded { runtime, catalog }).await
+}
+
+/// A server on `dir` with the providers of `source`.
+pub async fn start_from(dir: tempfile::TempDir, source: ProviderSource) -> TestServer {
     let opts = BootstrapOptions {
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
     };
-    let (state, boot) = prepare_with(
-        dir.path(),
-        &opts,
-        ProviderSource::Loaded { runtime, catalog },
-    )
-    .await
-    .expect("server start");
+    let (state, boot) = prepare_with(dir.path(), &opts, source)
+        .await
+        .expect("server start");
     let zone_id = match boot {
         Some(b) => b.zone_uuid,
         None => state

@@ -20,6 +20,7 @@ mod bnr_support;
 
 mod bnr_assign;
 mod bnr_backups;
+mod bnr_hostile;
 mod bnr_offerings;
 mod bnr_operations;
 mod bnr_providers;

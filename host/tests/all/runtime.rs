@@ -161,7 +161,7 @@ async fn a_session_reuses_one_instance_across_calls() {
 #[tokio::test]
 async fn provider_errors_reach_the_caller_typed_and_retryable_when_unavailable() {
     let scripted = support::provider(support::SCRIPTED);
-    let ctx = support::ctx(&scripted, &[("scripted.mode", "outage")]);
+    let ctx = support::ctx(&scripted, &[("backup.plugin.scripted.mode", "outage")]);
     let err = scripted.list_policies(&ctx, &zone()).await.unwrap_err();
     assert!(
         matches!(
@@ -177,7 +177,7 @@ async fn provider_errors_reach_the_caller_typed_and_retryable_when_unavailable()
 #[tokio::test]
 async fn declared_settings_reach_the_provider() {
     let scripted = support::provider(support::SCRIPTED);
-    let ctx = support::ctx(&scripted, &[("scripted.mode", "fail")]);
+    let ctx = support::ctx(&scripted, &[("backup.plugin.scripted.mode", "fail")]);
     let err = scripted
         .start_backup(
             &ctx,

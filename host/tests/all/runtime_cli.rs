@@ -49,11 +49,11 @@ fn plugin_inspect_lists_settings_and_needs() {
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("name:         hostile"), "{stdout}");
     assert!(
-        stdout.contains("hostile.mode (text) (default: ok)"),
+        stdout.contains("backup.plugin.hostile.mode (text) (default: ok)"),
         "{stdout}"
     );
-    assert!(stdout.contains("hostile.url (url)"), "{stdout}");
-    assert!(stdout.contains("http-to-setting(hostile.url)"), "{stdout}");
+    assert!(stdout.contains("backup.plugin.hostile.url (url)"), "{stdout}");
+    assert!(stdout.contains("http-to-setting(backup.plugin.hostile.url)"), "{stdout}");
 }
 
 #[test]

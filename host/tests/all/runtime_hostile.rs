@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use bnr::runtime::{CallContext, CallError, Grants, LoadError, PoolConfig, Runtime, RuntimeConfig};
 
-use crate::support::{self, DUMMY, FUTURE_VERSION, HOSTILE, TempDir, WRONG_WORLD, zone};
+use crate::support::{
+    self, DUMMY, FUTURE_VERSION, HOSTILE, IMPOSTOR, SLOW_DESCRIBE, THIEF, TempDir, WRONG_WORLD,
+    zone,
+};
 
 fn hostile_ctx(mode: &str) -> CallContext {
-    support::ctx(&support::provider(HOSTILE), &[("hostile.mode", mode)])
+    support::ctx(&support::provider(HOSTILE), &[("backup.plugin.hostile.mode", mode)])
 }
 
 /// The hostile provider in `ok` mode, and the dummy, both still answer.
@@ -90,10 +93,9 @@ async fn a_panic_becomes_a_trap_carrying_the_panic_message() {
         guest_panic.contains("hostile fixture panicked on purpose"),
         "{guest_panic:?}"
     );
-    assert!(
-        err.to_string()
-            .contains("hostile fixture panicked on purpose")
-    );
+    // The panic text is detail for operators, not part of what users are shown.
+    assert!(!err.to_string().contains("hostile fixture panicked on purpose"));
+    assert!(err.detail().contains("hostile fixture panicked on purpose"));
     assert_runtime_still_serves().await;
 }
 
@@ -157,7 +159,7 @@ async fn counting_server() -> CountingServer {
 /// Asks the hostile provider to GET `url` with these grants; returns what the guest saw.
 async fn guest_get(url: &str, grants: Grants) -> String {
     let hostile = support::provider(HOSTILE);
-    let mut ctx = support::ctx(&hostile, &[("hostile.mode", "http"), ("hostile.url", url)]);
+    let mut ctx = support::ctx(&hostile, &[("backup.plugin.hostile.mode", "http"), ("backup.plugin.hostile.url", url)]);
     ctx.grants = grants;
     let policies = hostile.list_policies(&ctx, &zone()).await.unwrap();
     policies[0].name.clone()
@@ -169,7 +171,7 @@ async fn http_to_an_ungranted_host_is_denied_without_sending_anything() {
     let url = format!("http://127.0.0.1:{}/probe", server.port);
     let info = support::provider(HOSTILE).info().clone();
     let grant_for = |value: &str| {
-        let settings = [("hostile.url".to_owned(), value.to_owned())].into();
+        let settings = [("backup.plugin.hostile.url".to_owned(), value.to_owned())].into();
         Grants::derive(&info, &settings, None, &[])
     };
 
@@ -248,6 +250,181 @@ async fn bytes_that_are_not_a_component_are_refused_with_a_clear_reason() {
 }
 
 #[tokio::test]
+async fn a_component_declaring_another_providers_setting_is_refused_with_the_reason() {
+    let err = support::runtime()
+        .load_file(&support::component_path(THIEF))
+        .unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Invalid(m)
+            if m.contains("backup.plugin.hostile.password") && m.contains("not owned by provider `thief`")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_describe_that_never_returns_is_cut_off_at_the_describe_bound() {
+    let err = support::runtime()
+        .load_file(&support::component_path(SLOW_DESCRIBE))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LoadError::Describe(CallError::Timeout | CallError::CpuLimit)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_component_with_a_built_in_name_is_refused_and_the_built_in_kept() {
+    let dir = TempDir::new("impostor-dir");
+    std::fs::copy(
+        support::component_path(IMPOSTOR),
+        dir.path().join("a_impostor.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        support::component_path(DUMMY),
+        dir.path().join("bnr_dummy.wasm"),
+    )
+    .unwrap();
+    let catalog = bnr::runtime::Catalog::new();
+    let results = catalog.load_dir(&support::runtime(), dir.path());
+    assert_eq!(results.len(), 2);
+    let (_, impostor) = &results[0];
+    assert!(
+        matches!(impostor, Err(LoadError::NameConflict { name, kept: Some(kept), .. })
+            if name == "dummy" && kept.ends_with("bnr_dummy.wasm")),
+        "{impostor:?}"
+    );
+    let dummy = catalog.get("dummy").expect("the built-in is installed");
+    assert_ne!(dummy.version(), "9.9.9");
+
+    // Two components of the same name, neither built in: neither is loaded.
+    let dir = TempDir::new("twins-dir");
+    for name in ["one.wasm", "two.wasm"] {
+        std::fs::copy(support::component_path(HOSTILE), dir.path().join(name)).unwrap();
+    }
+    let catalog = bnr::runtime::Catalog::new();
+    let results = catalog.load_dir(&support::runtime(), dir.path());
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| matches!(r, Err(LoadError::NameConflict { kept: None, .. }))),
+        "{results:?}"
+    );
+    assert!(catalog.list().is_empty());
+}
+
+#[tokio::test]
+async fn an_https_grant_does_not_let_plain_http_through_to_the_same_port() {
+    let server = counting_server().await;
+    let info = support::provider(HOSTILE).info().clone();
+    let settings = [(
+        "backup.plugin.hostile.url".to_owned(),
+        format!("https://127.0.0.1:{}/", server.port),
+    )]
+    .into();
+    let https_only = Grants::derive(&info, &settings, None, &[]);
+    let seen = guest_get(&format!("http://127.0.0.1:{}/probe", server.port), https_only).await;
+    assert!(seen.contains("denied"), "guest saw {seen:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0, "plain HTTP got through");
+}
+
+#[tokio::test]
+async fn results_aliasing_one_buffer_are_refused_before_the_host_copies_them() {
+    let hostile = support::provider(HOSTILE);
+    let err = while_dummy_keeps_answering(hostile.list_policies(&hostile_ctx("alias"), &zone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::ResultTooLarge), "{err:?}");
+    assert_runtime_still_serves().await;
+}
+
+#[tokio::test]
+async fn absurd_numbers_fail_the_call_with_the_reason() {
+    let hostile = support::provider(HOSTILE);
+    let vm = support::instance("vm-1");
+    let err = while_dummy_keeps_answering(hostile.metrics(
+        &hostile_ctx("bignum"),
+        &zone(),
+        std::slice::from_ref(&vm),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, CallError::InvalidResult(why) if why.contains("18446744073709551615")),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    let err = hostile
+        .storage_stats(&hostile_ctx("bignum"), &zone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::InvalidResult(_)), "{err:?}");
+    assert_runtime_still_serves().await;
+}
+
+#[tokio::test]
+async fn provider_errors_and_panics_are_bounded_one_line_and_redacted() {
+    let secret = "s3cr3t/pa ss+word";
+    let hostile = support::provider(HOSTILE);
+    for mode in ["noisy", "noisy-panic"] {
+        let ctx = support::ctx(
+            &hostile,
+            &[
+                ("backup.plugin.hostile.mode", mode),
+                ("backup.plugin.hostile.password", secret),
+            ],
+        );
+        let err = while_dummy_keeps_answering(hostile.validate_policy(&ctx, &zone(), "fine"))
+            .await
+            .unwrap_err();
+        let detail = err.detail();
+        assert!(detail.len() < 8 << 10, "{} bytes", detail.len());
+        assert!(!detail.chars().any(char::is_control), "{detail:?}");
+        assert!(!detail.contains(secret), "{detail}");
+        assert!(!detail.contains("s3cr3t%2Fpa"), "{detail}");
+        assert!(detail.contains("***"), "{mode}: {detail}");
+    }
+    assert_runtime_still_serves().await;
+}
+
+#[tokio::test]
+async fn one_provider_cannot_take_more_than_its_share_of_the_pool() {
+    let cache = TempDir::new("share-cache");
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: cache.path().to_owned(),
+        limits: bnr::runtime::SandboxLimits {
+            admission_wait: Duration::from_millis(50),
+            ..support::test_limits()
+        },
+        pool: PoolConfig {
+            max_instances: 4,
+            max_instances_per_provider: 2,
+            ..PoolConfig::default()
+        },
+    })
+    .unwrap();
+    let hostile = rt.load_file(&support::component_path(HOSTILE)).unwrap();
+    let dummy = rt.load_file(&support::component_path(DUMMY)).unwrap();
+    let ctx = hostile_ctx("ok");
+    let _held = [
+        hostile.session(&ctx).await.unwrap(),
+        hostile.session(&ctx).await.unwrap(),
+    ];
+    let err = hostile.list_policies(&ctx, &zone()).await.unwrap_err();
+    assert!(matches!(err, CallError::Busy), "{err:?}");
+    assert_eq!(rt.instances_in_use(), 2);
+    let dctx = support::ctx(&dummy, &[]);
+    let _dummy_sessions = [
+        dummy.session(&dctx).await.unwrap(),
+        dummy.session(&dctx).await.unwrap(),
+    ];
+    assert_eq!(rt.instances_in_use(), 4);
+}
+
+#[tokio::test]
 async fn calls_beyond_the_pool_wait_then_fail_busy_and_succeed_once_a_slot_frees() {
     let cache = TempDir::new("busy-cache");
     let rt = Runtime::new(RuntimeConfig {
@@ -258,6 +435,7 @@ async fn calls_beyond_the_pool_wait_then_fail_busy_and_succeed_once_a_slot_frees
         },
         pool: PoolConfig {
             max_instances: 2,
+            max_instances_per_provider: 2,
             ..PoolConfig::default()
         },
     })

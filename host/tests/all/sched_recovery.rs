@@ -1,4 +1,4 @@
-//! Kill and restart in the middle of long provider operations (`scripted.op-seconds`): the
+//! Kill and restart in the middle of long provider operations (`backup.plugin.scripted.op-seconds`): the
 //! first "process" is a tokio runtime shut down without warning (every task of it stops where
 //! it is, like a killed process), the second starts on the same data directory.
 
@@ -40,7 +40,7 @@ async fn scripted_vm(s: &TestServer, user: &str, op_seconds: &str) -> (Creds, St
     .await;
     let silver = import(s, "silver-policy", "Silver", true).await;
     let vm = protected_vm(s, user, "long", &id(&silver)).await;
-    set_config(s, "scripted.op-seconds", op_seconds, Some(&zone)).await;
+    set_config(s, "backup.plugin.scripted.op-seconds", op_seconds, Some(&zone)).await;
     vm
 }
 
@@ -195,9 +195,9 @@ fn a_restore_killed_mid_operation_fails_cleanly_and_gives_the_instance_back() {
         "3600",
         async |s, client, vm| {
             // A backup taken at once, then a long restore of it.
-            set_config(s, "scripted.op-seconds", "0", Some(&s.zone_id.clone())).await;
+            set_config(s, "backup.plugin.scripted.op-seconds", "0", Some(&s.zone_id.clone())).await;
             let b = backup(client, vm).await;
-            set_config(s, "scripted.op-seconds", "3600", Some(&s.zone_id.clone())).await;
+            set_config(s, "backup.plugin.scripted.op-seconds", "3600", Some(&s.zone_id.clone())).await;
             stop(client, vm).await;
             vec![("id", id(&b))]
         },

@@ -66,7 +66,7 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
 
     set_zone(
         &s,
-        "scripted.restore-points",
+        "backup.plugin.scripted.restore-points",
         &format!(
             "rp-1,1700000000,FULL,{GIB},{},{vm}; rp-2,1700003600,INCREMENTAL,1024,{}",
             2 * GIB,
@@ -98,7 +98,7 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     // The provider's truth changes: rp-1 grew, rp-2 is gone, rp-3 is new.
     set_zone(
         &s,
-        "scripted.restore-points",
+        "backup.plugin.scripted.restore-points",
         &format!(
             "rp-1,1700000000,FULL,{},{}; rp-3,1700007200,FULL,5,6",
             3 * GIB,
@@ -129,8 +129,8 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
 
     // An outage, then a provider answering garbage: nothing changes either time.
     let events_before = scalar(&s, "SELECT COUNT(*) FROM events").await;
-    set_zone(&s, "scripted.restore-points", NONE).await;
-    set_zone(&s, "scripted.mode", "outage").await;
+    set_zone(&s, "backup.plugin.scripted.restore-points", NONE).await;
+    set_zone(&s, "backup.plugin.scripted.mode", "outage").await;
     let report = sync(&s, t + 600).await;
     let r = report
         .zone(&s.zone_id)
@@ -143,8 +143,8 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
         "{r:?}"
     );
     assert_eq!((r.adopted, r.updated, r.retired), (0, 0, 0));
-    set_zone(&s, "scripted.mode", "ok").await;
-    set_zone(&s, "scripted.restore-points", "rp-1,not-a-date,FULL,1,1").await;
+    set_zone(&s, "backup.plugin.scripted.mode", "ok").await;
+    set_zone(&s, "backup.plugin.scripted.restore-points", "rp-1,not-a-date,FULL,1,1").await;
     let report = sync(&s, t + 900).await;
     let r = report
         .zone(&s.zone_id)
@@ -162,7 +162,7 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     );
 
     // Back to normal with an empty list: everything bnr has is retired.
-    set_zone(&s, "scripted.restore-points", NONE).await;
+    set_zone(&s, "backup.plugin.scripted.restore-points", NONE).await;
     let report = sync(&s, t + 1200).await;
     let r = report
         .zone(&s.zone_id)
@@ -190,7 +190,7 @@ async fn reconciliation_leaves_instances_with_work_in_flight_and_providers_witho
 
     let (creds, vm) = scripted_zone(&s, "wade").await;
     let user = s.client(creds);
-    set_zone(&s, "scripted.restore-points", "rp-9,1700000000,FULL,1,1").await;
+    set_zone(&s, "backup.plugin.scripted.restore-points", "rp-9,1700000000,FULL,1,1").await;
     // A backup of this VM is being taken: its row is BackingUp, so the VM is left for later.
     exec(
         &s,
@@ -243,12 +243,12 @@ async fn storage_stats_are_collected_per_zone_and_kept_through_an_outage() {
     // The scripted provider reports its configured restore points as the zone's storage.
     set_zone(
         &s,
-        "scripted.restore-points",
+        "backup.plugin.scripted.restore-points",
         "rp-1,1,FULL,600,3000;rp-2,2,FULL,400,2000,other",
     )
     .await;
     sync(&s, t + 300).await;
-    set_zone(&s, "scripted.mode", "outage").await;
+    set_zone(&s, "backup.plugin.scripted.mode", "outage").await;
     let report = sync(&s, t + 600).await;
     assert!(
         report
@@ -290,19 +290,19 @@ async fn usage_records_are_time_weighted_over_an_injected_timeline() {
     let t1 = (jiff::Timestamp::now().as_second() / HOUR + 24) * HOUR;
     set_zone(
         &s,
-        "scripted.restore-points",
+        "backup.plugin.scripted.restore-points",
         &format!("rp-1,1700000000,FULL,{GIB},{}", 4 * GIB),
     )
     .await;
     sync(&s, t1).await; // adopted: 1 GiB from t1
     set_zone(
         &s,
-        "scripted.restore-points",
+        "backup.plugin.scripted.restore-points",
         &format!("rp-1,1700000000,FULL,{},{}", 3 * GIB, 4 * GIB),
     )
     .await;
     sync(&s, t1 + 2 * HOUR).await; // 3 GiB from t1 + 2 h
-    set_zone(&s, "scripted.restore-points", NONE).await;
+    set_zone(&s, "backup.plugin.scripted.restore-points", NONE).await;
     sync(&s, t1 + 5 * HOUR).await; // retired: 0 from t1 + 5 h (still assigned)
 
     let list = |start: i64, end: i64, extra: Vec<(&'static str, String)>| {

@@ -249,7 +249,7 @@ async fn a_failing_provider_fails_only_its_run_and_every_schedule_moves_on() {
     )
     .await;
     let silver = import(&s, "silver-policy", "Scripted Silver", true).await; // on scripted
-    set_config(&s, "scripted.mode", "fail", Some(&zone)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "fail", Some(&zone)).await;
     let (creds, healthy) = protected_vm(&s, "tess", "healthy", &id(&gold)).await;
     let user = s.client(creds);
     let failing = id(&vm(&s, &user, "failing", false).await);
@@ -290,7 +290,7 @@ async fn a_failing_provider_fails_only_its_run_and_every_schedule_moves_on() {
     assert_eq!((report.reaped, report.started.len()), (2, 0));
     assert_eq!(next_run(&user, &s_failing).await, h0 + HOUR);
     assert_eq!(next_run(&user, &s_healthy).await, h0 + HOUR);
-    set_config(&s, "scripted.mode", "ok", Some(&zone)).await;
+    set_config(&s, "backup.plugin.scripted.mode", "ok", Some(&zone)).await;
     let report = tick(&s, h0 + HOUR).await;
     assert_eq!(report.started.len(), 2);
     let statuses: Vec<_> = backups_of(&user, &failing)
@@ -317,7 +317,7 @@ async fn a_provider_hanging_in_a_scheduled_run_fails_it_at_the_deadline_and_the_
     let (creds, vm) = protected_vm(&s, "uma", "stuck", &id(&silver)).await;
     let user = s.client(creds);
     // Every operation stays pending for an hour; bnr gives it one second.
-    set_config(&s, "scripted.op-seconds", "3600", Some(&zone)).await;
+    set_config(&s, "backup.plugin.scripted.op-seconds", "3600", Some(&zone)).await;
     set_config(&s, "backup.framework.operation.timeout", "1", None).await;
     let hourly = id(&configure_schedule(&user, &vm, "HOURLY", "40", &[]).await);
     let h0 = next_run(&user, &hourly).await;

@@ -18,6 +18,9 @@ pub const HOSTILE: &str = "bnr_fixture_hostile";
 pub const SCRIPTED: &str = "bnr_fixture_scripted";
 pub const WRONG_WORLD: &str = "bnr_fixture_wrong_world";
 pub const FUTURE_VERSION: &str = "bnr_fixture_future_version";
+pub const THIEF: &str = "bnr_fixture_thief";
+pub const IMPOSTOR: &str = "bnr_fixture_impostor";
+pub const SLOW_DESCRIBE: &str = "bnr_fixture_slow_describe";
 
 /// The cargo target directory this test binary was built into.
 pub fn target_dir() -> PathBuf {
