@@ -53,7 +53,11 @@ fn components() -> &'static Components {
     static C: OnceLock<Components> = OnceLock::new();
     C.get_or_init(|| {
         let cache = tempfile::tempdir().expect("cache dir");
-        let runtime = Runtime::new(RuntimeConfig::new(cache.path())).expect("runtime");
+        // Many test servers share this runtime at once: give each provider the whole pool
+        // (the per-provider share is tested in `bnr_hostile` with a runtime of its own).
+        let mut config = RuntimeConfig::new(cache.path());
+        config.pool.max_instances_per_provider = config.pool.max_instances;
+        let runtime = Runtime::new(config).expect("runtime");
         let load = |p: PathBuf| {
             runtime.load_file(&p).unwrap_or_else(|e| {
                 panic!(

@@ -81,6 +81,9 @@ pub fn test_limits() -> SandboxLimits {
 pub fn test_pool() -> PoolConfig {
     PoolConfig {
         max_instances: 24,
+        // Every test of the process shares this runtime and mostly the same two providers;
+        // the per-provider share is tested with runtimes of its own.
+        max_instances_per_provider: 24,
         ..PoolConfig::default()
     }
 }
