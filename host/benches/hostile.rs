@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bnr::runtime::{
-    Catalog, CallContext, Grants, PoolConfig, Runtime, RuntimeConfig, SandboxLimits, wit,
+    CallContext, Catalog, Grants, PoolConfig, Runtime, RuntimeConfig, SandboxLimits, wit,
 };
 
 fn target_dir() -> PathBuf {
@@ -41,8 +41,8 @@ fn memory_mib() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// Child process: 32 concurrent calls in `mode`; prints `peak_mib outcome`.
-fn rss_child(mode: &str, copy_bound: bool) {
+/// Child process: 32 concurrent calls in `mode`; prints `before_mib peak_mib outcomes`.
+fn rss_child(mode: &str, copy_bound: bool, share: u32) {
     let cache = tempfile::tempdir().expect("cache");
     let mut limits = SandboxLimits::default();
     if !copy_bound {
@@ -53,8 +53,7 @@ fn rss_child(mode: &str, copy_bound: bool) {
         cache_dir: cache.path().to_owned(),
         limits,
         pool: PoolConfig {
-            // Every call gets a slot: the worst case of the whole pool, not one share.
-            max_instances_per_provider: 32,
+            max_instances_per_provider: share,
             ..PoolConfig::default()
         },
     })
@@ -93,24 +92,37 @@ fn rss_child(mode: &str, copy_bound: bool) {
     });
     let (peak, _) = memory_mib();
     outcomes.sort_unstable();
-    let mut summary = outcomes.clone();
-    summary.dedup();
-    println!("{before} {peak} {}", summary.join(" / "));
+    let mut summary: Vec<(String, usize)> = Vec::new();
+    for outcome in outcomes {
+        match summary.last_mut() {
+            Some((last, n)) if *last == outcome => *n += 1,
+            _ => summary.push((outcome, 1)),
+        }
+    }
+    let summary: Vec<String> = summary.iter().map(|(o, n)| format!("{n} × {o}")).collect();
+    println!("{before} {peak} {}", summary.join("; "));
 }
 
 fn rss_scenarios() {
     let exe = std::env::current_exe().expect("own path");
     println!("## Peak RSS, 32 concurrent calls returning oversized results\n");
-    println!("| results | copy bound | RSS before (MiB) | peak RSS (MiB) | outcome |");
-    println!("|---|---|---:|---:|---|");
+    println!(
+        "| results | slots for the provider | copy bound | RSS before (MiB) | peak RSS (MiB) | outcomes |"
+    );
+    println!("|---|---:|---|---:|---:|---|");
     for (mode, what) in [
         ("alias", "42 MiB aliasing one 1 MiB buffer"),
         ("huge", "40 MiB of policies"),
         ("ok", "tiny (baseline)"),
     ] {
-        for bound in [true, false] {
+        for (bound, share) in [(true, 8), (true, 32), (false, 32)] {
             let out = Command::new(&exe)
-                .args(["--rss-child", mode, if bound { "bound" } else { "unbound" }])
+                .args([
+                    "--rss-child",
+                    mode,
+                    if bound { "bound" } else { "unbound" },
+                    &share.to_string(),
+                ])
                 .output()
                 .expect("child runs");
             let text = String::from_utf8_lossy(&out.stdout);
@@ -119,8 +131,13 @@ fn rss_scenarios() {
             let peak = parts.next().unwrap_or("?");
             let outcome = parts.next().unwrap_or("?");
             println!(
-                "| {what} | {} | {before} | {peak} | {outcome} |",
-                if bound { "16 MiB (default)" } else { "off (1 GiB)" }
+                "| {what} | {share}{} | {} | {before} | {peak} | {outcome} |",
+                if share == 8 { " (default)" } else { "" },
+                if bound {
+                    "16 MiB (default)"
+                } else {
+                    "off (1 GiB)"
+                }
             );
         }
     }
@@ -131,13 +148,31 @@ fn startup_dir(with_hostile: bool) -> tempfile::TempDir {
     let mut files = vec![
         (component("providers", "bnr_dummy"), "bnr_dummy.wasm"),
         (component("fixtures", "bnr_fixture_hostile"), "hostile.wasm"),
-        (component("fixtures", "bnr_fixture_scripted"), "scripted.wasm"),
+        (
+            component("fixtures", "bnr_fixture_scripted"),
+            "scripted.wasm",
+        ),
         (component("fixtures", "bnr_fixture_thief"), "thief.wasm"),
-        (component("fixtures", "bnr_fixture_impostor"), "impostor.wasm"),
-        (component("fixtures", "bnr_fixture_wrong_world"), "wrong_world.wasm"),
-        (component("fixtures", "bnr_fixture_future_version"), "future.wasm"),
-        (component("fixtures", "bnr_fixture_scripted"), "scripted_copy.wasm"),
-        (component("fixtures", "bnr_fixture_hostile"), "hostile_copy.wasm"),
+        (
+            component("fixtures", "bnr_fixture_impostor"),
+            "impostor.wasm",
+        ),
+        (
+            component("fixtures", "bnr_fixture_wrong_world"),
+            "wrong_world.wasm",
+        ),
+        (
+            component("fixtures", "bnr_fixture_future_version"),
+            "future.wasm",
+        ),
+        (
+            component("fixtures", "bnr_fixture_scripted"),
+            "scripted_copy.wasm",
+        ),
+        (
+            component("fixtures", "bnr_fixture_hostile"),
+            "hostile_copy.wasm",
+        ),
     ];
     if with_hostile {
         files.push((
@@ -175,9 +210,15 @@ fn startup() {
             "10 well-behaved files"
         };
         let (cold, loaded) = load_once(dir.path(), cache.path());
-        println!("| {label} | cold | {:.2} s | {loaded} |", cold.as_secs_f64());
+        println!(
+            "| {label} | cold | {:.2} s | {loaded} |",
+            cold.as_secs_f64()
+        );
         let (warm, loaded) = load_once(dir.path(), cache.path());
-        println!("| {label} | cached | {:.2} s | {loaded} |", warm.as_secs_f64());
+        println!(
+            "| {label} | cached | {:.2} s | {loaded} |",
+            warm.as_secs_f64()
+        );
     }
 }
 
@@ -186,7 +227,8 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == "--rss-child") {
         let mode = args.get(at + 1).map_or("ok", String::as_str);
         let bound = args.get(at + 2).is_some_and(|b| b == "bound");
-        rss_child(mode, bound);
+        let share = args.get(at + 3).and_then(|s| s.parse().ok()).unwrap_or(32);
+        rss_child(mode, bound, share);
         return;
     }
     rss_scenarios();

@@ -79,7 +79,10 @@ impl RuntimeShared {
     /// together at most `limits.admission_wait`), else `Busy`. Waiting for the share first
     /// means a provider whose share is full queues on its own semaphore without taking
     /// slots other providers need.
-    pub(crate) async fn admit(&self, share: Option<&Arc<Semaphore>>) -> Result<Admission, CallError> {
+    pub(crate) async fn admit(
+        &self,
+        share: Option<&Arc<Semaphore>>,
+    ) -> Result<Admission, CallError> {
         let deadline = tokio::time::Instant::now() + self.limits.admission_wait;
         let share = match share {
             Some(share) => Some(acquire(share, deadline).await?),

@@ -328,7 +328,10 @@ mod tests {
             None,
             &[],
         );
-        assert_eq!(grants.http_authorities, vec!["https://default.example:9398"]);
+        assert_eq!(
+            grants.http_authorities,
+            vec!["https://default.example:9398"]
+        );
     }
 
     #[test]

@@ -215,7 +215,11 @@ pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
             shorten(&info.version)
         )));
     }
-    check_text("the provider description", &info.description, DESCRIBE_MAX_TEXT_BYTES)?;
+    check_text(
+        "the provider description",
+        &info.description,
+        DESCRIBE_MAX_TEXT_BYTES,
+    )?;
     if info.settings.len() > DESCRIBE_MAX_SETTINGS {
         return Err(LoadError::Invalid(format!(
             "the provider declares {} settings; at most {DESCRIBE_MAX_SETTINGS} are allowed",
@@ -568,11 +572,15 @@ mod tests {
         default.default_value = Some("y".repeat(DESCRIBE_MAX_DEFAULT_BYTES + 1));
         assert!(check_info(&info_with("big", vec![default])).is_err());
 
-        let name = format!("backup.plugin.big.{}", "k".repeat(DESCRIBE_MAX_SETTING_NAME_BYTES));
+        let name = format!(
+            "backup.plugin.big.{}",
+            "k".repeat(DESCRIBE_MAX_SETTING_NAME_BYTES)
+        );
         assert!(check_info(&info_with("big", vec![text_setting(&name)])).is_err());
 
         let mut info = info_with("big", vec![text_setting("backup.plugin.big.url")]);
-        info.needs = vec![Need::HttpToSetting("backup.plugin.big.url".into()); DESCRIBE_MAX_NEEDS + 1];
+        info.needs =
+            vec![Need::HttpToSetting("backup.plugin.big.url".into()); DESCRIBE_MAX_NEEDS + 1];
         assert!(check_info(&info).is_err());
 
         let mut info = info_with("big", vec![]);

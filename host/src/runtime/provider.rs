@@ -299,8 +299,9 @@ impl Session {
             };
             CallError::Trap {
                 message: untrusted::sanitize(&message, TRAP_MESSAGE_MAX_BYTES, &self.scope.secrets),
-                guest_panic: panic_text(&state.stderr.text())
-                    .map(|text| untrusted::sanitize(&text, GUEST_PANIC_MAX_BYTES + 4, &self.scope.secrets)),
+                guest_panic: panic_text(&state.stderr.text()).map(|text| {
+                    untrusted::sanitize(&text, GUEST_PANIC_MAX_BYTES + 4, &self.scope.secrets)
+                }),
             }
         };
         self.report(export, &error, None);
@@ -415,8 +416,11 @@ exports! {
 /// Whether wasmtime stopped copying a value out of the guest because it exceeded the store's
 /// hostcall fuel. The error type is private to wasmtime; its text is the only handle on it.
 fn is_hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
-    err.chain()
-        .any(|cause| cause.to_string().contains("fuel allocated for hostcalls has been exhausted"))
+    err.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 /// The part of a guest's stderr that explains a trap: from the last panic message on (Rust

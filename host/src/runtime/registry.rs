@@ -24,11 +24,16 @@ fn is_builtin(name: &str, path: &Path) -> bool {
             .is_some_and(|file| *file == *format!("bnr_{name}.wasm"))
 }
 
+/// The outcome of loading one component.
+type Loaded = Result<Arc<Provider>, LoadError>;
+
 /// Loads `paths` on up to [`LOAD_PARALLELISM`] threads; results in the order of `paths`.
-fn load_parallel(rt: &Arc<Runtime>, paths: &[PathBuf]) -> Vec<Result<Arc<Provider>, LoadError>> {
+fn load_parallel(rt: &Arc<Runtime>, paths: &[PathBuf]) -> Vec<Loaded> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<parking_lot::Mutex<Option<Result<Arc<Provider>, LoadError>>>> =
-        paths.iter().map(|_| parking_lot::Mutex::new(None)).collect();
+    let results: Vec<parking_lot::Mutex<Option<Loaded>>> = paths
+        .iter()
+        .map(|_| parking_lot::Mutex::new(None))
+        .collect();
     std::thread::scope(|scope| {
         for _ in 0..LOAD_PARALLELISM.min(paths.len()) {
             scope.spawn(|| {
@@ -60,7 +65,10 @@ fn refuse_name_conflicts(loaded: &mut [(PathBuf, Result<Arc<Provider>, LoadError
     let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (index, (_, result)) in loaded.iter().enumerate() {
         if let Ok(provider) = result {
-            by_name.entry(provider.name().to_owned()).or_default().push(index);
+            by_name
+                .entry(provider.name().to_owned())
+                .or_default()
+                .push(index);
         }
     }
     for (name, claimants) in by_name.into_iter().filter(|(_, c)| c.len() > 1) {

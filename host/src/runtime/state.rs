@@ -28,12 +28,12 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::bindings::bnr::provider::{host, types};
 use super::grants::{CallContext, Grants};
-use super::untrusted;
 use super::limits::{
     LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
     RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
     STORE_MAX_TABLES, TABLE_ELEMENTS_MAX,
 };
+use super::untrusted;
 use super::wit::{ExecError, ExecOutput, ExecRequest, LogLevel, Need, ProviderInfo};
 
 /// Where provider log lines go (`RUST_LOG=bnr::provider=debug` shows them all).
@@ -144,7 +144,6 @@ impl CallScope {
             },
         }
     }
-
 }
 
 /// Per-store data.
@@ -672,7 +671,10 @@ mod tests {
         let scope = &state(vec![], grants.clone()).scope;
         assert_eq!(scope.grants, Grants::default());
         let scope = &state(vec![Need::HttpToSetting("vendor.user".into())], grants).scope;
-        assert_eq!(scope.grants.http_authorities, vec!["https://veeam.lan:9398"]);
+        assert_eq!(
+            scope.grants.http_authorities,
+            vec!["https://veeam.lan:9398"]
+        );
         assert!(scope.grants.exec_targets.is_empty());
     }
 

@@ -60,7 +60,10 @@ pub fn sanitize(text: &str, max: usize, secrets: &[String]) -> String {
 /// longer encoding is replaced before a shorter one that is part of it).
 fn secret_forms(secrets: &[String]) -> Vec<String> {
     let mut forms = Vec::new();
-    for secret in secrets.iter().filter(|s| s.len() >= MIN_REDACTED_SECRET_LEN) {
+    for secret in secrets
+        .iter()
+        .filter(|s| s.len() >= MIN_REDACTED_SECRET_LEN)
+    {
         let bytes = secret.as_bytes();
         forms.push(secret.clone());
         let form: String = form_urlencoded::byte_serialize(bytes).collect();
@@ -72,7 +75,10 @@ fn secret_forms(secrets: &[String]) -> Vec<String> {
         for offset in 0..3usize {
             let mut shifted = vec![0u8; offset];
             shifted.extend_from_slice(bytes);
-            for encoded in [STANDARD_NO_PAD.encode(&shifted), URL_SAFE_NO_PAD.encode(&shifted)] {
+            for encoded in [
+                STANDARD_NO_PAD.encode(&shifted),
+                URL_SAFE_NO_PAD.encode(&shifted),
+            ] {
                 let start = (8 * offset).div_ceil(6);
                 let end = 8 * (offset + bytes.len()) / 6;
                 if end > start && end - start >= MIN_REDACTED_SECRET_LEN {
@@ -292,10 +298,7 @@ impl Untrusted for Started {
 impl Untrusted for Progress {
     fn admit(&mut self, boundary: &Boundary) -> Result<(), String> {
         if self.percent > 100 {
-            return Err(format!(
-                "the progress {}% is more than 100%",
-                self.percent
-            ));
+            return Err(format!("the progress {}% is more than 100%", self.percent));
         }
         boundary.clean(&mut self.message);
         Ok(())
@@ -413,7 +416,10 @@ mod tests {
             created: None,
         }));
         let err = taken.admit(&b).unwrap_err();
-        assert!(err.contains("the backup size 18446744073709551615"), "{err}");
+        assert!(
+            err.contains("the backup size 18446744073709551615"),
+            "{err}"
+        );
 
         let mut point = RestorePoint {
             id: "rp".into(),
@@ -445,7 +451,12 @@ mod tests {
         let secrets = secrets();
         let b = boundary(&secrets);
         let mut pending = Started::Pending("h\n1".into());
-        assert!(pending.admit(&b).unwrap_err().contains("control characters"));
+        assert!(
+            pending
+                .admit(&b)
+                .unwrap_err()
+                .contains("control characters")
+        );
         let mut pending = Started::Pending("h".repeat(PROVIDER_ID_MAX_BYTES + 1));
         assert!(pending.admit(&b).is_err());
 

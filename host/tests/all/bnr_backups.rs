@@ -300,7 +300,13 @@ async fn a_provider_failure_marks_the_backup_error_with_the_reason() {
     // An Error backup had nothing stored on the provider: it is deleted without asking it.
     job_ok(&user.call_async("deleteBackup", &[("id", &bid)]).await);
 
-    set_config(&s, "backup.plugin.scripted.mode", "outage", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.mode",
+        "outage",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = user
         .call(
             "assignVirtualMachineToBackupOffering",
@@ -350,7 +356,13 @@ async fn delete_backup_uses_the_zones_current_provider() {
         Some(&s.zone_id),
     )
     .await;
-    set_config(&s, "backup.plugin.scripted.mode", "outage", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.mode",
+        "outage",
+        Some(&s.zone_id),
+    )
+    .await;
     let done = user.call_async("deleteBackup", &[("id", &id(&b))]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bnr::runtime::limits::{DEFAULT_INSTANCES_PER_PROVIDER, PROVIDER_TEXT_MAX_BYTES};
-use bnr::runtime::{PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits};
-use bnr::service::ProviderSource;
 use crate::bnr_support::*;
 use crate::sched_support::{events_of, sync};
 use crate::support_api::*;
+use bnr::runtime::limits::{DEFAULT_INSTANCES_PER_PROVIDER, PROVIDER_TEXT_MAX_BYTES};
+use bnr::runtime::{PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits};
+use bnr::service::ProviderSource;
 
 /// The secret the `noisy` modes try to leak (URL-unsafe characters on purpose).
 const SECRET: &str = "s3cr3t/pa ss+word";
@@ -78,9 +78,21 @@ async fn attacked(mode: &str) -> (Arc<TestServer>, String) {
     let z2 = s.admin().call("createZone", &[("name", "zone2")]).await;
     let zone2 = id(&z2.ok("createZone")["zone"]);
     set_config(&s, "backup.framework.enabled", "true", Some(&zone2)).await;
-    set_config(&s, "backup.framework.provider.plugin", "dummy", Some(&zone2)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "dummy",
+        Some(&zone2),
+    )
+    .await;
     let zone1 = s.zone_id.clone();
-    set_config(&s, "backup.framework.provider.plugin", "hostile", Some(&zone1)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "hostile",
+        Some(&zone1),
+    )
+    .await;
     set_config(&s, "backup.plugin.hostile.password", SECRET, Some(&zone1)).await;
     set_config(&s, "backup.plugin.hostile.mode", mode, Some(&zone1)).await;
     (Arc::new(s), zone2)
@@ -199,7 +211,11 @@ async fn an_absurd_backup_size_fails_that_backup_and_nothing_else() {
     let b = get_backup(&user, &backup).await;
     assert_ne!(b["status"], "BackingUp", "{b}");
     assert_eq!(
-        count(&s, "SELECT COUNT(*) FROM backups WHERE size > 9007199254740992").await,
+        count(
+            &s,
+            "SELECT COUNT(*) FROM backups WHERE size > 9007199254740992"
+        )
+        .await,
         0
     );
     dummy_answers(&s, &zone2).await;
@@ -250,7 +266,9 @@ async fn restore_points_of_absurd_size_are_refused_and_the_next_sync_pass_is_cle
     let r = zone.reconciled.as_ref().expect("reconciliation ran");
     assert_eq!((r.adopted, r.updated), (0, 0), "{r:?}");
     assert!(
-        r.failed.iter().any(|(_, why)| why.contains("invalid result")),
+        r.failed
+            .iter()
+            .any(|(_, why)| why.contains("invalid result")),
         "{r:?}"
     );
     dummy_answers(&s, &zone2).await;
@@ -304,7 +322,10 @@ async fn provider_text_is_bounded_sanitised_and_redacted_everywhere_it_goes() {
         dummy_answers(&s, &zone2).await;
     }
     for event in events_of(&s, "BACKUP.CREATE").await {
-        assert_contained("an event", event["description"].as_str().unwrap_or_default());
+        assert_contained(
+            "an event",
+            event["description"].as_str().unwrap_or_default(),
+        );
     }
     // The admin sees the panic text, cleaned the same way, in an event of their own.
     let details = events_of(&s, "BACKUP.PROVIDER.FAILURE").await;
@@ -315,7 +336,10 @@ async fn provider_text_is_bounded_sanitised_and_redacted_everywhere_it_goes() {
         "{details:?}"
     );
     for event in &details {
-        assert_clean("an admin event", event["description"].as_str().unwrap_or_default());
+        assert_clean(
+            "an admin event",
+            event["description"].as_str().unwrap_or_default(),
+        );
         assert_ne!(event["account"], "mallory", "{event}");
     }
 }
@@ -395,8 +419,16 @@ async fn thieves_impostors_and_hanging_describes_are_refused_at_start_with_the_r
         .call("listBackupProviderOfferings", &[("zoneid", &s.zone_id)])
         .await;
     let offerings = items(r.ok("listBackupProviderOfferings"), "backupoffering");
-    assert!(offerings.iter().all(|o| o["externalid"] != "impostor"), "{}", r.text);
-    assert!(offerings.iter().any(|o| o["externalid"] == "gold-policy"), "{}", r.text);
+    assert!(
+        offerings.iter().all(|o| o["externalid"] != "impostor"),
+        "{}",
+        r.text
+    );
+    assert!(
+        offerings.iter().any(|o| o["externalid"] == "gold-policy"),
+        "{}",
+        r.text
+    );
 
     // The thief cannot read hostile's secret: it was never loaded, and said why.
     let events = events_of(&s, "BACKUP.PROVIDER.LOAD").await;
@@ -433,7 +465,10 @@ async fn thieves_impostors_and_hanging_describes_are_refused_at_start_with_the_r
     // A thief's stolen setting name never became a setting of its own.
     let r = s
         .admin()
-        .call("listConfigurations", &[("name", "backup.plugin.thief.mode")])
+        .call(
+            "listConfigurations",
+            &[("name", "backup.plugin.thief.mode")],
+        )
         .await;
     assert!(
         items(r.ok("listConfigurations"), "configuration").is_empty(),

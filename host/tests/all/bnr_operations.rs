@@ -32,7 +32,13 @@ async fn pending_operations_are_polled_to_completion() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "lena").await;
     let user = s.client(creds);
-    set_config(&s, "backup.plugin.scripted.op-seconds", "2", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "2",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = user
         .call("createBackup", &[("virtualmachineid", &id(&vm))])
         .await;
@@ -72,7 +78,13 @@ async fn an_operation_past_its_deadline_is_cancelled_and_fails() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "milo").await;
     let user = s.client(creds);
-    set_config(&s, "backup.plugin.scripted.op-seconds", "3600", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "3600",
+        Some(&s.zone_id),
+    )
+    .await;
     set_config(&s, "backup.framework.operation.timeout", "1", None).await;
     let (backup_id, done) = create_backup(&user, &id(&vm), &[]).await;
     let (code, text) = job_error(&done);
@@ -100,7 +112,13 @@ async fn a_pending_failure_reported_by_poll_fails_the_job() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "nina").await;
     let user = s.client(creds);
-    set_config(&s, "backup.plugin.scripted.op-seconds", "1", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "1",
+        Some(&s.zone_id),
+    )
+    .await;
     set_config(&s, "backup.plugin.scripted.mode", "fail", Some(&s.zone_id)).await;
     let (backup_id, done) = create_backup(&user, &id(&vm), &[]).await;
     let (_, text) = job_error(&done);
@@ -203,7 +221,13 @@ async fn a_long_backup_in_flight_finishes_on_its_provider_across_a_swap() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "pia").await;
     let user = s.client(creds);
-    set_config(&s, "backup.plugin.scripted.op-seconds", "2", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "2",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = user
         .call("createBackup", &[("virtualmachineid", &id(&vm))])
         .await;

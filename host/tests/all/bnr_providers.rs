@@ -210,7 +210,13 @@ async fn provider_settings_are_zone_scoped_configurations() {
     let mode = items(inner, "configuration")[0];
     assert_eq!(mode["value"], "ok");
     assert_eq!(mode["scope"], "zone");
-    set_config(&s, "backup.plugin.scripted.op-seconds", "7", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "7",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = s
         .admin()
         .call(

@@ -52,8 +52,14 @@ fn plugin_inspect_lists_settings_and_needs() {
         stdout.contains("backup.plugin.hostile.mode (text) (default: ok)"),
         "{stdout}"
     );
-    assert!(stdout.contains("backup.plugin.hostile.url (url)"), "{stdout}");
-    assert!(stdout.contains("http-to-setting(backup.plugin.hostile.url)"), "{stdout}");
+    assert!(
+        stdout.contains("backup.plugin.hostile.url (url)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("http-to-setting(backup.plugin.hostile.url)"),
+        "{stdout}"
+    );
 }
 
 #[test]

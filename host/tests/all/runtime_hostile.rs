@@ -13,7 +13,10 @@ use crate::support::{
 };
 
 fn hostile_ctx(mode: &str) -> CallContext {
-    support::ctx(&support::provider(HOSTILE), &[("backup.plugin.hostile.mode", mode)])
+    support::ctx(
+        &support::provider(HOSTILE),
+        &[("backup.plugin.hostile.mode", mode)],
+    )
 }
 
 /// The hostile provider in `ok` mode, and the dummy, both still answer.
@@ -94,7 +97,10 @@ async fn a_panic_becomes_a_trap_carrying_the_panic_message() {
         "{guest_panic:?}"
     );
     // The panic text is detail for operators, not part of what users are shown.
-    assert!(!err.to_string().contains("hostile fixture panicked on purpose"));
+    assert!(
+        !err.to_string()
+            .contains("hostile fixture panicked on purpose")
+    );
     assert!(err.detail().contains("hostile fixture panicked on purpose"));
     assert_runtime_still_serves().await;
 }
@@ -159,7 +165,13 @@ async fn counting_server() -> CountingServer {
 /// Asks the hostile provider to GET `url` with these grants; returns what the guest saw.
 async fn guest_get(url: &str, grants: Grants) -> String {
     let hostile = support::provider(HOSTILE);
-    let mut ctx = support::ctx(&hostile, &[("backup.plugin.hostile.mode", "http"), ("backup.plugin.hostile.url", url)]);
+    let mut ctx = support::ctx(
+        &hostile,
+        &[
+            ("backup.plugin.hostile.mode", "http"),
+            ("backup.plugin.hostile.url", url),
+        ],
+    );
     ctx.grants = grants;
     let policies = hostile.list_policies(&ctx, &zone()).await.unwrap();
     policies[0].name.clone()
@@ -326,9 +338,17 @@ async fn an_https_grant_does_not_let_plain_http_through_to_the_same_port() {
     )]
     .into();
     let https_only = Grants::derive(&info, &settings, None, &[]);
-    let seen = guest_get(&format!("http://127.0.0.1:{}/probe", server.port), https_only).await;
+    let seen = guest_get(
+        &format!("http://127.0.0.1:{}/probe", server.port),
+        https_only,
+    )
+    .await;
     assert!(seen.contains("denied"), "guest saw {seen:?}");
-    assert_eq!(server.hits.load(Ordering::SeqCst), 0, "plain HTTP got through");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        0,
+        "plain HTTP got through"
+    );
 }
 
 #[tokio::test]

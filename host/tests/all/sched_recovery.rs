@@ -40,7 +40,13 @@ async fn scripted_vm(s: &TestServer, user: &str, op_seconds: &str) -> (Creds, St
     .await;
     let silver = import(s, "silver-policy", "Silver", true).await;
     let vm = protected_vm(s, user, "long", &id(&silver)).await;
-    set_config(s, "backup.plugin.scripted.op-seconds", op_seconds, Some(&zone)).await;
+    set_config(
+        s,
+        "backup.plugin.scripted.op-seconds",
+        op_seconds,
+        Some(&zone),
+    )
+    .await;
     vm
 }
 
@@ -195,9 +201,21 @@ fn a_restore_killed_mid_operation_fails_cleanly_and_gives_the_instance_back() {
         "3600",
         async |s, client, vm| {
             // A backup taken at once, then a long restore of it.
-            set_config(s, "backup.plugin.scripted.op-seconds", "0", Some(&s.zone_id.clone())).await;
+            set_config(
+                s,
+                "backup.plugin.scripted.op-seconds",
+                "0",
+                Some(&s.zone_id.clone()),
+            )
+            .await;
             let b = backup(client, vm).await;
-            set_config(s, "backup.plugin.scripted.op-seconds", "3600", Some(&s.zone_id.clone())).await;
+            set_config(
+                s,
+                "backup.plugin.scripted.op-seconds",
+                "3600",
+                Some(&s.zone_id.clone()),
+            )
+            .await;
             stop(client, vm).await;
             vec![("id", id(&b))]
         },

@@ -144,7 +144,12 @@ async fn reconciliation_adopts_updates_and_retires_backups_and_a_failing_provide
     );
     assert_eq!((r.adopted, r.updated, r.retired), (0, 0, 0));
     set_zone(&s, "backup.plugin.scripted.mode", "ok").await;
-    set_zone(&s, "backup.plugin.scripted.restore-points", "rp-1,not-a-date,FULL,1,1").await;
+    set_zone(
+        &s,
+        "backup.plugin.scripted.restore-points",
+        "rp-1,not-a-date,FULL,1,1",
+    )
+    .await;
     let report = sync(&s, t + 900).await;
     let r = report
         .zone(&s.zone_id)
@@ -190,7 +195,12 @@ async fn reconciliation_leaves_instances_with_work_in_flight_and_providers_witho
 
     let (creds, vm) = scripted_zone(&s, "wade").await;
     let user = s.client(creds);
-    set_zone(&s, "backup.plugin.scripted.restore-points", "rp-9,1700000000,FULL,1,1").await;
+    set_zone(
+        &s,
+        "backup.plugin.scripted.restore-points",
+        "rp-9,1700000000,FULL,1,1",
+    )
+    .await;
     // A backup of this VM is being taken: its row is BackingUp, so the VM is left for later.
     exec(
         &s,
