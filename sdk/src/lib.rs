@@ -339,6 +339,10 @@ impl Capabilities {
     }
 }
 
+/// Setting names: a provider owns the names under `backup.plugin.<its name>.` and nothing
+/// else (`backup.plugin.acme.url` for provider `acme`); a component that declares any other
+/// name, more than 64 settings, or descriptions and defaults beyond their length caps is not
+/// loaded, and `bnr plugin inspect` says why.
 impl SettingDecl {
     fn new(name: &str, description: &str, kind: SettingKind) -> Self {
         SettingDecl {

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::bnr_support::*;
-use crate::sched_support::{events_of, sync};
+use crate::sched_support::{events_of, exec, sync};
 use crate::support_api::*;
 use bnr::runtime::limits::{DEFAULT_INSTANCES_PER_PROVIDER, PROVIDER_TEXT_MAX_BYTES};
 use bnr::runtime::{PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits};
@@ -284,6 +284,38 @@ async fn restore_points_of_absurd_size_are_refused_and_the_next_sync_pass_is_cle
     let zone = report.zone(&s.zone_id).expect("zone synced");
     assert_eq!(zone.error, None, "{zone:?}");
     assert_eq!(zone.reconciled.as_ref().map(|r| r.adopted), Some(1));
+
+    // Sizes that reached the store before these checks cannot wedge the zone either: sums
+    // of them do not overflow.
+    set_config(
+        &s,
+        "backup.plugin.scripted.restore-points",
+        &format!(
+            "rp-1,1700000000,FULL,1024,2048,{vm}; rp-2,1700003600,FULL,1,1,{vm}",
+            vm = id(&v)
+        ),
+        Some(&s.zone_id),
+    )
+    .await;
+    sync(&s, t + 600).await;
+    exec(
+        &s,
+        "UPDATE backups SET size = 9223372036854775807, protected_size = 9223372036854775807",
+    )
+    .await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.mode",
+        "outage",
+        Some(&s.zone_id),
+    )
+    .await;
+    for pass in 1..=2 {
+        let report = sync(&s, t + 600 + pass * 300).await;
+        let zone = report.zone(&s.zone_id).expect("zone synced");
+        assert_eq!(zone.error, None, "pass {pass}: {zone:?}");
+    }
+    dummy_answers(&s, &zone2).await;
 }
 
 #[tokio::test]
