@@ -35,6 +35,14 @@ enum Command {
     /// Work with provider components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Re-encrypt every stored secret under a new key and make it the data directory's key
+    /// (stop the server first). With BNR_ENCRYPTION_KEY set, the new key is read from
+    /// BNR_NEW_ENCRYPTION_KEY and no key file is written.
+    RotateKey {
+        /// Directory holding the database and its key.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +64,7 @@ fn main() -> ExitCode {
     // The server logs what it does to stdout; one-shot commands only report errors, on stderr.
     let (default_filter, to_stderr) = match cli.command {
         Command::Serve { .. } => ("info", false),
-        Command::Plugin(_) => ("error", true),
+        Command::Plugin(_) | Command::RotateKey { .. } => ("error", true),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -80,6 +88,16 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
         }
+        Command::RotateKey { data_dir } => match bnr::store::secrets::rotate_key(&data_dir) {
+            Ok(()) => {
+                println!("secrets re-encrypted under a new key");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

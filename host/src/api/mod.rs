@@ -339,9 +339,10 @@ async fn authenticate(
             }
         }
         // One indexed lookup on every signed request: run it in place (see `Store::read_now`).
+        let secrets = state.store().secrets();
         let found = state
             .store()
-            .read_now(|c| identity::user_by_api_key(c, api_key))
+            .read_now(|c| identity::user_by_api_key(c, secrets, api_key))
             .map_err(ApiError::from)?;
         let Some((user, secret)) = found else {
             return Err(ApiError::credentials());
@@ -351,17 +352,7 @@ async fn authenticate(
         }
         return Ok(user.caller());
     }
-    let param_key = raw.get_ci("sessionkey");
-    let cookie_key = cookie(headers, "sessionkey");
-    let key = match (param_key, cookie_key) {
-        (Some(p), Some(c)) if p != c => return Err(ApiError::credentials()),
-        (Some(k), _) | (None, Some(k)) => k,
-        (None, None) => return Err(ApiError::credentials()),
-    };
-    let user_id = state
-        .sessions
-        .touch(key, cookie(headers, "JSESSIONID"), now())
-        .ok_or_else(ApiError::credentials)?;
+    let user_id = session_user(state, raw, headers)?;
     let user = state
         .store()
         .read(move |c| identity::get_user(c, user_id))
@@ -371,6 +362,23 @@ async fn authenticate(
         return Err(ApiError::credentials());
     }
     Ok(user.caller())
+}
+
+/// The user of the session a request names. The `sessionkey` parameter is required, as in
+/// CloudStack: browsers attach cookies to cross-site requests, so a cookie alone proves nothing
+/// about who built the request (CSRF). A `sessionkey` cookie, when sent, must match it.
+fn session_user(state: &ApiState, raw: &RawParams, headers: &HeaderMap) -> Result<i64, ApiError> {
+    let key = raw
+        .get_ci("sessionkey")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(ApiError::credentials)?;
+    if cookie(headers, "sessionkey").is_some_and(|c| c != key) {
+        return Err(ApiError::credentials());
+    }
+    state
+        .sessions
+        .touch(key, cookie(headers, "JSESSIONID"), now())
+        .ok_or_else(ApiError::credentials)
 }
 
 async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Format) -> Response {
@@ -398,26 +406,37 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
             ),
         )
     };
-    let (u, p, d, du) = (
-        username.clone(),
-        password,
-        domain.clone(),
-        domain_uuid.clone(),
-    );
-    let found = state
+    let (d, du) = (domain.clone(), domain_uuid.clone());
+    let domain_id = state
         .store()
-        .read(move |c| {
-            let Some(domain_id) = identity::domain_id_for_login(c, d.as_deref(), du.as_deref())?
-            else {
-                return Ok(None);
-            };
-            identity::authenticate_password(c, &u, &p, domain_id)
-        })
+        .read(move |c| identity::domain_id_for_login(c, d.as_deref(), du.as_deref()))
         .await;
-    let user = match found {
-        Ok(Some(user)) => user,
-        Ok(None) => return error_response(&failure(), name, format),
+    let domain_id = match domain_id {
+        // An unknown domain costs a password check too: no oracle for which domains exist.
+        Ok(id) => id.unwrap_or(-1),
         Err::<_, OpError>(e) => return error_response(&ApiError::from(e), name, format),
+    };
+    let attempts_allowed = state
+        .settings()
+        .get_i64(crate::config::INCORRECT_LOGIN_ATTEMPTS_ALLOWED, None)
+        .unwrap_or(5);
+    let outcome = identity::login(
+        state.store(),
+        &username,
+        &password,
+        domain_id,
+        attempts_allowed,
+    )
+    .await;
+    let user = match outcome {
+        Ok(identity::LoginOutcome::Success(user)) => user,
+        Ok(identity::LoginOutcome::Failed) => return error_response(&failure(), name, format),
+        Ok(identity::LoginOutcome::FailedAndDisabled(user)) => {
+            tracing::warn!(user = %user.uuid, attempts = attempts_allowed,
+                "user disabled after repeated failed logins");
+            return error_response(&failure(), name, format);
+        }
+        Err(e) => return error_response(&ApiError::from(e), name, format),
     };
     let (session_key, jsessionid) = state.sessions.create(user.id, now());
     let body = Obj::new()
@@ -434,8 +453,8 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
         .into_value();
     let mut resp = ok_response(name, body, format);
     for c in [
-        format!("JSESSIONID={jsessionid}; Path=/client; HttpOnly"),
-        format!("sessionkey={session_key}; Path=/client; HttpOnly"),
+        format!("JSESSIONID={jsessionid}; Path=/client; HttpOnly; SameSite=Lax"),
+        format!("sessionkey={session_key}; Path=/client; HttpOnly; SameSite=Lax"),
     ] {
         if let Ok(v) = HeaderValue::from_str(&c) {
             resp.headers_mut().append(header::SET_COOKIE, v);
@@ -444,12 +463,14 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
     resp
 }
 
+/// Ends the session the request authenticates with; without one, 401 like any other command.
 fn logout(state: &ApiState, raw: &RawParams, headers: &HeaderMap, format: Format) -> Response {
-    if let Some(key) = raw
-        .get_ci("sessionkey")
-        .or_else(|| cookie(headers, "sessionkey"))
-    {
+    let name = "logoutresponse";
+    if let Err(e) = session_user(state, raw, headers) {
+        return error_response(&e, name, format);
+    }
+    if let Some(key) = raw.get_ci("sessionkey") {
         state.sessions.remove(key);
     }
-    ok_response("logoutresponse", json!({"description": "success"}), format)
+    ok_response(name, json!({"description": "success"}), format)
 }

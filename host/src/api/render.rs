@@ -255,11 +255,18 @@ fn xml_text(out: &mut String, v: &Value) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            // Characters XML 1.0 cannot carry at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
-            c => out.push(c),
+            // A literal CR would be read back as LF.
+            '\r' => out.push_str("&#13;"),
+            c if is_xml_char(c) => out.push(c),
+            // Characters XML 1.0 cannot carry at all, not even as references.
+            _ => out.push(char::REPLACEMENT_CHARACTER),
         }
     }
+}
+
+/// XML 1.0's `Char` production (Rust `char`s are never surrogates).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// Keys come from code, but keep the output well-formed whatever they are.
@@ -283,6 +290,32 @@ fn xml_name(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_renders_as_well_formed_xml_that_reads_back(
+            text in prop::collection::vec(
+                prop_oneof![
+                    any::<char>(),
+                    Just('\u{FFFF}'),
+                    Just('\u{FFFE}'),
+                    (0u32..0x20).prop_map(|c| char::from_u32(c).unwrap()),
+                ],
+                0..40,
+            ).prop_map(|cs| cs.into_iter().collect::<String>()),
+        ) {
+            let body = json!({"backup": [{"name": text.clone(), "description": text.clone()}]});
+            let xml = to_xml("listbackupsresponse", &body);
+            let doc = roxmltree::Document::parse(&xml).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let name = doc.descendants().find(|n| n.has_tag_name("name")).unwrap();
+            let expected: String = text
+                .chars()
+                .map(|c| if is_xml_char(c) { c } else { char::REPLACEMENT_CHARACTER })
+                .collect();
+            prop_assert_eq!(name.text().unwrap_or(""), expected);
+        }
+    }
 
     #[test]
     fn empty_list_is_an_empty_object() {

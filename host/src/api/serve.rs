@@ -52,7 +52,7 @@ pub async fn prepare_with(
     opts: &BootstrapOptions,
     providers: ProviderSource,
 ) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
-    std::fs::create_dir_all(data_dir)
+    crate::store::create_private_dir(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let (dir, opts2) = (data_dir.to_path_buf(), opts.clone());
     let (core, boot) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {

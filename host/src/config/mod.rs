@@ -23,6 +23,8 @@ pub const BACKUP_FRAMEWORK_ENABLED: &str = "backup.framework.enabled";
 pub const BACKUP_PROVIDER_PLUGIN: &str = "backup.framework.provider.plugin";
 pub const BACKUP_SYNC_INTERVAL: &str = "backup.framework.sync.interval";
 pub const BACKUP_ATTACH_DETACH_VOLUMES: &str = "backup.enable.attach.detach.of.volumes";
+/// Failed logins in a row after which a user is disabled (CloudStack's name and default).
+pub const INCORRECT_LOGIN_ATTEMPTS_ALLOWED: &str = "incorrect.login.attempts.allowed";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -166,6 +168,13 @@ pub fn core_definitions() -> Vec<Definition> {
             "false",
             "Enable volume attach/detach operations for VMs that are assigned to Backup Offerings.",
         ),
+        Definition::new(
+            INCORRECT_LOGIN_ATTEMPTS_ALLOWED,
+            Kind::Integer,
+            "5",
+            "Incorrect login attempts allowed before the user is disabled (0 or less: never).",
+        )
+        .category("Authentication"),
     ]
 }
 
@@ -206,19 +215,32 @@ struct Inner {
 impl Settings {
     /// Loads every stored value and registers the core definitions.
     pub fn load(store: Store) -> OpResult<Settings> {
-        let rows: Vec<(String, String, i64, String)> = store.read_blocking(|c: &Connection| {
-            let mut st = c.prepare("SELECT name, scope, scope_id, value FROM configurations")?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok::<_, OpError>(rows)
-        })?;
+        let rows: Vec<(String, String, i64, String, bool)> =
+            store.read_blocking(|c: &Connection| {
+                let mut st = c.prepare(
+                    "SELECT name, scope, scope_id, value, encrypted FROM configurations",
+                )?;
+                let rows = st
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok::<_, OpError>(rows)
+            })?;
+        let secrets = store.secrets();
         let values = rows
             .into_iter()
-            .map(|(name, scope, scope_id, value)| {
-                ((name, if scope == "zone" { scope_id } else { 0 }), value)
+            .map(|(name, scope, scope_id, value, encrypted)| {
+                let value = if encrypted {
+                    secrets
+                        .open(&value)
+                        .map_err(|e| OpError::InvalidState(format!("setting {name}: {e}")))?
+                } else {
+                    value
+                };
+                Ok(((name, if scope == "zone" { scope_id } else { 0 }), value))
             })
-            .collect();
+            .collect::<OpResult<_>>()?;
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let settings = Settings {
             inner: Arc::new(Inner {
@@ -247,10 +269,44 @@ impl Settings {
                 def.name
             ))),
             None => {
+                if def.secret {
+                    self.seal_stored(&def.name)?;
+                }
                 defs.insert(def.name.clone(), def);
                 Ok(())
             }
         }
+    }
+
+    /// Seals the stored values of a secret setting an older bnr kept in plain text.
+    fn seal_stored(&self, name: &str) -> OpResult<()> {
+        let secrets = self.inner.store.secrets().clone();
+        let sealed = self.inner.store.write_blocking(|tx| {
+            let plain: Vec<(String, i64, String)> = tx
+                .prepare_cached(
+                    "SELECT scope, scope_id, value FROM configurations
+                     WHERE name = ?1 AND encrypted = 0",
+                )?
+                .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (scope, scope_id, value) in &plain {
+                let value = secrets.seal(value).map_err(|e| OpError::Store(e.into()))?;
+                tx.execute(
+                    "UPDATE configurations SET value = ?1, encrypted = 1
+                     WHERE name = ?2 AND scope = ?3 AND scope_id = ?4",
+                    params![value, name, scope, scope_id],
+                )?;
+            }
+            Ok::<_, OpError>(plain.len())
+        })?;
+        if sealed > 0 {
+            tracing::info!(
+                name,
+                sealed,
+                "encrypted secret setting values stored in plain text"
+            );
+        }
+        Ok(())
     }
 
     pub fn definition(&self, name: &str) -> Option<Definition> {
@@ -323,11 +379,23 @@ impl Settings {
             Some(z) => ("zone", z),
             None => ("global", 0),
         };
+        // Secret values are stored sealed (see `store::secrets`); the cache keeps plain text.
+        let stored = if def.secret {
+            self.inner
+                .store
+                .secrets()
+                .seal(&value)
+                .map_err(|e| OpError::Store(e.into()))?
+        } else {
+            value.clone()
+        };
         self.inner.store.write_blocking(|tx| {
             tx.execute(
-                "INSERT INTO configurations(name, scope, scope_id, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name, scope, scope_id) DO UPDATE SET value = excluded.value",
-                params![name, scope, scope_id, value],
+                "INSERT INTO configurations(name, scope, scope_id, value, encrypted)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name, scope, scope_id)
+                 DO UPDATE SET value = excluded.value, encrypted = excluded.encrypted",
+                params![name, scope, scope_id, stored, def.secret],
             )?;
             Ok::<_, OpError>(())
         })?;

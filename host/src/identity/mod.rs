@@ -10,14 +10,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 use crate::store::query::{Filter, Listed, Page};
-use crate::store::{OpError, OpResult, new_uuid, now};
+use crate::store::{OpError, OpResult, Secrets, new_uuid, now};
 
 /// Random bytes in a generated API key / secret key (CloudStack uses 64 too; base64url → 86 chars).
 const API_KEY_BYTES: usize = 64;
 /// Salt length for password hashes.
 const PASSWORD_SALT_BYTES: usize = 16;
-/// SHA-256 rounds for a password hash: makes offline guessing slower while keeping login cheap.
-const PASSWORD_HASH_ROUNDS: u32 = 10_000;
 /// Longest password accepted (bounds the hashing work per login attempt).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
@@ -147,6 +145,20 @@ impl Caller {
                 self.account_name
             )))
         }
+    }
+}
+
+/// CloudStack's same-owner rule for objects put together (a volume and the instance it is
+/// attached to, backup data and the instance it is restored onto): both must belong to one
+/// account, whoever the caller is.
+pub fn check_same_owner(a: (&str, i64), b: (&str, i64)) -> OpResult<()> {
+    if a.1 == b.1 {
+        Ok(())
+    } else {
+        Err(OpError::PermissionDenied(format!(
+            "Entity {} and entity {} belong to different accounts",
+            a.0, b.0
+        )))
     }
 }
 
@@ -538,8 +550,13 @@ pub fn get_user(conn: &Connection, user_id: i64) -> OpResult<User> {
         .query_row([user_id], user_from_row)?)
 }
 
-/// The live user owning `api_key`, with its secret key.
-pub fn user_by_api_key(conn: &Connection, api_key: &str) -> OpResult<Option<(User, String)>> {
+/// The live user owning `api_key`, with its secret key (decrypted): the one lookup of a
+/// user's API credentials.
+pub fn user_by_api_key(
+    conn: &Connection,
+    secrets: &Secrets,
+    api_key: &str,
+) -> OpResult<Option<(User, String)>> {
     let row = conn
         .prepare_cached(&format!(
             "SELECT {USER_COLUMNS}, u.secret_key FROM {USER_FROM} \
@@ -549,7 +566,13 @@ pub fn user_by_api_key(conn: &Connection, api_key: &str) -> OpResult<Option<(Use
             Ok((user_from_row(r)?, r.get::<_, Option<String>>(19)?))
         })
         .optional()?;
-    Ok(row.and_then(|(u, secret)| secret.map(|s| (u, s))))
+    let Some((user, Some(sealed))) = row else {
+        return Ok(None);
+    };
+    let secret = secrets
+        .open(&sealed)
+        .map_err(|e| OpError::Store(e.into()))?;
+    Ok(Some((user, secret)))
 }
 
 /// Users of all accounts in one domain named `username` (CloudStack usernames are unique per domain).
@@ -601,23 +624,128 @@ pub fn domain_id_for_login(
         .optional()?)
 }
 
-/// Verifies username/password in a domain; `None` for any kind of failure (no oracle).
-pub fn authenticate_password(
-    conn: &Connection,
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    No,
+    Yes,
+    /// Right, but stored in the legacy SHA-256 form: store a fresh argon2id hash.
+    YesRehash,
+}
+
+/// What a login attempt did (for the api layer; the reason is never shown to the client).
+#[derive(Debug)]
+pub enum LoginOutcome {
+    Success(User),
+    Failed,
+    /// This failure disabled the user (`incorrect.login.attempts.allowed` reached).
+    FailedAndDisabled(User),
+}
+
+/// Verifies username/password in a domain with the same hashing work whether or not the user
+/// exists (no timing oracle), counts failed attempts, and disables the user when
+/// `attempts_allowed` failures in a row are reached (CloudStack's lockout; `<= 0`: never). A
+/// legacy SHA-256 hash is replaced by an argon2id one on a successful login.
+pub async fn login(
+    store: &crate::store::Store,
     username: &str,
     password: &str,
     domain_id: i64,
-) -> OpResult<Option<User>> {
-    if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
-        return Ok(None);
-    }
-    let Some((user, Some(hash))) = user_by_login(conn, username, domain_id)? else {
-        return Ok(None);
+    attempts_allowed: i64,
+) -> OpResult<LoginOutcome> {
+    let name = username.to_string();
+    let found = store
+        .read(move |c| user_by_login(c, &name, domain_id))
+        .await?;
+    let (user, stored) = match found {
+        Some((user, hash)) => (Some(user), hash),
+        None => (None, None),
     };
-    if !user.is_enabled() || !verify_password(password, &hash) {
-        return Ok(None);
+    let valid_len = !password.is_empty() && password.len() <= MAX_PASSWORD_LEN;
+    let (pw, stored_hash) = (password.to_string(), stored.clone());
+    let (verified, rehash) = tokio::task::spawn_blocking(move || {
+        let stored = match stored_hash.as_deref() {
+            Some(hash) => hash,
+            None => dummy_hash(),
+        };
+        // Same work for an unknown user, a user without a password and an over-long password.
+        let verified = verify_password(&pw, stored);
+        let verified = if valid_len && stored_hash.is_some() {
+            verified
+        } else {
+            Verified::No
+        };
+        let rehash = (verified == Verified::YesRehash).then(|| hash_password(&pw));
+        (verified, rehash)
+    })
+    .await
+    .map_err(|e| OpError::Store(crate::store::StoreError::Task(e.to_string())))?;
+    let Some(user) = user.filter(User::is_enabled) else {
+        return Ok(LoginOutcome::Failed);
+    };
+    let user_id = user.id;
+    if verified == Verified::No {
+        let (account_id, domain_id, uuid) =
+            (user.account.id, user.account.domain_id, user.uuid.clone());
+        let text = format!(
+            "User {} was disabled after {attempts_allowed} failed login attempts in a row",
+            user.username
+        );
+        let disabled = store
+            .write(move |tx| {
+                let attempts: i64 = tx
+                    .prepare_cached(
+                        "UPDATE users SET login_attempts = login_attempts + 1 WHERE id = ?1
+                         RETURNING login_attempts",
+                    )?
+                    .query_row([user_id], |r| r.get(0))?;
+                if attempts_allowed > 0 && attempts >= attempts_allowed {
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE users SET state = 'disabled' WHERE id = ?1 AND state = 'enabled'",
+                        )?
+                        .execute([user_id])?;
+                    if changed == 1 {
+                        use crate::store::events::{self, Level, NewEvent, State};
+                        events::record(
+                            tx,
+                            &NewEvent {
+                                event_type: "USER.DISABLE",
+                                level: Level::Warn,
+                                state: State::Completed,
+                                description: &text,
+                                account_id,
+                                domain_id,
+                                user_id: None,
+                                resource_type: Some("User"),
+                                resource_uuid: Some(&uuid),
+                            },
+                        )?;
+                    }
+                    return Ok::<_, OpError>(changed == 1);
+                }
+                Ok(false)
+            })
+            .await?;
+        return Ok(if disabled {
+            LoginOutcome::FailedAndDisabled(user)
+        } else {
+            LoginOutcome::Failed
+        });
     }
-    Ok(Some(user))
+    let new_hash = rehash.transpose()?;
+    store
+        .write(move |tx| {
+            tx.prepare_cached("UPDATE users SET login_attempts = 0 WHERE id = ?1")?
+                .execute([user_id])?;
+            if let Some(h) = &new_hash {
+                tx.prepare_cached("UPDATE users SET password_hash = ?1 WHERE id = ?2")?
+                    .execute(params![h, user_id])?;
+            }
+            Ok::<_, OpError>(())
+        })
+        .await?;
+    Ok(LoginOutcome::Success(user))
 }
 
 pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
@@ -662,7 +790,7 @@ pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
             new_uuid(),
             account_id,
             new.username,
-            hash_password(&new.password),
+            hash_password(&new.password)?,
             new.email,
             new.firstname,
             new.lastname,
@@ -673,15 +801,20 @@ pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
 }
 
 /// Generates and stores a fresh API key and secret key for a user; returns `(apikey, secretkey)`.
-pub fn register_user_keys(conn: &Connection, user_id: i64) -> OpResult<(String, String)> {
+pub fn register_user_keys(
+    conn: &Connection,
+    secrets: &Secrets,
+    user_id: i64,
+) -> OpResult<(String, String)> {
     let (api_key, secret_key) = (random_key(), random_key());
-    set_user_keys(conn, user_id, &api_key, &secret_key)?;
+    set_user_keys(conn, secrets, user_id, &api_key, &secret_key)?;
     Ok((api_key, secret_key))
 }
 
-/// Stores given keys (bootstrap with operator-provided keys).
+/// Stores given keys (bootstrap with operator-provided keys); the secret key sealed.
 pub fn set_user_keys(
     conn: &Connection,
+    secrets: &Secrets,
     user_id: i64,
     api_key: &str,
     secret_key: &str,
@@ -696,7 +829,13 @@ pub fn set_user_keys(
     }
     conn.execute(
         "UPDATE users SET api_key = ?1, secret_key = ?2 WHERE id = ?3",
-        params![api_key, secret_key, user_id],
+        params![
+            api_key,
+            secrets
+                .seal(secret_key)
+                .map_err(|e| OpError::Store(e.into()))?,
+            user_id
+        ],
     )?;
     Ok(())
 }
@@ -767,32 +906,55 @@ pub fn random_password() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes(18))
 }
 
-fn password_digest(salt: &[u8], password: &str, rounds: u32) -> Vec<u8> {
-    let mut digest = Sha256::new()
-        .chain_update(salt)
-        .chain_update(password.as_bytes())
-        .finalize();
-    for _ in 1..rounds {
-        digest = Sha256::new()
-            .chain_update(salt)
-            .chain_update(digest)
-            .finalize();
+/// argon2id cost: OWASP's recommended minimum (19 MiB, 2 passes, 1 lane). Memory-hard, so
+/// guessing offline needs memory per guess, and a login costs the server tens of milliseconds.
+const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+const ARGON2_PASSES: u32 = 2;
+const ARGON2_LANES: u32 = 1;
+
+fn argon2() -> argon2::Argon2<'static> {
+    let params = argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None)
+        .unwrap_or_default();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// A PHC string `$argon2id$v=19$m=…,t=…,p=…$<salt>$<hash>`.
+pub fn hash_password(password: &str) -> OpResult<String> {
+    use argon2::PasswordHasher;
+    let salt = argon2::password_hash::SaltString::encode_b64(&random_bytes(PASSWORD_SALT_BYTES))
+        .map_err(|e| OpError::InvalidState(format!("cannot hash the password: {e}")))?;
+    Ok(argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| OpError::InvalidState(format!("cannot hash the password: {e}")))?
+        .to_string())
+}
+
+/// The hash verified for logins of unknown users, so that they cost what a known user's does.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_password()).unwrap_or_default())
+}
+
+/// Checks a password against a stored argon2id hash, or a legacy `sha256$<rounds>$…` one
+/// (accepted once, then replaced: see [`login`]).
+pub fn verify_password(password: &str, stored: &str) -> Verified {
+    if stored.starts_with("$argon2") {
+        use argon2::PasswordVerifier;
+        let ok = argon2::PasswordHash::new(stored)
+            .is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok());
+        return if ok { Verified::Yes } else { Verified::No };
     }
-    digest.to_vec()
+    if verify_legacy_sha256(password, stored) {
+        Verified::YesRehash
+    } else {
+        Verified::No
+    }
 }
 
-/// `sha256$<rounds>$<salt b64>$<digest b64>`.
-pub fn hash_password(password: &str) -> String {
-    let salt = random_bytes(PASSWORD_SALT_BYTES);
-    let digest = password_digest(&salt, password, PASSWORD_HASH_ROUNDS);
-    format!(
-        "sha256${PASSWORD_HASH_ROUNDS}${}${}",
-        STANDARD_NO_PAD.encode(&salt),
-        STANDARD_NO_PAD.encode(digest)
-    )
-}
+/// Most SHA-256 rounds a legacy hash may ask for (they were written with 10,000).
+const LEGACY_MAX_ROUNDS: u32 = 100_000;
 
-pub fn verify_password(password: &str, stored: &str) -> bool {
+fn verify_legacy_sha256(password: &str, stored: &str) -> bool {
     use subtle::ConstantTimeEq;
     let mut parts = stored.split('$');
     let (Some("sha256"), Some(rounds), Some(salt), Some(digest), None) = (
@@ -811,12 +973,20 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
     ) else {
         return false;
     };
-    if rounds == 0 || rounds > 10 * PASSWORD_HASH_ROUNDS {
+    if rounds == 0 || rounds > LEGACY_MAX_ROUNDS {
         return false;
     }
-    password_digest(&salt, password, rounds)
-        .ct_eq(&expected)
-        .into()
+    let mut digest = Sha256::new()
+        .chain_update(&salt)
+        .chain_update(password.as_bytes())
+        .finalize();
+    for _ in 1..rounds {
+        digest = Sha256::new()
+            .chain_update(&salt)
+            .chain_update(digest)
+            .finalize();
+    }
+    digest.as_slice().ct_eq(&expected).into()
 }
 
 #[cfg(test)]
@@ -825,11 +995,20 @@ mod tests {
 
     #[test]
     fn password_hash_round_trips_and_rejects_wrong_password() {
-        let h = hash_password("s3cret");
-        assert!(verify_password("s3cret", &h));
-        assert!(!verify_password("s3creT", &h));
-        assert!(!verify_password("s3cret", "garbage"));
-        assert_ne!(hash_password("s3cret"), h, "salted");
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert_eq!(verify_password("s3cret", &h), Verified::Yes);
+        assert_eq!(verify_password("s3creT", &h), Verified::No);
+        assert_eq!(verify_password("s3cret", "garbage"), Verified::No);
+        assert_ne!(hash_password("s3cret").unwrap(), h, "salted");
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_does() {
+        let real = hash_password("x").unwrap();
+        let params = |h: &str| h.rsplitn(3, '$').nth(2).unwrap().to_string();
+        assert_eq!(params(dummy_hash()), params(&real));
+        assert_eq!(verify_password("x", dummy_hash()), Verified::No);
     }
 
     fn caller(role: Role, account_id: i64, path: &str) -> Caller {

@@ -80,7 +80,7 @@ pub fn bootstrap_if_empty(
                     lastname: Some("User".into()),
                 },
             )?;
-            identity::set_user_keys(tx, admin.id, &api_key, &secret_key)?;
+            identity::set_user_keys(tx, store.secrets(), admin.id, &api_key, &secret_key)?;
             let zone = inventory::create_zone(tx, DEFAULT_ZONE)?;
             inventory::create_service_offering(
                 tx,

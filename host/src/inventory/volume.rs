@@ -280,6 +280,10 @@ pub fn attach(
             "Please specify a VM that is either running or stopped.".into(),
         ));
     }
+    crate::identity::check_same_owner(
+        ("the volume", vol.account_id),
+        ("the virtual machine", vm.account_id),
+    )?;
     if vm.zone_id != vol.zone_id {
         return Err(OpError::InvalidParameter(
             "Please specify a VM that is in the same zone as the volume.".into(),

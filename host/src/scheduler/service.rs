@@ -41,9 +41,17 @@ fn failure(e: BackupError) -> JobFailure {
     }
 }
 
-/// The job's user as a caller.
+/// The job's user as a caller. A run acts for its owner only while the owner (user and
+/// account) is enabled: one queued before the owner was disabled, or resumed after a restart,
+/// takes no backup and acts for nobody else.
 async fn caller_of(store: &Store, user_id: i64) -> Result<Caller, BackupError> {
     let user = store.read(move |c| identity::get_user(c, user_id)).await?;
+    if !user.is_enabled() {
+        return Err(BackupError::Denied(format!(
+            "The scheduled backup was not taken: account {} or its user {} is disabled",
+            user.account.name, user.username
+        )));
+    }
     Ok(user.caller())
 }
 

@@ -12,8 +12,8 @@ use super::model::{
 };
 use super::operations::{Operation, OperationKind};
 use super::{
-    BackupService, Pending, backup_ref, check_vm_access, instance_with, live_vm, record_event,
-    rules,
+    BackupService, Pending, backup_ref, check_backup_access, check_vm_access, instance_with,
+    live_vm, record_event, rules,
 };
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm::{self, Vm};
@@ -232,11 +232,7 @@ impl BackupService {
                     )));
                 }
                 providers.check_zone(b.zone_id)?;
-                // Access against the VM when it still exists, else against the backup's owner.
-                match b.vm_id.map(|id| vm::get_vm(c, id)).transpose() {
-                    Ok(Some(vm)) => check_vm_access(c, &c2, &vm)?,
-                    _ => c2.check_access(c, b.account_id, b.domain_id, "the backup")?,
-                }
+                check_backup_access(c, &c2, &b)?;
                 let offering = get_offering(c, b.offering_id)?.ok_or_else(|| {
                     BackupError::refused("Backup offering of the backup not found")
                 })?;

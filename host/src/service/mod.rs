@@ -124,6 +124,26 @@ fn check_vm_access(conn: &Connection, caller: &Caller, vm: &Vm) -> Result<(), Ba
     Ok(())
 }
 
+/// Access to a backup, the one check every command that reads or changes a backup makes: the
+/// caller must reach the backup's owner, and the instance it was taken of while that exists.
+fn check_backup_access(conn: &Connection, caller: &Caller, b: &Backup) -> Result<(), BackupError> {
+    caller.check_access(conn, b.account_id, b.domain_id, "the backup")?;
+    if let Some(vm) = b.vm_id.and_then(|id| vm::get_vm(conn, id).ok()) {
+        check_vm_access(conn, caller, &vm)?;
+    }
+    Ok(())
+}
+
+/// Backup data may only land in an instance of the backup's own account (CloudStack's
+/// same-owner rule); an admin's reach over both accounts does not merge them.
+fn check_backup_target(b: &Backup, target_account_id: i64) -> Result<(), BackupError> {
+    crate::identity::check_same_owner(
+        ("the backup", b.account_id),
+        ("the target virtual machine", target_account_id),
+    )?;
+    Ok(())
+}
+
 /// The instance as a provider sees it: identity, host, state, live volumes, provider reference.
 fn instance_of(conn: &Connection, vm: &Vm) -> OpResult<wit::Instance> {
     let fields = model::vm_backup_fields(conn, vm.id)?;

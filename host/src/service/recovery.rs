@@ -49,20 +49,30 @@ impl BackupService {
                     &format!("UPDATE vms SET state = 'Expunging', removed = ?1 WHERE id IN ({orphans})"),
                     [ts],
                 )?;
-                // In-place restores that no pending job drives any more: back to Stopped.
-                let pending_restores = "SELECT 1 FROM async_jobs WHERE status = 0
-                     AND cmd IN ('restoreBackup', 'createVMFromBackup')";
+                // In-place restores that no pending job drives any more: back to Stopped. Per
+                // instance: a restore still pending for one instance keeps only that one.
+                let driven = |vm_id: &str| {
+                    format!(
+                        "EXISTS (SELECT 1 FROM async_jobs j WHERE j.status = 0 AND (
+                             (j.cmd = 'restoreBackup' AND j.instance_uuid IN
+                                 (SELECT b.uuid FROM backups b WHERE b.vm_id = {vm_id}))
+                             OR (j.cmd = 'createVMFromBackup' AND j.instance_uuid =
+                                 (SELECT v.uuid FROM vms v WHERE v.id = {vm_id}))))"
+                    )
+                };
                 tx.execute(
                     &format!(
                         "UPDATE volumes SET state = 'Ready' WHERE state = 'Restoring' AND removed IS NULL
-                         AND NOT EXISTS ({pending_restores})"
+                         AND NOT {}",
+                        driven("volumes.vm_id")
                     ),
                     [],
                 )?;
                 let instances_stopped = tx.execute(
                     &format!(
                         "UPDATE vms SET state = 'Stopped' WHERE state = 'Restoring' AND removed IS NULL
-                         AND NOT EXISTS ({pending_restores})"
+                         AND NOT {}",
+                        driven("vms.id")
                     ),
                     [],
                 )?;

@@ -11,8 +11,8 @@ use super::model::{
 };
 use super::operations::{Operation, OperationKind};
 use super::{
-    BackupService, Pending, backup_ref, check_vm_access, instance_of, live_vm, record_event,
-    restorable, rules,
+    BackupService, Pending, backup_ref, check_backup_access, check_backup_target, check_vm_access,
+    instance_of, live_vm, record_event, restorable, rules,
 };
 use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
 use crate::identity::Caller;
@@ -76,6 +76,7 @@ impl BackupService {
                 if vm.state == VmState::Expunging || fields.removed.is_some() {
                     return Err(missing());
                 }
+                check_backup_access(tx, &c2, &b)?;
                 check_vm_access(tx, &c2, &vm)?;
                 if !restorable(vm.state) {
                     return Err(BackupError::refused(
@@ -198,8 +199,10 @@ impl BackupService {
             .read(move |c| {
                 let b = usable_backup(c, backup_id)?;
                 providers.check_zone(b.zone_id)?;
+                check_backup_access(c, &c2, &b)?;
                 let vm = live_vm(c, vm_id)?;
                 check_vm_access(c, &c2, &vm)?;
+                check_backup_target(&b, vm.account_id)?;
                 if vm_backup_fields(c, vm_id)?.offering_id.is_some()
                     && !settings.get_bool(BACKUP_ATTACH_DETACH_VOLUMES, None)
                 {
@@ -355,9 +358,9 @@ impl BackupService {
                         ))
                     })?;
                 providers.check_zone(b.zone_id)?;
-                match b.vm_id.map(|id| vm::get_vm(tx, id)).transpose() {
-                    Ok(Some(source)) => check_vm_access(tx, &c2, &source)?,
-                    _ => c2.check_access(tx, b.account_id, b.domain_id, "the backup")?,
+                check_backup_access(tx, &c2, &b)?;
+                if let Some((account_id, _)) = req.owner {
+                    check_backup_target(&b, account_id)?;
                 }
                 let offering = offering_of(tx, &b)?;
                 let provider = providers.named(&offering.provider)?;

@@ -13,6 +13,7 @@
 
 pub mod events;
 pub mod query;
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+pub use secrets::Secrets;
 
 /// Ordered, embedded migrations. Each applies in one transaction and is recorded in
 /// `schema_migrations(version)`. Later layers append here (e.g. `0002_backup`).
@@ -33,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "backup",
         sql: include_str!("migrations/0002_backup.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "security",
+        sql: include_str!("migrations/0003_security.sql"),
     },
 ];
 
@@ -62,13 +70,15 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i64,
         name: &'static str,
         source: rusqlite::Error,
     },
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -110,6 +120,42 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    secrets: Secrets,
+}
+
+/// Creates `dir` (and its parents) if needed and makes it `0700` whatever the umask: the data
+/// directory holds the database and the key that seals its secrets.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes an existing file `0600` (the database, its WAL and shared memory, key files); logged,
+/// not fatal, when the file is not ours to change.
+fn restrict_file(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o777 != 0o600
+        && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    {
+        tracing::warn!(file = %path.display(), error = %e, "cannot make the file private (0600)");
+    }
+}
+
+/// The database file and the files SQLite keeps next to it.
+fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
 }
 
 impl Store {
@@ -124,14 +170,35 @@ impl Store {
         migrations: &[Migration],
     ) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        create_private_dir(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let secrets = Secrets::load(&dir)?;
+        // SQLite gives the WAL and shared-memory files the database file's mode: create the
+        // database private before SQLite does, and tighten files an older bnr left open.
+        create_private_file(&path)?;
         let mut writer = open_connection(&path)?;
+        // Deleted and overwritten rows are zeroed, so a replaced plaintext does not linger.
+        writer.pragma_update(None, "secure_delete", "ON")?;
         apply_migrations(&mut writer, migrations)?;
+        {
+            let tx = writer.transaction()?;
+            let sealed = secrets::seal_plaintext(&tx, &secrets)?;
+            tx.commit()?;
+            if sealed > 0 {
+                writer.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+                tracing::info!(sealed, "encrypted secret keys stored in plain text");
+            }
+        }
+        for file in database_files(&path) {
+            restrict_file(&file);
+        }
         let readers = (0..READER_POOL_SIZE)
             .map(|_| open_connection(&path))
             .collect::<Result<Vec<_>, _>>()?;
@@ -140,12 +207,18 @@ impl Store {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(readers),
+                secrets,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The keys that seal this database's secrets (see [`secrets`]).
+    pub fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
     }
 
     /// Runs `f` inside one IMMEDIATE transaction on the writer; commits on `Ok`, rolls back on `Err`.
@@ -224,6 +297,27 @@ impl Store {
             readers.push(conn);
         }
         result
+    }
+}
+
+/// Creates the database file `0600` unless it exists (then it is tightened by the caller).
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(e)),
     }
 }
 

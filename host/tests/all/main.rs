@@ -32,3 +32,8 @@ mod sched_support;
 mod sched_recovery;
 mod sched_sync;
 mod sched_ticks;
+
+mod sec_matrix;
+mod sec_rotate;
+mod sec_store;
+mod sec_tenant;

@@ -175,6 +175,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .handler(|ctx| async move {
                 let user_id = ctx.req_id("id")?;
                 let caller = ctx.caller.clone();
+                let secrets = ctx.state.store().secrets().clone();
                 let (api_key, secret_key) = ctx
                     .state
                     .store()
@@ -184,7 +185,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                         if caller.role != Role::Admin && user.account.role == Role::Admin {
                             return Err(OpError::PermissionDenied("Only a root admin can register keys of a root admin".into()));
                         }
-                        let keys = identity::register_user_keys(tx, user_id)?;
+                        let keys = identity::register_user_keys(tx, &secrets, user_id)?;
                         let text = format!("Registered API keys of user {}", user.username);
                         events::record(tx, &NewEvent::completed(&caller, "REGISTER.USER.KEY", &text).resource("User", &user.uuid))?;
                         Ok::<_, OpError>(keys)

@@ -874,6 +874,11 @@ fn register_volume_commands(r: &mut Registry) -> Result<(), RegistryError> {
             .async_handler(|ctx| async move {
                 let vol = accessible_volume(&ctx, ctx.req_id("id")?).await?;
                 let vm = accessible_vm(&ctx, "virtualmachineid").await?;
+                // Refused before a job exists; `volume::attach` checks again in its transaction.
+                identity::check_same_owner(
+                    ("the volume", vol.account_id),
+                    ("the virtual machine", vm.account_id),
+                )?;
                 let device_id = ctx.int("deviceid");
                 let (volume_id, vm_id, uuid) = (vol.id, vm.id, vol.uuid.clone());
                 let store = ctx.state.store().clone();
