@@ -411,9 +411,15 @@ async function viewInstance(el, id) {
       vm.backupofferingname ? `backup offering ${vm.backupofferingname}` : 'no backup offering'),
     actions, out);
 
+  // Ad-hoc backups and schedules of a user are refused when the offering does not allow them.
+  let userDriven = isAdmin();
+  if (vm.backupofferingid && !userDriven) {
+    const offering = ((await api('listBackupOfferings', { id: vm.backupofferingid }).catch(() => ({}))).backupoffering || [])[0];
+    userDriven = !!(offering && offering.allowuserdrivenbackups);
+  }
   el.append(offeringSection(vm, refresh));
-  el.append(backupsSection(vm, refresh));
-  if (vm.backupofferingid && can('listBackupSchedule')) el.append(scheduleSection(vm));
+  el.append(backupsSection(vm, refresh, userDriven));
+  if (vm.backupofferingid && can('listBackupSchedule')) el.append(scheduleSection(vm, userDriven));
 }
 
 function offeringSection(vm, refresh) {
@@ -453,11 +459,11 @@ function offeringSection(vm, refresh) {
   return sec;
 }
 
-function backupsSection(vm, refresh) {
+function backupsSection(vm, refresh, userDriven) {
   const out = h('div', { class: 'out' });
   const sec = section('Backups');
   let table;
-  if (vm.backupofferingid && can('createBackup')) {
+  if (vm.backupofferingid && userDriven && can('createBackup')) {
     sec.append(act(h('button', { type: 'button', class: 'primary' }, 'Create Backup'), out, async () => {
       await runJob(`Back up ${vm.name}`, 'createBackup', { virtualmachineid: vm.id });
       table.reload();
@@ -567,7 +573,7 @@ async function restoreVolume(vm, b) {
 
 const WEEKDAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
 
-function scheduleSection(vm) {
+function scheduleSection(vm, userDriven) {
   const sec = section('Backup schedule');
   const list = h('div');
   const out = h('div', { class: 'out' });
@@ -589,7 +595,7 @@ function scheduleSection(vm) {
         .map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, items.map((s) => {
         const cellOut = h('div', { class: 'out' });
-        const del = can('deleteBackupSchedule') ? act(h('button', { type: 'button', class: 'danger' }, 'Delete'), cellOut, async () => {
+        const del = userDriven && can('deleteBackupSchedule') ? act(h('button', { type: 'button', class: 'danger' }, 'Delete'), cellOut, async () => {
           await api('deleteBackupSchedule', { id: s.id });
           loadList();
         }) : null;
@@ -598,7 +604,7 @@ function scheduleSection(vm) {
           h('td', { 'data-label': 'Next run', class: 'nextrun' }, fmtDate(s.nextrun)), h('td', {}, del, cellOut));
       })))));
   };
-  if (can('createBackupSchedule')) {
+  if (userDriven && can('createBackupSchedule')) {
     const interval = select('intervaltype', [['HOURLY', 'Hourly'], ['DAILY', 'Daily'], ['WEEKLY', 'Weekly'], ['MONTHLY', 'Monthly']], 'DAILY');
     const time = h('input', { type: 'time', name: 'time', value: '02:30', required: true });
     const minute = h('input', { type: 'number', name: 'minute', min: 0, max: 59, value: 0 });
