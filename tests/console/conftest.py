@@ -142,3 +142,14 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test leaves a screenshot of the page it failed on."""
+    outcome = yield
+    report = outcome.get_result()
+    driver = item.funcargs.get("browser")
+    if report.when == "call" and report.failed and driver is not None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / f"FAILED-{item.name}.png"))

@@ -39,7 +39,8 @@ class Console:
         def probe(_):
             try:
                 return check()
-            except StaleElementReferenceException:
+            except (StaleElementReferenceException, AttributeError):
+                # The page re-rendered under us, or the element is not there yet.
                 return False
         return WebDriverWait(self.d, timeout, poll_frequency=0.05).until(probe, message=f"waiting for {what}")
 
@@ -96,8 +97,12 @@ class Console:
         self.click(ok_label, dialog)
         return text
 
-    def message(self, kind):
-        return self.wait(f"a {kind} message", lambda: self.first(f"main .msg.{kind}")).text
+    def message(self, kind, containing=""):
+        """The text of the first `kind` message (ok/error) on the page that contains `containing`."""
+        def find():
+            texts = [m.text for m in self.d.find_elements(By.CSS_SELECTOR, f"main .msg.{kind}")]
+            return next((t for t in texts if containing in t), None)
+        return self.wait(f"a {kind} message with {containing!r}", find)
 
     def shot(self, name, phone=False):
         if phone:
@@ -117,6 +122,10 @@ def enable_zone(admin, name, provider="dummy"):
     admin.updateConfiguration(name="backup.framework.enabled", value="true", zoneid=zone["id"])
     admin.updateConfiguration(name="backup.framework.provider.plugin", value=provider, zoneid=zone["id"])
     return zone
+
+
+def policy_description(admin, zone, index):
+    return admin.listBackupProviderOfferings(zoneid=zone["id"])["backupoffering"][index - 1]["description"]
 
 
 def import_offering(admin, zone, index=0, name=None):
@@ -165,7 +174,7 @@ def test_root_imports_lists_and_deletes_offerings(admin, server, console):
         field = console.first("input[name=name]")
         field.clear()
         field.send_keys(name)
-        assert console.first("input[name=description]").get_attribute("value")
+        assert console.first("input[name=description]").get_attribute("value") == policy_description(admin, zone, index)
         console.click("Import Backup Offering")
         console.expect_ok()
         console.row(name)
@@ -177,7 +186,8 @@ def test_root_imports_lists_and_deletes_offerings(admin, server, console):
 
     console.click("Delete", console.row("Silver (console)"))
     assert "Silver (console)" in console.confirm("Delete")
-    console.wait("the row to go", lambda: "Silver (console)" not in console.main_text())
+    console.wait("the row to go", lambda: not any(
+        "Silver (console)" in tr.text for tr in console.d.find_elements(By.CSS_SELECTOR, "main tbody tr")))
     remaining = [o["name"] for o in admin.listBackupOfferings(zoneid=zone["id"]).get("backupoffering", [])]
     assert remaining == ["Gold (console)"]
     console.shot("offerings-deleted")
@@ -217,7 +227,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     keep.clear()
     keep.send_keys("5")
     console.click("Configure")
-    assert "Next run" in console.message("ok")
+    assert console.message("ok", "Schedule saved. Next run: ")
     schedule = alice["cs"].listBackupSchedule(virtualmachineid=vm["id"])["backupschedule"][0]
     assert (schedule["schedule"], schedule["timezone"], schedule["maxbackups"]) == ("30:02", "Europe/Berlin", 5)
     row = console.row("Europe/Berlin")
@@ -243,7 +253,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     console.shot("instance-restore-volume")
     console.click("Restore and attach", dialog)
     console.expect_ok()
-    assert console.message("ok") == "Volume restored and attached."
+    assert console.message("ok", "Volume restored and attached.")
     after = len(alice["cs"].listVolumes(virtualmachineid=spare["id"]).get("volume", []))
     assert after == before + 1
 
@@ -255,7 +265,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     name.send_keys(f"{vm['name']}-copy")
     console.click("Create instance", dialog)
     console.expect_ok()
-    assert console.message("ok") == f"Created instance {vm['name']}-copy."
+    assert console.message("ok", f"Created instance {vm['name']}-copy.")
     names = [v["name"] for v in alice["cs"].listVirtualMachines()["virtualmachine"]]
     assert f"{vm['name']}-copy" in names
 
@@ -340,7 +350,7 @@ def test_a_zone_hot_swap_made_in_the_console_shows_in_list_configurations(admin,
     assert f"Zone {zone['name']}" in text and "dummy" in text and "scripted 1.0.0" in text
     console.shot("settings-hot-swap-confirm")
     console.click("Swap provider", dialog)
-    assert "backup.framework.provider.plugin = scripted" in console.message("ok")
+    assert console.message("ok", "Saved: backup.framework.provider.plugin = scripted")
     values = [c["value"] for c in admin.listConfigurations(
         name="backup.framework.provider.plugin", zoneid=zone["id"])["configuration"]
         if c["name"] == "backup.framework.provider.plugin"]
@@ -361,5 +371,12 @@ def test_the_operators_view_shows_zones_providers_and_charts(admin, server, zone
     api = {p["name"]: p for p in admin.listBackupProviders()["providers"]}
     assert api["dummy"]["sha256"] == digest and api["dummy"]["witversion"]
     console.wait("three charts", lambda: len(console.d.find_elements(By.CSS_SELECTOR, "svg.chart")) == 3)
+    assert not console.d.find_elements(By.CSS_SELECTOR, ".chart-card .msg.error")
+    # Earlier tests made backups today: the per-day chart's data table counts them.
+    today = console.d.execute_script(
+        "const card = [...document.querySelectorAll('.chart-card')][1];"
+        "return [...card.querySelectorAll('tbody tr:last-child td')].map((td) => td.textContent);")
+    succeeded, failed = (int(n) for n in today)
+    assert succeeded >= 1 and failed == 0
     console.shot("operations")
     console.shot("operations", phone=True)

@@ -719,11 +719,13 @@ function importForm(done) {
       out.append(message('error', e.message));
     }
   };
+  // The policy's name and description are suggested until the user types their own.
+  for (const input of [name, desc]) input.addEventListener('input', () => { input.dataset.edited = '1'; });
   policy.onchange = () => {
     const p = policies.find((x) => x.externalid === policy.value);
     if (p) {
-      if (!name.value) name.value = p.name;
-      if (!desc.value) desc.value = p.description || p.name;
+      if (!name.dataset.edited) name.value = p.name;
+      if (!desc.dataset.edited) desc.value = p.description || p.name;
     }
   };
   const submit = act(h('button', { type: 'button', class: 'primary' }, 'Import Backup Offering'), out, async () => {
@@ -732,6 +734,7 @@ function importForm(done) {
       allowuserdrivenbackups: userDriven.checked ? 'true' : 'false',
     });
     done();
+    for (const input of [name, desc]) { input.value = ''; delete input.dataset.edited; }
     return `Imported ${(res.backupoffering && res.backupoffering.name) || name.value}.`;
   });
   return section('Import Backup Offering',
@@ -1024,8 +1027,10 @@ function storageChart() {
     const days = lastDays(7);
     const series = {};
     for (const [i, d] of days.entries()) {
-      const day = isoDay(d);
-      const recs = (await api('listBackupUsageRecords', { startdate: day, enddate: day, pagesize: 500 })).backupusagerecord || [];
+      const next = new Date(d.getTime() + DAY_MS);
+      const recs = (await api('listBackupUsageRecords', {
+        startdate: `${isoDay(d)} 00:00:00`, enddate: `${isoDay(next)} 00:00:00`, pagesize: 500,
+      })).backupusagerecord || [];
       for (const r of recs) {
         const zone = (S.zones.find((z) => z.id === r.zoneid) || { name: r.zoneid }).name;
         series[zone] = series[zone] || days.map(() => 0);
