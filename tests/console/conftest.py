@@ -22,6 +22,9 @@ SCREENSHOTS = TARGET / "console-screenshots"
 CHROMIUM = os.environ.get("BNR_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("BNR_CHROMEDRIVER", "/usr/bin/chromedriver")
 DESKTOP = (1280, 900)
+# The browser's time zone differs from the server's (UTC) and from the schedules' zones, so
+# "next run in the user's time zone" is a real conversion.
+BROWSER_TZ = "America/Sao_Paulo"
 PHONE = (390, 844)
 
 
@@ -135,10 +138,12 @@ def browser():
         options.add_argument(flag)
     # Everything is local: never let Selenium Manager look for drivers on the network.
     os.environ["SE_OFFLINE"] = "true"
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TZ": BROWSER_TZ})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_window_size(*DESKTOP)
     driver.set_page_load_timeout(30)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)

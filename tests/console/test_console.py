@@ -4,6 +4,8 @@ Screenshots of every flow go to target/console-screenshots/."""
 
 import hashlib
 import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from cs import CloudStackApiException
@@ -12,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import DESKTOP, PHONE, SCREENSHOTS, TARGET, deploy, make_user
+from conftest import BROWSER_TZ, DESKTOP, PHONE, SCREENSHOTS, TARGET, deploy, make_user
 
 
 class Console:
@@ -233,7 +235,10 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     row = console.row("Europe/Berlin")
     assert "30:02" in row.text and console.first(".nextrun", row).text
     tz = console.d.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone")
-    assert f"Next run ({tz})" in console.main_text()
+    assert tz == BROWSER_TZ and f"Next run ({tz})" in console.main_text()
+    next_run = datetime.strptime(schedule["nextrun"], "%Y-%m-%dT%H:%M:%S%z").astimezone(ZoneInfo(tz))
+    shown = " ".join(console.first(".nextrun", row).text.split())
+    assert shown == f"{next_run:%b} {next_run.day}, {next_run.year}, {next_run:%-I:%M %p}"
     console.shot("instance-schedule")
 
     # Restore: the instance runs, so the console offers to stop it first.
