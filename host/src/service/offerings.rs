@@ -7,9 +7,9 @@ use rusqlite::{OptionalExtension, params};
 use super::error::{BackupError, BackupResult};
 use super::model::{OFFERING_COLUMNS, OFFERING_FROM, Offering, get_offering, offering_from_row};
 use super::{BackupService, Pending, record_event};
+use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::identity::{Caller, Role};
 use crate::inventory;
-use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::runtime::{Grants, Provider, wit};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
@@ -71,8 +71,9 @@ impl BackupService {
         let zones: Vec<(i64, String, String)> = self
             .store
             .read(|c| {
-                let mut st =
-                    c.prepare("SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id")?;
+                let mut st = c.prepare(
+                    "SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id",
+                )?;
                 let rows = st
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -87,7 +88,10 @@ impl BackupService {
                     .is_some_and(|n| n.trim().eq_ignore_ascii_case(provider.name()))
             })
             .map(|(id, uuid, name)| {
-                let grants = self.providers.call_context(provider, id, &uuid, None).grants;
+                let grants = self
+                    .providers
+                    .call_context(provider, id, &uuid, None)
+                    .grants;
                 (uuid, name, grants)
             })
             .collect())

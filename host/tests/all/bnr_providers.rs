@@ -58,11 +58,20 @@ async fn list_backup_providers_shows_what_an_operator_judges_a_provider_by() {
     assert!(!settings.is_empty(), "{scripted}");
     assert!(scripted["settings"][0]["secret"].is_boolean());
 
-    set_config(&s, "backup.framework.provider.plugin", "scripted", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = s.admin().call("listBackupProviders", &[]).await;
     let inner = r.ok("listBackupProviders");
     assert_eq!(inner["providers"][0]["zones"], serde_json::json!([]));
-    assert_eq!(inner["providers"][1]["zones"][0]["zoneid"], s.zone_id.as_str());
+    assert_eq!(
+        inner["providers"][1]["zones"][0]["zoneid"],
+        s.zone_id.as_str()
+    );
 }
 
 #[tokio::test]

@@ -114,14 +114,46 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .param(Param::string("name").desc("List Backup and Recovery provider by name"))
             .field("name", "string", "the CA service provider name")
             .field("description", "string", "the description of the provider")
-            .field("version", "string", "the provider's own version (bnr addition)")
-            .field("witversion", "string", "the provider interface version it was built against (bnr addition)")
-            .field("sha256", "string", "hex sha256 of the component (bnr addition)")
-            .field("capabilities", "list", "the capabilities the provider declares (bnr addition)")
-            .field("deletegranularity", "string", "restore-point or chain (bnr addition)")
-            .field("needs", "list", "what the provider asks to reach (bnr addition)")
-            .field("settings", "list", "the provider's settings: name, description, secret (bnr addition)")
-            .field("zones", "list", "the zones it serves, each with its grants (bnr addition)")
+            .field(
+                "version",
+                "string",
+                "the provider's own version (bnr addition)",
+            )
+            .field(
+                "witversion",
+                "string",
+                "the provider interface version it was built against (bnr addition)",
+            )
+            .field(
+                "sha256",
+                "string",
+                "hex sha256 of the component (bnr addition)",
+            )
+            .field(
+                "capabilities",
+                "list",
+                "the capabilities the provider declares (bnr addition)",
+            )
+            .field(
+                "deletegranularity",
+                "string",
+                "restore-point or chain (bnr addition)",
+            )
+            .field(
+                "needs",
+                "list",
+                "what the provider asks to reach (bnr addition)",
+            )
+            .field(
+                "settings",
+                "list",
+                "the provider's settings: name, description, secret (bnr addition)",
+            )
+            .field(
+                "zones",
+                "list",
+                "the zones it serves, each with its grants (bnr addition)",
+            )
             .handler(|ctx| async move {
                 let svc = service(&ctx)?;
                 let mut items = Vec::new();
