@@ -385,3 +385,41 @@ def test_the_operators_view_shows_zones_providers_and_charts(admin, server, zone
     assert succeeded >= 1 and failed == 0
     console.shot("operations")
     console.shot("operations", phone=True)
+
+
+def test_provider_settings_are_edited_per_zone_and_failures_link_to_their_events(admin, server, console):
+    zone = enable_zone(admin, f"fail-{uuid.uuid4().hex[:6]}", provider="scripted")
+    offering = import_offering(admin, zone, 0, f"Scripted {uuid.uuid4().hex[:4]}")
+    vm = deploy(admin, admin, zone, f"doomed-{uuid.uuid4().hex[:6]}")
+    admin.assignVirtualMachineToBackupOffering(
+        virtualmachineid=vm["id"], backupofferingid=offering["id"], fetch_result=True)
+
+    # The provider's own setting, for this zone only, through the console.
+    console.login("admin", server["password"])
+    console.go("settings")
+    Select(console.first("select[name=scope]")).select_by_visible_text(f"Zone {zone['name']}")
+    mode = console.wait("the provider's setting", lambda: console.first("input[name='scripted.mode']"))
+    mode.clear()
+    mode.send_keys("fail")
+    console.click("Save", mode.find_element(By.XPATH, "ancestor::div[@class='setting']"))
+    assert console.message("ok", "Saved: scripted.mode = fail")
+    values = [c["value"] for c in admin.listConfigurations(name="scripted.mode", zoneid=zone["id"])["configuration"]
+              if c["name"] == "scripted.mode"]
+    assert values == ["fail"]
+    console.shot("settings-provider-own")
+
+    with pytest.raises(CloudStackApiException) as failed:
+        admin.createBackup(virtualmachineid=vm["id"], fetch_result=True)
+    reason = failed.value.error["errortext"]
+
+    console.go("operations")
+    link = console.wait("the failure group", lambda: next(
+        (a for a in console.d.find_elements(By.CSS_SELECTOR, "main li a") if "BACKUP.CREATE" in a.text), None))
+    group = link.find_element(By.XPATH, "..").text
+    assert reason in group, (reason, group)
+    console.shot("operations-failures")
+    link.click()
+    console.wait("the events", lambda: console.first("main h1").text == "Events")
+    row = console.row(vm["name"])
+    assert "ERROR" in row.text and "BACKUP.CREATE" in row.text
+    console.shot("events-failures")

@@ -764,7 +764,10 @@ async function viewSettings(el, params) {
     const zoneid = scope.value || undefined;
     let configs;
     try {
-      configs = (await api('listConfigurations', { name: 'backup', zoneid, pagesize: 500 })).configuration || [];
+      // Every setting of the scope (a few dozen): the B&R ones and the providers' own.
+      const ownNames = new Set(providers.flatMap((p) => (p.settings || []).map((x) => x.name)));
+      configs = ((await api('listConfigurations', { zoneid, pagesize: 500 })).configuration || [])
+        .filter((c) => c.name.startsWith('backup.') || ownNames.has(c.name));
     } catch (e) {
       body.replaceChildren(message('error', e.message));
       return;
@@ -950,7 +953,10 @@ async function fillFailures(sec) {
   }
   const groups = new Map();
   for (const e of events) {
-    const reason = (e.description || '').replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '…');
+    // "Backup <uuid> of VM <name> failed: <reason>": group by the reason, ids masked otherwise.
+    const text = e.description || '';
+    const at = text.indexOf('failed: ');
+    const reason = at >= 0 ? text.slice(at + 8) : text.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '…');
     const key = `${e.type}\u0000${reason}`;
     const g = groups.get(key) || { type: e.type, reason, n: 0 };
     g.n++;
