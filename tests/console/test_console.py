@@ -107,11 +107,13 @@ class Console:
         return self.wait(f"a {kind} message with {containing!r}", find)
 
     def shot(self, name, phone=False):
-        if phone:
-            self.d.set_window_size(*PHONE)
+        """A screenshot of the whole page (capped at 4000 px tall) at 1280 px or phone width."""
+        width, height = PHONE if phone else DESKTOP
+        self.d.set_window_size(width, height)
+        full = self.d.execute_script("return document.documentElement.scrollHeight")
+        self.d.set_window_size(width, min(max(height, full + 140), 4000))
         self.d.save_screenshot(str(SCREENSHOTS / f"{name}{'-phone' if phone else ''}.png"))
-        if phone:
-            self.d.set_window_size(*DESKTOP)
+        self.d.set_window_size(*DESKTOP)
 
 
 @pytest.fixture()
