@@ -222,6 +222,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     console.expect_ok()
     console.row("BackedUp")
     console.shot("instance-backed-up")
+    console.shot("instance-backed-up", phone=True)
 
     # Backup Schedule: daily 02:30 Berlin time, keep 5.
     Select(console.first("select[name=intervaltype]")).select_by_value("DAILY")
