@@ -64,9 +64,21 @@ class Console:
         return [b for b in (within or self.d).find_elements(By.TAG_NAME, "button")
                 if b.text.strip() == label and b.is_displayed()]
 
-    def click(self, label, within=None):
-        button = self.wait(f"button {label!r}", lambda: (self.buttons(label, within) or [None])[0])
-        button.click()
+    def click(self, label, within=None, row=None):
+        """Clicks the button `label` (inside `within`, or inside the table row containing `row`),
+        finding it again if the page re-renders in between."""
+        def attempt():
+            scope = within
+            if row is not None:
+                scope = next((tr for tr in self.d.find_elements(By.CSS_SELECTOR, "main tbody tr") if row in tr.text), None)
+                if scope is None:
+                    return False
+            button = (self.buttons(label, scope) or [None])[0]
+            if button is None:
+                return False
+            button.click()
+            return True
+        self.wait(f"button {label!r}", attempt)
 
     def row(self, text):
         """The table row containing `text`."""
@@ -188,7 +200,7 @@ def test_root_imports_lists_and_deletes_offerings(admin, server, console):
     assert {"Gold (console)", "Silver (console)"} <= set(listed)
     assert listed["Gold (console)"]["allowuserdrivenbackups"] is True
 
-    console.click("Delete", console.row("Silver (console)"))
+    console.click("Delete", row="Silver (console)")
     assert "Silver (console)" in console.confirm("Delete")
     console.wait("the row to go", lambda: not any(
         "Silver (console)" in tr.text for tr in console.d.find_elements(By.CSS_SELECTOR, "main tbody tr")))
@@ -245,7 +257,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     console.shot("instance-schedule")
 
     # Restore: the instance runs, so the console offers to stop it first.
-    console.click("Restore", console.row("BackedUp"))
+    console.click("Restore", row="BackedUp")
     assert "must be stopped" in console.confirm("Stop and restore")
     console.expect_ok(2)
     state = alice["cs"].listVirtualMachines(id=vm["id"])["virtualmachine"][0]["state"]
@@ -255,7 +267,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
 
     # Restore one volume and attach it to the spare instance.
     before = len(alice["cs"].listVolumes(virtualmachineid=spare["id"]).get("volume", []))
-    console.click("Restore volume", console.row("BackedUp"))
+    console.click("Restore volume", row="BackedUp")
     dialog = console.wait("the dialog", lambda: console.first("dialog[open]"))
     Select(console.first("select[name=virtualmachineid]", dialog)).select_by_visible_text(f"{spare['name']} (Running)")
     console.shot("instance-restore-volume")
@@ -266,7 +278,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     assert after == before + 1
 
     # Create an instance from the backup.
-    console.click("New instance", console.row("BackedUp"))
+    console.click("New instance", row="BackedUp")
     dialog = console.wait("the dialog", lambda: console.first("dialog[open]"))
     name = console.first("input[name=name]", dialog)
     name.clear()
@@ -278,7 +290,7 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     assert f"{vm['name']}-copy" in names
 
     # Delete the backup.
-    console.click("Delete", console.row("BackedUp"))
+    console.click("Delete", row="BackedUp")
     console.confirm("Delete")
     console.expect_ok()
     console.wait("the empty list", lambda: "No backups of this instance." in console.main_text())
@@ -307,7 +319,7 @@ def test_a_refused_action_shows_the_api_error_text(admin, server, zone, console)
 
     console.login("admin", server["password"])
     console.go("offerings")
-    console.click("Delete", console.row(offering["name"]))
+    console.click("Delete", row=offering["name"])
     console.confirm("Delete")
     shown = console.wait("the error", lambda: console.first(".msg.error", console.row(offering["name"]))).text
     assert shown == expected
