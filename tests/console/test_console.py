@@ -54,6 +54,10 @@ class Console:
         self.d.get(f"{self.url}#/{view}")
         self.wait(f"the {view} view", lambda: self.first("main h1"))
 
+    def settled(self):
+        """Waits until no part of the page is still loading."""
+        self.wait("the page to load", lambda: "Loading…" not in self.main_text())
+
     def nav(self):
         return [a.text for a in self.d.find_elements(By.CSS_SELECTOR, "#nav a")]
 
@@ -358,6 +362,7 @@ def test_a_zone_hot_swap_made_in_the_console_shows_in_list_configurations(admin,
     console.login("admin", server["password"])
     console.go("settings")
     Select(console.first("select[name=scope]")).select_by_visible_text(f"Zone {zone['name']}")
+    console.settled()
     provider = console.wait("the zone's provider", lambda: (
         (el := console.first("select[name='backup.framework.provider.plugin']"))
         and Select(el).first_selected_option.get_attribute("value") == "dummy" and el))
@@ -413,6 +418,7 @@ def test_provider_settings_are_edited_per_zone_and_failures_link_to_their_events
     console.login("admin", server["password"])
     console.go("settings")
     Select(console.first("select[name=scope]")).select_by_visible_text(f"Zone {zone['name']}")
+    console.settled()
     mode = console.wait("the provider's setting", lambda: console.first("input[name='scripted.mode']"))
     mode.clear()
     mode.send_keys("fail")

@@ -188,15 +188,18 @@ function section(title, ...kids) {
 function pagedTable({ command, params, itemKey, columns, caption, empty }) {
   const wrap = h('div', { class: 'paged' });
   let page = 1;
+  let generation = 0;
   const load = async () => {
+    const mine = ++generation;
     wrap.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     let res;
     try {
       res = await api(command, { ...params, page, pagesize: PAGE_SIZE });
     } catch (e) {
-      wrap.replaceChildren(message('error', e.message));
+      if (mine === generation) wrap.replaceChildren(message('error', e.message));
       return;
     }
+    if (mine !== generation) return; // a newer page was asked for meanwhile
     const items = res[itemKey] || [];
     const total = res.count || 0;
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
@@ -759,7 +762,10 @@ async function viewSettings(el, params) {
   if (can('listBackupProviders')) {
     try { providers = (await api('listBackupProviders')).providers || []; } catch { providers = []; }
   }
+  let generation = 0;
   const load = async () => {
+    // A newer load (the scope changed again) wins over one still in flight.
+    const mine = ++generation;
     body.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     const zoneid = scope.value || undefined;
     let configs;
@@ -769,9 +775,10 @@ async function viewSettings(el, params) {
       configs = ((await api('listConfigurations', { zoneid, pagesize: 500 })).configuration || [])
         .filter((c) => c.name.startsWith('backup.') || ownNames.has(c.name));
     } catch (e) {
-      body.replaceChildren(message('error', e.message));
+      if (mine === generation) body.replaceChildren(message('error', e.message));
       return;
     }
+    if (mine !== generation) return;
     const byName = new Map(configs.map((c) => [c.name, c]));
     const general = BNR_SETTINGS.map((n) => byName.get(n)).filter(Boolean);
     const other = configs.filter((c) => !BNR_SETTINGS.includes(c.name) && !providers.some((p) => (p.settings || []).some((s) => s.name === c.name)));
