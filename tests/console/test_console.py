@@ -144,6 +144,12 @@ def enable_zone(admin, name, provider="dummy"):
     return zone
 
 
+def scripted_setting(admin, key):
+    """The scripted test double's setting ending in `key` (its full name comes from the provider)."""
+    provider = admin.listBackupProviders(name="scripted")["providers"][0]
+    return next(x["name"] for x in provider["settings"] if x["name"].endswith(f".{key}"))
+
+
 def policy_description(admin, zone, index):
     return admin.listBackupProviderOfferings(zoneid=zone["id"])["backupoffering"][index - 1]["description"]
 
@@ -221,7 +227,8 @@ def test_a_user_backs_up_schedules_restores_and_deletes(admin, server, zone, use
     nav = console.nav()
     assert "Operations" not in nav and "Settings" not in nav
     console.go("instances")
-    console.d.find_element(By.LINK_TEXT, vm["name"]).click()
+    console.wait("the instance's link", lambda: (
+        console.d.find_elements(By.LINK_TEXT, vm["name"]) or [None])[0]).click()
     console.wait("the instance page", lambda: vm["name"] in console.first("main h1").text)
 
     # Assign to the offering.
@@ -419,13 +426,14 @@ def test_provider_settings_are_edited_per_zone_and_failures_link_to_their_events
     console.go("settings")
     Select(console.first("select[name=scope]")).select_by_visible_text(f"Zone {zone['name']}")
     console.settled()
-    mode = console.wait("the provider's setting", lambda: console.first("input[name='scripted.mode']"))
+    mode_name = scripted_setting(admin, "mode")
+    mode = console.wait("the provider's setting", lambda: console.first(f"input[name='{mode_name}']"))
     mode.clear()
     mode.send_keys("fail")
     console.click("Save", mode.find_element(By.XPATH, "ancestor::div[@class='setting']"))
-    assert console.message("ok", "Saved: scripted.mode = fail")
-    values = [c["value"] for c in admin.listConfigurations(name="scripted.mode", zoneid=zone["id"])["configuration"]
-              if c["name"] == "scripted.mode"]
+    assert console.message("ok", f"Saved: {mode_name} = fail")
+    values = [c["value"] for c in admin.listConfigurations(name=mode_name, zoneid=zone["id"])["configuration"]
+              if c["name"] == mode_name]
     assert values == ["fail"]
     console.shot("settings-provider-own")
 
@@ -453,7 +461,7 @@ def test_operations_in_flight_show_their_command_and_age(admin, server, console)
     admin.assignVirtualMachineToBackupOffering(
         virtualmachineid=vm["id"], backupofferingid=offering["id"], fetch_result=True)
     # The provider keeps every operation pending for ten minutes: the backup's job stays in flight.
-    admin.updateConfiguration(name="scripted.op-seconds", value="600", zoneid=zone["id"])
+    admin.updateConfiguration(name=scripted_setting(admin, "op-seconds"), value="600", zoneid=zone["id"])
     started = admin.createBackup(virtualmachineid=vm["id"])
     job = admin.queryAsyncJobResult(jobid=started["jobid"])
     assert job["jobstatus"] == 0
