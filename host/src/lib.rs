@@ -1,6 +1,7 @@
 //! bnr: a Backup & Recovery control plane.
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;

@@ -4,10 +4,14 @@ use crate::{Result, plugins, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Python packages the client-compatibility suite runs with (the real `cs` client, as users have it).
-const COMPAT_PACKAGES: &[&str] = &["cs==5.2.0", "pytest==8.3.5"];
+/// Python packages the client-compatibility and console suites run with (the real `cs` client,
+/// as users have it, and Selenium driving Debian's chromium through chromedriver).
+const COMPAT_PACKAGES: &[&str] = &["cs==5.2.0", "pytest==8.3.5", "selenium==4.40.0"];
+/// The pytest suites, each in its own run (each starts its own server).
+const PYTHON_SUITES: &[&str] = &["tests/compat", "tests/console"];
 
-/// `cargo xtask test`: components, the Rust test suite, then the `cs` compatibility suite.
+/// `cargo xtask test`: components, the Rust test suite, then the `cs` compatibility suite and
+/// the console suite in a headless browser.
 pub fn test(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         return Err(format!("`test` takes no arguments (got `{extra}`)").into());
@@ -41,20 +45,16 @@ fn compat_suite() -> Result<()> {
     pip.args(COMPAT_PACKAGES);
     workspace::run(pip)?;
 
-    let mut pytest = Command::new(&python);
-    pytest
-        .current_dir(workspace::root())
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/compat",
-        ])
-        .env("BNR_BIN", target.join("debug").join("bnr"))
-        .env("BNR_PROVIDERS_DIR", target.join("providers"));
-    workspace::run(pytest)
+    for suite in PYTHON_SUITES {
+        let mut pytest = Command::new(&python);
+        pytest
+            .current_dir(workspace::root())
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
+            .env("BNR_BIN", target.join("debug").join("bnr"))
+            .env("BNR_PROVIDERS_DIR", target.join("providers"));
+        workspace::run(pytest)?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask serve [bnr serve args]`: build the dummy provider and bnr, then run

@@ -135,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/client/api", any(handle))
         .route("/client/api/", any(handle))
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -133,10 +133,18 @@ pub async fn run(
         },
         None => default_providers(&opts.data_dir),
     };
-    let (state, _) = prepare_with(&opts.data_dir, &opts.bootstrap, providers).await?;
+    let (state, boot) = prepare_with(&opts.data_dir, &opts.bootstrap, providers).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
+    if let Some(password) = boot.and_then(|b| b.generated_password) {
+        // Shown on the terminal once, never through the log; the file keeps it (mode 0600).
+        println!(
+            "web console: http://{}/  user: admin  password: {password}  (also in {})",
+            listener.local_addr()?,
+            opts.data_dir.join(bootstrap::ADMIN_PASSWORD_FILE).display()
+        );
+    }
     let background = state.ext::<Arc<Scheduler>>().map(|s| s.spawn_loop());
     let served = serve_on(listener, state, shutdown).await;
     if let Some(task) = background {

@@ -41,6 +41,9 @@ pub struct Bootstrapped {
     pub secret_key: String,
     /// Files written (credentials the operator must pick up).
     pub written: Vec<PathBuf>,
+    /// The admin password when it was generated (shown once at first start, also in
+    /// `DIR/admin-password`).
+    pub generated_password: Option<String>,
 }
 
 /// Bootstraps an empty database; returns `None` when it was already bootstrapped.
@@ -116,10 +119,12 @@ pub fn bootstrap_if_empty(
         write_private(&path, &format!("{body}\n"))?;
         written.push(path);
     }
+    let mut generated_password = None;
     if opts.admin_password.is_none() {
         let path = data_dir.join(ADMIN_PASSWORD_FILE);
         write_private(&path, &format!("{password}\n"))?;
         written.push(path);
+        generated_password = Some(password);
     }
     Ok(Some(Bootstrapped {
         zone_id,
@@ -127,6 +132,7 @@ pub fn bootstrap_if_empty(
         api_key,
         secret_key,
         written,
+        generated_password,
     }))
 }
 

@@ -14,7 +14,7 @@ use super::limits::{
     DESCRIBE_MAX_DEFAULT_BYTES, DESCRIBE_MAX_NEEDS, DESCRIBE_MAX_SETTING_NAME_BYTES,
     DESCRIBE_MAX_SETTINGS, DESCRIBE_MAX_TEXT_BYTES,
 };
-use super::wit::{DeleteGranularity, Need, ProviderInfo, SettingKind};
+use super::wit::{Capabilities, DeleteGranularity, Need, ProviderInfo, SettingKind};
 
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "bnr:provider";
@@ -320,11 +320,40 @@ fn is_semver(version: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
-fn describe_need(need: &Need) -> String {
+/// A need as the operator reads it, e.g. `http-to-setting(backup.plugin.veeam.url)`.
+pub fn describe_need(need: &Need) -> String {
     match need {
         Need::HttpToSetting(s) => format!("http-to-setting({s})"),
         Need::RemoteExecOnInstanceHost => "remote-exec-on-instance-host".to_owned(),
         Need::RemoteExecToSetting(s) => format!("remote-exec-to-setting({s})"),
+    }
+}
+
+/// The provider's yes/no capabilities by their WIT names.
+pub fn capability_flags(c: &Capabilities) -> [(&'static str, bool); 8] {
+    [
+        ("instance-from-backup", c.instance_from_backup),
+        ("single-volume-restore", c.single_volume_restore),
+        (
+            "deletes-backups-on-offering-removal",
+            c.deletes_backups_on_offering_removal,
+        ),
+        ("reconciliation", c.reconciliation),
+        ("provider-owned-retention", c.provider_owned_retention),
+        (
+            "cross-zone-instance-creation",
+            c.cross_zone_instance_creation,
+        ),
+        ("quiesce", c.quiesce),
+        ("storage-stats", c.storage_stats),
+    ]
+}
+
+/// The WIT name of a delete granularity.
+pub fn delete_granularity_name(g: DeleteGranularity) -> &'static str {
+    match g {
+        DeleteGranularity::RestorePoint => "restore-point",
+        DeleteGranularity::Chain => "chain",
     }
 }
 
@@ -388,30 +417,11 @@ impl fmt::Display for Inspection {
                 "  (links wasi:http: outbound HTTP to the granted hosts only)"
             )?;
         }
-        let c = &info.capabilities;
-        let granularity = match c.delete_granularity {
-            DeleteGranularity::RestorePoint => "restore-point",
-            DeleteGranularity::Chain => "chain",
-        };
         writeln!(f, "capabilities:")?;
-        for (name, on) in [
-            ("instance-from-backup", c.instance_from_backup),
-            ("single-volume-restore", c.single_volume_restore),
-            (
-                "deletes-backups-on-offering-removal",
-                c.deletes_backups_on_offering_removal,
-            ),
-            ("reconciliation", c.reconciliation),
-            ("provider-owned-retention", c.provider_owned_retention),
-            (
-                "cross-zone-instance-creation",
-                c.cross_zone_instance_creation,
-            ),
-            ("quiesce", c.quiesce),
-            ("storage-stats", c.storage_stats),
-        ] {
+        for (name, on) in capability_flags(&info.capabilities) {
             writeln!(f, "  {name}: {}", if on { "yes" } else { "no" })?;
         }
+        let granularity = delete_granularity_name(info.capabilities.delete_granularity);
         write!(f, "  delete-granularity: {granularity}")
     }
 }

@@ -33,7 +33,10 @@ pub use cache::CacheOutcome;
 pub use engine::{LoadStats, Runtime, RuntimeConfig, inspect};
 pub use error::{CallError, LoadError};
 pub use grants::{CallContext, Grants, OPERATOR_EXEC_PREFIX};
-pub use inspect::{Inspection, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, setting_prefix};
+pub use inspect::{
+    Inspection, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, capability_flags, delete_granularity_name,
+    describe_need, setting_prefix,
+};
 pub use limits::{PoolConfig, SandboxLimits};
 pub use provider::{Provider, Session};
 pub use registry::{BUILTIN_PROVIDERS, Catalog, ZoneRegistry};

@@ -7,9 +7,10 @@ use rusqlite::{OptionalExtension, params};
 use super::error::{BackupError, BackupResult};
 use super::model::{OFFERING_COLUMNS, OFFERING_FROM, Offering, get_offering, offering_from_row};
 use super::{BackupService, Pending, record_event};
+use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::identity::{Caller, Role};
 use crate::inventory;
-use crate::runtime::wit;
+use crate::runtime::{Grants, Provider, wit};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, new_uuid, now};
@@ -52,14 +53,48 @@ fn unique_violation(e: &OpError) -> bool {
 
 impl BackupService {
     /// Installed providers (`name`, `description`), optionally only the one called `name`.
-    pub fn list_providers(&self, name: Option<&str>) -> Vec<(String, String)> {
+    pub fn list_providers(&self, name: Option<&str>) -> Vec<Arc<Provider>> {
         self.providers
             .catalog()
             .list()
-            .iter()
+            .into_iter()
             .filter(|p| name.is_none_or(|n| p.name() == n))
-            .map(|p| (p.name().to_string(), p.info().description.clone()))
             .collect()
+    }
+
+    /// The zones `provider` serves (by `backup.framework.provider.plugin`), each with what a
+    /// call there is granted (without an instance's hypervisor host).
+    pub async fn provider_zones(
+        &self,
+        provider: &Provider,
+    ) -> BackupResult<Vec<(String, String, Grants)>> {
+        let zones: Vec<(i64, String, String)> = self
+            .store
+            .read(|c| {
+                let mut st = c.prepare(
+                    "SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id",
+                )?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok::<_, OpError>(rows)
+            })
+            .await?;
+        Ok(zones
+            .into_iter()
+            .filter(|(id, _, _)| {
+                self.settings
+                    .get(BACKUP_PROVIDER_PLUGIN, Some(*id))
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(provider.name()))
+            })
+            .map(|(id, uuid, name)| {
+                let grants = self
+                    .providers
+                    .call_context(provider, id, &uuid, None)
+                    .grants;
+                (uuid, name, grants)
+            })
+            .collect())
     }
 
     /// Whether the provider of `offering` allows instances from its backups in other zones.

@@ -29,6 +29,52 @@ async fn list_backup_providers_shows_the_installed_components() {
 }
 
 #[tokio::test]
+async fn list_backup_providers_shows_what_an_operator_judges_a_provider_by() {
+    use sha2::{Digest, Sha256};
+    let s = start(Installed::DummyAndScripted).await;
+    let r = s.admin().call("listBackupProviders", &[]).await;
+    let inner = r.ok("listBackupProviders");
+    let dummy = &inner["providers"][0];
+    let wasm = std::fs::read(dummy_wasm()).unwrap();
+    assert_eq!(dummy["sha256"], hex::encode(Sha256::digest(&wasm)));
+    assert_eq!(dummy["version"], "1.0.0");
+    assert_eq!(dummy["witversion"], "1.0.0");
+    assert_eq!(dummy["deletegranularity"], "restore-point");
+    let capabilities = dummy["capabilities"].as_array().unwrap();
+    assert!(capabilities.contains(&"instance-from-backup".into()));
+    assert!(!capabilities.contains(&"storage-stats".into()));
+    assert_eq!(dummy["needs"], serde_json::json!([]));
+    // Only the zones a provider serves are listed, each with its (here empty) grants.
+    assert_eq!(dummy["zones"][0]["zoneid"], s.zone_id.as_str());
+    assert_eq!(dummy["zones"][0]["httpgrants"], serde_json::json!([]));
+    let scripted = &inner["providers"][1];
+    assert_eq!(scripted["zones"], serde_json::json!([]));
+    let settings: Vec<&str> = scripted["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(!settings.is_empty(), "{scripted}");
+    assert!(scripted["settings"][0]["secret"].is_boolean());
+
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "scripted",
+        Some(&s.zone_id),
+    )
+    .await;
+    let r = s.admin().call("listBackupProviders", &[]).await;
+    let inner = r.ok("listBackupProviders");
+    assert_eq!(inner["providers"][0]["zones"], serde_json::json!([]));
+    assert_eq!(
+        inner["providers"][1]["zones"][0]["zoneid"],
+        s.zone_id.as_str()
+    );
+}
+
+#[tokio::test]
 async fn provider_administration_is_root_admin_only() {
     let s = start(Installed::Dummy).await;
     let user = s.client(s.create_user("bob", "User", None).await);

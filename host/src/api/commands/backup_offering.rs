@@ -4,6 +4,9 @@ use crate::api::registry::{
     ADMIN_ONLY, ALL_ROLES, Command, Entity, Param, Registry, RegistryError,
 };
 use crate::api::{ApiError, ApiResult, Obj};
+use serde_json::Value;
+
+use crate::runtime::{Grants, Provider, capability_flags, delete_granularity_name, describe_need};
 use crate::service::{BackupError, ImportOffering, OfferingQuery, UpdateOffering};
 
 use super::backup::{BACKUP_OFFERINGS, async_start, offering_obj, service, wrapped};
@@ -52,6 +55,55 @@ impl OfferingFields for Command {
     }
 }
 
+/// A provider as listBackupProviders shows it: CloudStack's name and description, then what an
+/// operator needs to judge it (version, interface, digest, declarations, grants per zone).
+fn provider_obj(p: &Provider, zones: Vec<(String, String, Grants)>) -> Obj {
+    let info = p.info();
+    let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+    let capabilities = capability_flags(&info.capabilities)
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let settings = info
+        .settings
+        .iter()
+        .map(|s| {
+            Obj::new()
+                .str("name", &s.name)
+                .str("description", &s.description)
+                .bool("secret", s.secret)
+        })
+        .collect();
+    let zones = zones
+        .into_iter()
+        .map(|(uuid, name, grants)| {
+            Obj::new()
+                .str("zoneid", uuid)
+                .str("zonename", name)
+                .value("httpgrants", strings(grants.http_authorities))
+                .value("execgrants", strings(grants.exec_targets))
+        })
+        .collect();
+    Obj::new()
+        .str("name", p.name())
+        .str("description", &info.description)
+        .str("version", p.version())
+        .str("witversion", p.wit_version())
+        .str("sha256", p.sha256())
+        .value("capabilities", strings(capabilities))
+        .str(
+            "deletegranularity",
+            delete_granularity_name(info.capabilities.delete_granularity),
+        )
+        .value(
+            "needs",
+            strings(info.needs.iter().map(describe_need).collect()),
+        )
+        .objs("settings", settings)
+        .objs("zones", zones)
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(
         Command::sync("listBackupProviders")
@@ -62,15 +114,53 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .param(Param::string("name").desc("List Backup and Recovery provider by name"))
             .field("name", "string", "the CA service provider name")
             .field("description", "string", "the description of the provider")
+            .field(
+                "version",
+                "string",
+                "the provider's own version (bnr addition)",
+            )
+            .field(
+                "witversion",
+                "string",
+                "the provider interface version it was built against (bnr addition)",
+            )
+            .field(
+                "sha256",
+                "string",
+                "hex sha256 of the component (bnr addition)",
+            )
+            .field(
+                "capabilities",
+                "list",
+                "the capabilities the provider declares (bnr addition)",
+            )
+            .field(
+                "deletegranularity",
+                "string",
+                "restore-point or chain (bnr addition)",
+            )
+            .field(
+                "needs",
+                "list",
+                "what the provider asks to reach (bnr addition)",
+            )
+            .field(
+                "settings",
+                "list",
+                "the provider's settings: name, description, secret (bnr addition)",
+            )
+            .field(
+                "zones",
+                "list",
+                "the zones it serves, each with its grants (bnr addition)",
+            )
             .handler(|ctx| async move {
                 let svc = service(&ctx)?;
-                let items: Vec<Obj> = svc
-                    .list_providers(ctx.str("name"))
-                    .into_iter()
-                    .map(|(name, description)| {
-                        Obj::new().str("name", name).str("description", description)
-                    })
-                    .collect();
+                let mut items = Vec::new();
+                for p in svc.list_providers(ctx.str("name")) {
+                    let zones = svc.provider_zones(&p).await.map_err(wrapped)?;
+                    items.push(provider_obj(&p, zones));
+                }
                 Ok(ApiResult::List {
                     total: items.len() as u64,
                     items,
