@@ -4,6 +4,7 @@ pub mod config;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
 pub mod service;

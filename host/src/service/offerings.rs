@@ -219,9 +219,8 @@ impl BackupService {
         q: OfferingQuery,
     ) -> BackupResult<Listed<Offering>> {
         let user = caller.role == Role::User;
-        let listed = self
-            .store
-            .read(move |c| {
+        let in_place = q.keyword.is_none() && q.page.unwrap_or(Page::ALL).is_near();
+        let query = move |c: &rusqlite::Connection| {
                 if let Some(id) = q.id {
                     let o = get_offering(c, id)?
                         .filter(|o| o.removed.is_none())
@@ -248,8 +247,13 @@ impl BackupService {
                     q.page.unwrap_or(Page::ALL),
                     offering_from_row,
                 )?)
-            })
-            .await?;
+        };
+        // Offerings are few and indexed by zone: a near page without keyword runs in place.
+        let listed = if in_place {
+            self.store.read_now(query)?
+        } else {
+            self.store.read(query).await?
+        };
         Ok(listed.map(|o| self.with_cross_zone(o)))
     }
 

@@ -130,10 +130,12 @@ impl BackupService {
         caller: &Caller,
         q: ScheduleQuery,
     ) -> BackupResult<Vec<Schedule>> {
+        // One VM's schedules are an index lookup: run in place. An account- or domain-wide
+        // list is not paginated and goes to the blocking pool.
+        let in_place = q.vm_id.is_some() && q.keyword.is_none();
         let caller = caller.clone();
         let providers = self.providers.clone();
-        self.store
-            .read(move |c| {
+        let query = move |c: &rusqlite::Connection| {
                 let mut f = Filter::new();
                 if let Some(vm_id) = q.vm_id {
                     let vm = live_vm(c, vm_id)?;
@@ -155,8 +157,12 @@ impl BackupService {
                     schedule_from_row,
                 )?;
                 Ok(listed.items)
-            })
-            .await
+        };
+        if in_place {
+            self.store.read_now(query)
+        } else {
+            self.store.read(query).await
+        }
     }
 
     /// deleteBackupSchedule: one schedule by id (precedence) or every schedule of a VM.

@@ -9,6 +9,7 @@ mod runtime_hostile;
 mod runtime_swap;
 mod server_auth;
 mod server_config;
+mod server_credentials;
 mod server_envelopes;
 mod server_garbage;
 mod server_inventory;
@@ -31,3 +32,7 @@ mod sched_support;
 mod sched_recovery;
 mod sched_sync;
 mod sched_ticks;
+
+mod ops_health;
+mod ops_shutdown;
+mod ops_trouble;
