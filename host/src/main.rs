@@ -95,7 +95,11 @@ fn main() -> ExitCode {
         });
     match format {
         LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
     match cli.command {
         Command::Serve {

@@ -101,7 +101,10 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 }
 
 fn lag_buckets() -> impl Iterator<Item = f64> {
-    [0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0].into_iter()
+    [
+        0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+    ]
+    .into_iter()
 }
 
 pub struct Metrics {
@@ -132,10 +135,9 @@ impl Metrics {
             "Provider calls by provider, version, function, zone and outcome",
             provider_calls.clone(),
         );
-        let provider_call_seconds =
-            Family::<CallLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(latency_buckets())
-            });
+        let provider_call_seconds = Family::<CallLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         registry.register_with_unit(
             "provider_call_duration",
             "Wall-clock time of provider calls",
@@ -335,7 +337,10 @@ impl Metrics {
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        for (state, count) in [("running", pending - waiting), ("waiting_on_provider", waiting)] {
+        for (state, count) in [
+            ("running", pending - waiting),
+            ("waiting_on_provider", waiting),
+        ] {
             self.jobs
                 .get_or_create(&StateLabels {
                     state: state.into(),
@@ -356,7 +361,9 @@ impl Metrics {
         }
         for row in rows {
             let (state, count) = row?;
-            self.backups.get_or_create(&StateLabels { state }).set(count);
+            self.backups
+                .get_or_create(&StateLabels { state })
+                .set(count);
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| StoreError::Task(e.to_string()))?;

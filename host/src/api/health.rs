@@ -151,8 +151,7 @@ pub async fn readiness(state: &ApiState) -> Result<(), NotReady> {
             .map_err(|_| NotReady::StoreNotWritable)?;
         let providers = backup.providers();
         for (zone_id, zone_uuid) in zones {
-            if providers.zone_enabled(zone_id) && providers.for_zone(zone_id, &zone_uuid).is_err()
-            {
+            if providers.zone_enabled(zone_id) && providers.for_zone(zone_id, &zone_uuid).is_err() {
                 return Err(NotReady::ProviderNotLoaded);
             }
         }

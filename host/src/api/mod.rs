@@ -301,12 +301,15 @@ async fn answer(
             .await
     } else {
         // Counted so that a shutdown waits for it (up to its deadline); refused once draining.
-        let task = tokio::spawn(async move {
-            let Some(_in_flight) = state.lifecycle.enter() else {
-                return Ok(draining(format));
-            };
-            dispatch(&state, cmd, &raw, &headers, format).await
-        }.instrument(span));
+        let task = tokio::spawn(
+            async move {
+                let Some(_in_flight) = state.lifecycle.enter() else {
+                    return Ok(draining(format));
+                };
+                dispatch(&state, cmd, &raw, &headers, format).await
+            }
+            .instrument(span),
+        );
         match task.await {
             Ok(outcome) => outcome,
             Err(_) => return panicked(),
@@ -413,10 +416,7 @@ async fn authenticate(
                 return Err(ApiError::credentials());
             }
         }
-        let found = state
-            .credentials
-            .lookup(api_key)
-            .map_err(ApiError::from)?;
+        let found = state.credentials.lookup(api_key).map_err(ApiError::from)?;
         let Some(credential) = found else {
             return Err(ApiError::credentials());
         };

@@ -294,7 +294,12 @@ impl Session {
 
     /// Metrics of every finished call, and the WARN line of a provider's own error (sandbox
     /// failures are logged where they are classified).
-    fn observe(&self, export: &'static str, started: std::time::Instant, error: Option<&CallError>) {
+    fn observe(
+        &self,
+        export: &'static str,
+        started: std::time::Instant,
+        error: Option<&CallError>,
+    ) {
         if let Some(error @ CallError::Provider(_)) = error {
             tracing::warn!(
                 target: PROVIDER_LOG_TARGET,

@@ -341,7 +341,8 @@ impl Scheduler {
     pub fn ticked_recently(&self, now: i64) -> bool {
         let last = self.heartbeat.load(Ordering::Acquire);
         let interval = crate::scheduler::task::interval_from_setting(
-            self.settings.get_i64(crate::config::BACKUP_SYNC_INTERVAL, None),
+            self.settings
+                .get_i64(crate::config::BACKUP_SYNC_INTERVAL, None),
         );
         let allowed = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX / 4) * 2 + 60;
         last > 0 && now.saturating_sub(last) <= allowed

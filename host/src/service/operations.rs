@@ -105,12 +105,15 @@ pub fn parse_timeouts(text: &str) -> Result<Vec<TimeoutEntry>, String> {
                         })?,
                 ),
             };
-            let seconds: i64 = seconds
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s| *s >= 1)
-                .ok_or_else(|| format!("`{}` is not a positive number of seconds", seconds.trim()))?;
+            let seconds: i64 =
+                seconds
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| {
+                        format!("`{}` is not a positive number of seconds", seconds.trim())
+                    })?;
             Ok(TimeoutEntry {
                 provider,
                 kind,
@@ -440,7 +443,14 @@ mod tests {
     #[test]
     fn malformed_timeouts_are_refused_with_the_reason() {
         assert_eq!(parse_timeouts("").unwrap(), vec![]);
-        for bad in ["veeam", "veeam=5", ":backup=5", "veeam:copy=5", "veeam:backup=0", "veeam:*=x"] {
+        for bad in [
+            "veeam",
+            "veeam=5",
+            ":backup=5",
+            "veeam:copy=5",
+            "veeam:backup=0",
+            "veeam:*=x",
+        ] {
             assert!(parse_timeouts(bad).is_err(), "{bad}");
         }
     }

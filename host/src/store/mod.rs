@@ -197,7 +197,10 @@ impl Store {
     /// regeneration, disable, removal, ...). Read it before loading credentials; a copy loaded
     /// under an older number is stale. Writes made by another process are not seen.
     pub fn identity_generation(&self) -> u64 {
-        self.inner.identity_changes.generation.load(Ordering::Acquire)
+        self.inner
+            .identity_changes
+            .generation
+            .load(Ordering::Acquire)
     }
 
     /// Runs `f` inside one IMMEDIATE transaction on the writer; commits on `Ok`, rolls back on `Err`.

@@ -26,8 +26,9 @@ impl Page {
     /// (`Store::read_now`) instead of handing it to the blocking pool. A filter that scans
     /// (keyword) makes any page long; the caller checks that.
     pub fn is_near(&self) -> bool {
-        self.size
-            .is_some_and(|size| self.page.saturating_sub(1).saturating_mul(size) <= INLINE_MAX_SKIPPED)
+        self.size.is_some_and(|size| {
+            self.page.saturating_sub(1).saturating_mul(size) <= INLINE_MAX_SKIPPED
+        })
     }
 
     fn limit_offset(&self) -> (i64, i64) {

@@ -19,8 +19,7 @@ async fn get(addr: &str, command: &str, params: &[(&str, &str)]) -> Option<(u16,
     };
     let q = query_string(&signed_params(&creds, command, params));
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req =
-        format!("GET /client/api?{q} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET /client/api?{q} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.ok()?;
@@ -132,11 +131,12 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
     )
     .await
     .unwrap();
-    let offering = finished(&addr, inner(&v)["jobid"].as_str().unwrap()).await["jobresult"]
-        ["backupoffering"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let offering =
+        finished(&addr, inner(&v)["jobid"].as_str().unwrap()).await["jobresult"]["backupoffering"]
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let catalog = |command: &'static str, key: &'static str| {
         let addr = addr.clone();
         async move {
@@ -207,7 +207,12 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
     drop(accepted_tx);
     let mut jobs = Vec::new();
     while jobs.len() < 40 {
-        jobs.push(accepted_rx.recv().await.expect("the clients keep getting jobs"));
+        jobs.push(
+            accepted_rx
+                .recv()
+                .await
+                .expect("the clients keep getting jobs"),
+        );
     }
     tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -227,14 +232,15 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
     .unwrap();
     for job in &jobs {
         let done = finished(&addr, job).await;
-        assert!(
-            done["jobstatus"] == 1 || done["jobstatus"] == 2,
-            "{done}"
-        );
+        assert!(done["jobstatus"] == 1 || done["jobstatus"] == 2, "{done}");
     }
-    let (_, v) = get(&addr, "listBackups", &[("listall", "true"), ("pagesize", "-1")])
-        .await
-        .unwrap();
+    let (_, v) = get(
+        &addr,
+        "listBackups",
+        &[("listall", "true"), ("pagesize", "-1")],
+    )
+    .await
+    .unwrap();
     let backups = inner(&v)["backup"].as_array().cloned().unwrap_or_default();
     assert!(backups.len() >= jobs.len(), "{} backups", backups.len());
     for b in &backups {

@@ -80,10 +80,7 @@ async fn disabling_a_user_refuses_its_next_request_and_enabling_accepts_it_again
         &creds.api_key,
     )
     .await;
-    s.client(creds)
-        .call("listZones", &[])
-        .await
-        .ok("listZones");
+    s.client(creds).call("listZones", &[]).await.ok("listZones");
 }
 
 #[tokio::test]
@@ -132,13 +129,13 @@ async fn a_rolled_back_change_leaves_the_credential_working() {
         .state
         .store()
         .write(move |tx| {
-            tx.execute("UPDATE users SET state = 'disabled' WHERE api_key = ?1", [key])?;
+            tx.execute(
+                "UPDATE users SET state = 'disabled' WHERE api_key = ?1",
+                [key],
+            )?;
             Err(bnr::store::OpError::InvalidState("abandoned".into()))
         })
         .await;
     assert!(failed.is_err());
-    s.client(creds)
-        .call("listZones", &[])
-        .await
-        .ok("listZones");
+    s.client(creds).call("listZones", &[]).await.ok("listZones");
 }
