@@ -5,6 +5,7 @@ pub mod console;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
 pub mod service;

@@ -1,5 +1,6 @@
 //! The `bnr` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +32,15 @@ enum Command {
         /// Directory of backup provider components (`*.wasm`) [default: DATA_DIR/providers].
         #[arg(long)]
         providers_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Seconds a shutdown (SIGTERM, SIGINT) waits for running commands and jobs.
+        #[arg(long, default_value_t = serve::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+        shutdown_grace_secs: u64,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -59,14 +69,27 @@ enum PluginCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs what it does to stdout; one-shot commands only report errors, on stderr.
-    let (default_filter, to_stderr) = match cli.command {
-        Command::Serve { .. } => ("info", false),
-        Command::Plugin(_) | Command::RotateKey { .. } => ("error", true),
+    let (default_filter, to_stderr, format) = match cli.command {
+        Command::Serve { log_format, .. } => ("info", false, log_format),
+        Command::Plugin(_) | Command::RotateKey { .. } => ("error", true, LogFormat::Text),
     };
-    tracing_subscriber::fmt()
+    let ansi = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
@@ -77,14 +100,31 @@ fn main() -> ExitCode {
             } else {
                 Box::new(std::io::stdout())
             }
-        })
-        .init();
+        });
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     match cli.command {
         Command::Serve {
             listen,
             data_dir,
             providers_dir,
-        } => run_server(listen, data_dir, providers_dir),
+            metrics_listen,
+            log_format: _,
+            shutdown_grace_secs,
+        } => run_server(ServeOptions {
+            listen,
+            data_dir,
+            bootstrap: BootstrapOptions::from_env(),
+            providers_dir,
+            metrics_listen,
+            shutdown_grace: std::time::Duration::from_secs(shutdown_grace_secs),
+        }),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
         }
@@ -101,20 +141,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server(listen: SocketAddr, data_dir: PathBuf, providers_dir: Option<PathBuf>) -> ExitCode {
+fn run_server(opts: ServeOptions) -> ExitCode {
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(serve::run(
-                ServeOptions {
-                    listen,
-                    data_dir,
-                    bootstrap: BootstrapOptions::from_env(),
-                    providers_dir,
-                },
-                serve::shutdown_signal(),
-            ))
-        });
+        .and_then(|runtime| runtime.block_on(serve::run(opts, serve::shutdown_signal())));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod error;
+pub mod health;
 pub mod params;
 pub mod registry;
 pub mod render;
@@ -26,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::Response;
 use axum::routing::any;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::identity::{self, Caller};
@@ -83,6 +85,10 @@ pub struct StateInner {
     pub core: Core,
     pub registry: Registry,
     pub sessions: Sessions,
+    /// API-key credentials of signed requests, kept between requests.
+    pub credentials: identity::CredentialCache,
+    /// Draining for shutdown, and the state-changing requests still running.
+    pub lifecycle: health::Lifecycle,
     extensions: http::Extensions,
 }
 
@@ -122,6 +128,8 @@ impl ApiState {
         extensions: http::Extensions,
     ) -> ApiState {
         ApiState(Arc::new(StateInner {
+            credentials: identity::CredentialCache::new(core.store.clone()),
+            lifecycle: health::Lifecycle::default(),
             core,
             registry,
             sessions: Sessions::default(),
@@ -130,12 +138,15 @@ impl ApiState {
     }
 }
 
-/// The HTTP router: `/client/api` (any method; GET and POST are handled alike).
+/// The HTTP router: `/client/api` (any method; GET and POST are handled alike), and the
+/// unauthenticated probes `/healthz` and `/readyz`.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/client/api", any(handle))
         .route("/client/api/", any(handle))
         .merge(crate::console::routes())
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -163,6 +174,19 @@ async fn handle(
     outcome.unwrap_or_else(|_| panicked())
 }
 
+/// The answer to every request that arrives while the server drains for shutdown.
+fn draining(format: Format) -> Response {
+    error_response(
+        &ApiError::new(
+            503,
+            Some(error::cs_code::SERVER_API_EXCEPTION),
+            "The management server is shutting down; retry later",
+        ),
+        "errorresponse",
+        format,
+    )
+}
+
 /// The answer to a request whose handler panicked.
 fn panicked() -> Response {
     tracing::error!("request handler panicked");
@@ -176,17 +200,48 @@ fn panicked() -> Response {
 }
 
 /// Read-only commands run in the request's task: cancelling them when the client hangs up
-/// loses nothing. CloudStack names every read-only command `list*`.
+/// loses nothing. CloudStack names its read-only commands `list*`, plus the job query.
 fn runs_in_place(cmd: &Command) -> bool {
-    cmd.name.starts_with("list") && matches!(cmd.handler, Some(Handler::Sync(_)))
+    (cmd.name.starts_with("list") || cmd.name == "queryAsyncJobResult")
+        && matches!(cmd.handler, Some(Handler::Sync(_)))
 }
 
+/// Answers one request and counts it (by registered command and status) when metrics are on.
 async fn process(
     state: ApiState,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let Some(metrics) = crate::metrics::get() else {
+        return answer(state, method, uri, headers, body, &mut None).await;
+    };
+    let mut command = None;
+    let resp = answer(state, method, uri, headers, body, &mut command).await;
+    // Only registered names become labels: a client cannot grow the label set.
+    let label = match &command {
+        Some(CommandLabel::Registered(cmd)) => cmd.name.as_str(),
+        Some(CommandLabel::Builtin(name)) => name,
+        None => "(none)",
+    };
+    metrics.http_request(label, resp.status().as_u16());
+    resp
+}
+
+/// The command a request named, once known to exist.
+enum CommandLabel {
+    Registered(Arc<Command>),
+    Builtin(&'static str),
+}
+
+async fn answer(
+    state: ApiState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    command_label: &mut Option<CommandLabel>,
 ) -> Response {
     let is_form = headers
         .get(header::CONTENT_TYPE)
@@ -215,9 +270,18 @@ async fn process(
         let e = ApiError::new(code::BAD_REQUEST, None, "no command specified");
         return error_response(&e, "errorresponse", format);
     };
+    if state.lifecycle.is_draining() {
+        return draining(format);
+    }
     match command.as_str() {
-        "login" => return login(&state, &method, &raw, format).await,
-        "logout" => return logout(&state, &raw, &headers, format),
+        "login" => {
+            *command_label = Some(CommandLabel::Builtin("login"));
+            return login(&state, &method, &raw, format).await;
+        }
+        "logout" => {
+            *command_label = Some(CommandLabel::Builtin("logout"));
+            return logout(&state, &raw, &headers, format);
+        }
         _ => {}
     }
     let Some(cmd) = state.registry.get(&command).cloned() else {
@@ -228,11 +292,25 @@ async fn process(
         );
         return error_response(&e, "errorresponse", format);
     };
+    *command_label = Some(CommandLabel::Registered(cmd.clone()));
     let name = response_name(&cmd.name);
+    // No parameter goes into the span: they may hold secrets (keys, passwords, settings).
+    let span = tracing::info_span!("api_request", command = %cmd.name);
     let outcome = if runs_in_place(&cmd) {
-        dispatch(&state, cmd, &raw, &headers, format).await
+        dispatch(&state, cmd, &raw, &headers, format)
+            .instrument(span)
+            .await
     } else {
-        let task = tokio::spawn(async move { dispatch(&state, cmd, &raw, &headers, format).await });
+        // Counted so that a shutdown waits for it (up to its deadline); refused once draining.
+        let task = tokio::spawn(
+            async move {
+                let Some(_in_flight) = state.lifecycle.enter() else {
+                    return Ok(draining(format));
+                };
+                dispatch(&state, cmd, &raw, &headers, format).await
+            }
+            .instrument(span),
+        );
         match task.await {
             Ok(outcome) => outcome,
             Err(_) => return panicked(),
@@ -339,16 +417,12 @@ async fn authenticate(
                 return Err(ApiError::credentials());
             }
         }
-        // One indexed lookup on every signed request: run it in place (see `Store::read_now`).
-        let secrets = state.store().secrets();
-        let found = state
-            .store()
-            .read_now(|c| identity::user_by_api_key(c, secrets, api_key))
-            .map_err(ApiError::from)?;
-        let Some((user, secret)) = found else {
+        let found = state.credentials.lookup(api_key).map_err(ApiError::from)?;
+        let Some(credential) = found else {
             return Err(ApiError::credentials());
         };
-        if !signature::verify(&secret, raw.iter(), signature) || !user.is_enabled() {
+        let user = &credential.user;
+        if !signature::verify(credential.secret(), raw.iter(), signature) || !user.is_enabled() {
             return Err(ApiError::credentials());
         }
         return Ok(user.caller());

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -19,6 +20,9 @@ pub const DEFAULT_PROVIDERS_DIR: &str = "providers";
 /// Directory (under the data directory) of the compiled-component cache.
 pub const CACHE_DIR: &str = "cache";
 
+/// How long a shutdown waits by default for running state-changing requests and jobs.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
@@ -26,6 +30,10 @@ pub struct ServeOptions {
     pub bootstrap: BootstrapOptions,
     /// Backup providers (`*.wasm`); `None` = `DATA_DIR/providers`.
     pub providers_dir: Option<PathBuf>,
+    /// Where `/metrics` is served; `None`: metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a shutdown waits for running state-changing requests and jobs.
+    pub shutdown_grace: Duration,
 }
 
 /// Providers from `DATA_DIR/providers`, compiled code cached in `DATA_DIR/cache`.
@@ -133,6 +141,10 @@ pub async fn run(
         },
         None => default_providers(&opts.data_dir),
     };
+    if opts.metrics_listen.is_some() {
+        // Before the providers load, so the compiled-cache lookups are counted.
+        crate::metrics::enable();
+    }
     let (state, boot) = prepare_with(&opts.data_dir, &opts.bootstrap, providers).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -145,12 +157,97 @@ pub async fn run(
             opts.data_dir.join(bootstrap::ADMIN_PASSWORD_FILE).display()
         );
     }
+    let metrics_server = match opts.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let background = state.ext::<Arc<Scheduler>>().map(|s| s.spawn_loop());
-    let served = serve_on(listener, state, shutdown).await;
-    if let Some(task) = background {
+    let drain = drain(state.clone(), shutdown, background, opts.shutdown_grace);
+    let served = serve_on(listener, state, drain).await;
+    if let Some(task) = metrics_server {
         task.abort();
     }
     served
+}
+
+/// Waits for `shutdown`, then drains: new API requests get 503, the scheduler loop stops, and
+/// running state-changing requests and jobs get up to `grace` to finish. Whatever is still
+/// running then is dropped; its provider operations stay persisted and resume at the next
+/// start, and its jobs are resumed or failed cleanly then.
+async fn drain(
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    background: Option<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+) {
+    shutdown.await;
+    state.lifecycle.start_draining();
+    if let Some(task) = background {
+        task.abort();
+    }
+    tracing::info!(
+        requests = state.lifecycle.in_flight(),
+        jobs = state.jobs().running(),
+        grace_secs = grace.as_secs(),
+        "draining: new requests are refused with 503"
+    );
+    let settled = async {
+        state.lifecycle.wait_idle().await;
+        state.jobs().wait_idle().await;
+    };
+    if tokio::time::timeout(grace, settled).await.is_err() {
+        tracing::warn!(
+            requests = state.lifecycle.in_flight(),
+            jobs = state.jobs().running(),
+            "shutdown deadline passed; unfinished work resumes at the next start"
+        );
+    }
+}
+
+/// `/metrics` on its own listener (Prometheus / OpenMetrics text format).
+pub fn metrics_router(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(render_metrics))
+        .with_state(state)
+}
+
+async fn render_metrics(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let Some(metrics) = crate::metrics::get() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let rendered = state
+        .store()
+        .read(move |c| metrics.render(c, crate::store::now()))
+        .await;
+    match rendered {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the store for /metrics");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 /// Serves `state` on an already-bound listener until `shutdown` completes.

@@ -9,6 +9,10 @@ use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
+mod credentials;
+
+pub use credentials::{Credential, CredentialCache};
+
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, OpResult, Secrets, new_uuid, now};
 

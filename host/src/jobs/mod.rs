@@ -11,11 +11,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
+use tracing::Instrument;
 
 use crate::identity::ListScope;
 use crate::store::query::{Filter, Listed, Page};
@@ -96,6 +98,8 @@ pub struct Job {
     pub instance_uuid: Option<String>,
     pub created: i64,
     pub completed: Option<i64>,
+    /// Percent done reported by the provider while pending (CloudStack's `jobprocstatus`).
+    pub proc_status: i64,
 }
 
 /// Gets the first chance at a job found pending at start. Return `Some(work)` to resume it (the
@@ -114,10 +118,14 @@ struct Inner {
     store: Store,
     completed: broadcast::Sender<String>,
     hooks: RwLock<Vec<Arc<dyn ResumeHook>>>,
+    /// Jobs whose work runs in this process (for a shutdown that waits for them).
+    running: AtomicUsize,
+    idle: Notify,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.uuid, j.account_id, a.uuid, j.user_id, u.uuid, a.domain_id, j.cmd, \
-     j.status, j.result_code, j.result, j.instance_type, j.instance_uuid, j.created, j.completed";
+     j.status, j.result_code, j.result, j.instance_type, j.instance_uuid, j.created, j.completed, \
+     j.proc_status";
 const JOB_FROM: &str =
     "async_jobs j JOIN accounts a ON a.id = j.account_id JOIN users u ON u.id = j.user_id";
 
@@ -139,6 +147,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         instance_uuid: r.get(12)?,
         created: r.get(13)?,
         completed: r.get(14)?,
+        proc_status: r.get(15)?,
     })
 }
 
@@ -150,6 +159,8 @@ impl JobManager {
                 store,
                 completed,
                 hooks: RwLock::new(Vec::new()),
+                running: AtomicUsize::new(0),
+                idle: Notify::new(),
             }),
         }
     }
@@ -190,9 +201,14 @@ impl JobManager {
     /// Runs `work` for an already-recorded pending job and persists its outcome.
     pub fn spawn(&self, job_uuid: String, work: JobFuture) {
         let this = self.clone();
+        self.inner.running.fetch_add(1, Ordering::AcqRel);
+        // The job's span is a child of the current one (the request that accepted the job).
+        let parent = tracing::Span::current();
         tokio::spawn(async move {
             // Run the work in its own task so a panic is caught as a JoinError, not lost.
-            let outcome = match tokio::spawn(CURRENT_JOB.scope(job_uuid.clone(), work)).await {
+            let span = tracing::info_span!(parent: &parent, "job", job = %job_uuid);
+            let work = CURRENT_JOB.scope(job_uuid.clone(), work).instrument(span);
+            let outcome = match tokio::spawn(work).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     tracing::error!(job = %job_uuid, error = %e, "job task panicked");
@@ -205,7 +221,26 @@ impl JobManager {
             if let Err(e) = this.complete(&job_uuid, outcome).await {
                 tracing::error!(job = %job_uuid, error = %e, "cannot persist job outcome");
             }
+            if this.inner.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.inner.idle.notify_waiters();
+            }
         });
+    }
+
+    /// Jobs whose work is running in this process.
+    pub fn running(&self) -> usize {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Completes when no job runs in this process.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Persists a terminal outcome (only a pending job changes) and wakes waiters.

@@ -252,6 +252,9 @@ impl Runtime {
             micros = stats.duration.as_micros() as u64,
             "provider loaded"
         );
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.compiled_cache(stats.loaded_from_cache());
+        }
         Ok(Arc::new(Provider::new(
             info,
             sha256,

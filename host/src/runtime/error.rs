@@ -61,6 +61,29 @@ impl CallError {
         }
     }
 
+    /// A short, stable name of the failure kind (metric label, log field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Provider(e) => match e {
+                ProviderError::NotFound(_) => "provider_not_found",
+                ProviderError::InvalidConfig(_) => "provider_invalid_config",
+                ProviderError::Unauthorized(_) => "provider_unauthorized",
+                ProviderError::Unavailable(_) => "provider_unavailable",
+                ProviderError::Rejected(_) => "provider_rejected",
+                ProviderError::Unsupported(_) => "provider_unsupported",
+                ProviderError::Internal(_) => "provider_internal",
+            },
+            CallError::Trap { .. } => "trap",
+            CallError::MemoryLimit => "memory_limit",
+            CallError::CpuLimit => "cpu_limit",
+            CallError::Timeout => "timeout",
+            CallError::ResultTooLarge => "result_too_large",
+            CallError::Busy => "busy",
+            CallError::Instantiate(_) => "instantiate",
+            CallError::InvalidResult(_) => "invalid_result",
+        }
+    }
+
     /// Whether the same call may succeed if retried later unchanged.
     pub fn is_retryable(&self) -> bool {
         matches!(

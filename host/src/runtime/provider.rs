@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
 use super::bindings::{BackupProvider, BackupProviderPre};
@@ -312,12 +313,60 @@ impl Session {
         tracing::warn!(
             target: PROVIDER_LOG_TARGET,
             provider = %self.declared.name,
+            version = %self.declared.version,
             zone = %self.scope.zone,
             export,
+            kind = error.kind(),
             result_bytes = size,
             error = %error.detail(),
             "provider call failed"
         );
+    }
+
+    /// The span of one call: provider, version, zone, export, and the job it works for.
+    fn call_span(&self, export: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "provider_call",
+            provider = %self.declared.name,
+            version = %self.declared.version,
+            zone = %self.scope.zone,
+            function = export,
+            job = crate::jobs::current_job_uuid().as_deref(),
+        )
+    }
+
+    /// Metrics of every finished call, and the WARN line of a provider's own error (sandbox
+    /// failures are logged where they are classified).
+    fn observe(
+        &self,
+        export: &'static str,
+        started: std::time::Instant,
+        error: Option<&CallError>,
+    ) {
+        if let Some(error @ CallError::Provider(_)) = error {
+            tracing::warn!(
+                target: PROVIDER_LOG_TARGET,
+                provider = %self.declared.name,
+                version = %self.declared.version,
+                zone = %self.scope.zone,
+                export,
+                kind = error.kind(),
+                error = %error,
+                "provider call failed"
+            );
+        }
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.provider_call(
+                crate::metrics::CallLabels {
+                    provider: self.declared.name.to_string(),
+                    version: self.declared.version.to_string(),
+                    function: export.to_string(),
+                    zone: self.scope.zone.clone(),
+                },
+                error.map_or("ok", CallError::kind),
+                started.elapsed(),
+            );
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -359,6 +408,8 @@ macro_rules! exports {
             $(#[$doc])*
             pub async fn $name(&mut self, $($arg: $ty),*) -> Result<$ret, CallError> {
                 let timeout = self.timeout();
+                let started = std::time::Instant::now();
+                let span = self.call_span(stringify!($name));
                 let call = async {
                     let mut live = self.take_live().await?;
                     let outcome = live
@@ -368,10 +419,12 @@ macro_rules! exports {
                         .await;
                     self.settle(live, stringify!($name), outcome)
                 };
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result?.map_err(CallError::Provider),
+                let result = match tokio::time::timeout(timeout, call).instrument(span.clone()).await {
+                    Ok(result) => result.and_then(|r| r.map_err(CallError::Provider)),
                     Err(_) => Err(self.timed_out(stringify!($name))),
-                }
+                };
+                span.in_scope(|| self.observe(stringify!($name), started, result.as_ref().err()));
+                result
             }
         )*}
 

@@ -44,6 +44,8 @@ pub const PROVIDER_LOG_TARGET: &str = "bnr::provider";
 pub(crate) struct Declared {
     /// Provider name, for log tags.
     pub name: Arc<str>,
+    /// Provider version, for log tags and metric labels.
+    pub version: Arc<str>,
     /// Declared setting names with their defaults.
     pub settings: HashMap<String, Option<String>>,
     /// Names of settings declared secret (values are redacted from the provider's logs).
@@ -58,6 +60,7 @@ impl Declared {
     pub(crate) fn from_info(info: &ProviderInfo) -> Self {
         Self {
             name: Arc::from(info.name.as_str()),
+            version: Arc::from(info.version.as_str()),
             settings: info
                 .settings
                 .iter()
@@ -86,6 +89,7 @@ impl Declared {
     pub(crate) fn nothing(name: &str) -> Self {
         Self {
             name: Arc::from(name),
+            version: Arc::from(""),
             settings: HashMap::new(),
             secret_settings: Vec::new(),
             http: false,

@@ -6,6 +6,7 @@
 //! service calls the API uses, on behalf of the instance owner.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use jiff::Timestamp;
 use rusqlite::params;
@@ -294,6 +295,7 @@ pub struct Scheduler {
     ticker: Ticker,
     syncer: Arc<Syncer>,
     settings: Settings,
+    heartbeat: Arc<AtomicI64>,
 }
 
 impl Scheduler {
@@ -315,6 +317,7 @@ impl Scheduler {
             ticker,
             syncer,
             settings,
+            heartbeat: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -336,7 +339,20 @@ impl Scheduler {
             ticker: self.ticker.clone(),
             syncer: Some(self.syncer.clone()),
             settings: self.settings.clone(),
+            heartbeat: self.heartbeat.clone(),
         }
         .spawn()
+    }
+
+    /// Whether the background loop has ticked (or started) within two intervals plus a
+    /// minute of `now`: `false` when it was never started or is stuck.
+    pub fn ticked_recently(&self, now: i64) -> bool {
+        let last = self.heartbeat.load(Ordering::Acquire);
+        let interval = crate::scheduler::task::interval_from_setting(
+            self.settings
+                .get_i64(crate::config::BACKUP_SYNC_INTERVAL, None),
+        );
+        let allowed = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX / 4) * 2 + 60;
+        last > 0 && now.saturating_sub(last) <= allowed
     }
 }

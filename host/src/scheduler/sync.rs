@@ -200,6 +200,7 @@ impl Syncer {
                 zone_uuid: zone_uuid.clone(),
                 ..ZoneSync::default()
             };
+            let started = std::time::Instant::now();
             if let Err(e) = self
                 .zone_pass(
                     zone_id,
@@ -213,6 +214,10 @@ impl Syncer {
             {
                 tracing::error!(zone = %zone_uuid, error = %e, "backup sync pass failed");
                 zone.error = Some(e.to_string());
+            }
+            if let Some(metrics) = crate::metrics::get() {
+                let ok = zone.error.is_none() && !matches!(zone.stats, Some(Err(_)));
+                metrics.sync_pass(&zone_uuid, ok, started.elapsed());
             }
             report.zones.push(zone);
         }

@@ -4,6 +4,7 @@
 //! is re-planned from the previous one with the new interval.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -39,10 +40,12 @@ pub struct Background {
     pub ticker: Ticker,
     pub syncer: Option<Arc<Syncer>>,
     pub settings: Settings,
+    /// Unix seconds of the loop's start, then of its last tick (readiness looks at it).
+    pub heartbeat: Arc<AtomicI64>,
 }
 
 impl Background {
-    fn interval(&self) -> Duration {
+    pub fn interval(&self) -> Duration {
         interval_from_setting(self.settings.get_i64(BACKUP_SYNC_INTERVAL, None))
     }
 
@@ -57,6 +60,8 @@ impl Background {
         let mut interval = self.interval();
         let mut last = Instant::now();
         let mut sync_task: Option<JoinHandle<()>> = None;
+        self.heartbeat
+            .store(Timestamp::now().as_second(), Ordering::Release);
         tracing::info!(
             interval_secs = interval.as_secs(),
             "backup scheduler started"
@@ -82,6 +87,10 @@ impl Background {
             }
             last = Instant::now();
             let now = Timestamp::now();
+            self.heartbeat.store(now.as_second(), Ordering::Release);
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.scheduler_ticked(now.as_second());
+            }
             match self.ticker.tick(now).await {
                 Ok(report) => {
                     if report.reaped + report.started.len() + report.deleted > 0 {

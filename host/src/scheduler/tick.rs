@@ -204,6 +204,10 @@ impl Ticker {
         if verdicts.is_empty() {
             return Ok(report);
         }
+        let due_at: HashMap<String, i64> = verdicts
+            .iter()
+            .map(|(d, _)| (d.uuid.clone(), d.next_run))
+            .collect();
         let (started, deleted, no_user) = self
             .store
             .write(move |tx| apply_verdicts(tx, verdicts, now_s))
@@ -211,6 +215,11 @@ impl Ticker {
         report.deleted = deleted;
         report.skipped.extend(no_user);
         for run in started {
+            if let (Some(metrics), Some(due)) =
+                (crate::metrics::get(), due_at.get(&run.schedule_uuid))
+            {
+                metrics.scheduler_lag(now_s - due);
+            }
             report.started.push(run.job_uuid.clone());
             let uuid = run.job_uuid.clone();
             tracing::info!(job = %uuid, schedule = %run.schedule_uuid, vm = %run.vm_uuid,

@@ -22,10 +22,6 @@ use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpResult, format_date, new_uuid, now};
 
-/// Rows a listBackups page may skip and still run on the async worker (an index walk over
-/// this many entries takes well under a millisecond).
-const INLINE_LIST_MAX_SKIPPED: u64 = 10_000;
-
 /// Longest backup description (CloudStack's column is 1024 wide).
 pub const MAX_BACKUP_DESCRIPTION_LEN: usize = 1024;
 
@@ -281,13 +277,9 @@ impl BackupService {
         caller: &Caller,
         q: BackupQuery,
     ) -> BackupResult<Listed<Backup>> {
-        let page = q.page.unwrap_or(Page::ALL);
-        let rows_skipped = page
-            .size
-            .map(|size| page.page.saturating_sub(1).saturating_mul(size));
         // An index walk to a near page runs in place; a keyword (LIKE) scan or a far page walks
         // many rows and goes to the blocking pool instead of holding up the async workers.
-        if q.keyword.is_none() && rows_skipped.is_some_and(|n| n <= INLINE_LIST_MAX_SKIPPED) {
+        if q.keyword.is_none() && q.page.unwrap_or(Page::ALL).is_near() {
             return self.store.read_now(|c| list_backups(c, caller, &q));
         }
         let caller = caller.clone();

@@ -254,37 +254,41 @@ impl BackupService {
         q: OfferingQuery,
     ) -> BackupResult<Listed<Offering>> {
         let user = caller.role == Role::User;
-        let listed = self
-            .store
-            .read(move |c| {
-                if let Some(id) = q.id {
-                    let o = get_offering(c, id)?
-                        .filter(|o| o.removed.is_none())
-                        .ok_or_else(|| {
-                            BackupError::InvalidValue(format!("Offering ID {id} does not exist"))
-                        })?;
-                    return Ok(Listed {
-                        total: 1,
-                        items: vec![o],
-                    });
-                }
-                let mut f = Filter::new();
-                f.and("o.removed IS NULL", []);
-                f.eq_opt("o.zone_id", q.zone_id);
-                if user {
-                    f.and("o.user_driven = 1", []);
-                }
-                f.keyword(&["o.name"], q.keyword.as_deref());
-                Ok::<_, BackupError>(f.list(
-                    c,
-                    OFFERING_COLUMNS,
-                    OFFERING_FROM,
-                    "o.id",
-                    q.page.unwrap_or(Page::ALL),
-                    offering_from_row,
-                )?)
-            })
-            .await?;
+        let in_place = q.keyword.is_none() && q.page.unwrap_or(Page::ALL).is_near();
+        let query = move |c: &rusqlite::Connection| {
+            if let Some(id) = q.id {
+                let o = get_offering(c, id)?
+                    .filter(|o| o.removed.is_none())
+                    .ok_or_else(|| {
+                        BackupError::InvalidValue(format!("Offering ID {id} does not exist"))
+                    })?;
+                return Ok(Listed {
+                    total: 1,
+                    items: vec![o],
+                });
+            }
+            let mut f = Filter::new();
+            f.and("o.removed IS NULL", []);
+            f.eq_opt("o.zone_id", q.zone_id);
+            if user {
+                f.and("o.user_driven = 1", []);
+            }
+            f.keyword(&["o.name"], q.keyword.as_deref());
+            Ok::<_, BackupError>(f.list(
+                c,
+                OFFERING_COLUMNS,
+                OFFERING_FROM,
+                "o.id",
+                q.page.unwrap_or(Page::ALL),
+                offering_from_row,
+            )?)
+        };
+        // Offerings are few and indexed by zone: a near page without keyword runs in place.
+        let listed = if in_place {
+            self.store.read_now(query)?
+        } else {
+            self.store.read(query).await?
+        };
         Ok(listed.map(|o| self.with_cross_zone(o)))
     }
 

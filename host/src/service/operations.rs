@@ -12,17 +12,26 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::BackupService;
 use super::error::{BackupError, BackupResult};
-use super::providers::{BACKUP_OPERATION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT_SECS};
+use super::providers::{
+    BACKUP_OPERATION_TIMEOUT, BACKUP_OPERATION_TIMEOUTS, DEFAULT_OPERATION_TIMEOUT_SECS,
+};
 use crate::jobs;
 use crate::runtime::wit::{OperationResult, PollStatus, Started};
 use crate::runtime::{CallContext, CallError, Provider};
-use crate::store::{OpResult, now};
+use crate::store::events::{self, Level, NewEvent, State};
+use crate::store::{OpResult, Store, now};
 
 /// First wait before polling a pending operation: quick operations finish without much delay.
 pub const POLL_INITIAL_DELAY: Duration = Duration::from_millis(200);
 /// Longest wait between two polls: bounds how late a finished operation is noticed while
 /// keeping provider (and vendor) load low for operations that run for hours.
 pub const POLL_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Retryable poll failures in a row after which a WARN event tells the owner the operation is
+/// in trouble (polling goes on until the deadline).
+pub const POLL_FAILURES_BEFORE_EVENT: u32 = 5;
+/// Longest progress message kept from a provider.
+const PROGRESS_MESSAGE_MAX_CHARS: usize = 256;
 
 /// What a pending operation does (the `provider_operations.kind` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +43,13 @@ pub enum OperationKind {
 }
 
 impl OperationKind {
+    pub const ALL: [OperationKind; 4] = [
+        OperationKind::Backup,
+        OperationKind::Delete,
+        OperationKind::Restore,
+        OperationKind::RestoreVolume,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OperationKind::Backup => "backup",
@@ -42,6 +58,90 @@ impl OperationKind {
             OperationKind::RestoreVolume => "restore-volume",
         }
     }
+
+    /// How long an operation of this kind may stay pending by default: a full backup or a
+    /// restore of a large instance can take most of a day; one volume is smaller; a delete is
+    /// bookkeeping on the vendor side.
+    pub fn default_deadline_secs(self) -> i64 {
+        match self {
+            OperationKind::Backup | OperationKind::Restore => 86_400,
+            OperationKind::RestoreVolume => 21_600,
+            OperationKind::Delete => 3_600,
+        }
+    }
+}
+
+/// One entry of [`BACKUP_OPERATION_TIMEOUTS`]: `provider:kind=seconds`, `kind` `None` for `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutEntry {
+    pub provider: String,
+    pub kind: Option<OperationKind>,
+    pub seconds: i64,
+}
+
+/// Parses [`BACKUP_OPERATION_TIMEOUTS`] (empty: no entry).
+pub fn parse_timeouts(text: &str) -> Result<Vec<TimeoutEntry>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let bad = || format!("`{entry}` is not provider:kind=seconds");
+            let (target, seconds) = entry.split_once('=').ok_or_else(bad)?;
+            let (provider, kind) = target.trim().split_once(':').ok_or_else(bad)?;
+            let provider = provider.trim().to_lowercase();
+            if provider.is_empty() {
+                return Err(bad());
+            }
+            let kind = match kind.trim() {
+                "*" => None,
+                k => Some(
+                    OperationKind::ALL
+                        .into_iter()
+                        .find(|o| o.as_str() == k)
+                        .ok_or_else(|| {
+                            format!(
+                                "unknown kind `{k}` (backup, delete, restore, restore-volume or *)"
+                            )
+                        })?,
+                ),
+            };
+            let seconds: i64 =
+                seconds
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| {
+                        format!("`{}` is not a positive number of seconds", seconds.trim())
+                    })?;
+            Ok(TimeoutEntry {
+                provider,
+                kind,
+                seconds,
+            })
+        })
+        .collect()
+}
+
+/// The deadline of an operation: the provider's entry for the kind, then its `*` entry, then
+/// [`BACKUP_OPERATION_TIMEOUT`] when set to other than its default, then the kind's default.
+pub fn deadline_secs(
+    entries: &[TimeoutEntry],
+    global: Option<i64>,
+    provider: &str,
+    kind: OperationKind,
+) -> i64 {
+    let of_provider = |k: Option<OperationKind>| {
+        entries
+            .iter()
+            .find(|e| e.provider.eq_ignore_ascii_case(provider) && e.kind == k)
+            .map(|e| e.seconds)
+    };
+    of_provider(Some(kind))
+        .or_else(|| of_provider(None))
+        .or(global.filter(|g| *g != DEFAULT_OPERATION_TIMEOUT_SECS))
+        .unwrap_or_else(|| kind.default_deadline_secs())
+        .max(1)
 }
 
 /// A provider operation and everything needed to poll and record it.
@@ -56,12 +156,21 @@ pub struct Operation {
 }
 
 impl BackupService {
-    /// Seconds a pending operation may run ([`BACKUP_OPERATION_TIMEOUT`], at least 1).
-    pub(super) fn operation_timeout(&self) -> i64 {
-        self.settings
-            .get_i64(BACKUP_OPERATION_TIMEOUT, None)
-            .unwrap_or(DEFAULT_OPERATION_TIMEOUT_SECS)
-            .max(1)
+    /// Seconds a pending operation of `provider` may run (see [`deadline_secs`]).
+    pub(super) fn operation_timeout(&self, provider: &str, kind: OperationKind) -> i64 {
+        // The setting is validated on update, so a parse failure can only be a value written
+        // before the check existed: the other rules apply then.
+        let entries = self
+            .settings
+            .get(BACKUP_OPERATION_TIMEOUTS, None)
+            .and_then(|text| parse_timeouts(&text).ok())
+            .unwrap_or_default();
+        deadline_secs(
+            &entries,
+            self.settings.get_i64(BACKUP_OPERATION_TIMEOUT, None),
+            provider,
+            kind,
+        )
     }
 
     /// Drives `started` (the answer of a `start-*` call) to its end, then runs `finish` with
@@ -87,7 +196,7 @@ impl BackupService {
             }
             Ok(Started::Done(r)) => (Ok(r), None),
             Ok(Started::Pending(handle)) => {
-                let timeout = self.operation_timeout();
+                let timeout = self.operation_timeout(&name, op.kind);
                 let deadline = now().saturating_add(timeout);
                 let row = match self.persist(&op, &handle, deadline).await {
                     Ok(row) => row,
@@ -97,7 +206,10 @@ impl BackupService {
                         return Err(e);
                     }
                 };
-                (poll(&op, &handle, deadline, timeout).await, Some(row))
+                (
+                    poll(&self.store, row, &op, &handle, deadline, timeout).await,
+                    Some(row),
+                )
             }
         };
         self.store
@@ -144,8 +256,12 @@ impl BackupService {
     }
 }
 
-/// Polls until the operation finishes, fails, or passes `deadline` (then cancels it).
+/// Polls until the operation finishes, fails, or passes `deadline` (then cancels it). `row` is
+/// its `provider_operations` row: progress is recorded there (and on its job), and a run of
+/// failed polls raises an event.
 pub(super) async fn poll(
+    store: &Store,
+    row: i64,
     op: &Operation,
     handle: &str,
     deadline: i64,
@@ -153,6 +269,8 @@ pub(super) async fn poll(
 ) -> BackupResult<OperationResult> {
     let name = op.provider.name();
     let mut delay = POLL_INITIAL_DELAY;
+    let mut failures_in_a_row = 0u32;
+    let mut last_progress = None;
     loop {
         let remaining = Duration::from_secs(u64::try_from(deadline - now()).unwrap_or(0));
         tokio::time::sleep(delay.min(remaining.max(Duration::from_millis(1)))).await;
@@ -161,19 +279,51 @@ pub(super) async fn poll(
             Ok(PollStatus::Failed(e)) => {
                 return Err(BackupError::provider(name, &CallError::Provider(e)));
             }
-            Ok(PollStatus::Running(progress)) => tracing::debug!(
-                provider = name,
-                kind = op.kind.as_str(),
-                percent = progress.percent,
-                message = %progress.message,
-                "provider operation running"
-            ),
-            Err(e) if e.is_retryable() => tracing::warn!(
-                provider = name,
-                kind = op.kind.as_str(),
-                error = %e,
-                "polling a provider operation failed; retrying"
-            ),
+            Ok(PollStatus::Running(progress)) => {
+                failures_in_a_row = 0;
+                tracing::debug!(
+                    provider = name,
+                    kind = op.kind.as_str(),
+                    percent = progress.percent,
+                    message = %progress.message,
+                    "provider operation running"
+                );
+                let percent = progress.percent.min(100);
+                let message: String = progress
+                    .message
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(PROGRESS_MESSAGE_MAX_CHARS)
+                    .collect();
+                // Only a change is written: a long operation polled every few seconds with the
+                // same answer costs no writes.
+                if last_progress.as_ref() != Some(&(percent, message.clone())) {
+                    if let Err(e) = record_progress(store, row, percent, &message).await {
+                        tracing::warn!(error = %e, "cannot record a provider operation's progress");
+                    }
+                    last_progress = Some((percent, message));
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                failures_in_a_row += 1;
+                tracing::warn!(
+                    provider = name,
+                    kind = op.kind.as_str(),
+                    zone = %op.ctx.zone_uuid,
+                    error = %e,
+                    failures_in_a_row,
+                    "polling a provider operation failed; retrying"
+                );
+                if failures_in_a_row == POLL_FAILURES_BEFORE_EVENT {
+                    let text = format!(
+                        "Backup provider {name} did not answer {failures_in_a_row} polls in a row for a {} operation (last error: {e}); retrying until its deadline",
+                        op.kind.as_str()
+                    );
+                    if let Err(e) = record_poll_trouble(store, row, &text).await {
+                        tracing::warn!(error = %e, "cannot record a provider operation's trouble");
+                    }
+                }
+            }
             Err(e) => return Err(BackupError::provider(name, &e)),
         }
         if now() >= deadline {
@@ -187,6 +337,59 @@ pub(super) async fn poll(
     }
 }
 
+/// Stores the operation's progress, and its percent as its job's `jobprocstatus`.
+async fn record_progress(store: &Store, row: i64, percent: u8, message: &str) -> OpResult<()> {
+    let message = message.to_string();
+    store
+        .write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE provider_operations SET percent = ?1, message = ?2 WHERE id = ?3",
+            )?
+            .execute(params![percent, message, row])?;
+            tx.prepare_cached(
+                "UPDATE async_jobs SET proc_status = ?1 WHERE status = 0 AND id = \
+                 (SELECT job_id FROM provider_operations WHERE id = ?2)",
+            )?
+            .execute(params![percent, row])?;
+            Ok(())
+        })
+        .await
+}
+
+/// A WARN event on the backup the operation works on, for its owner to see in `listEvents`.
+async fn record_poll_trouble(store: &Store, row: i64, text: &str) -> OpResult<()> {
+    let text = text.to_string();
+    store
+        .write(move |tx| {
+            let owner: Option<(i64, i64, String)> = tx
+                .prepare_cached(
+                    "SELECT b.account_id, b.domain_id, b.uuid FROM provider_operations o \
+                     JOIN backups b ON b.id = o.backup_id WHERE o.id = ?1",
+                )?
+                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((account_id, domain_id, backup_uuid)) = owner else {
+                return Ok(());
+            };
+            events::record(
+                tx,
+                &NewEvent {
+                    event_type: "BACKUP.OPERATION.STALLED",
+                    level: Level::Warn,
+                    state: State::Completed,
+                    description: &text,
+                    account_id,
+                    domain_id,
+                    user_id: None,
+                    resource_type: Some("Backup"),
+                    resource_uuid: Some(&backup_uuid),
+                },
+            )?;
+            Ok(())
+        })
+        .await
+}
+
 /// Best effort: a failed cancel is logged, the operation is failed either way.
 async fn cancel(op: &Operation, handle: &str) {
     if let Err(e) = op.provider.cancel_operation(&op.ctx, handle).await {
@@ -196,5 +399,62 @@ async fn cancel(op: &Operation, handle: &str) {
             error = %e,
             "cancelling a provider operation failed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_own_default_deadline() {
+        let d = |kind| deadline_secs(&[], Some(DEFAULT_OPERATION_TIMEOUT_SECS), "dummy", kind);
+        assert_eq!(d(OperationKind::Backup), 86_400);
+        assert_eq!(d(OperationKind::Restore), 86_400);
+        assert_eq!(d(OperationKind::RestoreVolume), 21_600);
+        assert_eq!(d(OperationKind::Delete), 3_600);
+    }
+
+    #[test]
+    fn a_changed_global_timeout_applies_to_every_kind() {
+        for kind in OperationKind::ALL {
+            assert_eq!(deadline_secs(&[], Some(60), "dummy", kind), 60);
+        }
+    }
+
+    #[test]
+    fn a_provider_entry_wins_by_kind_then_by_star() {
+        let entries = parse_timeouts("veeam:backup=172800, veeam:*=7200,dummy:delete=10").unwrap();
+        assert_eq!(
+            deadline_secs(&entries, Some(60), "veeam", OperationKind::Backup),
+            172_800
+        );
+        assert_eq!(
+            deadline_secs(&entries, Some(60), "Veeam", OperationKind::Delete),
+            7_200
+        );
+        assert_eq!(
+            deadline_secs(&entries, None, "dummy", OperationKind::Delete),
+            10
+        );
+        assert_eq!(
+            deadline_secs(&entries, None, "dummy", OperationKind::Backup),
+            86_400
+        );
+    }
+
+    #[test]
+    fn malformed_timeouts_are_refused_with_the_reason() {
+        assert_eq!(parse_timeouts("").unwrap(), vec![]);
+        for bad in [
+            "veeam",
+            "veeam=5",
+            ":backup=5",
+            "veeam:copy=5",
+            "veeam:backup=0",
+            "veeam:*=x",
+        ] {
+            assert!(parse_timeouts(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -72,9 +72,15 @@ fn record_admin_event_as(store: &Store, event_type: &str, level: Level, descript
 /// for a kind of need the provider declared.
 pub const BACKUP_PROVIDER_GRANTS: &str = "backup.framework.provider.grants";
 /// Global setting: how long a provider operation left pending may run before bnr cancels it.
+/// At its default, each kind of operation has its own deadline
+/// ([`super::operations::OperationKind::default_deadline_secs`]); set to another value, it is
+/// the deadline of every kind.
 pub const BACKUP_OPERATION_TIMEOUT: &str = "backup.framework.operation.timeout";
 /// Default of [`BACKUP_OPERATION_TIMEOUT`]: a day covers full backups of large instances.
 pub const DEFAULT_OPERATION_TIMEOUT_SECS: i64 = 86_400;
+/// Global setting: deadlines per provider and kind, which win over the others:
+/// `provider:kind=seconds` or `provider:*=seconds`, comma-separated.
+pub const BACKUP_OPERATION_TIMEOUTS: &str = "backup.framework.operation.timeouts";
 
 /// The B&R settings the service adds to the core ones.
 pub fn service_definitions() -> Vec<Definition> {
@@ -90,7 +96,13 @@ pub fn service_definitions() -> Vec<Definition> {
             BACKUP_OPERATION_TIMEOUT,
             Kind::Integer,
             &DEFAULT_OPERATION_TIMEOUT_SECS.to_string(),
-            "Seconds a backup provider operation may stay pending before it is cancelled and failed.",
+            "Seconds a backup provider operation may stay pending before it is cancelled and failed. At the default each kind has its own deadline (backup and restore 86400, restore-volume 21600, delete 3600); another value applies to every kind.",
+        ),
+        Definition::new(
+            BACKUP_OPERATION_TIMEOUTS,
+            Kind::String,
+            "",
+            "Deadlines of pending provider operations per provider, comma-separated provider:kind=seconds (kind: backup, delete, restore, restore-volume, or * for every kind); they win over backup.framework.operation.timeout.",
         ),
     ]
 }
@@ -193,6 +205,7 @@ impl Providers {
         };
         this.register_provider_settings();
         this.install_plugin_check();
+        this.install_timeouts_check();
         this.sync_all_blocking()?;
         Ok(this)
     }
@@ -220,6 +233,22 @@ impl Providers {
                 self.catalog.remove(provider.name());
             }
         }
+    }
+
+    /// `updateConfiguration` of the per-provider deadlines must parse (431).
+    fn install_timeouts_check(&self) {
+        self.settings.add_validator(
+            BACKUP_OPERATION_TIMEOUTS,
+            Arc::new(|value, _zone| {
+                super::operations::parse_timeouts(value)
+                    .map(|_| ())
+                    .map_err(|e| {
+                        OpError::InvalidParameter(format!(
+                            "Invalid value for {BACKUP_OPERATION_TIMEOUTS}: {e}"
+                        ))
+                    })
+            }),
+        );
     }
 
     /// `updateConfiguration` of the plugin setting must name an installed provider (431).

@@ -142,10 +142,12 @@ impl BackupService {
         tracing::info!(provider = %op.provider, kind = %op.kind, backup = %backup.uuid,
             "resuming a provider operation after a restart");
         let outcome = poll(
+            &self.store,
+            op.id,
             &operation,
             &op.handle,
             op.deadline,
-            self.operation_timeout(),
+            self.operation_timeout(provider.name(), kind),
         )
         .await;
         let name = provider.name().to_string();

@@ -130,33 +130,39 @@ impl BackupService {
         caller: &Caller,
         q: ScheduleQuery,
     ) -> BackupResult<Vec<Schedule>> {
+        // One VM's schedules are an index lookup: run in place. An account- or domain-wide
+        // list is not paginated and goes to the blocking pool.
+        let in_place = q.vm_id.is_some() && q.keyword.is_none();
         let caller = caller.clone();
         let providers = self.providers.clone();
-        self.store
-            .read(move |c| {
-                let mut f = Filter::new();
-                if let Some(vm_id) = q.vm_id {
-                    let vm = live_vm(c, vm_id)?;
-                    providers.check_zone(vm.zone_id)?;
-                    check_vm_access(c, &caller, &vm)?;
-                    f.and("s.vm_id = ?", [vm_id.into()]);
-                } else {
-                    let scope = ListScope::resolve(c, &caller, &q.scope)?;
-                    scope.apply(&mut f, "s.account_id", "s.domain_id");
-                }
-                f.eq_opt("s.id", q.id);
-                f.keyword(&["v.name"], q.keyword.as_deref());
-                let listed = f.list(
-                    c,
-                    SCHEDULE_COLUMNS,
-                    SCHEDULE_FROM,
-                    "s.id",
-                    Page::ALL,
-                    schedule_from_row,
-                )?;
-                Ok(listed.items)
-            })
-            .await
+        let query = move |c: &rusqlite::Connection| {
+            let mut f = Filter::new();
+            if let Some(vm_id) = q.vm_id {
+                let vm = live_vm(c, vm_id)?;
+                providers.check_zone(vm.zone_id)?;
+                check_vm_access(c, &caller, &vm)?;
+                f.and("s.vm_id = ?", [vm_id.into()]);
+            } else {
+                let scope = ListScope::resolve(c, &caller, &q.scope)?;
+                scope.apply(&mut f, "s.account_id", "s.domain_id");
+            }
+            f.eq_opt("s.id", q.id);
+            f.keyword(&["v.name"], q.keyword.as_deref());
+            let listed = f.list(
+                c,
+                SCHEDULE_COLUMNS,
+                SCHEDULE_FROM,
+                "s.id",
+                Page::ALL,
+                schedule_from_row,
+            )?;
+            Ok(listed.items)
+        };
+        if in_place {
+            self.store.read_now(query)
+        } else {
+            self.store.read(query).await
+        }
     }
 
     /// deleteBackupSchedule: one schedule by id (precedence) or every schedule of a VM.

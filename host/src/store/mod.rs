@@ -17,6 +17,7 @@ pub mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -41,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "security",
         sql: include_str!("migrations/0003_security.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "health",
+        sql: include_str!("migrations/0007_health.sql"),
     },
 ];
 
@@ -121,6 +127,37 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     secrets: Secrets,
+    identity_changes: Arc<IdentityChanges>,
+}
+
+/// Tables whose rows decide who a credential belongs to and whether it may be used.
+const IDENTITY_TABLES: [&str; 3] = ["users", "accounts", "domains"];
+
+/// Counts writes to [`IDENTITY_TABLES`], so an in-memory copy of credentials knows when it is
+/// stale. SQLite's update hook sees every row change made through the writer, whatever code
+/// path made it.
+#[derive(Default)]
+struct IdentityChanges {
+    generation: AtomicU64,
+    /// A change was seen in the transaction now running on the writer.
+    in_transaction: AtomicBool,
+}
+
+impl IdentityChanges {
+    fn row_changed(&self, table: &str) {
+        if IDENTITY_TABLES.contains(&table) {
+            self.in_transaction.store(true, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Called once the transaction has ended (committed or not): a copy loaded from a reader
+    /// while the transaction ran saw the old rows, so it is made stale a second time.
+    fn transaction_ended(&self) {
+        if self.in_transaction.swap(false, Ordering::AcqRel) {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Creates `dir` (and its parents) if needed and makes it `0700` whatever the umask: the data
@@ -199,6 +236,13 @@ impl Store {
         for file in database_files(&path) {
             restrict_file(&file);
         }
+        let identity_changes = Arc::new(IdentityChanges::default());
+        let changes = identity_changes.clone();
+        writer.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+                changes.row_changed(table)
+            },
+        ))?;
         let readers = (0..READER_POOL_SIZE)
             .map(|_| open_connection(&path))
             .collect::<Result<Vec<_>, _>>()?;
@@ -208,6 +252,7 @@ impl Store {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(readers),
                 secrets,
+                identity_changes,
             }),
         })
     }
@@ -219,6 +264,16 @@ impl Store {
     /// The keys that seal this database's secrets (see [`secrets`]).
     pub fn secrets(&self) -> &Secrets {
         &self.inner.secrets
+    }
+
+    /// A number that grows whenever a row of `users`, `accounts` or `domains` changes (key
+    /// regeneration, disable, removal, ...). Read it before loading credentials; a copy loaded
+    /// under an older number is stale. Writes made by another process are not seen.
+    pub fn identity_generation(&self) -> u64 {
+        self.inner
+            .identity_changes
+            .generation
+            .load(Ordering::Acquire)
     }
 
     /// Runs `f` inside one IMMEDIATE transaction on the writer; commits on `Ok`, rolls back on `Err`.
@@ -265,13 +320,22 @@ impl Store {
         F: FnOnce(&Transaction<'_>) -> Result<T, E>,
         E: From<StoreError>,
     {
+        let started = crate::metrics::get().map(|m| (m, std::time::Instant::now()));
         let mut conn = self.inner.writer.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| E::from(e.into()))?;
-        let value = f(&tx)?;
-        tx.commit().map_err(|e| E::from(e.into()))?;
-        Ok(value)
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| E::from(e.into()))?;
+            let value = f(&tx)?;
+            tx.commit().map_err(|e| E::from(e.into()))?;
+            Ok(value)
+        })();
+        self.inner.identity_changes.transaction_ended();
+        drop(conn);
+        if let Some((metrics, started)) = started {
+            metrics.store_write(started.elapsed());
+        }
+        result
     }
 
     /// Blocking form of [`Store::read`].

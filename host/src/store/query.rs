@@ -12,11 +12,24 @@ pub struct Page {
     pub size: Option<u64>,
 }
 
+/// Rows a page may skip and still be read on the request's task (an index walk over this many
+/// entries takes well under a millisecond).
+const INLINE_MAX_SKIPPED: u64 = 10_000;
+
 impl Page {
     pub const ALL: Page = Page {
         page: 1,
         size: None,
     };
+
+    /// A bounded page near the start of an index walk: short enough to read in place
+    /// (`Store::read_now`) instead of handing it to the blocking pool. A filter that scans
+    /// (keyword) makes any page long; the caller checks that.
+    pub fn is_near(&self) -> bool {
+        self.size.is_some_and(|size| {
+            self.page.saturating_sub(1).saturating_mul(size) <= INLINE_MAX_SKIPPED
+        })
+    }
 
     fn limit_offset(&self) -> (i64, i64) {
         match self.size {

@@ -9,6 +9,7 @@ mod runtime_hostile;
 mod runtime_swap;
 mod server_auth;
 mod server_config;
+mod server_credentials;
 mod server_envelopes;
 mod server_garbage;
 mod server_inventory;
@@ -37,3 +38,7 @@ mod sec_matrix;
 mod sec_rotate;
 mod sec_store;
 mod sec_tenant;
+
+mod ops_health;
+mod ops_shutdown;
+mod ops_trouble;

@@ -94,6 +94,12 @@ pub fn backup_obj(b: &Backup) -> Obj {
         .int("size", b.size)
         .int("virtualsize", b.protected_size)
         .str("status", &b.status)
+        .opt_str(
+            "statusreason",
+            b.status_reason
+                .clone()
+                .filter(|_| matches!(b.status.as_str(), "Error" | "Failed")),
+        )
         .str("volumes", &b.volumes)
         .str("backupofferingid", &b.offering_uuid)
         .str("backupofferingname", &b.offering_name)
@@ -156,6 +162,11 @@ impl BackupFields for Command {
                 "backup protected (virtual) size in bytes",
             )
             .field("status", "status", "backup status")
+            .field(
+                "statusreason",
+                "string",
+                "why the backup is in Error or Failed (bnr; absent otherwise)",
+            )
             .field("volumes", "string", "backed up volumes (JSON)")
             .field("backupofferingid", "string", "backup offering id")
             .field("backupofferingname", "string", "backup offering name")

@@ -327,15 +327,20 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     state: ctx.str("state").map(str::to_string),
                     keyword: ctx.keyword().map(str::to_string),
                 };
+                // A near page walked by index runs in place; a keyword or state filter may
+                // scan, so it goes to the blocking pool.
+                let in_place = filter.keyword.is_none() && filter.state.is_none() && page.is_near();
                 let c2 = caller.clone();
-                let listed = ctx
-                    .state
-                    .store()
-                    .read(move |c| {
-                        let scope = ListScope::resolve(c, &c2, &sp)?;
-                        vm::list_vms(c, &scope, &filter, page)
-                    })
-                    .await?;
+                let query = move |c: &rusqlite::Connection| {
+                    let scope = ListScope::resolve(c, &c2, &sp)?;
+                    vm::list_vms(c, &scope, &filter, page)
+                };
+                let store = ctx.state.store();
+                let listed = if in_place {
+                    store.read_now(query)?
+                } else {
+                    store.read(query).await?
+                };
                 Ok(ApiResult::list(listed.map(|v| vm_obj(&v, &caller))))
             }),
     )?;

@@ -29,18 +29,14 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("jobresult", "responseobject", "the result reason")
             .handler(|ctx| async move {
                 let job_id = ctx.req_id("jobid")?;
-                let caller = ctx.caller.clone();
-                let job = ctx
-                    .state
-                    .store()
-                    .read(move |c| {
-                        let job = jobs::get_job_by_id(c, job_id)?.ok_or_else(|| {
-                            OpError::InvalidParameter("job does not exist".into())
-                        })?;
-                        caller.check_access(c, job.account_id, job.domain_id, "the job")?;
-                        Ok::<_, OpError>(job)
-                    })
-                    .await?;
+                let caller = &ctx.caller;
+                // A primary-key lookup: run in place (see `Store::read_now`).
+                let job = ctx.state.store().read_now(|c| {
+                    let job = jobs::get_job_by_id(c, job_id)?
+                        .ok_or_else(|| OpError::InvalidParameter("job does not exist".into()))?;
+                    caller.check_access(c, job.account_id, job.domain_id, "the job")?;
+                    Ok::<_, OpError>(job)
+                })?;
                 Ok(ApiResult::Inline(job_obj(&job)))
             }),
     )?;
@@ -83,7 +79,7 @@ pub fn job_obj(job: &Job) -> Obj {
         .str("cmd", &job.cmd)
         .str("jobid", &job.uuid)
         .int("jobstatus", job.status as i64)
-        .int("jobprocstatus", 0)
+        .int("jobprocstatus", job.proc_status)
         .int("jobresultcode", job.result_code)
         .opt_str("jobinstancetype", job.instance_type.clone())
         .opt_str("jobinstanceid", job.instance_uuid.clone())
