@@ -45,7 +45,13 @@ async fn provider_progress_reaches_jobprocstatus() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "percy").await;
     let user = s.client(creds);
-    set_config(&s, "scripted.op-seconds", "4", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "4",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = user
         .call("createBackup", &[("virtualmachineid", &id(&vm))])
         .await;
@@ -70,7 +76,13 @@ async fn list_backups_says_why_a_backup_is_in_error() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "otto").await;
     let user = s.client(creds);
-    set_config(&s, "scripted.op-seconds", "3600", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.scripted.op-seconds",
+        "3600",
+        Some(&s.zone_id),
+    )
+    .await;
     set_config(&s, "backup.framework.operation.timeout", "1", None).await;
     let r = user
         .call("createBackup", &[("virtualmachineid", &id(&vm))])
