@@ -104,12 +104,14 @@ pub mod bindings {
 /// under friendly names.
 pub mod types {
     pub use crate::bindings::bnr::provider::host::{ExecError, ExecOutput, ExecRequest};
-    pub use crate::bindings::bnr::provider::manifest::{HttpsAccess, Need, ProviderInfo, SshAccess};
+    pub use crate::bindings::bnr::provider::manifest::{
+        HttpsAccess, Need, ProviderInfo, SshAccess,
+    };
     pub use crate::bindings::bnr::provider::types::{
-        BackupOptions, BackupRef, BackupTaken, Capabilities, DeleteGranularity, Instance,
-        LogLevel, Metric, OperationResult, Policy, PollStatus, Progress, ProviderError,
-        RestorePoint, RestoreTarget, SettingDecl, SettingKind, Started, StorageStats, Volume,
-        VolumeKind, VolumeRestoreRequest, VolumeRestored, Zone,
+        BackupOptions, BackupRef, BackupTaken, Capabilities, DeleteGranularity, Instance, LogLevel,
+        Metric, OperationResult, Policy, PollStatus, Progress, ProviderError, RestorePoint,
+        RestoreTarget, SettingDecl, SettingKind, Started, StorageStats, Volume, VolumeKind,
+        VolumeRestoreRequest, VolumeRestored, Zone,
     };
 }
 

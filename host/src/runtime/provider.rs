@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
-use super::bindings::{BackupProvider, BackupProviderPre};
+use super::bindings::{ProviderBindings, ProviderPre, call_export};
 use super::cache::CacheOutcome;
 use super::engine::{LoadStats, RuntimeShared};
 use super::error::CallError;
@@ -34,7 +34,7 @@ pub struct Provider {
     imports_http: bool,
     size_bytes: usize,
     stats: LoadStats,
-    pre: BackupProviderPre<HostState>,
+    pre: ProviderPre,
     declared: Arc<Declared>,
     shared: Arc<RuntimeShared>,
 }
@@ -61,7 +61,7 @@ impl Provider {
         imports_http: bool,
         size_bytes: usize,
         stats: LoadStats,
-        pre: BackupProviderPre<HostState>,
+        pre: ProviderPre,
         declared: Arc<Declared>,
         shared: Arc<RuntimeShared>,
     ) -> Self {
@@ -146,7 +146,7 @@ impl Provider {
 /// An instance slot of one provider, bound to one [`CallContext`].
 pub struct Session {
     shared: Arc<RuntimeShared>,
-    pre: BackupProviderPre<HostState>,
+    pre: ProviderPre,
     declared: Arc<Declared>,
     scope: Arc<CallScope>,
     /// `None` until the first call, and again after a failed or cancelled one.
@@ -156,7 +156,7 @@ pub struct Session {
 
 struct Live {
     store: Store<HostState>,
-    bindings: BackupProvider,
+    bindings: ProviderBindings,
 }
 
 impl std::fmt::Debug for Session {
@@ -172,7 +172,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(
         shared: Arc<RuntimeShared>,
-        pre: BackupProviderPre<HostState>,
+        pre: ProviderPre,
         declared: Arc<Declared>,
         scope: Arc<CallScope>,
         permit: OwnedSemaphorePermit,
@@ -291,11 +291,7 @@ impl Session {
         let timeout = self.timeout().min(DESCRIBE_TIMEOUT);
         let call = async {
             let mut live = self.take_live().await?;
-            let outcome = live
-                .bindings
-                .bnr_provider_provider()
-                .call_describe(&mut live.store)
-                .await;
+            let outcome = live.bindings.describe(&mut live.store).await;
             self.settle(live, "describe", outcome)
         };
         match tokio::time::timeout(timeout, call).await {
@@ -318,11 +314,8 @@ macro_rules! exports {
                 let timeout = self.timeout();
                 let call = async {
                     let mut live = self.take_live().await?;
-                    let outcome = live
-                        .bindings
-                        .bnr_provider_provider()
-                        .$call(&mut live.store, $($arg),*)
-                        .await;
+                    let outcome =
+                        call_export!(&live.bindings, &mut live.store, $call($($arg),*));
                     self.settle(live, stringify!($name), outcome)
                 };
                 match tokio::time::timeout(timeout, call).await {

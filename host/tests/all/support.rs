@@ -18,6 +18,8 @@ pub const HOSTILE: &str = "bnr_fixture_hostile";
 pub const SCRIPTED: &str = "bnr_fixture_scripted";
 pub const WRONG_WORLD: &str = "bnr_fixture_wrong_world";
 pub const FUTURE_VERSION: &str = "bnr_fixture_future_version";
+pub const EXEC_PROBE: &str = "bnr_fixture_exec_probe";
+pub const WIT_1_0: &str = "bnr_fixture_wit_1_0";
 
 /// The cargo target directory this test binary was built into.
 pub fn target_dir() -> PathBuf {
