@@ -72,6 +72,14 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-slow-describe",
         destination: Destination::Fixtures,
     },
+    Component {
+        package: "bnr-fixture-exec-probe",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-wit-1-0",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{BackupProvider, BackupProviderPre};
+use super::bindings::{self, ProviderPre, WitVersion};
 use super::cache::{CacheOutcome, CompileFailed, CompiledCache};
 use super::error::{CallError, LoadError};
 use super::grants::CallContext;
@@ -142,7 +142,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| wasm_context(e, "linking WASI"))?;
-        BackupProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        bindings::add_to_linker(&mut linker)
             .map_err(|e| wasm_context(e, "linking the host interface"))?;
         let mut linker_http = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)
@@ -225,7 +225,7 @@ impl Runtime {
         } else {
             &self.linker
         };
-        let pre = pre_instantiate(linker, &component)?;
+        let pre = pre_instantiate(linker, &component, shape.version)?;
         let info = describe_on_own_thread(&self.shared, &pre)?;
         inspect::check_info(&info)?;
         let declared = Declared::from_info(&info);
@@ -234,8 +234,9 @@ impl Runtime {
             // wasi:http is a capability: linked only for providers that declare an HTTP need.
             // Refusing here tells the vendor at install time instead of failing at run time.
             return Err(LoadError::Invalid(
-                "the component imports wasi:http but declares no `http-to-setting` need; \
-                 outbound HTTP is only available to providers that declare it"
+                "the component imports wasi:http but declares no `http-to-setting` or \
+                 `https-to-setting` need; outbound HTTP is only available to providers that \
+                 declare it"
                     .to_owned(),
             ));
         }
@@ -317,13 +318,14 @@ fn read_component_file(path: &Path) -> Result<Vec<u8>, LoadError> {
 fn pre_instantiate(
     linker: &Linker<HostState>,
     component: &wasmtime::component::Component,
-) -> Result<BackupProviderPre<HostState>, LoadError> {
+    version: WitVersion,
+) -> Result<ProviderPre, LoadError> {
     let instance_pre = linker.instantiate_pre(component).map_err(|e| {
         LoadError::Invalid(format!(
             "the component's imports do not match what this host provides: {e:#}"
         ))
     })?;
-    BackupProviderPre::new(instance_pre).map_err(|e| {
+    ProviderPre::new(version, instance_pre).map_err(|e| {
         LoadError::WrongWorld(format!(
             "the component's exports do not match `bnr:provider/provider`: {e:#}"
         ))
@@ -334,7 +336,7 @@ fn pre_instantiate(
 /// loading works the same from sync code and from inside an async task.
 fn describe_on_own_thread(
     shared: &Arc<RuntimeShared>,
-    pre: &BackupProviderPre<HostState>,
+    pre: &ProviderPre,
 ) -> Result<ProviderInfo, LoadError> {
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 
 use http::uri::{Authority, Scheme, Uri};
 
-use super::wit::{Need, ProviderInfo};
+use super::ssh::SshConnection;
+use super::tls::TlsTrust;
+use super::wit::{HttpsAccess, Need, ProviderInfo, SshAccess};
 
 /// Prefix marking an operator extra as a remote-exec target (`exec:backup-proxy.lan`).
 /// Extras without it are HTTP destinations (`host`, `host:port` or a URL).
@@ -27,6 +29,31 @@ pub struct Grants {
     pub http_authorities: Vec<String>,
     /// Remote-exec targets, lower-case host names or addresses.
     pub exec_targets: Vec<String>,
+    /// How to connect to exec targets (one entry per target at most; a granted target
+    /// without one cannot be reached). From `ssh-to-setting` needs, or added by the caller
+    /// from its own record of a host (the instance's hypervisor host).
+    pub ssh: Vec<SshGrant>,
+    /// TLS trust of HTTPS destinations declared with `https-to-setting`; a request to one of
+    /// these must use `https`. Other destinations use the system roots.
+    pub tls: Vec<TlsGrant>,
+}
+
+/// The SSH connection of one granted exec target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshGrant {
+    /// Lower-case host name or address, as in [`Grants::exec_targets`].
+    pub target: String,
+    /// The resolved connection, or why the settings do not give one (names the setting).
+    pub connection: Result<SshConnection, String>,
+}
+
+/// The TLS trust of one granted HTTPS destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsGrant {
+    /// Lower-case `host:port` (port 443 when the setting named none).
+    pub authority: String,
+    /// The trust, or why the settings do not give one (names the setting).
+    pub trust: Result<TlsTrust, String>,
 }
 
 impl Grants {
@@ -74,6 +101,32 @@ impl Grants {
                         grants.exec_targets.push(host);
                     }
                 }
+                Need::HttpsToSetting(access) => {
+                    wants_http = true;
+                    if let Some(authority) = setting_value(info, settings, &access.url_setting)
+                        .and_then(normalize_http_target)
+                    {
+                        // With the port spelled out, plain HTTP on port 80 is not granted.
+                        let authority = with_default_port(&authority, 443);
+                        grants.tls.push(TlsGrant {
+                            authority: authority.clone(),
+                            trust: tls_trust(info, settings, access),
+                        });
+                        grants.http_authorities.push(authority);
+                    }
+                }
+                Need::SshToSetting(access) => {
+                    wants_exec = true;
+                    let value = setting_value(info, settings, &access.host_setting);
+                    if let Some(host) = value.and_then(normalize_exec_target) {
+                        let connection = ssh_connection(info, settings, access, value);
+                        grants.ssh.push(SshGrant {
+                            target: host.clone(),
+                            connection,
+                        });
+                        grants.exec_targets.push(host);
+                    }
+                }
             }
         }
         for extra in operator_extra {
@@ -91,7 +144,26 @@ impl Grants {
         grants.http_authorities.dedup();
         grants.exec_targets.sort();
         grants.exec_targets.dedup();
+        // One connection per target: the first declaration wins.
+        let mut seen = std::collections::HashSet::new();
+        grants.ssh.retain(|grant| seen.insert(grant.target.clone()));
+        let mut seen = std::collections::HashSet::new();
         grants
+            .tls
+            .retain(|grant| seen.insert(grant.authority.clone()));
+        grants
+    }
+
+    /// The SSH connection for a granted exec target, if one is known.
+    pub(crate) fn ssh_for(&self, target: &str) -> Option<&SshGrant> {
+        let target = normalize_exec_target(target)?;
+        self.ssh.iter().find(|grant| grant.target == target)
+    }
+
+    /// The TLS grant for `host:port` (lower-cased), if the destination has one.
+    pub(crate) fn tls_for(&self, host: &str, port: u16) -> Option<&TlsGrant> {
+        let authority = format!("{}:{port}", host.to_ascii_lowercase());
+        self.tls.iter().find(|grant| grant.authority == authority)
     }
 
     /// Whether `target` (as a guest names it in an exec request) is a granted exec target.
@@ -142,6 +214,110 @@ fn setting_value<'a>(
             .iter()
             .find(|decl| decl.name == name)
             .and_then(|decl| decl.default_value.as_deref())
+    })
+}
+
+/// `host` → `host:port`; `host:p` unchanged.
+fn with_default_port(authority: &str, port: u16) -> String {
+    match authority.parse::<Authority>() {
+        Ok(parsed) if parsed.port_u16().is_none() => format!("{authority}:{port}"),
+        _ => authority.to_owned(),
+    }
+}
+
+fn tls_trust(
+    info: &ProviderInfo,
+    settings: &HashMap<String, String>,
+    access: &HttpsAccess,
+) -> Result<TlsTrust, String> {
+    fn named<'a>(
+        info: &'a ProviderInfo,
+        settings: &'a HashMap<String, String>,
+        setting: &'a Option<String>,
+    ) -> Option<(&'a str, &'a str)> {
+        let name = setting.as_deref()?;
+        Some((name, setting_value(info, settings, name)?))
+    }
+    let named = |setting| named(info, settings, setting);
+    TlsTrust::from_values(
+        named(&access.pinned_cert_setting),
+        named(&access.ca_pem_setting),
+        named(&access.validate_setting).map(|(_, value)| value),
+    )
+}
+
+/// The connection an `ssh-to-setting` need describes, from the settings' values. The port is
+/// the port setting's value, else the one in the host value (`host:2222`), else 22; the user
+/// is the user setting's value, else the one in the host value (`user@host`).
+fn ssh_connection(
+    info: &ProviderInfo,
+    settings: &HashMap<String, String>,
+    access: &SshAccess,
+    host_value: Option<&str>,
+) -> Result<SshConnection, String> {
+    let value = |name: &Option<String>| {
+        name.as_deref()
+            .and_then(|name| setting_value(info, settings, name))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host_value = host_value.unwrap_or_default().trim();
+    let host_part = host_value
+        .split_once("://")
+        .map_or(host_value, |(_, rest)| rest);
+    let (user_in_host, host_part) = match host_part.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, host_part),
+    };
+    let port_in_host = host_part
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<Authority>().ok())
+        .and_then(|a| a.port_u16());
+    let port = match value(&access.port_setting) {
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                format!(
+                    "setting `{}` must be a TCP port (1-65535), not `{text}`",
+                    access.port_setting.as_deref().unwrap_or_default()
+                )
+            })?,
+        None => port_in_host.unwrap_or(22),
+    };
+    let username = value(&Some(access.username_setting.clone()))
+        .or(user_in_host)
+        .ok_or_else(|| {
+            format!(
+                "setting `{}` (the SSH user) is not set",
+                access.username_setting
+            )
+        })?
+        .to_owned();
+    let host_keys = value(&Some(access.host_key_setting.clone()))
+        .map(|pins| {
+            pins.split([',', ' ', '\n', '\t', ';'])
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut source = vec![format!("`{}`", access.username_setting)];
+    source.extend(
+        [&access.private_key_setting, &access.password_setting]
+            .into_iter()
+            .flatten()
+            .map(|name| format!("`{name}`")),
+    );
+    Ok(SshConnection {
+        port,
+        username,
+        password: value(&access.password_setting).map(str::to_owned),
+        private_key: value(&access.private_key_setting).map(str::to_owned),
+        host_keys,
+        credential_source: format!("settings {}", source.join(", ")),
     })
 }
 
@@ -414,7 +590,7 @@ mod tests {
     fn http_matching_is_exact_on_host_and_port() {
         let grants = Grants {
             http_authorities: vec!["veeam.lan:9398".into(), "plain.lan".into()],
-            exec_targets: vec![],
+            ..Grants::default()
         };
         let allows = |scheme: Scheme, authority: &str| {
             grants.allows_http(&scheme, &authority.parse().unwrap())
@@ -452,8 +628,8 @@ mod tests {
     #[test]
     fn exec_matching_ignores_case_and_user_but_not_the_host() {
         let grants = Grants {
-            http_authorities: vec![],
             exec_targets: vec!["kvm1.lan".into()],
+            ..Grants::default()
         };
         assert!(grants.allows_exec("KVM1.lan"));
         assert!(grants.allows_exec("root@kvm1.lan"));

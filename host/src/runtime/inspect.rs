@@ -9,6 +9,7 @@ use std::fmt;
 
 use wasmparser::{Encoding, Parser, Payload};
 
+use super::bindings::WitVersion;
 use super::error::LoadError;
 use super::limits::{
     DESCRIBE_MAX_DEFAULT_BYTES, DESCRIBE_MAX_NEEDS, DESCRIBE_MAX_SETTING_NAME_BYTES,
@@ -20,10 +21,8 @@ use super::wit::{Capabilities, DeleteGranularity, Need, ProviderInfo, SettingKin
 pub const WIT_PACKAGE: &str = "bnr:provider";
 /// The interface a provider exports.
 pub const PROVIDER_INTERFACE: &str = "bnr:provider/provider";
-/// Major and minor version of the provider interface this host loads (any patch).
-pub const SUPPORTED_WIT_VERSION: (u64, u64) = (1, 0);
-/// `SUPPORTED_WIT_VERSION` as users read it.
-pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x";
+/// The provider interface versions this host loads (any patch), as users read them.
+pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x, 1.1.x";
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
@@ -34,6 +33,8 @@ const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
 pub(crate) struct Shape {
     /// Version of `bnr:provider/provider` the component exports (e.g. `1.0.0`).
     pub wit_version: String,
+    /// Which bindings serve it.
+    pub version: WitVersion,
     /// Whether the component imports any `wasi:http` interface.
     pub imports_http: bool,
 }
@@ -105,7 +106,7 @@ pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
     }
 
     let wit_version = provider_export_version(&exports)?;
-    check_version(&wit_version)?;
+    let exported = check_version(&wit_version)?;
     let mut imports_http = false;
     for import in &imports {
         let (interface, version) = split_version(import);
@@ -113,8 +114,19 @@ pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
             imports_http = true;
         } else if interface.starts_with("wasi:") {
             // The rest of WASI 0.2 is linked with nothing behind it (no files, env, sockets).
-        } else if interface == "bnr:provider/host" || interface == "bnr:provider/types" {
-            check_version(version.unwrap_or("unversioned"))?;
+        } else if interface.starts_with("bnr:provider/") {
+            // Imports of the package must be of the version the component exports.
+            let imported = check_version(version.unwrap_or("unversioned"))?;
+            let known = match imported {
+                WitVersion::V1_0 => ["host", "types"].as_slice(),
+                WitVersion::V1_1 => ["host", "types", "manifest"].as_slice(),
+            };
+            let name = &interface["bnr:provider/".len()..];
+            if imported != exported || !known.contains(&name) {
+                return Err(LoadError::WrongWorld(format!(
+                    "the component imports `{import}`, which does not belong to                      `bnr:provider@{wit_version}`"
+                )));
+            }
         } else {
             return Err(LoadError::WrongWorld(format!(
                 "the component imports `{import}`, which bnr does not provide (a provider may \
@@ -124,6 +136,7 @@ pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
     }
     Ok(Shape {
         wit_version,
+        version: exported,
         imports_http,
     })
 }
@@ -163,7 +176,7 @@ fn provider_export_version(exports: &[String]) -> Result<String, LoadError> {
     )))
 }
 
-fn check_version(version: &str) -> Result<(), LoadError> {
+fn check_version(version: &str) -> Result<WitVersion, LoadError> {
     let unsupported = || LoadError::UnsupportedVersion {
         found: version.to_owned(),
         supported: SUPPORTED_WIT_VERSIONS.to_owned(),
@@ -178,11 +191,7 @@ fn check_version(version: &str) -> Result<(), LoadError> {
     let (major, minor) = (number()?, number()?);
     // The patch may carry a pre-release or build suffix; only its presence matters here.
     parts.next().ok_or_else(unsupported)?;
-    if (major, minor) == SUPPORTED_WIT_VERSION {
-        Ok(())
-    } else {
-        Err(unsupported())
-    }
+    WitVersion::from_major_minor(major, minor).ok_or_else(unsupported)
 }
 
 /// The prefix every setting of provider `name` must start with: a provider owns the names
@@ -269,14 +278,14 @@ pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
         }
     }
     for need in &info.needs {
-        if let Need::HttpToSetting(name) | Need::RemoteExecToSetting(name) = need
-            && !names.contains(name.as_str())
-        {
-            return Err(LoadError::Invalid(format!(
-                "need {} refers to setting {:?}, which the provider does not declare",
-                describe_need(&shorten_need(need)),
-                shorten(name)
-            )));
+        for name in need_settings(need) {
+            if !names.contains(name) {
+                return Err(LoadError::Invalid(format!(
+                    "need {} refers to setting {:?}, which the provider does not declare",
+                    need_kind(need),
+                    shorten(name)
+                )));
+            }
         }
     }
     Ok(())
@@ -303,11 +312,14 @@ fn shorten(text: &str) -> String {
     super::untrusted::sanitize(text, 80, &[])
 }
 
-fn shorten_need(need: &Need) -> Need {
+/// The kind of a need, for messages that must not echo an unbounded setting name.
+fn need_kind(need: &Need) -> &'static str {
     match need {
-        Need::HttpToSetting(s) => Need::HttpToSetting(shorten(s)),
-        Need::RemoteExecToSetting(s) => Need::RemoteExecToSetting(shorten(s)),
-        Need::RemoteExecOnInstanceHost => Need::RemoteExecOnInstanceHost,
+        Need::HttpToSetting(_) => "http-to-setting",
+        Need::RemoteExecToSetting(_) => "remote-exec-to-setting",
+        Need::RemoteExecOnInstanceHost => "remote-exec-on-instance-host",
+        Need::HttpsToSetting(_) => "https-to-setting",
+        Need::SshToSetting(_) => "ssh-to-setting",
     }
 }
 
@@ -320,12 +332,73 @@ fn is_semver(version: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// Every setting a need names.
+fn need_settings(need: &Need) -> Vec<&str> {
+    match need {
+        Need::HttpToSetting(s) | Need::RemoteExecToSetting(s) => vec![s.as_str()],
+        Need::RemoteExecOnInstanceHost => Vec::new(),
+        Need::HttpsToSetting(a) => [
+            Some(&a.url_setting),
+            a.pinned_cert_setting.as_ref(),
+            a.ca_pem_setting.as_ref(),
+            a.validate_setting.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect(),
+        Need::SshToSetting(a) => [
+            Some(&a.host_setting),
+            a.port_setting.as_ref(),
+            Some(&a.username_setting),
+            a.password_setting.as_ref(),
+            a.private_key_setting.as_ref(),
+            Some(&a.host_key_setting),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect(),
+    }
+}
+
 /// A need as the operator reads it, e.g. `http-to-setting(backup.plugin.veeam.url)`.
 pub fn describe_need(need: &Need) -> String {
     match need {
         Need::HttpToSetting(s) => format!("http-to-setting({s})"),
         Need::RemoteExecOnInstanceHost => "remote-exec-on-instance-host".to_owned(),
         Need::RemoteExecToSetting(s) => format!("remote-exec-to-setting({s})"),
+        Need::HttpsToSetting(a) => {
+            let mut trust: Vec<String> = Vec::new();
+            if let Some(s) = &a.pinned_cert_setting {
+                trust.push(format!("pin={s}"));
+            }
+            if let Some(s) = &a.ca_pem_setting {
+                trust.push(format!("ca={s}"));
+            }
+            if let Some(s) = &a.validate_setting {
+                trust.push(format!("validate={s}"));
+            }
+            if trust.is_empty() {
+                format!("https-to-setting({})", a.url_setting)
+            } else {
+                format!("https-to-setting({}; {})", a.url_setting, trust.join(", "))
+            }
+        }
+        Need::SshToSetting(a) => {
+            let mut parts = vec![format!("user={}", a.username_setting)];
+            if let Some(s) = &a.port_setting {
+                parts.push(format!("port={s}"));
+            }
+            if let Some(s) = &a.password_setting {
+                parts.push(format!("password={s}"));
+            }
+            if let Some(s) = &a.private_key_setting {
+                parts.push(format!("key={s}"));
+            }
+            parts.push(format!("host-key={}", a.host_key_setting));
+            format!("ssh-to-setting({}; {})", a.host_setting, parts.join(", "))
+        }
     }
 }
 
@@ -433,9 +506,12 @@ mod tests {
     #[test]
     fn versions_of_the_supported_minor_are_accepted_and_others_refused() {
         for ok in ["1.0.0", "1.0.7", "1.0.1-rc.1"] {
-            assert!(check_version(ok).is_ok(), "{ok}");
+            assert_eq!(check_version(ok).ok(), Some(WitVersion::V1_0), "{ok}");
         }
-        for bad in ["2.0.0", "1.1.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
+        for ok in ["1.1.0", "1.1.3"] {
+            assert_eq!(check_version(ok).ok(), Some(WitVersion::V1_1), "{ok}");
+        }
+        for bad in ["2.0.0", "1.2.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
             assert!(
                 matches!(
                     check_version(bad),

@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
-use super::bindings::{BackupProvider, BackupProviderPre};
+use super::bindings::{ProviderBindings, ProviderPre, call_export};
 use super::cache::CacheOutcome;
 use super::engine::{LoadStats, RuntimeShared};
 use super::error::CallError;
@@ -36,7 +36,7 @@ pub struct Provider {
     imports_http: bool,
     size_bytes: usize,
     stats: LoadStats,
-    pre: BackupProviderPre<HostState>,
+    pre: ProviderPre,
     declared: Arc<Declared>,
     shared: Arc<RuntimeShared>,
     /// This provider's share of the instance slots (`PoolConfig::max_instances_per_provider`),
@@ -66,7 +66,7 @@ impl Provider {
         imports_http: bool,
         size_bytes: usize,
         stats: LoadStats,
-        pre: BackupProviderPre<HostState>,
+        pre: ProviderPre,
         declared: Arc<Declared>,
         shared: Arc<RuntimeShared>,
     ) -> Self {
@@ -153,7 +153,7 @@ impl Provider {
 /// An instance slot of one provider, bound to one [`CallContext`].
 pub struct Session {
     shared: Arc<RuntimeShared>,
-    pre: BackupProviderPre<HostState>,
+    pre: ProviderPre,
     declared: Arc<Declared>,
     scope: Arc<CallScope>,
     /// `None` until the first call, and again after a failed or cancelled one.
@@ -170,7 +170,7 @@ pub(crate) struct Admission {
 
 struct Live {
     store: Store<HostState>,
-    bindings: BackupProvider,
+    bindings: ProviderBindings,
 }
 
 impl std::fmt::Debug for Session {
@@ -186,7 +186,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(
         shared: Arc<RuntimeShared>,
-        pre: BackupProviderPre<HostState>,
+        pre: ProviderPre,
         declared: Arc<Declared>,
         scope: Arc<CallScope>,
         permit: Admission,
@@ -383,11 +383,7 @@ impl Session {
         let timeout = self.timeout().min(DESCRIBE_TIMEOUT);
         let call = async {
             let mut live = self.take_live().await?;
-            let outcome = live
-                .bindings
-                .bnr_provider_provider()
-                .call_describe(&mut live.store)
-                .await;
+            let outcome = live.bindings.describe(&mut live.store).await;
             self.settle(live, "describe", outcome)
         };
         match tokio::time::timeout(timeout, call).await {
@@ -412,11 +408,8 @@ macro_rules! exports {
                 let span = self.call_span(stringify!($name));
                 let call = async {
                     let mut live = self.take_live().await?;
-                    let outcome = live
-                        .bindings
-                        .bnr_provider_provider()
-                        .$call(&mut live.store, $($arg),*)
-                        .await;
+                    let outcome =
+                        call_export!(&live.bindings, &mut live.store, $call($($arg),*));
                     self.settle(live, stringify!($name), outcome)
                 };
                 let result = match tokio::time::timeout(timeout, call).instrument(span.clone()).await {

@@ -114,6 +114,28 @@ impl ResultSize for Need {
             + match self {
                 Need::HttpToSetting(s) | Need::RemoteExecToSetting(s) => s.len(),
                 Need::RemoteExecOnInstanceHost => 0,
+                Need::HttpsToSetting(a) => {
+                    a.url_setting.len()
+                        + [
+                            &a.pinned_cert_setting,
+                            &a.ca_pem_setting,
+                            &a.validate_setting,
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .map(String::len)
+                        .sum::<usize>()
+                }
+                Need::SshToSetting(a) => {
+                    a.host_setting.len()
+                        + a.username_setting.len()
+                        + a.host_key_setting.len()
+                        + [&a.port_setting, &a.password_setting, &a.private_key_setting]
+                            .into_iter()
+                            .flatten()
+                            .map(String::len)
+                            .sum::<usize>()
+                }
             }
     }
 }

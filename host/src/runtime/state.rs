@@ -6,9 +6,14 @@
 //!   real clocks and randomness (bounded per call).
 //! - `host.setting`: only settings the provider declared; undeclared names read as unset.
 //! - `host.remote-exec`: only granted targets; everything else is `denied` before any I/O.
+//!   Granted targets are reached over SSH (`ssh.rs`) with the connection the grant carries.
 //! - `wasi:http`: only linked for providers that declare an HTTP need, and then only to the
 //!   call's granted authorities (checked in [`HttpPolicy::send_request`], so a denied
-//!   request never leaves the process).
+//!   request never leaves the process); HTTPS to a destination with a TLS grant is checked
+//!   against that grant's trust (`tls.rs`).
+//!
+//! Both interface versions' imports are implemented here; they differ only in the exec
+//! records, which are converted to [`ExecCall`] / from [`ExecFailure`] at the boundary.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -26,15 +31,17 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::bnr::provider::{host, types};
+use super::bindings::{v1_0, v1_1};
 use super::grants::{CallContext, Grants};
 use super::limits::{
     LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
     RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
     STORE_MAX_TABLES, TABLE_ELEMENTS_MAX,
 };
+use super::ssh::{self, ExecCall, ExecFailure, ExecOutcome, SshConnection};
+use super::tls;
 use super::untrusted;
-use super::wit::{ExecError, ExecOutput, ExecRequest, LogLevel, Need, ProviderInfo};
+use super::wit::{LogLevel, Need, ProviderInfo, SettingKind};
 
 /// Where provider log lines go (`RUST_LOG=bnr::provider=debug` shows them all).
 pub const PROVIDER_LOG_TARGET: &str = "bnr::provider";
@@ -69,17 +76,19 @@ impl Declared {
             secret_settings: info
                 .settings
                 .iter()
-                .filter(|s| s.secret || matches!(s.kind, types::SettingKind::Secret))
+                .filter(|s| s.secret || matches!(s.kind, SettingKind::Secret))
                 .map(|s| s.name.clone())
                 .collect(),
             http: info
                 .needs
                 .iter()
-                .any(|n| matches!(n, Need::HttpToSetting(_))),
+                .any(|n| matches!(n, Need::HttpToSetting(_) | Need::HttpsToSetting(_))),
             exec: info.needs.iter().any(|n| {
                 matches!(
                     n,
-                    Need::RemoteExecOnInstanceHost | Need::RemoteExecToSetting(_)
+                    Need::RemoteExecOnInstanceHost
+                        | Need::RemoteExecToSetting(_)
+                        | Need::SshToSetting(_)
                 )
             }),
         }
@@ -142,6 +151,16 @@ impl CallScope {
                 },
                 exec_targets: if declared.exec {
                     ctx.grants.exec_targets.clone()
+                } else {
+                    Vec::new()
+                },
+                ssh: if declared.exec {
+                    ctx.grants.ssh.clone()
+                } else {
+                    Vec::new()
+                },
+                tls: if declared.http {
+                    ctx.grants.tls.clone()
                 } else {
                     Vec::new()
                 },
@@ -330,13 +349,14 @@ struct LogBudget {
     exhausted: bool,
 }
 
-impl types::Host for HostState {}
+impl v1_0::bnr::provider::types::Host for HostState {}
+impl v1_1::bnr::provider::manifest::Host for HostState {}
 
-impl host::Host for HostState {
-    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+impl HostState {
+    fn log_line(&mut self, level: LogLevel, message: String) {
         let budget = &mut self.log;
         if budget.exhausted {
-            return Ok(());
+            return;
         }
         // Bounded, one line, secrets redacted: a provider cannot forge log lines.
         let message = untrusted::sanitize(&message, LOG_MESSAGE_MAX_BYTES, &self.scope.secrets);
@@ -351,7 +371,7 @@ impl host::Host for HostState {
                 "provider log budget for this call exhausted ({LOG_MESSAGES_PER_CALL} messages / \
                  {LOG_BYTES_PER_CALL} bytes); further messages are dropped"
             );
-            return Ok(());
+            return;
         }
         let (provider, zone) = (&*self.scope.provider, self.scope.zone.as_str());
         match level {
@@ -371,18 +391,22 @@ impl host::Host for HostState {
                 tracing::error!(target: PROVIDER_LOG_TARGET, provider, zone, "{message}")
             }
         }
-        Ok(())
     }
 
-    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.scope.settings.get(&name).cloned())
+    fn setting_value(&self, name: &str) -> Option<String> {
+        self.scope.settings.get(name).cloned()
     }
 
-    async fn remote_exec(
+    /// `host.remote-exec` of either version: the grant check first (a denied target gets
+    /// nothing sent), then the request's bounds, then SSH with the target's connection.
+    /// `login` is what a 1.0.0 request names itself (port, user, optional password).
+    async fn remote_exec_call(
         &mut self,
-        request: ExecRequest,
-    ) -> wasmtime::Result<Result<ExecOutput, ExecError>> {
-        let target = untrusted::sanitize(&request.target, 256, &[]);
+        request: Result<ExecCall, ExecFailure>,
+        target: &str,
+        login: Option<LegacyLogin>,
+    ) -> Result<ExecOutcome, ExecFailure> {
+        let target = untrusted::sanitize(target, 256, &[]);
         if !self.scope.grants.allows_exec(&target) {
             tracing::warn!(
                 target: PROVIDER_LOG_TARGET,
@@ -391,15 +415,168 @@ impl host::Host for HostState {
                 exec_target = %target,
                 "remote exec denied: target not granted"
             );
-            return Ok(Err(ExecError::Denied(format!(
+            return Err(ExecFailure::Denied(format!(
                 "remote exec to `{target}` is not granted to this provider in this zone"
-            ))));
+            )));
         }
-        // The SSH transport arrives with the Veeam/NetWorker providers; until then a granted
-        // target is reported unreachable rather than pretending to run anything.
-        Ok(Err(ExecError::Unreachable(
-            "remote exec transport is not available in this build".to_owned(),
-        )))
+        let call = request?;
+        let granted = self
+            .scope
+            .grants
+            .ssh_for(&target)
+            .map(|g| g.connection.clone());
+        let connection = match (granted, login) {
+            // A connection the operator configured wins over what a 1.0.0 request names.
+            (Some(Ok(connection)), _) => connection,
+            (Some(Err(problem)), _) => return Err(ExecFailure::InvalidConfig(problem)),
+            // Without one, a 1.0.0 request's own login is used; the host key still has to be
+            // pinned by the operator, so it is reported as unknown (with its fingerprint).
+            (None, Some(login)) => SshConnection {
+                port: login.port,
+                username: login.username,
+                password: login.password,
+                private_key: None,
+                host_keys: Vec::new(),
+                credential_source: "the request".to_owned(),
+            },
+            (None, None) => {
+                return Err(ExecFailure::InvalidConfig(format!(
+                    "no SSH connection (port, credentials, host key) is configured for `{target}`"
+                )));
+            }
+        };
+        let host = super::grants::normalize_exec_target(&target).unwrap_or(target);
+        let started = std::time::Instant::now();
+        let outcome = ssh::run(&host, &connection, &call).await;
+        let result = match &outcome {
+            Ok(done) => format!("exit {}", done.exit_code),
+            Err(failure) => format!("{failure:?}"),
+        };
+        tracing::info!(
+            target: PROVIDER_LOG_TARGET,
+            provider = %self.scope.provider,
+            zone = %self.scope.zone,
+            exec_target = %host,
+            port = connection.port,
+            user = %connection.username,
+            command_bytes = call.command.len(),
+            stdin_bytes = call.stdin.len(),
+            millis = started.elapsed().as_millis() as u64,
+            result = %untrusted::sanitize(&result, 1024, &self.scope.secrets),
+            "remote exec"
+        );
+        outcome
+    }
+}
+
+/// What a 1.0.0 `exec-request` names besides the command.
+pub(crate) struct LegacyLogin {
+    port: u16,
+    username: String,
+    password: Option<String>,
+}
+
+impl v1_1::bnr::provider::host::Host for HostState {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        self.log_line(level, message);
+        Ok(())
+    }
+
+    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.setting_value(&name))
+    }
+
+    async fn remote_exec(
+        &mut self,
+        request: v1_1::bnr::provider::host::ExecRequest,
+    ) -> wasmtime::Result<
+        Result<v1_1::bnr::provider::host::ExecOutput, v1_1::bnr::provider::host::ExecError>,
+    > {
+        use v1_1::bnr::provider::host::{ExecError, ExecOutput};
+        let target = request.target.clone();
+        let call = ExecCall::bounded(
+            request.command,
+            request.stdin,
+            request.timeout_ms,
+            request.max_output_bytes,
+        );
+        Ok(match self.remote_exec_call(call, &target, None).await {
+            Ok(done) => Ok(ExecOutput {
+                exit_code: done.exit_code,
+                stdout: done.stdout,
+                stderr: done.stderr,
+            }),
+            Err(failure) => Err(match failure {
+                ExecFailure::Denied(m) => ExecError::Denied(m),
+                ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
+                ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
+                ExecFailure::Timeout => ExecError::Timeout,
+                ExecFailure::HostKeyUnknown(f) => ExecError::HostKeyUnknown(f),
+                ExecFailure::HostKeyMismatch(f) => ExecError::HostKeyMismatch(f),
+                ExecFailure::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
+                ExecFailure::InvalidConfig(m) => ExecError::InvalidConfig(m),
+                ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
+            }),
+        })
+    }
+}
+
+impl v1_0::bnr::provider::host::Host for HostState {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        self.log_line(level, message);
+        Ok(())
+    }
+
+    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.setting_value(&name))
+    }
+
+    async fn remote_exec(
+        &mut self,
+        request: v1_0::bnr::provider::types::ExecRequest,
+    ) -> wasmtime::Result<
+        Result<v1_0::bnr::provider::types::ExecOutput, v1_0::bnr::provider::types::ExecError>,
+    > {
+        use v1_0::bnr::provider::types::{ExecError, ExecOutput};
+        let target = request.target.clone();
+        let login = LegacyLogin {
+            port: request.port,
+            username: request.username,
+            password: request.password,
+        };
+        // 1.0.0 has no stdin and no output bound: the host's bound applies.
+        let call = ExecCall::bounded(
+            request.command,
+            Vec::new(),
+            request.timeout_ms,
+            ssh::EXEC_OUTPUT_MAX_BYTES,
+        );
+        Ok(
+            match self.remote_exec_call(call, &target, Some(login)).await {
+                Ok(done) => Ok(ExecOutput {
+                    exit_code: done.exit_code,
+                    stdout: done.stdout,
+                    stderr: done.stderr,
+                }),
+                Err(failure) => Err(match failure {
+                    ExecFailure::Denied(m) | ExecFailure::InvalidRequest(m) => ExecError::Denied(m),
+                    ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
+                    ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
+                    ExecFailure::Timeout => ExecError::Timeout,
+                    // 1.0.0 has no words for these; the message carries what an admin needs.
+                    ExecFailure::HostKeyUnknown(f) => ExecError::Unreachable(format!(
+                        "the host key {f} is not pinned for this target"
+                    )),
+                    ExecFailure::HostKeyMismatch(f) => ExecError::Unreachable(format!(
+                        "the host key {f} does not match the pinned one"
+                    )),
+                    ExecFailure::OutputTooLarge(n) => ExecError::Unreachable(format!(
+                        "the command wrote more than {n} bytes; the session was closed"
+                    )),
+                    ExecFailure::InvalidConfig(m) => ExecError::Unreachable(m),
+                }),
+            },
+        )
     }
 }
 
@@ -430,6 +607,22 @@ impl WasiHttpHooks for HttpPolicy {
             (Some(scheme), Some(authority)) => self.scope.grants.allows_http(scheme, authority),
             _ => false,
         };
+        // A destination with a TLS grant is reachable over HTTPS only.
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let tls_grant = uri.authority().and_then(|authority| {
+            let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+            self.scope.grants.tls_for(authority.host(), port).cloned()
+        });
+        if allowed && !https && tls_grant.is_some() {
+            tracing::warn!(
+                target: PROVIDER_LOG_TARGET,
+                provider = %self.scope.provider,
+                zone = %self.scope.zone,
+                authority = %uri.authority().map(|a| a.as_str()).unwrap_or(""),
+                "outbound HTTP denied: the destination is granted for HTTPS only"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         if !allowed {
             tracing::warn!(
                 target: PROVIDER_LOG_TARGET,
@@ -447,6 +640,32 @@ impl WasiHttpHooks for HttpPolicy {
             first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
             between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
         };
+        if let Some(grant) = tls_grant {
+            let trust = match grant.trust {
+                Ok(trust) => trust,
+                Err(problem) => {
+                    tracing::warn!(
+                        target: PROVIDER_LOG_TARGET,
+                        provider = %self.scope.provider,
+                        zone = %self.scope.zone,
+                        authority = %grant.authority,
+                        %problem,
+                        "outbound HTTPS refused: the TLS trust settings are malformed"
+                    );
+                    return Box::new(async move {
+                        Err(wasmtime_wasi_http::Error::InternalError(Some(problem)))
+                    });
+                }
+            };
+            return Box::new(async move {
+                tokio::time::timeout(
+                    cap,
+                    tls::send_with_trust(request, options, &trust, &grant.authority),
+                )
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
+            });
+        }
         Box::new(async move {
             let sent = tokio::time::timeout(
                 cap,
@@ -557,10 +776,8 @@ impl tokio::io::AsyncWrite for StderrTail {
 mod tests {
     use super::*;
     use crate::runtime::grants::Grants;
-    use crate::runtime::wit::{
-        Capabilities, DeleteGranularity, ExecRequest, SettingDecl, SettingKind,
-    };
-    use host::Host as _;
+    use crate::runtime::wit::{Capabilities, DeleteGranularity, SettingDecl, SettingKind};
+    use v1_1::bnr::provider::host::{ExecError, ExecRequest, Host as _};
 
     fn decl(name: &str, default: Option<&str>, secret: bool) -> SettingDecl {
         SettingDecl {
@@ -622,11 +839,10 @@ mod tests {
     fn exec_request(target: &str) -> ExecRequest {
         ExecRequest {
             target: target.into(),
-            port: 22,
-            username: "root".into(),
-            password: None,
             command: "true".into(),
+            stdin: Vec::new(),
             timeout_ms: 1000,
+            max_output_bytes: 1024,
         }
     }
 
@@ -646,17 +862,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn remote_exec_is_denied_unless_granted_and_has_no_transport_yet() {
+    async fn remote_exec_is_denied_unless_granted_and_needs_a_configured_connection() {
         let grants = Grants {
-            http_authorities: vec![],
             exec_targets: vec!["kvm1.lan".into()],
+            ..Grants::default()
         };
         let mut state = state(vec![Need::RemoteExecOnInstanceHost], grants.clone());
         let denied = state.remote_exec(exec_request("kvm2.lan")).await.unwrap();
         assert!(matches!(denied, Err(ExecError::Denied(_))), "{denied:?}");
+        // Granted, but nobody configured how to log on: refused before any connection.
         let granted = state.remote_exec(exec_request("KVM1.lan")).await.unwrap();
         assert!(
-            matches!(&granted, Err(ExecError::Unreachable(m)) if m.contains("not available")),
+            matches!(&granted, Err(ExecError::InvalidConfig(m)) if m.to_lowercase().contains("kvm1.lan")),
             "{granted:?}"
         );
 
@@ -671,6 +888,7 @@ mod tests {
         let grants = Grants {
             http_authorities: vec!["https://veeam.lan:9398".into()],
             exec_targets: vec!["kvm1.lan".into()],
+            ..Grants::default()
         };
         let scope = &state(vec![], grants.clone()).scope;
         assert_eq!(scope.grants, Grants::default());

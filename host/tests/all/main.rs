@@ -1,10 +1,12 @@
 //! One integration-test binary; each module is one area.
 mod support;
 mod support_api;
+mod support_peers;
 
 mod runtime;
 mod runtime_cache;
 mod runtime_cli;
+mod runtime_exec;
 mod runtime_hostile;
 mod runtime_swap;
 mod server_auth;

@@ -21,6 +21,8 @@ pub const FUTURE_VERSION: &str = "bnr_fixture_future_version";
 pub const THIEF: &str = "bnr_fixture_thief";
 pub const IMPOSTOR: &str = "bnr_fixture_impostor";
 pub const SLOW_DESCRIBE: &str = "bnr_fixture_slow_describe";
+pub const EXEC_PROBE: &str = "bnr_fixture_exec_probe";
+pub const WIT_1_0: &str = "bnr_fixture_wit_1_0";
 
 /// The cargo target directory this test binary was built into.
 pub fn target_dir() -> PathBuf {
