@@ -105,14 +105,14 @@ impl Grants {
                     wants_http = true;
                     if let Some(authority) = setting_value(info, settings, &access.url_setting)
                         .and_then(normalize_http_target)
+                        .and_then(https_authority)
                     {
-                        // With the port spelled out, plain HTTP on port 80 is not granted.
-                        let authority = with_default_port(&authority, 443);
                         grants.tls.push(TlsGrant {
                             authority: authority.clone(),
                             trust: tls_trust(info, settings, access),
                         });
-                        grants.http_authorities.push(authority);
+                        // The grant names its scheme: plain HTTP to the same port is not granted.
+                        grants.http_authorities.push(format!("https://{authority}"));
                     }
                 }
                 Need::SshToSetting(access) => {
@@ -218,6 +218,16 @@ fn setting_value<'a>(
 }
 
 /// `host` → `host:port`; `host:p` unchanged.
+/// `host:port` of an HTTPS destination (a bare host gets port 443); `None` for a URL of any
+/// other scheme.
+fn https_authority(target: String) -> Option<String> {
+    match target.split_once("://") {
+        Some(("https", authority)) => Some(authority.to_owned()),
+        Some(_) => None,
+        None => Some(with_default_port(&target, 443)),
+    }
+}
+
 fn with_default_port(authority: &str, port: u16) -> String {
     match authority.parse::<Authority>() {
         Ok(parsed) if parsed.port_u16().is_none() => format!("{authority}:{port}"),
