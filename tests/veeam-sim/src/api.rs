@@ -354,7 +354,10 @@ fn unauthorized(message: &str) -> Reply {
 
 fn not_found(kind: &str, id: &str) -> Reply {
     // EM answers a malformed id (e.g. `null`) with 400, an unknown one with 404.
-    if uuid::Uuid::parse_str(guid_of(id)).is_err() {
+    let task_form = id
+        .strip_prefix("task-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !task_form && uuid::Uuid::parse_str(guid_of(id)).is_err() {
         return fail(
             StatusCode::BAD_REQUEST,
             &format!("Invalid {kind} id '{id}'"),
