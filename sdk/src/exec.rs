@@ -1,15 +1,21 @@
 //! Remote command execution (`host.remote-exec`, SSH run by the host).
 //!
-//! The target must be granted: the provider declares
+//! The target must be granted: the provider declares [`Need::SshToSetting`](crate::Need)
+//! (connection, credentials and pinned host key in zone settings),
 //! [`Need::RemoteExecOnInstanceHost`](crate::Need) or
-//! [`Need::RemoteExecToSetting`](crate::Need) and the operator allows it. Anything else fails with
-//! [`ExecError::Denied`] and nothing is sent.
+//! [`Need::RemoteExecToSetting`](crate::Need), and the operator allows it. Anything else fails
+//! with [`ExecError::Denied`] and nothing is sent. The host logs on: the provider names the
+//! target, never a password.
+//!
+//! Scripts go in through standard input, so nothing needs shell quoting:
 //!
 //! ```no_run
 //! # use bnr_sdk::prelude::*;
-//! # fn run(instance: Instance) -> Result<()> {
-//! let host = instance.host_address.clone().ok_or_else(|| ProviderError::Rejected("no host".into()))?;
-//! let output = exec::Command::new(&host, "virsh domblklist i-2-10-VM")
+//! # fn run() -> Result<()> {
+//! let host: String = settings::require("backup.plugin.veeam.ssh.host")?;
+//! let script = "Get-VBRJob | Select-Object Name, Id | ConvertTo-Json";
+//! let output = exec::Command::new(&host, "powershell -NoProfile -NonInteractive -Command -")
+//!     .stdin(script)
 //!     .timeout(std::time::Duration::from_secs(30))
 //!     .run()?        // ExecError converts into ProviderError with `?`
 //!     .check()?;     // non-zero exit code → ProviderError::Internal with stderr
@@ -24,12 +30,10 @@ use crate::ProviderError;
 use crate::bindings::bnr::provider::host;
 use std::time::Duration;
 
-/// Default SSH port.
-pub const DEFAULT_PORT: u16 = 22;
-/// Default user when none is set.
-pub const DEFAULT_USER: &str = "root";
-/// Default command timeout; the host clamps it to the call's own deadline anyway.
+/// Default command timeout; the host clamps it to its own limit and the call's deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound of stdout and of stderr, each; the host clamps it to its own limit.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u32 = 1 << 20;
 /// How much of stderr/stdout goes into an error message built by [`ExecOutput::check`].
 const MAX_OUTPUT_IN_ERROR: usize = 1024;
 
@@ -45,42 +49,35 @@ pub struct Command {
 }
 
 impl Command {
-    /// `command` on `target` (host name or address), as [`DEFAULT_USER`] on port [`DEFAULT_PORT`]
-    /// with the credential the operator configured for the target.
+    /// `command` on `target` (host name or address, as the granting setting names it), with
+    /// empty standard input, [`DEFAULT_TIMEOUT`] and [`DEFAULT_MAX_OUTPUT_BYTES`].
     pub fn new(target: &str, command: &str) -> Self {
         Command {
             request: ExecRequest {
                 target: target.into(),
-                port: DEFAULT_PORT,
-                username: DEFAULT_USER.into(),
-                password: None,
                 command: command.into(),
+                stdin: Vec::new(),
                 timeout_ms: duration_to_ms(DEFAULT_TIMEOUT),
+                max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             },
         }
     }
 
-    /// SSH port.
-    pub fn port(mut self, port: u16) -> Self {
-        self.request.port = port;
+    /// Bytes written to the command's standard input (then closed).
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.request.stdin = input.into();
         self
     }
 
-    /// Remote user.
-    pub fn user(mut self, username: &str) -> Self {
-        self.request.username = username.into();
-        self
-    }
-
-    /// Password instead of the operator-configured credential.
-    pub fn password(mut self, password: &str) -> Self {
-        self.request.password = Some(password.into());
-        self
-    }
-
-    /// Command timeout.
+    /// Limit for connecting, logging on and running the command.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.request.timeout_ms = duration_to_ms(timeout);
+        self
+    }
+
+    /// Bound of stdout and of stderr, each; more ends in [`ExecError::OutputTooLarge`].
+    pub fn max_output_bytes(mut self, bytes: u32) -> Self {
+        self.request.max_output_bytes = bytes;
         self
     }
 
@@ -137,6 +134,18 @@ pub fn describe_error(error: &ExecError) -> String {
         ExecError::Unreachable(m) => format!("remote host unreachable: {m}"),
         ExecError::AuthFailed(m) => format!("remote authentication failed: {m}"),
         ExecError::Timeout => "remote command timed out".into(),
+        ExecError::HostKeyUnknown(fingerprint) => format!(
+            "the remote host's key {fingerprint} is not pinned; check it and add it to the \
+             host-key setting"
+        ),
+        ExecError::HostKeyMismatch(fingerprint) => format!(
+            "the remote host presented key {fingerprint}, which does not match the pinned one"
+        ),
+        ExecError::OutputTooLarge(limit) => {
+            format!("the remote command wrote more than {limit} bytes")
+        }
+        ExecError::InvalidConfig(m) => format!("remote execution is misconfigured: {m}"),
+        ExecError::InvalidRequest(m) => format!("remote command refused: {m}"),
     }
 }
 
@@ -144,10 +153,16 @@ impl From<ExecError> for ProviderError {
     fn from(error: ExecError) -> Self {
         let message = describe_error(&error);
         match error {
-            // Not granted: the operator's configuration decides what may be reached.
-            ExecError::Denied(_) => ProviderError::InvalidConfig(message),
+            // The operator's configuration decides what may be reached and trusted.
+            ExecError::Denied(_)
+            | ExecError::InvalidConfig(_)
+            | ExecError::HostKeyUnknown(_)
+            | ExecError::HostKeyMismatch(_) => ProviderError::InvalidConfig(message),
             ExecError::Unreachable(_) | ExecError::Timeout => ProviderError::Unavailable(message),
             ExecError::AuthFailed(_) => ProviderError::Unauthorized(message),
+            ExecError::OutputTooLarge(_) | ExecError::InvalidRequest(_) => {
+                ProviderError::Internal(message)
+            }
         }
     }
 }

@@ -18,8 +18,15 @@
 //! ```
 //!
 //! The host only lets requests through to authorities the provider declared with
-//! [`Need::HttpToSetting`](crate::Need) and the operator granted; anything else fails
-//! immediately with [`HttpError::Denied`] and no packet is sent. The host also clamps timeouts.
+//! [`Need::HttpToSetting`](crate::Need) or [`Need::HttpsToSetting`](crate::Need) and the
+//! operator granted; anything else fails immediately with [`HttpError::Denied`] and no packet
+//! is sent. The host also clamps timeouts.
+//!
+//! TLS is the host's business: an `https://` request to a destination declared with
+//! [`Need::HttpsToSetting`](crate::Need) is checked against the pinned certificate or CA the
+//! zone's settings give (for instance a vendor appliance's self-signed certificate), other
+//! HTTPS against the system roots. The provider's code is the same either way; a certificate
+//! the host does not trust fails the request with a TLS error.
 //!
 //! Redirects are not followed; the caller sees the 3xx response.
 

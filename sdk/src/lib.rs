@@ -1,7 +1,7 @@
 //! # bnr-sdk: write bnr backup providers in Rust
 //!
 //! A bnr backup provider is a WebAssembly component (target `wasm32-wasip2`) of the WIT world
-//! `bnr:provider/backup-provider@1.0.0`. This crate hides the WIT plumbing: implement the
+//! `bnr:provider/backup-provider@1.1.0`. This crate hides the WIT plumbing: implement the
 //! [`Provider`] trait on a unit struct and call [`export_provider!`] once.
 //!
 //! ```no_run
@@ -60,6 +60,11 @@
 //! - **Reach is declared.** Outbound HTTP ([`http`]) and remote commands ([`exec`]) only reach
 //!   targets named by a [`Need`] and granted by the operator; anything else fails with a typed
 //!   "denied" error without a packet being sent.
+//! - **Credentials and trust stay with the host.** With [`Need::SshToSetting`] the host reads
+//!   the SSH user, password or private key and the pinned host key from the zone settings the
+//!   need names and logs on itself; with [`Need::HttpsToSetting`] it checks the server's
+//!   certificate against the pin or CA those settings give. The provider's code just sends
+//!   commands and ordinary `https://` requests.
 //! - **Bounded.** The host limits memory, CPU and wall-clock time of every call and the size of
 //!   what it returns; a panic traps the instance and is reported by the host.
 //!
@@ -87,7 +92,7 @@ pub mod time;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "backup-provider",
-        path: "../wit/1.0.0",
+        path: "../wit/1.1.0",
         pub_export_macro: true,
         export_macro_name: "__export_backup_provider",
         default_bindings_module: "::bnr_sdk::bindings",
@@ -95,14 +100,16 @@ pub mod bindings {
     });
 }
 
-/// The WIT types (`bnr:provider/types@1.0.0`) under friendly names.
+/// The WIT types of `bnr:provider@1.1.0` (`types`, `manifest` and the exec records of `host`)
+/// under friendly names.
 pub mod types {
+    pub use crate::bindings::bnr::provider::host::{ExecError, ExecOutput, ExecRequest};
+    pub use crate::bindings::bnr::provider::manifest::{HttpsAccess, Need, ProviderInfo, SshAccess};
     pub use crate::bindings::bnr::provider::types::{
-        BackupOptions, BackupRef, BackupTaken, Capabilities, DeleteGranularity, ExecError,
-        ExecOutput, ExecRequest, Instance, LogLevel, Metric, Need, OperationResult, Policy,
-        PollStatus, Progress, ProviderError, ProviderInfo, RestorePoint, RestoreTarget,
-        SettingDecl, SettingKind, Started, StorageStats, Volume, VolumeKind, VolumeRestoreRequest,
-        VolumeRestored, Zone,
+        BackupOptions, BackupRef, BackupTaken, Capabilities, DeleteGranularity, Instance,
+        LogLevel, Metric, OperationResult, Policy, PollStatus, Progress, ProviderError,
+        RestorePoint, RestoreTarget, SettingDecl, SettingKind, Started, StorageStats, Volume,
+        VolumeKind, VolumeRestoreRequest, VolumeRestored, Zone,
     };
 }
 
@@ -378,6 +385,71 @@ impl SettingDecl {
     /// The value the host uses when the zone has none.
     pub fn with_default(mut self, value: &str) -> Self {
         self.default_value = Some(value.into());
+        self
+    }
+}
+
+impl SshAccess {
+    /// SSH to the host named by `host_setting`, logging on as the user in `username_setting`,
+    /// the server's key checked against the fingerprints in `host_key_setting`. Add a
+    /// credential with [`password`](Self::password) and/or [`private_key`](Self::private_key).
+    pub fn new(host_setting: &str, username_setting: &str, host_key_setting: &str) -> Self {
+        SshAccess {
+            host_setting: host_setting.into(),
+            port_setting: None,
+            username_setting: username_setting.into(),
+            password_setting: None,
+            private_key_setting: None,
+            host_key_setting: host_key_setting.into(),
+        }
+    }
+
+    /// The setting holding the port (default 22).
+    pub fn port(mut self, setting: &str) -> Self {
+        self.port_setting = Some(setting.into());
+        self
+    }
+
+    /// The secret setting holding the password.
+    pub fn password(mut self, setting: &str) -> Self {
+        self.password_setting = Some(setting.into());
+        self
+    }
+
+    /// The secret setting holding an OpenSSH private key.
+    pub fn private_key(mut self, setting: &str) -> Self {
+        self.private_key_setting = Some(setting.into());
+        self
+    }
+}
+
+impl HttpsAccess {
+    /// HTTP(S) to the destination named by `url_setting`, HTTPS trusting the system roots
+    /// until a trust setting is added.
+    pub fn new(url_setting: &str) -> Self {
+        HttpsAccess {
+            url_setting: url_setting.into(),
+            pinned_cert_setting: None,
+            ca_pem_setting: None,
+            validate_setting: None,
+        }
+    }
+
+    /// The setting holding the pinned SHA-256 certificate fingerprints.
+    pub fn pinned_cert(mut self, setting: &str) -> Self {
+        self.pinned_cert_setting = Some(setting.into());
+        self
+    }
+
+    /// The setting holding CA certificates (PEM).
+    pub fn ca_pem(mut self, setting: &str) -> Self {
+        self.ca_pem_setting = Some(setting.into());
+        self
+    }
+
+    /// The boolean setting whose `false` accepts any certificate from this destination.
+    pub fn validate(mut self, setting: &str) -> Self {
+        self.validate_setting = Some(setting.into());
         self
     }
 }

@@ -60,6 +60,14 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-future-version",
         destination: Destination::Fixtures,
     },
+    Component {
+        package: "bnr-fixture-exec-probe",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-wit-1-0",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.
