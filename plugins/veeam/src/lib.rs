@@ -12,3 +12,6 @@ pub mod model;
 pub mod ops;
 pub mod ps;
 pub mod time;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
