@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "backup",
         sql: include_str!("migrations/0002_backup.sql"),
     },
+    Migration {
+        version: 5,
+        name: "vmware",
+        sql: include_str!("migrations/0005_vmware.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
