@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .map(|b| format!("{b:02x}"))
             .collect();
         let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(
-            certified.key_pair.serialize_der(),
+            certified.signing_key.serialize_der(),
         )
         .map_err(|e| anyhow::anyhow!("key: {e}"))?;
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());

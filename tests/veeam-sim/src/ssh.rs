@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
-use russh::server::{Auth, Handler, Msg, Server, Session};
-use russh::{Channel, ChannelId, CryptoVec};
+use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Server, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
 
 use crate::Sim;
 use crate::powershell::{self, Output, Wait};
@@ -18,10 +18,7 @@ pub async fn start(
     sim: Arc<Sim>,
     addr: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, String, tokio::task::JoinHandle<()>)> {
-    let key = PrivateKey::random(
-        &mut russh::keys::ssh_key::rand_core::OsRng,
-        Algorithm::Ed25519,
-    )?;
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
     let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
     let config = russh::server::Config {
         keys: vec![key],
@@ -97,14 +94,10 @@ impl Connection {
                 stderr,
             } = output;
             if !stdout.is_empty() {
-                let _ = handle
-                    .data(channel, CryptoVec::from(stdout.into_bytes()))
-                    .await;
+                let _ = handle.data(channel, stdout.into_bytes()).await;
             }
             if !stderr.is_empty() {
-                let _ = handle
-                    .extended_data(channel, 1, CryptoVec::from(stderr.into_bytes()))
-                    .await;
+                let _ = handle.extended_data(channel, 1, stderr.into_bytes()).await;
             }
             let _ = handle.exit_status_request(channel, exit).await;
             let _ = handle.eof(channel).await;
@@ -131,9 +124,17 @@ impl Handler for Connection {
     async fn channel_open_session(
         &mut self,
         _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
         _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        Ok(self.authenticated)
+    ) -> Result<(), Self::Error> {
+        if self.authenticated {
+            reply.accept().await;
+        } else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        }
+        Ok(())
     }
 
     async fn exec_request(
