@@ -139,6 +139,10 @@ impl<T: Transport> Em<T> {
         &self.base
     }
 
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
     fn send(&mut self, request: Request) -> Result<Response> {
         self.requests += 1;
         self.transport.send(request)

@@ -1,108 +1,15 @@
 //! The provider's operations against `veeam-sim`, natively: plain HTTP over a socket and the
 //! simulator's PowerShell side called directly.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod support;
+
 use std::time::Duration;
 
-use bnr_veeam::em::{Em, Request, Response, Transport};
-use bnr_veeam::error::{Error, Result};
-use bnr_veeam::ops::{self, Clock, Handle, Limits, Progress, Vm};
-use bnr_veeam::ps::{Shell, ShellOutput};
+use bnr_veeam::em::Em;
+use bnr_veeam::error::Error;
+use bnr_veeam::ops::{self, Handle, Limits, Progress, Vm};
+use support::{Http, SimShell, Sleep};
 use veeam_sim::{Config, RestoreResult, Running, TaskOutcome, Timing};
-
-struct Http;
-
-impl Transport for Http {
-    fn send(&mut self, request: Request) -> Result<Response> {
-        let rest = request
-            .url
-            .strip_prefix("http://")
-            .expect("plain http in these tests");
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let mut stream =
-            TcpStream::connect(authority).map_err(|e| Error::Unavailable(e.to_string()))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let body = request.body.unwrap_or_default();
-        let mut head = format!(
-            "{} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            request.method,
-            body.len()
-        );
-        for (k, v) in &request.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&body).unwrap();
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("response head");
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        Ok(Response {
-            status,
-            headers,
-            body: raw[split + 4..].to_vec(),
-        })
-    }
-}
-
-struct SimShell<'a>(&'a Running);
-
-impl Shell for SimShell<'_> {
-    fn run(&mut self, script: &str) -> Result<ShellOutput> {
-        let sim = &self.0.sim;
-        let wait = {
-            let mut state = sim.state.lock().unwrap();
-            veeam_sim::powershell::exec(
-                &mut state,
-                sim.shell,
-                bnr_veeam::ps::COMMAND,
-                script,
-                std::time::Instant::now(),
-            )
-        };
-        let out = match wait {
-            veeam_sim::powershell::Wait::Now(out) => out,
-            veeam_sim::powershell::Wait::RestoreSession { then, .. } => {
-                then(&sim.state.lock().unwrap())
-            }
-        };
-        Ok(ShellOutput {
-            exit: out.exit as i32,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
-    }
-}
-
-struct Sleep;
-
-impl Clock for Sleep {
-    fn sleep_ms(&mut self, ms: u64) {
-        std::thread::sleep(Duration::from_millis(ms));
-    }
-}
 
 const LIMITS: Limits = Limits {
     task_poll_interval_ms: 5,
@@ -132,7 +39,7 @@ fn sim(rt: &tokio::runtime::Runtime) -> Running {
 }
 
 fn em(running: &Running) -> Em<Http> {
-    Em::new(Http, &running.url(), "administrator", "P@ssword123").unwrap()
+    Em::new(Http::default(), &running.url(), "administrator", "P@ssword123").unwrap()
 }
 
 fn vm() -> Vm {
@@ -328,7 +235,7 @@ fn the_main_flow_runs_against_the_simulator_and_leaves_no_session() {
 fn wrong_credentials_name_the_settings() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let running = sim(&rt);
-    let mut em = Em::new(Http, &running.url(), "administrator", "wrong").unwrap();
+    let mut em = Em::new(Http::default(), &running.url(), "administrator", "wrong").unwrap();
     let Err(Error::Unauthorized(message)) = em.session(|em| ops::list_policies(em)) else {
         panic!("expected 401")
     };
