@@ -99,7 +99,7 @@ fn main() {
         assert!(matches!(drive(&running, w, &h), Progress::BackupTaken(_)));
     });
     report("backup (start + poll to the point)", &m, "logon + V12 + task polls + V14; point found by the next sync");
-    let point = call(&running, &mut Duration::ZERO, |em| em.session(|em| ops::restore_points(em, "i-2-4-VM")).unwrap())[0].id.clone();
+    let point = call(&running, &mut Duration::default(), |em| em.session(|em| ops::restore_points(em, "i-2-4-VM")).unwrap())[0].id.clone();
     let m = measure(&running, |w| {
         let h = call(&running, w, |em| em.session(|em| ops::start_restore(em, &point)).unwrap());
         assert_eq!(drive(&running, w, &h), Progress::Restored);
@@ -133,7 +133,7 @@ fn main() {
             s.start_job_run(&guid, Instant::now());
         }
     });
-    let collection = call(&running, &mut Duration::ZERO, |em| em.session(|em| Ok(em.call("GET", "vmRestorePoints?format=Entity", None)?.body.len())).unwrap());
+    let collection = call(&running, &mut Duration::default(), |em| em.session(|em| Ok(em.call("GET", "vmRestorePoints?format=Entity", None)?.body.len())).unwrap());
     let mut bytes = 0;
     let m = measure(&running, |w| {
         for i in 0..N {
