@@ -15,10 +15,19 @@ use bnr_veeam::ops::{self, Handle, Limits, Progress, Vm};
 use support::{Http, SimShell, Sleep};
 use veeam_sim::{Config, Running, Timing};
 
-const LIMITS: Limits = Limits { task_poll_interval_ms: 0, task_poll_max_retry: 1000 };
+const LIMITS: Limits = Limits {
+    task_poll_interval_ms: 0,
+    task_poll_max_retry: 1000,
+};
 
 fn em(running: &Running) -> Em<Http> {
-    Em::new(Http::default(), &running.url(), "administrator", "P@ssword123").unwrap()
+    Em::new(
+        Http::default(),
+        &running.url(),
+        "administrator",
+        "P@ssword123",
+    )
+    .unwrap()
 }
 
 struct Measured {
@@ -36,7 +45,12 @@ fn measure(running: &Running, op: impl FnOnce(&mut Duration)) -> Measured {
     op(&mut waiting);
     let wall = started.elapsed();
     let (requests, ssh) = running.with_state(|s| (s.counters.requests, s.counters.ssh_commands));
-    Measured { requests, ssh, wall, waiting }
+    Measured {
+        requests,
+        ssh,
+        wall,
+        waiting,
+    }
 }
 
 /// One provider call: a fresh client (one EM session), its time waiting on answers added up.
@@ -60,7 +74,10 @@ fn report(name: &str, m: &Measured, cloudstack: &str) {
 
 fn drive(running: &Running, waiting: &mut Duration, handle: &Handle) -> Progress {
     for _ in 0..1000 {
-        let p = call(running, waiting, |em| em.session(|em| ops::poll(em, &mut SimShell(running), handle)).unwrap());
+        let p = call(running, waiting, |em| {
+            em.session(|em| ops::poll(em, &mut SimShell(running), handle))
+                .unwrap()
+        });
         if !matches!(p, Progress::Running(..)) {
             return p;
         }
@@ -70,8 +87,19 @@ fn drive(running: &Running, waiting: &mut Duration, handle: &Handle) -> Progress
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let zero = Timing { task_phase_ms: 0, job_run_ms: 0, restore_phase_ms: 0, session_idle_ms: 600_000 };
-    let running = rt.block_on(veeam_sim::start(Config { timing: zero, max_sessions: 10_000, ..Default::default() })).unwrap();
+    let zero = Timing {
+        task_phase_ms: 0,
+        job_run_ms: 0,
+        restore_phase_ms: 0,
+        session_idle_ms: 600_000,
+    };
+    let running = rt
+        .block_on(veeam_sim::start(Config {
+            timing: zero,
+            max_sessions: 10_000,
+            ..Default::default()
+        }))
+        .unwrap();
     running.with_state(|s| {
         s.add_vm("i-2-4-VM");
     });
@@ -84,35 +112,87 @@ fn main() {
     };
     println!("veeam provider against veeam-sim (native, no simulated delays)");
     let mut gold = String::new();
-    let m = measure(&running, |w| gold = call(&running, w, |em| em.session(ops::list_policies).unwrap())[0].external_id.clone());
-    report("list offerings", &m, "logon + GET /jobs (+ SSH version probe), no logout");
+    let m = measure(&running, |w| {
+        gold = call(&running, w, |em| em.session(ops::list_policies).unwrap())[0]
+            .external_id
+            .clone()
+    });
+    report(
+        "list offerings",
+        &m,
+        "logon + GET /jobs (+ SSH version probe), no logout",
+    );
     let mut job = String::new();
     let m = measure(&running, |w| {
         job = call(&running, w, |em| {
-            em.session(|em| ops::assign(em, &mut SimShell(&running), &mut Sleep, LIMITS, &vm, &gold, None)).unwrap()
+            em.session(|em| {
+                ops::assign(
+                    em,
+                    &mut SimShell(&running),
+                    &mut Sleep,
+                    LIMITS,
+                    &vm,
+                    &gold,
+                    None,
+                )
+            })
+            .unwrap()
         })
     });
-    report("assign", &m, "~14 HTTP (V3,V4,V5,V2,V3,V6,V7,V8,V9 + task polls/deletes) + 1-2 SSH, no logout");
-    let vm = Vm { job: Some(job), ..vm };
+    report(
+        "assign",
+        &m,
+        "~14 HTTP (V3,V4,V5,V2,V3,V6,V7,V8,V9 + task polls/deletes) + 1-2 SSH, no logout",
+    );
+    let vm = Vm {
+        job: Some(job),
+        ..vm
+    };
     let m = measure(&running, |w| {
-        let h = call(&running, w, |em| em.session(|em| ops::start_backup(em, &vm)).unwrap());
+        let h = call(&running, w, |em| {
+            em.session(|em| ops::start_backup(em, &vm)).unwrap()
+        });
         assert!(matches!(drive(&running, w, &h), Progress::BackupTaken(_)));
     });
-    report("backup (start + poll to the point)", &m, "logon + V12 + task polls + V14; point found by the next sync");
-    let point = call(&running, &mut Duration::default(), |em| em.session(|em| ops::restore_points(em, "i-2-4-VM")).unwrap())[0].id.clone();
+    report(
+        "backup (start + poll to the point)",
+        &m,
+        "logon + V12 + task polls + V14; point found by the next sync",
+    );
+    let point = call(&running, &mut Duration::default(), |em| {
+        em.session(|em| ops::restore_points(em, "i-2-4-VM"))
+            .unwrap()
+    })[0]
+        .id
+        .clone();
     let m = measure(&running, |w| {
-        let h = call(&running, w, |em| em.session(|em| ops::start_restore(em, &point)).unwrap());
+        let h = call(&running, w, |em| {
+            em.session(|em| ops::start_restore(em, &point)).unwrap()
+        });
         assert_eq!(drive(&running, w, &h), Progress::Restored);
     });
-    report("restore in place", &m, "logon + V15 + task polls + V14 + 1/s session polls");
+    report(
+        "restore in place",
+        &m,
+        "logon + V15 + task polls + V14 + 1/s session polls",
+    );
     let m = measure(&running, |w| {
-        call(&running, w, |em| em.session(|em| ops::restore_points(em, "i-2-4-VM")).unwrap());
+        call(&running, w, |em| {
+            em.session(|em| ops::restore_points(em, "i-2-4-VM"))
+                .unwrap()
+        });
     });
-    report("restore points of one instance", &m, "logon + whole /vmRestorePoints (+ SSH probe)");
+    report(
+        "restore points of one instance",
+        &m,
+        "logon + whole /vmRestorePoints (+ SSH probe)",
+    );
 
     // 1,000 protected instances, one restore point each, made directly in the simulator.
     const N: usize = 1000;
-    let uuids: Vec<String> = (0..N).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
+    let uuids: Vec<String> = (0..N)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
     running.with_state(|s| {
         for (i, uuid) in uuids.iter().enumerate() {
             let name = format!("i-3-{}-VM", 100 + i);
@@ -127,13 +207,25 @@ fn main() {
                 repository,
                 schedule_configured: true,
                 schedule_enabled: true,
-                includes: vec![veeam_sim::state::Include { guid: veeam_sim::state::new_guid(), obj_ref, name }],
+                includes: vec![veeam_sim::state::Include {
+                    guid: veeam_sim::state::new_guid(),
+                    obj_ref,
+                    name,
+                }],
                 cloned: true,
             });
             s.start_job_run(&guid, Instant::now());
         }
     });
-    let collection = call(&running, &mut Duration::default(), |em| em.session(|em| Ok(em.call("GET", "vmRestorePoints?format=Entity", None)?.body.len())).unwrap());
+    let collection = call(&running, &mut Duration::default(), |em| {
+        em.session(|em| {
+            Ok(em
+                .call("GET", "vmRestorePoints?format=Entity", None)?
+                .body
+                .len())
+        })
+        .unwrap()
+    });
     let mut bytes = 0;
     let m = measure(&running, |w| {
         for i in 0..N {
@@ -144,17 +236,25 @@ fn main() {
             *w += client.transport().spent;
             bytes += client.transport().bytes;
         }
-        call(&running, w, |em| em.session(|em| ops::metrics(em, &uuids)).unwrap());
+        call(&running, w, |em| {
+            em.session(|em| ops::metrics(em, &uuids)).unwrap()
+        });
     });
     report(
         &format!("sync pass, {N} instances"),
         &m,
-        &format!("{} HTTP ({N} x logon + whole /vmRestorePoints, + metrics) and {N} SSH probes unless version is set", 2 * N + 2),
+        &format!(
+            "{} HTTP ({N} x logon + whole /vmRestorePoints, + metrics) and {N} SSH probes unless version is set",
+            2 * N + 2
+        ),
     );
     println!(
         "  bytes read by the provider: {:.1} MB; CloudStack's per-instance whole-collection reads: {:.1} MB",
         bytes as f64 / 1e6,
         (collection * N) as f64 / 1e6
     );
-    println!("  live EM sessions after the run: {}", running.live_sessions());
+    println!(
+        "  live EM sessions after the run: {}",
+        running.live_sessions()
+    );
 }

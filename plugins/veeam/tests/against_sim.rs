@@ -39,7 +39,13 @@ fn sim(rt: &tokio::runtime::Runtime) -> Running {
 }
 
 fn em(running: &Running) -> Em<Http> {
-    Em::new(Http::default(), &running.url(), "administrator", "P@ssword123").unwrap()
+    Em::new(
+        Http::default(),
+        &running.url(),
+        "administrator",
+        "P@ssword123",
+    )
+    .unwrap()
 }
 
 fn vm() -> Vm {
@@ -426,17 +432,36 @@ fn an_unreachable_server_is_unavailable() {
 fn a_job_that_never_finishes_stays_running_and_sessions_are_still_closed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let running = sim(&rt);
-    let gold = em(&running).session(ops::list_policies).unwrap()[0].external_id.clone();
+    let gold = em(&running).session(ops::list_policies).unwrap()[0]
+        .external_id
+        .clone();
     let job = em(&running)
-        .session(|em| ops::assign(em, &mut SimShell(&running), &mut Sleep, LIMITS, &vm(), &gold, None))
+        .session(|em| {
+            ops::assign(
+                em,
+                &mut SimShell(&running),
+                &mut Sleep,
+                LIMITS,
+                &vm(),
+                &gold,
+                None,
+            )
+        })
         .unwrap();
     running.with_state(|s| s.faults.task_outcome = TaskOutcome::Never);
-    let vm = Vm { job: Some(job), ..vm() };
-    let handle = em(&running).session(|em| ops::start_backup(em, &vm)).unwrap();
+    let vm = Vm {
+        job: Some(job),
+        ..vm()
+    };
+    let handle = em(&running)
+        .session(|em| ops::start_backup(em, &vm))
+        .unwrap();
     // Expire every session between polls: each poll logs on afresh.
     for _ in 0..5 {
         running.with_state(|s| s.sessions.clear());
-        let p = em(&running).session(|em| ops::poll(em, &mut SimShell(&running), &handle)).unwrap();
+        let p = em(&running)
+            .session(|em| ops::poll(em, &mut SimShell(&running), &handle))
+            .unwrap();
         assert!(matches!(p, Progress::Running(..)), "{p:?}");
     }
     assert_eq!(running.live_sessions(), 0);
@@ -445,16 +470,47 @@ fn a_job_that_never_finishes_stays_running_and_sessions_are_still_closed() {
 #[test]
 fn handles_survive_their_text_form_and_garbage_is_refused() {
     let handles = [
-        Handle::Backup { task: "task-7".into(), job: "urn:veeam:Job:ab-1".into(), vm: "i-2-4-VM".into(), after: 17, seen: vec!["p1".into(), "p2".into()] },
-        Handle::Backup { task: "task-8".into(), job: "j".into(), vm: "v".into(), after: 0, seen: vec![] },
-        Handle::Restore { task: "task-9".into() },
-        Handle::RestoreVm { session: "s-1".into(), vm: "CS-RSTR-1".into(), volume: Some(42) },
-        Handle::RestoreVm { session: "s-1".into(), vm: "i-2-9-VM".into(), volume: None },
+        Handle::Backup {
+            task: "task-7".into(),
+            job: "urn:veeam:Job:ab-1".into(),
+            vm: "i-2-4-VM".into(),
+            after: 17,
+            seen: vec!["p1".into(), "p2".into()],
+        },
+        Handle::Backup {
+            task: "task-8".into(),
+            job: "j".into(),
+            vm: "v".into(),
+            after: 0,
+            seen: vec![],
+        },
+        Handle::Restore {
+            task: "task-9".into(),
+        },
+        Handle::RestoreVm {
+            session: "s-1".into(),
+            vm: "CS-RSTR-1".into(),
+            volume: Some(42),
+        },
+        Handle::RestoreVm {
+            session: "s-1".into(),
+            vm: "i-2-9-VM".into(),
+            volume: None,
+        },
     ];
     for h in handles {
         assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
     }
-    for bad in ["", "backup|t", "restore|task-1;rm", "restore-vm|a|b|x", "nope|x"] {
-        assert!(matches!(Handle::decode(bad), Err(Error::NotFound(_))), "{bad}");
+    for bad in [
+        "",
+        "backup|t",
+        "restore|task-1;rm",
+        "restore-vm|a|b|x",
+        "nope|x",
+    ] {
+        assert!(
+            matches!(Handle::decode(bad), Err(Error::NotFound(_))),
+            "{bad}"
+        );
     }
 }

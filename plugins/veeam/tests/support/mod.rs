@@ -122,4 +122,3 @@ impl Clock for Sleep {
         std::thread::sleep(Duration::from_millis(ms));
     }
 }
-
