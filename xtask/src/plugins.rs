@@ -45,6 +45,10 @@ pub const COMPONENTS: &[Component] = &[
         destination: Destination::Providers,
     },
     Component {
+        package: "bnr-veeam",
+        destination: Destination::Providers,
+    },
+    Component {
         package: "bnr-fixture-hostile",
         destination: Destination::Fixtures,
     },

@@ -18,7 +18,8 @@ pub fn test(args: &[String]) -> Result<()> {
     }
     plugins::build_all()?;
 
-    // The default members are the host crates; the component crates only build for wasm32-wasip2.
+    // The default members are the host crates and the Veeam provider's native tests; the other
+    // component crates only build for wasm32-wasip2.
     let mut cargo = workspace::cargo()?;
     cargo.arg("test");
     workspace::run(cargo)?;

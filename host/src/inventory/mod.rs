@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod guard;
 pub mod lifecycle;
 pub mod vm;
+pub mod vmware;
 pub mod volume;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};

@@ -332,6 +332,12 @@ pub fn deploy(conn: &Connection, caller: &Caller, req: &DeployRequest) -> OpResu
     } else {
         VmState::Stopped
     };
+    // In a VMware zone the instance runs on VMware whatever the template says (bnr's templates
+    // are hypervisor-neutral images).
+    let hypervisor = match super::vmware::of_zone(conn, req.zone_id)? {
+        Some(_) => super::vmware::VMWARE.to_string(),
+        None => template_hypervisor,
+    };
     let ts = now();
     conn.prepare_cached(
         "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id, zone_id,
@@ -347,7 +353,7 @@ pub fn deploy(conn: &Connection, caller: &Caller, req: &DeployRequest) -> OpResu
         req.zone_id,
         req.service_offering_id,
         req.template_id,
-        template_hypervisor,
+        hypervisor,
         state.as_str(),
         ts
     ])?;

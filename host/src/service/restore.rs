@@ -17,6 +17,7 @@ use super::{
 use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
 use crate::identity::Caller;
 use crate::inventory::vm::{self, DeployRequest, Vm, VmEvent, VmState};
+use crate::inventory::vmware;
 use crate::runtime::wit::{self, OperationResult, RestoreTarget};
 use crate::store::events::Level;
 use crate::store::{OpError, OpResult, new_uuid, now};
@@ -71,14 +72,18 @@ impl BackupService {
                     )
                 };
                 let vm_id = b.vm_id.ok_or_else(missing)?;
-                let vm = vm::get_vm(tx, vm_id).map_err(|_| missing())?;
+                let mut vm = vm::get_vm(tx, vm_id).map_err(|_| missing())?;
                 let fields = vm_backup_fields(tx, vm_id)?;
-                if vm.state == VmState::Expunging || fields.removed.is_some() {
+                // An expunged VMware instance comes back from the backup, as CloudStack's VMware
+                // guru re-imports it; any other expunged or expunging instance is gone.
+                let expunged = fields.removed.is_some();
+                let vmware = vm.hypervisor.eq_ignore_ascii_case(vmware::VMWARE);
+                if (vm.state == VmState::Expunging && !expunged) || (expunged && !vmware) {
                     return Err(missing());
                 }
                 check_backup_access(tx, &c2, &b)?;
                 check_vm_access(tx, &c2, &vm)?;
-                if !restorable(vm.state) {
+                if !expunged && !restorable(vm.state) {
                     return Err(BackupError::refused(
                         "Existing VM should be stopped before being restored from backup",
                     ));
@@ -88,11 +93,20 @@ impl BackupService {
                     // Backups taken before volumes were recorded per backup: the VM's list.
                     infos = VolumeInfo::parse_list(fields.volumes.as_deref().unwrap_or("[]"));
                 }
-                let live = vm::volumes_of_vm(tx, vm_id)?.len();
-                if infos.len() != live {
-                    return Err(BackupError::refused(
-                        "Unable to restore VM with the current backup as the backup has different number of disks as the VM",
-                    ));
+                if expunged {
+                    if infos.is_empty() {
+                        return Err(BackupError::refused(
+                            "The backup records no volumes to bring the expunged instance back with",
+                        ));
+                    }
+                    vm = revive_from_backup(tx, &vm, &infos)?;
+                } else {
+                    let live = vm::volumes_of_vm(tx, vm_id)?.len();
+                    if infos.len() != live {
+                        return Err(BackupError::refused(
+                            "Unable to restore VM with the current backup as the backup has different number of disks as the VM",
+                        ));
+                    }
                 }
                 let offering = offering_of(tx, &b)?;
                 let provider = providers.named(&offering.provider)?;
@@ -518,6 +532,37 @@ fn finish_vm_from_backup(
         )?;
     }
     Ok(Ok(vm::get_vm(tx, vm.id)?))
+}
+
+/// Brings an expunged instance's row back (`Stopped`) with fresh Ready volumes shaped like the
+/// backup's; the restore then fills them. It comes back without NICs (bnr records none; a
+/// VMware re-import has no network to attach to), as upstream's VMware import does.
+fn revive_from_backup(tx: &Connection, vm: &Vm, infos: &[VolumeInfo]) -> BackupResult<Vm> {
+    tx.prepare_cached("UPDATE vms SET removed = NULL, state = 'Stopped' WHERE id = ?1")?
+        .execute([vm.id])?;
+    let revived = vm::get_vm(tx, vm.id)?;
+    let mut ordered: Vec<&VolumeInfo> = infos.iter().collect();
+    ordered.sort_by_key(|i| (!i.kind.eq_ignore_ascii_case("ROOT"), i.device_id));
+    for (n, info) in ordered.into_iter().enumerate() {
+        let root = info.kind.eq_ignore_ascii_case("ROOT");
+        let name = if root {
+            format!("ROOT-{}", vm.id)
+        } else {
+            format!("DATA-{}-{n}", vm.id)
+        };
+        let kind = if root { "ROOT" } else { "DATADISK" };
+        insert_volume(
+            tx,
+            &revived,
+            &name,
+            kind,
+            info.size,
+            &info.path,
+            info.disk_offering_id.as_deref(),
+            Some(info.device_id),
+        )?;
+    }
+    Ok(revived)
 }
 
 /// The live row of `table` with `uuid` (`table` is a constant from code).

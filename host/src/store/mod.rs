@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0003_security.sql"),
     },
     Migration {
+        version: 5,
+        name: "vmware",
+        sql: include_str!("migrations/0005_vmware.sql"),
+    },
+    Migration {
         version: 7,
         name: "health",
         sql: include_str!("migrations/0007_health.sql"),

@@ -29,6 +29,7 @@ mod bnr_operations;
 mod bnr_providers;
 mod bnr_restore;
 mod bnr_schedules;
+mod bnr_vmware;
 
 mod sched_support;
 

@@ -11,6 +11,7 @@ pub mod events;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod vmware;
 
 use super::registry::{Registry, RegistryError};
 
@@ -23,5 +24,6 @@ pub fn registry() -> Result<Registry, RegistryError> {
     config::register(&mut r)?;
     events::register(&mut r)?;
     inventory::register(&mut r)?;
+    vmware::register(&mut r)?;
     Ok(r)
 }
