@@ -180,6 +180,20 @@ async fn fixture(s: &TestServer, command: &str) -> Fixture {
         .as_str()
         .unwrap()
         .to_string();
+    // Added last, so the instances above stay outside it and the datacenter may be removed.
+    if command == "removeVmwareDc" {
+        admin
+            .call(
+                "addVmwareDc",
+                &[
+                    ("zoneid", s.zone_id.as_str()),
+                    ("name", "dc1"),
+                    ("vcenter", "vcenter.lan"),
+                ],
+            )
+            .await
+            .ok("addVmwareDc");
+    }
     Fixture {
         d1,
         zone: s.zone_id.clone(),
@@ -231,6 +245,15 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
         "listTemplates" => (Everyone, vec![("templatefilter", "executable".into())]),
         "listBackupOfferings" => (Everyone, vec![]),
         "createZone" => (Root, vec![("name", "zone9".into())]),
+        "addVmwareDc" => (
+            Root,
+            vec![
+                z(),
+                ("name", "dc9".into()),
+                ("vcenter", "vcenter9.lan".into()),
+            ],
+        ),
+        "listVmwareDcs" | "removeVmwareDc" => (Root, vec![z()]),
         "createDomain" => (
             Admins,
             vec![("name", "sub".into()), ("parentdomainid", f.d1.clone())],
