@@ -114,17 +114,16 @@ pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
             imports_http = true;
         } else if interface.starts_with("wasi:") {
             // The rest of WASI 0.2 is linked with nothing behind it (no files, env, sockets).
-        } else if interface.starts_with("bnr:provider/") {
+        } else if let Some(name) = interface.strip_prefix("bnr:provider/") {
             // Imports of the package must be of the version the component exports.
             let imported = check_version(version.unwrap_or("unversioned"))?;
             let known = match imported {
                 WitVersion::V1_0 => ["host", "types"].as_slice(),
                 WitVersion::V1_1 => ["host", "types", "manifest"].as_slice(),
             };
-            let name = &interface["bnr:provider/".len()..];
             if imported != exported || !known.contains(&name) {
                 return Err(LoadError::WrongWorld(format!(
-                    "the component imports `{import}`, which does not belong to                      `bnr:provider@{wit_version}`"
+                    "the component imports `{import}`, which does not belong to `bnr:provider@{wit_version}`"
                 )));
             }
         } else {

@@ -77,7 +77,7 @@ fn the_main_flow_runs_against_the_simulator_and_leaves_no_session() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let running = sim(&rt);
 
-    let policies = em(&running).session(|em| ops::list_policies(em)).unwrap();
+    let policies = em(&running).session(ops::list_policies).unwrap();
     let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["Gold", "Silver"]);
     let gold = policies[0].external_id.clone();
@@ -163,7 +163,7 @@ fn the_main_flow_runs_against_the_simulator_and_leaves_no_session() {
         [full.id.clone(), incr.id.clone()]
     );
     let metrics = em(&running)
-        .session(|em| ops::metrics(em, &[vm.uuid.clone()]))
+        .session(|em| ops::metrics(em, std::slice::from_ref(&vm.uuid)))
         .unwrap();
     assert_eq!(metrics[0].1, full.size + incr.size);
 
@@ -242,7 +242,7 @@ fn wrong_credentials_name_the_settings() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let running = sim(&rt);
     let mut em = Em::new(Http::default(), &running.url(), "administrator", "wrong").unwrap();
-    let Err(Error::Unauthorized(message)) = em.session(|em| ops::list_policies(em)) else {
+    let Err(Error::Unauthorized(message)) = em.session(ops::list_policies) else {
         panic!("expected 401")
     };
     assert!(
@@ -257,7 +257,7 @@ fn an_expired_session_is_renewed_once_and_still_logged_out() {
     let running = sim(&rt);
     running.with_state(|s| s.faults.unauthorized = 1);
     let mut client = em(&running);
-    let policies = client.session(|em| ops::list_policies(em)).unwrap();
+    let policies = client.session(ops::list_policies).unwrap();
     assert_eq!(policies.len(), 2);
     running.with_state(|s| {
         assert_eq!(s.counters.logons, 2);
@@ -313,7 +313,7 @@ fn a_vanished_policy_and_a_failing_start_are_reported() {
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
 
-    let gold = em(&running).session(|em| ops::list_policies(em)).unwrap()[0]
+    let gold = em(&running).session(ops::list_policies).unwrap()[0]
         .external_id
         .clone();
     let job = em(&running)
@@ -381,7 +381,7 @@ fn version_profiles_and_extra_elements_parse() {
             s.add_vm("i-2-4-VM");
             s.faults.extra_elements = true;
         });
-        let gold = em(&running).session(|em| ops::list_policies(em)).unwrap()[0]
+        let gold = em(&running).session(ops::list_policies).unwrap()[0]
             .external_id
             .clone();
         let job = em(&running)
@@ -409,7 +409,7 @@ fn version_profiles_and_extra_elements_parse() {
             "{profile:?}"
         );
         let metrics = em(&running)
-            .session(|em| ops::metrics(em, &[vm.uuid.clone()]))
+            .session(|em| ops::metrics(em, std::slice::from_ref(&vm.uuid)))
             .unwrap();
         assert!(
             metrics[0].1 > 0,
