@@ -43,6 +43,10 @@ pub fn scripted_wasm() -> PathBuf {
         .join("bnr_fixture_scripted.wasm")
 }
 
+pub fn veeam_wasm() -> PathBuf {
+    target_dir().join("providers").join("bnr_veeam.wasm")
+}
+
 pub fn hostile_wasm() -> PathBuf {
     target_dir()
         .join("fixtures")
@@ -76,6 +80,21 @@ fn components() -> &'static Components {
     })
 }
 
+/// The Veeam provider, compiled into the shared runtime by the first test that needs it.
+fn veeam(c: &Components) -> Arc<Provider> {
+    static VEEAM: OnceLock<Arc<Provider>> = OnceLock::new();
+    VEEAM
+        .get_or_init(|| {
+            c.runtime.load_file(&veeam_wasm()).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (build the components with `cargo xtask plugins`)",
+                    veeam_wasm().display()
+                )
+            })
+        })
+        .clone()
+}
+
 /// Which providers a test server has installed.
 #[derive(Clone, Copy)]
 pub enum Installed {
@@ -85,6 +104,8 @@ pub enum Installed {
     DummyAndScripted,
     /// `dummy` and the `hostile` fixture (a provider without capabilities in mode `ok`).
     DummyAndHostile,
+    /// `dummy` and the real `veeam` provider.
+    DummyAndVeeam,
     /// None at all.
     Nothing,
 }
@@ -99,7 +120,10 @@ pub async fn start(installed: Installed) -> TestServer {
 pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServer {
     let (runtime, providers) = match installed {
         Installed::Nothing => (None, Vec::new()),
-        Installed::Dummy | Installed::DummyAndScripted | Installed::DummyAndHostile => {
+        Installed::Dummy
+        | Installed::DummyAndScripted
+        | Installed::DummyAndHostile
+        | Installed::DummyAndVeeam => {
             let c = tokio::task::spawn_blocking(components)
                 .await
                 .expect("components");
@@ -107,6 +131,11 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
             match installed {
                 Installed::DummyAndScripted => providers.push(c.scripted.clone()),
                 Installed::DummyAndHostile => providers.push(c.hostile.clone()),
+                Installed::DummyAndVeeam => providers.push(
+                    tokio::task::spawn_blocking(|| veeam(components()))
+                        .await
+                        .expect("veeam provider"),
+                ),
                 _ => {}
             }
             (Some(c.runtime.clone()), providers)

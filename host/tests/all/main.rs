@@ -45,3 +45,4 @@ mod sec_tenant;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
+mod veeam_e2e;

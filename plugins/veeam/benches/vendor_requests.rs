@@ -75,7 +75,7 @@ fn report(name: &str, m: &Measured, cloudstack: &str) {
 fn drive(running: &Running, waiting: &mut Duration, handle: &Handle) -> Progress {
     for _ in 0..1000 {
         let p = call(running, waiting, |em| {
-            em.session(|em| ops::poll(em, &mut SimShell(running), handle))
+            em.session(|em| ops::poll(em, &mut SimShell(running), handle, 0))
                 .unwrap()
         });
         if !matches!(p, Progress::Running(..)) {
@@ -167,7 +167,7 @@ fn main() {
         .clone();
     let m = measure(&running, |w| {
         let h = call(&running, w, |em| {
-            em.session(|em| ops::start_restore(em, &point)).unwrap()
+            em.session(|em| ops::start_restore(em, &point, 0)).unwrap()
         });
         assert_eq!(drive(&running, w, &h), Progress::Restored);
     });
@@ -213,6 +213,7 @@ fn main() {
                     name,
                 }],
                 cloned: true,
+                retain_points: 14,
             });
             s.start_job_run(&guid, Instant::now());
         }

@@ -107,7 +107,10 @@ impl ps::Shell for Ssh {
             .max_output_bytes(MAX_OUTPUT_BYTES)
             .run()
             .map_err(|e| {
-                let message = format!("PowerShell over SSH to the Veeam server: {}", exec::describe_error(&e));
+                let mut message = format!("PowerShell over SSH to the Veeam server: {}", exec::describe_error(&e));
+                if matches!(e, exec::ExecError::HostKeyUnknown(_) | exec::ExecError::HostKeyMismatch(_)) {
+                    message.push_str(&format!(" (setting {SSH_HOST_KEY})"));
+                }
                 match ProviderError::from(e) {
                     ProviderError::InvalidConfig(_) => Error::InvalidConfig(message),
                     ProviderError::Unauthorized(_) => Error::Unauthorized(format!(
@@ -169,6 +172,17 @@ fn config() -> Result<Config> {
             task_poll_max_retry: seconds(TASK_POLL_MAX_RETRY, 120, 10_000)? as u32,
         },
     })
+}
+
+/// When a restore started now is given up: `backup.plugin.veeam.restore.timeout` from now.
+fn restore_deadline() -> Result<u64> {
+    let seconds: u64 = settings::parse_or(RESTORE_TIMEOUT, 600)?;
+    if seconds == 0 || seconds > 7 * 86_400 {
+        return Err(ProviderError::InvalidConfig(format!(
+            "{RESTORE_TIMEOUT} must be between 1 and 604800, not {seconds}"
+        )));
+    }
+    Ok(time::now_unix_secs() + seconds)
 }
 
 fn em_client(config: &Config) -> Result<Em<Http>> {
@@ -266,7 +280,10 @@ impl Provider for Veeam {
                 delete_granularity: DeleteGranularity::Chain,
                 deletes_backups_on_offering_removal: false,
                 reconciliation: true,
-                provider_owned_retention: false,
+                // Retention is the Veeam job's (copied from the template), as in CloudStack,
+                // which refuses `maxbackups` for Veeam: bnr's count-based deletes would drop
+                // whole chains.
+                provider_owned_retention: true,
                 cross_zone_instance_creation: false,
                 quiesce: false,
                 storage_stats: false,
@@ -335,7 +352,8 @@ impl Provider for Veeam {
         match target {
             RestoreTarget::InPlace(instance) => {
                 ops::require_vmware(&vm_of(&instance)).map_err(to_provider)?;
-                with_em(|em, _| ops::start_restore(em, &backup.external_id)).map(pending)
+                let deadline = restore_deadline()?;
+                with_em(|em, _| ops::start_restore(em, &backup.external_id, deadline)).map(pending)
             }
             RestoreTarget::NewInstance(instance) => {
                 ops::require_vmware(&vm_of(&instance)).map_err(to_provider)?;
@@ -354,6 +372,7 @@ impl Provider for Veeam {
                     &datastore,
                     &instance.internal_name,
                     None,
+                    restore_deadline()?,
                 )
                 .map(pending)
                 .map_err(to_provider)
@@ -380,6 +399,7 @@ impl Provider for Veeam {
             &datastore,
             &temporary,
             Some(request.volume.size),
+            restore_deadline()?,
         )
         .map(pending)
         .map_err(to_provider)
@@ -389,7 +409,8 @@ impl Provider for Veeam {
         let handle = Handle::decode(&handle).map_err(to_provider)?;
         let config = config()?;
         let mut ssh = shell(&config)?;
-        let progress = with_em(|em, _| ops::poll(em, &mut ssh, &handle))?;
+        let now = time::now_unix_secs();
+        let progress = with_em(|em, _| ops::poll(em, &mut ssh, &handle, now))?;
         Ok(match progress {
             Progress::Running(percent, message) => {
                 PollStatus::Running(bnr_sdk::Progress { percent, message })

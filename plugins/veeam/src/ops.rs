@@ -466,13 +466,17 @@ pub enum Handle {
         after: u64,
         seen: Vec<String>,
     },
-    /// An in-place restore through EM: the task (its related restore session follows).
-    Restore { task: String },
-    /// A PowerShell restore to a new VM: its restore session and the new VM's name.
+    /// An in-place restore through EM: the task (its related restore session follows) and
+    /// the Unix second after which it is given up (`backup.plugin.veeam.restore.timeout`; 0:
+    /// none, as in handles written before the deadline was kept).
+    Restore { task: String, deadline: u64 },
+    /// A PowerShell restore to a new VM: its restore session, the new VM's name and the
+    /// restore's deadline.
     RestoreVm {
         session: String,
         vm: String,
         volume: Option<u64>,
+        deadline: u64,
     },
 }
 
@@ -486,14 +490,15 @@ impl Handle {
                 after,
                 seen,
             } => format!("backup|{task}|{job}|{vm}|{after}|{}", seen.join(",")),
-            Handle::Restore { task } => format!("restore|{task}"),
+            Handle::Restore { task, deadline } => format!("restore|{task}|{deadline}"),
             Handle::RestoreVm {
                 session,
                 vm,
                 volume,
+                deadline,
             } => {
                 format!(
-                    "restore-vm|{session}|{vm}|{}",
+                    "restore-vm|{session}|{vm}|{}|{deadline}",
                     volume.map(|v| v.to_string()).unwrap_or_default()
                 )
             }
@@ -527,16 +532,29 @@ impl Handle {
                     .map(token)
                     .collect::<Result<_>>()?,
             }),
-            ["restore", task] => Ok(Handle::Restore { task: token(task)? }),
-            ["restore-vm", session, vm, volume] => Ok(Handle::RestoreVm {
-                session: token(session)?,
-                vm: token(vm)?,
-                volume: if volume.is_empty() {
-                    None
-                } else {
-                    Some(volume.parse().map_err(|_| bad())?)
-                },
+            ["restore", task] => Ok(Handle::Restore {
+                task: token(task)?,
+                deadline: 0,
             }),
+            ["restore", task, deadline] => Ok(Handle::Restore {
+                task: token(task)?,
+                deadline: deadline.parse().map_err(|_| bad())?,
+            }),
+            ["restore-vm", session, vm, volume, rest @ ..] if rest.len() <= 1 => {
+                Ok(Handle::RestoreVm {
+                    session: token(session)?,
+                    vm: token(vm)?,
+                    volume: if volume.is_empty() {
+                        None
+                    } else {
+                        Some(volume.parse().map_err(|_| bad())?)
+                    },
+                    deadline: match rest {
+                        [deadline] => deadline.parse().map_err(|_| bad())?,
+                        _ => 0,
+                    },
+                })
+            }
             _ => Err(bad()),
         }
     }
@@ -590,10 +608,25 @@ pub enum Progress {
     Failed(Error),
 }
 
+/// The restore setting whose deadline [`poll`] enforces.
+pub const RESTORE_TIMEOUT_SETTING: &str = "backup.plugin.veeam.restore.timeout";
+
+/// A restore still running at its deadline fails; Veeam may finish it later, which the
+/// message says so nobody assumes the instance untouched.
+fn restore_overdue(deadline: u64, now: u64, what: &str) -> Option<Progress> {
+    (deadline != 0 && now >= deadline).then(|| {
+        Progress::Failed(Error::Rejected(format!(
+            "{what} did not finish within {RESTORE_TIMEOUT_SETTING}; Veeam may still complete it"
+        )))
+    })
+}
+
+/// One poll of a pending operation; `now` is the Unix second, for restore deadlines.
 pub fn poll<T: Transport>(
     em: &mut Em<T>,
     shell: &mut dyn Shell,
     handle: &Handle,
+    now: u64,
 ) -> Result<Progress> {
     match handle {
         Handle::Backup {
@@ -634,9 +667,12 @@ pub fn poll<T: Transport>(
                 None => Progress::Running(50, "the Veeam job is running".into()),
             })
         }
-        Handle::Restore { task } => {
+        Handle::Restore { task, deadline } => {
             let t = em.get(&format!("tasks/{task}"), model::task)?;
             if !t.finished() {
+                if let Some(overdue) = restore_overdue(*deadline, now, "the Veeam restore") {
+                    return Ok(overdue);
+                }
                 return Ok(Progress::Running(
                     10,
                     format!("starting the restore ({})", t.state),
@@ -668,6 +704,9 @@ pub fn poll<T: Transport>(
                     restore_failure(shell, &session)
                 ))),
                 _ => {
+                    if let Some(overdue) = restore_overdue(*deadline, now, "the Veeam restore") {
+                        return Ok(overdue);
+                    }
                     return Ok(Progress::Running(
                         s.progress.max(20),
                         format!("restoring ({})", s.state),
@@ -681,6 +720,7 @@ pub fn poll<T: Transport>(
             session,
             vm,
             volume,
+            deadline,
         } => {
             let s = ps::run_json(
                 shell,
@@ -688,6 +728,11 @@ pub fn poll<T: Transport>(
                 &ps::restore_session(session),
             )?;
             if !s["IsCompleted"].as_bool().unwrap_or(false) {
+                if let Some(overdue) =
+                    restore_overdue(*deadline, now, &format!("the Veeam restore to {vm}"))
+                {
+                    return Ok(overdue);
+                }
                 return Ok(Progress::Running(50, format!("restoring to {vm}")));
             }
             let result = s["Result"].as_str().unwrap_or_default();
@@ -725,8 +770,12 @@ fn restore_failure(shell: &mut dyn Shell, session: &str) -> String {
     }
 }
 
-/// In-place restore of exactly `point_id` through EM.
-pub fn start_restore<T: Transport>(em: &mut Em<T>, point_id: &str) -> Result<Handle> {
+/// In-place restore of exactly `point_id` through EM, given up after `deadline` (Unix second).
+pub fn start_restore<T: Transport>(
+    em: &mut Em<T>,
+    point_id: &str,
+    deadline: u64,
+) -> Result<Handle> {
     let guid = ps::point_guid(point_id)?;
     let task = match em.action(
         "POST",
@@ -740,10 +789,11 @@ pub fn start_restore<T: Transport>(em: &mut Em<T>, point_id: &str) -> Result<Han
         }
         other => other?,
     };
-    Ok(Handle::Restore { task })
+    Ok(Handle::Restore { task, deadline })
 }
 
-/// Restore of exactly `point_id` to a new VM named `vm_name` on `esxi_host` (PowerShell).
+/// Restore of exactly `point_id` to a new VM named `vm_name` on `esxi_host` (PowerShell),
+/// given up after `deadline` (Unix second).
 pub fn start_restore_vm(
     shell: &mut dyn Shell,
     point_id: &str,
@@ -751,6 +801,7 @@ pub fn start_restore_vm(
     datastore: &str,
     vm_name: &str,
     volume: Option<u64>,
+    deadline: u64,
 ) -> Result<Handle> {
     let guid = ps::point_guid(point_id)?;
     let answer = ps::run_json(
@@ -768,6 +819,7 @@ pub fn start_restore_vm(
         session,
         vm: vm_name.to_string(),
         volume,
+        deadline,
     })
 }
 

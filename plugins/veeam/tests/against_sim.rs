@@ -48,6 +48,13 @@ fn em(running: &Running) -> Em<Http> {
     .unwrap()
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn vm() -> Vm {
     Vm {
         uuid: "506760dc-0000-4000-8000-000000000004".into(),
@@ -62,7 +69,7 @@ fn vm() -> Vm {
 fn drive(running: &Running, handle: &Handle, limit: u32) -> Progress {
     for _ in 0..limit {
         let progress = em(running)
-            .session(|em| ops::poll(em, &mut SimShell(running), handle))
+            .session(|em| ops::poll(em, &mut SimShell(running), handle, now()))
             .unwrap();
         if !matches!(progress, Progress::Running(..)) {
             return progress;
@@ -168,19 +175,19 @@ fn the_main_flow_runs_against_the_simulator_and_leaves_no_session() {
     assert_eq!(metrics[0].1, full.size + incr.size);
 
     let restore = em(&running)
-        .session(|em| ops::start_restore(em, &incr.id))
+        .session(|em| ops::start_restore(em, &incr.id, 0))
         .unwrap();
     assert_eq!(drive(&running, &restore, 200), Progress::Restored);
 
     running.with_state(|s| s.faults.restore_result = RestoreResult::Warning);
     let restore = em(&running)
-        .session(|em| ops::start_restore(em, &full.id))
+        .session(|em| ops::start_restore(em, &full.id, 0))
         .unwrap();
     assert_eq!(drive(&running, &restore, 200), Progress::Restored);
 
     running.with_state(|s| s.faults.restore_result = RestoreResult::Failed);
     let restore = em(&running)
-        .session(|em| ops::start_restore(em, &full.id))
+        .session(|em| ops::start_restore(em, &full.id, 0))
         .unwrap();
     let Progress::Failed(Error::Rejected(why)) = drive(&running, &restore, 200) else {
         panic!("expected a failure")
@@ -195,6 +202,7 @@ fn the_main_flow_runs_against_the_simulator_and_leaves_no_session() {
         "datastore1",
         "i-2-9-VM",
         None,
+        0,
     )
     .unwrap();
     assert_eq!(drive(&running, &to_new, 200), Progress::Restored);
@@ -460,7 +468,7 @@ fn a_job_that_never_finishes_stays_running_and_sessions_are_still_closed() {
     for _ in 0..5 {
         running.with_state(|s| s.sessions.clear());
         let p = em(&running)
-            .session(|em| ops::poll(em, &mut SimShell(&running), &handle))
+            .session(|em| ops::poll(em, &mut SimShell(&running), &handle, now()))
             .unwrap();
         assert!(matches!(p, Progress::Running(..)), "{p:?}");
     }
@@ -486,26 +494,48 @@ fn handles_survive_their_text_form_and_garbage_is_refused() {
         },
         Handle::Restore {
             task: "task-9".into(),
+            deadline: 1_800_000_000,
         },
         Handle::RestoreVm {
             session: "s-1".into(),
             vm: "CS-RSTR-1".into(),
             volume: Some(42),
+            deadline: 0,
         },
         Handle::RestoreVm {
             session: "s-1".into(),
             vm: "i-2-9-VM".into(),
             volume: None,
+            deadline: 1_800_000_000,
         },
     ];
     for h in handles {
         assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
     }
+    // Handles kept before restores had a deadline still poll, without one.
+    assert_eq!(
+        Handle::decode("restore|task-3").unwrap(),
+        Handle::Restore {
+            task: "task-3".into(),
+            deadline: 0
+        }
+    );
+    assert_eq!(
+        Handle::decode("restore-vm|s-2|i-2-9-VM|").unwrap(),
+        Handle::RestoreVm {
+            session: "s-2".into(),
+            vm: "i-2-9-VM".into(),
+            volume: None,
+            deadline: 0
+        }
+    );
     for bad in [
         "",
         "backup|t",
         "restore|task-1;rm",
         "restore-vm|a|b|x",
+        "restore|task-1|soon",
+        "restore-vm|a|b||1|2",
         "nope|x",
     ] {
         assert!(
@@ -513,4 +543,73 @@ fn handles_survive_their_text_form_and_garbage_is_refused() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn a_restore_past_its_deadline_fails_naming_the_restore_timeout_setting() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let running = sim(&rt);
+    let gold = em(&running).session(ops::list_policies).unwrap()[0]
+        .external_id
+        .clone();
+    let job = em(&running)
+        .session(|em| {
+            ops::assign(
+                em,
+                &mut SimShell(&running),
+                &mut Sleep,
+                LIMITS,
+                &vm(),
+                &gold,
+                None,
+            )
+        })
+        .unwrap();
+    let vm = Vm {
+        job: Some(job),
+        ..vm()
+    };
+    let handle = em(&running)
+        .session(|em| ops::start_backup(em, &vm))
+        .unwrap();
+    let Progress::BackupTaken(point) = drive(&running, &handle, 400) else {
+        panic!("the backup should succeed")
+    };
+    running.with_state(|s| s.faults.restore_result = RestoreResult::Never);
+    let far = now() + 3600;
+    for deadline in [far, now()] {
+        let in_place = em(&running)
+            .session(|em| ops::start_restore(em, &point.id, deadline))
+            .unwrap();
+        let to_new = ops::start_restore_vm(
+            &mut SimShell(&running),
+            &point.id,
+            "10.0.0.2",
+            "datastore1",
+            "i-2-9-VM",
+            None,
+            deadline,
+        )
+        .unwrap();
+        for handle in [in_place, to_new] {
+            // Polled at the deadline's second: given up; an hour before it: still running.
+            let at_deadline = em(&running)
+                .session(|em| ops::poll(em, &mut SimShell(&running), &handle, deadline))
+                .unwrap();
+            let Progress::Failed(Error::Rejected(why)) = at_deadline else {
+                panic!("expected a failure at the deadline, got {at_deadline:?}")
+            };
+            assert!(
+                why.contains("backup.plugin.veeam.restore.timeout"),
+                "{why}"
+            );
+            let early = em(&running)
+                .session(|em| {
+                    ops::poll(em, &mut SimShell(&running), &handle, deadline - 3600)
+                })
+                .unwrap();
+            assert!(matches!(early, Progress::Running(..)), "{early:?}");
+        }
+    }
+    assert_eq!(running.live_sessions(), 0);
 }

@@ -740,6 +740,7 @@ fn job_action(
                     guid: new_guid(),
                     name,
                     description: format!("Cloned from {}", job.name),
+                    retain_points: job.retain_points,
                     repository: guid_of(&repo).to_string(),
                     schedule_configured: job.schedule_configured,
                     schedule_enabled: job.schedule_enabled,

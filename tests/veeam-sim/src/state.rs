@@ -152,6 +152,10 @@ pub struct Job {
     pub includes: Vec<Include>,
     /// Set on jobs created by clone; template jobs are the ones an admin made.
     pub cloned: bool,
+    /// Restore points to keep per VM (the job's retention policy; a clone keeps its
+    /// template's). Past it, a run merges the oldest increment into the full, as Veeam's
+    /// forever-forward incremental chain does: the oldest point goes, the next becomes the full.
+    pub retain_points: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -313,9 +317,9 @@ impl State {
         };
         let gold = state.repositories[1].guid.clone();
         let default = state.repositories[0].guid.clone();
-        for (name, repo, description) in [
-            ("Gold", gold, "Daily, 14 restore points"),
-            ("Silver", default, "Weekly, 4 restore points"),
+        for (name, repo, description, retain_points) in [
+            ("Gold", gold, "Daily, 14 restore points", 14),
+            ("Silver", default, "Weekly, 4 restore points", 4),
         ] {
             state.jobs.push(Job {
                 guid: new_guid(),
@@ -334,6 +338,7 @@ impl State {
                     name: "cs-unused".into(),
                 }],
                 cloned: false,
+                retain_points,
             });
         }
         state
@@ -424,6 +429,45 @@ impl State {
                 data_size,
             });
             self.backup_files.push(file);
+            self.apply_retention(&job, &include.name);
+        }
+    }
+
+    /// Keeps at most `retain_points` points of `vm` in `job`: the oldest goes, and the point
+    /// after it becomes the chain's full (its file now a `.vbk` holding the merged data).
+    fn apply_retention(&mut self, job: &Job, vm: &str) {
+        loop {
+            let mut chain: Vec<usize> = (0..self.restore_points.len())
+                .filter(|&i| {
+                    self.restore_points[i].job_guid == job.guid
+                        && self.restore_points[i].vm_name == vm
+                })
+                .collect();
+            if chain.len() <= job.retain_points.max(1) {
+                return;
+            }
+            chain.sort_by_key(|&i| self.restore_points[i].created);
+            let oldest = self.restore_points[chain[0]].clone();
+            let next_guid = self.restore_points[chain[1]].guid.clone();
+            self.restore_points.retain(|p| p.guid != oldest.guid);
+            self.backup_files.retain(|f| f.guid != oldest.backup_file);
+            if !oldest.full {
+                continue;
+            }
+            let Some(next) = self.restore_points.iter_mut().find(|p| p.guid == next_guid) else {
+                continue;
+            };
+            next.full = true;
+            next.backup_size = oldest.backup_size;
+            let file_guid = next.backup_file.clone();
+            let size = next.backup_size;
+            if let Some(file) = self.backup_files.iter_mut().find(|f| f.guid == file_guid) {
+                file.full = true;
+                file.backup_size = size;
+                if let Some(stem) = file.file_name.strip_suffix(".vib") {
+                    file.file_name = format!("{stem}.vbk");
+                }
+            }
         }
     }
 
@@ -645,6 +689,31 @@ mod tests {
         assert_eq!(kinds, vec![true, false]);
         assert_eq!(s.backup_files.len(), 2);
         assert!(s.backup_files[0].backup_name.ends_with(" - i-2-4-VM"));
+    }
+
+    #[test]
+    fn past_the_jobs_retention_the_oldest_point_merges_into_the_next() {
+        let mut s = state();
+        let moref = s.add_vm("i-2-4-VM");
+        let obj_ref = s.vm_ref(&moref);
+        let job = s.jobs[0].guid.clone();
+        let job_mut = s.job_mut(&job).unwrap();
+        job_mut.retain_points = 2;
+        job_mut.includes.push(Include {
+            guid: new_guid(),
+            obj_ref,
+            name: "i-2-4-VM".into(),
+        });
+        let now = Instant::now();
+        for _ in 0..3 {
+            s.start_job_run(&job, now);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(s.restore_points.len(), 2);
+        assert_eq!(s.backup_files.len(), 2);
+        let kinds: Vec<bool> = s.restore_points.iter().map(|p| p.full).collect();
+        assert_eq!(kinds, vec![true, false], "the second run's point is the full now");
+        assert!(s.backup_files[0].file_name.ends_with(".vbk"));
     }
 
     #[test]

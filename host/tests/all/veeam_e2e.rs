@@ -1,0 +1,760 @@
+//! The Veeam provider end to end: signed API calls to bnr, the real `bnr_veeam.wasm` in the
+//! sandbox, and `veeam-sim` started in-process with HTTPS (certificate pinned in the zone) and
+//! its PowerShell-over-SSH side (host key pinned in the zone). Every test ends with no live
+//! Enterprise Manager session on the simulator.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use veeam_sim::{Config, RestoreResult, Running, TaskOutcome, Timing};
+
+use crate::bnr_support::*;
+use crate::sched_support::{HOUR, backups_of, configure_schedule, next_run, sync, tick};
+use crate::support_api::*;
+
+const SIM_PASSWORD: &str = "Sim-P@ss-4711";
+const VCENTER: &str = "vcenter.local";
+
+/// Short phases: a task, a job run and a restore session each finish within a few polls.
+fn fast() -> Timing {
+    Timing {
+        task_phase_ms: 5,
+        job_run_ms: 50,
+        restore_phase_ms: 10,
+        session_idle_ms: 10 * 60 * 1000,
+    }
+}
+
+async fn simulator(timing: Timing) -> Running {
+    let running = veeam_sim::start(Config {
+        ssh_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls: true,
+        password: SIM_PASSWORD.into(),
+        vcenter: VCENTER.into(),
+        timing,
+        ..Default::default()
+    })
+    .await
+    .expect("veeam-sim starts");
+    // The ESXi hosts bnr's simulated inventory places instances on.
+    running.with_state(|s| s.esxi_hosts = (1..=8).map(|i| format!("10.0.0.{i}")).collect());
+    running
+}
+
+/// bnr with the Veeam provider, and the simulator its VMware zone points at.
+struct Env {
+    s: TestServer,
+    sim: Running,
+}
+
+impl Env {
+    async fn start() -> Env {
+        Self::start_with(fast(), &[]).await
+    }
+
+    /// Zone settings in `overrides` replace (an empty value: leave unset) the working ones.
+    async fn start_with(timing: Timing, overrides: &[(&str, &str)]) -> Env {
+        let sim = simulator(timing).await;
+        let s = start(Installed::DummyAndVeeam).await;
+        s.admin()
+            .call(
+                "addVmwareDc",
+                &[
+                    ("zoneid", &s.zone_id),
+                    ("name", "DC1"),
+                    ("vcenter", VCENTER),
+                ],
+            )
+            .await
+            .ok("addVmwareDc");
+        let env = Env { s, sim };
+        env.configure(overrides).await;
+        env
+    }
+
+    async fn configure(&self, overrides: &[(&str, &str)]) {
+        let sim = &self.sim;
+        let url = sim.url();
+        let pin = sim.cert_sha256.clone().expect("TLS on");
+        let ssh_port = sim.ssh.expect("SSH on").port().to_string();
+        let host_key = sim.ssh_host_key_fingerprint.clone().expect("SSH on");
+        let working = [
+            ("backup.framework.provider.plugin", "veeam"),
+            ("backup.plugin.veeam.url", url.as_str()),
+            ("backup.plugin.veeam.password", SIM_PASSWORD),
+            ("backup.plugin.veeam.tls.pinned.cert", pin.as_str()),
+            ("backup.plugin.veeam.ssh.port", ssh_port.as_str()),
+            ("backup.plugin.veeam.ssh.host.key", host_key.as_str()),
+            ("backup.plugin.veeam.vcenter", VCENTER),
+            ("backup.plugin.veeam.task.poll.interval", "1"),
+        ];
+        for (name, value) in working {
+            let value = overrides
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(value, |(_, v)| *v);
+            if !value.is_empty() {
+                set_config(&self.s, name, value, Some(&self.s.zone_id)).await;
+            }
+        }
+        for (name, value) in overrides {
+            if !working.iter().any(|(n, _)| n == name) {
+                set_config(&self.s, name, value, Some(&self.s.zone_id)).await;
+            }
+        }
+    }
+
+    /// The UID of the simulator's template job `name`, as `listBackupProviderOfferings` shows it.
+    async fn policy(&self, name: &str) -> String {
+        let r = self
+            .s
+            .admin()
+            .call("listBackupProviderOfferings", &[("zoneid", &self.s.zone_id)])
+            .await;
+        let listed = items(r.ok("listBackupProviderOfferings"), "backupoffering");
+        listed
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("no policy {name}: {listed:?}"))["externalid"]
+            .as_str()
+            .expect("externalid")
+            .to_string()
+    }
+
+    /// Imports the simulator's `Gold` template job as a user-driven offering.
+    async fn gold(&self) -> Value {
+        let uid = self.policy("Gold").await;
+        import(&self.s, &uid, "Gold", true).await
+    }
+
+    /// A VMware instance of `client` with a data disk, known to the simulated vCenter.
+    async fn instance(&self, client: &Client<'_>, name: &str) -> (Value, String) {
+        let v = vm(&self.s, client, name, true).await;
+        let internal = self.internal_name(&id(&v)).await;
+        self.sim.with_state(|s| s.add_vm(&internal));
+        (v, internal)
+    }
+
+    async fn internal_name(&self, vm: &str) -> String {
+        let r = self
+            .s
+            .admin()
+            .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
+            .await;
+        r.ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
+            .as_str()
+            .expect("root admins see the internal name")
+            .to_string()
+    }
+
+    /// The simulator's restore points of VM `internal`, oldest first: (guid, full).
+    fn points(&self, internal: &str) -> Vec<(String, bool)> {
+        self.sim.with_state(|s| {
+            let mut points: Vec<_> = s
+                .restore_points
+                .iter()
+                .filter(|p| p.vm_name == internal)
+                .map(|p| (p.created, p.guid.clone(), p.full))
+                .collect();
+            points.sort();
+            points.into_iter().map(|(_, g, f)| (g, f)).collect()
+        })
+    }
+
+    /// The simulator's per-instance job of `internal`, with the names it includes.
+    fn job_of(&self, internal: &str) -> Option<(String, Vec<String>)> {
+        self.sim.with_state(|s| {
+            s.jobs
+                .iter()
+                .find(|j| j.name.starts_with(&format!("{internal}-CSBKP-")))
+                .map(|j| {
+                    (
+                        j.guid.clone(),
+                        j.includes.iter().map(|i| i.name.clone()).collect(),
+                    )
+                })
+        })
+    }
+
+    fn assert_no_live_session(&self) {
+        assert_eq!(self.sim.live_sessions(), 0, "every EM session was logged out");
+    }
+}
+
+/// The provider error text of a failed synchronous call.
+fn provider_error(r: &Resp, command: &str) -> String {
+    let text = r.err(command, 530);
+    assert!(text.contains("veeam"), "names the provider: {text}");
+    text
+}
+
+fn same_guid(a: &str, b: &str) -> bool {
+    a.rsplit(':')
+        .next()
+        .unwrap_or(a)
+        .eq_ignore_ascii_case(b.rsplit(':').next().unwrap_or(b))
+}
+
+async fn volumes_of(client: &Client<'_>, vm: &str) -> Vec<Value> {
+    let r = client
+        .call("listVolumes", &[("virtualmachineid", vm), ("listall", "true")])
+        .await;
+    items(r.ok("listVolumes"), "volume")
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+async fn vm_state(client: &Client<'_>, vm: &str) -> String {
+    let r = client
+        .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
+        .await;
+    r.ok("listVirtualMachines")["virtualmachine"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_whole_life_of_a_veeam_protected_instance_through_the_api() {
+    let env = Env::start().await;
+    let s = &env.s;
+
+    // 1. Import: the simulator's template jobs are the provider's offerings.
+    let gold = env.gold().await;
+    assert_eq!(gold["name"], "Gold");
+    assert_eq!(gold["provider"], "veeam");
+
+    // 2. Assign: a per-instance job cloned from the template, with the VM in it.
+    let user = s.client(s.create_user("vicky", "User", None).await);
+    let (v, internal) = env.instance(&user, "vicky-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    let (job, included) = env.job_of(&internal).expect("the clone exists");
+    assert!(included.contains(&internal), "{included:?}");
+
+    // 3. Back up: the restore point the job made is the backup.
+    let full = backup(&user, &id(&v)).await;
+    assert_eq!(full["status"], "BackedUp");
+    assert_eq!(full["type"], "Full");
+    let points = env.points(&internal);
+    assert_eq!(points.len(), 1);
+    assert!(same_guid(full["externalid"].as_str().unwrap(), &points[0].0));
+
+    // 4. A second backup is an increment of the same chain.
+    let incr = backup(&user, &id(&v)).await;
+    assert_eq!(incr["type"], "Increment");
+    let points = env.points(&internal);
+    assert_eq!(points.len(), 2);
+    assert!(same_guid(incr["externalid"].as_str().unwrap(), &points[1].0));
+    assert_eq!(points.iter().map(|p| p.1).collect::<Vec<_>>(), [true, false]);
+    assert_eq!(backups_of(&user, &id(&v)).await.len(), 2);
+
+    // 5. Restore in place: Success and Warning restore, Failed fails with Veeam's reason.
+    stop(&user, &id(&v)).await;
+    for result in [RestoreResult::Success, RestoreResult::Warning] {
+        env.sim
+            .with_state(|st| st.faults.restore_result = result.clone());
+        let done = user.call_async("restoreBackup", &[("id", &id(&incr))]).await;
+        job_ok(&done);
+        assert_eq!(vm_state(&user, &id(&v)).await, "Stopped");
+    }
+    let restored: Vec<String> = env.sim.with_state(|st| {
+        st.restore_sessions
+            .values()
+            .map(|r| r.restore_point.clone())
+            .collect()
+    });
+    assert_eq!(restored.len(), 2);
+    assert!(
+        restored
+            .iter()
+            .all(|p| same_guid(p, incr["externalid"].as_str().unwrap())),
+        "exactly the chosen point was restored: {restored:?}"
+    );
+    env.sim
+        .with_state(|st| st.faults.restore_result = RestoreResult::Failed);
+    let done = user.call_async("restoreBackup", &[("id", &id(&full))]).await;
+    let (code, text) = job_error(&done);
+    assert_eq!(code, 530);
+    assert!(text.contains("simulated datastore error"), "{text}");
+    env.sim
+        .with_state(|st| st.faults.restore_result = RestoreResult::Success);
+    assert_eq!(vm_state(&user, &id(&v)).await, "Stopped");
+    assert!(
+        volumes_of(&user, &id(&v))
+            .await
+            .iter()
+            .all(|vol| vol["state"] == "Ready")
+    );
+    assert_eq!(backups_of(&user, &id(&v)).await.len(), 2, "nothing lost");
+
+    // 6. One volume to another instance (one without backups).
+    let (other, _) = env.instance(&user, "vicky-other").await;
+    let backed: Value = serde_json::from_str(full["volumes"].as_str().unwrap()).unwrap();
+    let data_disk = backed[1]["uuid"].as_str().unwrap().to_string();
+    let before = volumes_of(&user, &id(&other)).await.len();
+    let done = user
+        .call_async(
+            "restoreVolumeFromBackupAndAttachToVM",
+            &[
+                ("backupid", &id(&full)),
+                ("volumeid", &data_disk),
+                ("virtualmachineid", &id(&other)),
+            ],
+        )
+        .await;
+    job_ok(&done);
+    assert_eq!(volumes_of(&user, &id(&other)).await.len(), before + 1);
+    let temporary: Vec<String> = env.sim.with_state(|st| {
+        st.restore_sessions
+            .values()
+            .filter_map(|r| r.new_vm_name.clone())
+            .collect()
+    });
+    assert!(
+        temporary.iter().any(|n| n.starts_with("CS-RSTR-")),
+        "{temporary:?}"
+    );
+
+    // 7. A new instance from the backup: Veeam restores the point under the new name.
+    let r = user
+        .call(
+            "createVMFromBackup",
+            &[
+                ("backupid", &id(&incr)),
+                ("zoneid", &s.zone_id),
+                ("name", "vicky-copy"),
+            ],
+        )
+        .await;
+    let first = r.ok("createVMFromBackup");
+    let copy = first["id"].as_str().unwrap().to_string();
+    let jobid = first["jobid"].as_str().unwrap().to_string();
+    s.wait_job(&jobid).await;
+    let done = user.call("queryAsyncJobResult", &[("jobid", &jobid)]).await;
+    let created = &job_ok(done.ok("queryAsyncJobResult"))["virtualmachine"];
+    assert_eq!(created["id"], copy.as_str());
+    assert_eq!(created["hypervisor"], "VMware");
+    let copy_internal = env.internal_name(&copy).await;
+    let names: Vec<String> = env.sim.with_state(|st| {
+        st.restore_sessions
+            .values()
+            .filter_map(|r| r.new_vm_name.clone())
+            .collect()
+    });
+    assert!(names.contains(&copy_internal), "{names:?}");
+
+    // 8. Delete: Veeam drops chains, so only a forced delete goes, and takes the chain.
+    let r = user.call("deleteBackup", &[("id", &id(&full))]).await;
+    let refused = r.err("deleteBackup", 530);
+    assert!(refused.contains("forced"), "{refused}");
+    assert_eq!(env.points(&internal).len(), 2, "nothing deleted");
+    let done = user
+        .call_async("deleteBackup", &[("id", &id(&full)), ("forced", "true")])
+        .await;
+    job_ok(&done);
+    assert!(env.points(&internal).is_empty(), "the chain is gone on Veeam");
+    assert!(backups_of(&user, &id(&v)).await.is_empty());
+
+    // 9. Remove from the offering: the per-instance job goes.
+    let done = user
+        .call_async(
+            "removeVirtualMachineFromBackupOffering",
+            &[("virtualmachineid", &id(&v))],
+        )
+        .await;
+    job_ok(&done);
+    assert!(env.job_of(&internal).is_none());
+
+    // 10. Assign the same instance again: a new job, and backups work again.
+    assign(&user, &id(&v), &id(&gold)).await;
+    let (again, included) = env.job_of(&internal).expect("a new clone");
+    assert_ne!(again, job);
+    assert!(included.contains(&internal));
+    let fresh = backup(&user, &id(&v)).await;
+    assert_eq!(fresh["type"], "Full");
+
+    env.assert_no_live_session();
+    let counters = env.sim.with_state(|st| st.counters.clone());
+    assert_eq!(counters.logons, counters.logouts, "{counters:?}");
+}
+
+#[tokio::test]
+async fn an_expunged_vmware_instance_comes_back_from_its_veeam_backup_without_nics() {
+    let env = Env::start().await;
+    let s = &env.s;
+    let gold = env.gold().await;
+    let user = s.client(s.create_user("xavi", "User", None).await);
+    let (v, internal) = env.instance(&user, "xavi-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    let b = backup(&user, &id(&v)).await;
+    job_ok(
+        &user
+            .call_async(
+                "removeVirtualMachineFromBackupOffering",
+                &[("virtualmachineid", &id(&v))],
+            )
+            .await,
+    );
+    job_ok(
+        &s.admin()
+            .call_async(
+                "destroyVirtualMachine",
+                &[("id", &id(&v)), ("expunge", "true")],
+            )
+            .await,
+    );
+    assert_eq!(get_backup(&user, &id(&b)).await["isbackupvmexpunged"], true);
+
+    job_ok(&user.call_async("restoreBackup", &[("id", &id(&b))]).await);
+
+    let r = user.call("listVirtualMachines", &[("id", &id(&v))]).await;
+    let back = &r.ok("listVirtualMachines")["virtualmachine"][0];
+    assert_eq!(back["state"], "Stopped");
+    assert_eq!(back["hypervisor"], "VMware");
+    assert!(
+        back.get("nic")
+            .is_none_or(|n| n.as_array().is_none_or(Vec::is_empty)),
+        "no NICs: {back}"
+    );
+    assert!(
+        volumes_of(&user, &id(&v))
+            .await
+            .iter()
+            .all(|vol| vol["state"] == "Ready")
+    );
+    let restored: Vec<String> = env.sim.with_state(|st| {
+        st.restore_sessions
+            .values()
+            .map(|r| r.restore_point.clone())
+            .collect()
+    });
+    assert_eq!(restored.len(), 1);
+    assert!(same_guid(&restored[0], b["externalid"].as_str().unwrap()));
+    assert_eq!(env.points(&internal).len(), 1, "the backup is kept");
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn scheduled_runs_back_up_through_veeam_and_veeams_retention_reaches_bnr_by_sync() {
+    let env = Env::start().await;
+    let s = &env.s;
+    let gold = env.gold().await;
+    let user = s.client(s.create_user("sami", "User", None).await);
+    let (v, internal) = env.instance(&user, "sami-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+
+    // Retention is the Veeam job's: bnr refuses a count of its own, as CloudStack does.
+    let r = user
+        .call(
+            "createBackupSchedule",
+            &[
+                ("virtualmachineid", &id(&v)),
+                ("intervaltype", "HOURLY"),
+                ("schedule", "05"),
+                ("timezone", "UTC"),
+                ("maxbackups", "2"),
+            ],
+        )
+        .await;
+    let refused = r.err("createBackupSchedule", 530);
+    assert!(refused.contains("retention"), "{refused}");
+
+    let hourly = id(&configure_schedule(&user, &id(&v), "HOURLY", "05", &[]).await);
+    // The job keeps two points per VM, as if its template said so.
+    let (job, _) = env.job_of(&internal).expect("job");
+    env.sim
+        .with_state(|st| st.job_mut(&job).expect("job").retain_points = 2);
+    let h0 = next_run(&user, &hourly).await;
+    for k in 0..3 {
+        let report = tick(s, h0 + k * HOUR).await;
+        assert_eq!(report.started.len(), 1, "run {k}");
+    }
+    // Veeam merged the oldest point away; bnr still lists three until it syncs.
+    let on_veeam = env.points(&internal);
+    assert_eq!(on_veeam.len(), 2);
+    assert_eq!(backups_of(&user, &id(&v)).await.len(), 3);
+    let report = sync(s, h0 + 3 * HOUR).await;
+    let reconciled = report
+        .zone(&s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("the zone was reconciled");
+    assert_eq!(reconciled.retired, 1, "{reconciled:?}");
+    let kept = backups_of(&user, &id(&v)).await;
+    assert_eq!(kept.len(), 2);
+    for (backup, (point, _)) in kept.iter().zip(&on_veeam) {
+        assert!(same_guid(backup["externalid"].as_str().unwrap(), point));
+        assert_eq!(backup["intervaltype"], "HOURLY");
+    }
+    env.assert_no_live_session();
+}
+
+// ---- Bad input and faults: each ends in a clear error with nothing lost ----
+
+#[tokio::test]
+async fn wrong_credentials_are_named_by_their_setting() {
+    let env = Env::start_with(fast(), &[("backup.plugin.veeam.password", "not-it")]).await;
+    let r = env
+        .s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &env.s.zone_id)])
+        .await;
+    let text = provider_error(&r, "listBackupProviderOfferings");
+    assert!(
+        text.contains("backup.plugin.veeam.username") && text.contains("backup.plugin.veeam.password"),
+        "{text}"
+    );
+    assert!(!text.contains("not-it"), "the password is never shown: {text}");
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    let closed = crate::support_peers::free_port();
+    let url = format!("https://127.0.0.1:{closed}/api/");
+    let env = Env::start_with(fast(), &[("backup.plugin.veeam.url", &url)]).await;
+    let r = env
+        .s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &env.s.zone_id)])
+        .await;
+    let text = provider_error(&r, "listBackupProviderOfferings");
+    assert!(text.contains("unreachable"), "{text}");
+    assert_eq!(env.sim.with_state(|st| st.counters.requests), 0);
+}
+
+#[tokio::test]
+async fn a_certificate_that_does_not_match_the_pin_is_refused() {
+    let other = "ab".repeat(32);
+    let env = Env::start_with(
+        fast(),
+        &[("backup.plugin.veeam.tls.pinned.cert", other.as_str())],
+    )
+    .await;
+    let r = env
+        .s
+        .admin()
+        .call("listBackupProviderOfferings", &[("zoneid", &env.s.zone_id)])
+        .await;
+    let text = provider_error(&r, "listBackupProviderOfferings");
+    assert!(text.contains("backup.plugin.veeam.tls.pinned.cert"), "{text}");
+    assert_eq!(
+        env.sim.with_state(|st| st.counters.requests),
+        0,
+        "nothing was sent to an untrusted server"
+    );
+}
+
+#[tokio::test]
+async fn an_unpinned_ssh_host_key_is_refused_with_its_fingerprint() {
+    let env = Env::start_with(fast(), &[("backup.plugin.veeam.ssh.host.key", "")]).await;
+    let gold = env.gold().await;
+    let user = env.s.client(env.s.create_user("una", "User", None).await);
+    let (v, internal) = env.instance(&user, "una-vm").await;
+    let done = user
+        .call_async(
+            "assignVirtualMachineToBackupOffering",
+            &[("virtualmachineid", &id(&v)), ("backupofferingid", &id(&gold))],
+        )
+        .await;
+    let (_, text) = job_error(&done);
+    let fingerprint = env.sim.ssh_host_key_fingerprint.clone().unwrap();
+    assert!(text.contains(&fingerprint), "shows the key to pin: {text}");
+    assert!(text.contains("backup.plugin.veeam.ssh.host.key"), "{text}");
+    assert_eq!(env.sim.with_state(|st| st.counters.ssh_commands), 0);
+    assert!(env.job_of(&internal).is_none(), "nothing made on Veeam");
+    let r = user
+        .call("listVirtualMachines", &[("id", &id(&v))])
+        .await;
+    assert!(
+        r.ok("listVirtualMachines")["virtualmachine"][0]
+            .get("backupofferingid")
+            .is_none(),
+        "the instance stays unassigned"
+    );
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn a_non_vmware_instance_is_refused() {
+    let sim = simulator(fast()).await;
+    let s = start(Installed::DummyAndVeeam).await;
+    // Deployed before the zone has a VMware datacenter: a KVM instance.
+    let creds = s.create_user("kim", "User", None).await;
+    let v = vm(&s, &s.client(creds.clone()), "kim-vm", false).await;
+    s.admin()
+        .call(
+            "addVmwareDc",
+            &[("zoneid", &s.zone_id), ("name", "DC1"), ("vcenter", VCENTER)],
+        )
+        .await
+        .ok("addVmwareDc");
+    let env = Env { s, sim };
+    env.configure(&[]).await;
+    let gold = env.gold().await;
+    let user = env.s.client(creds);
+    let done = user
+        .call_async(
+            "assignVirtualMachineToBackupOffering",
+            &[("virtualmachineid", &id(&v)), ("backupofferingid", &id(&gold))],
+        )
+        .await;
+    let (_, text) = job_error(&done);
+    assert!(text.contains("VMware instances only"), "{text}");
+    assert!(env.sim.with_state(|st| st.jobs.iter().all(|j| !j.cloned)));
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn a_policy_that_vanished_from_veeam_fails_the_assignment_clearly() {
+    let env = Env::start().await;
+    let gold = env.gold().await;
+    env.sim.with_state(|st| st.jobs.retain(|j| j.name != "Gold"));
+    let user = env.s.client(env.s.create_user("vana", "User", None).await);
+    let (v, internal) = env.instance(&user, "vana-vm").await;
+    let done = user
+        .call_async(
+            "assignVirtualMachineToBackupOffering",
+            &[("virtualmachineid", &id(&v)), ("backupofferingid", &id(&gold))],
+        )
+        .await;
+    let (_, text) = job_error(&done);
+    assert!(text.contains("no longer exists"), "{text}");
+    assert!(env.job_of(&internal).is_none());
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn an_em_session_expiring_in_the_middle_of_a_poll_is_logged_on_again() {
+    let env = Env::start_with(
+        Timing {
+            job_run_ms: 1500,
+            ..fast()
+        },
+        &[],
+    )
+    .await;
+    let gold = env.gold().await;
+    let user = env.s.client(env.s.create_user("sven", "User", None).await);
+    let (v, _) = env.instance(&user, "sven-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    let r = user.call("createBackup", &[("virtualmachineid", &id(&v))]).await;
+    let first = r.ok("createBackup");
+    let backup_id = first["id"].as_str().unwrap().to_string();
+    let jobid = first["jobid"].as_str().unwrap().to_string();
+    // Once the job runs, the session of the next request expires under it.
+    let started = Instant::now();
+    while env.sim.with_state(|st| st.tasks.is_empty()) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let logons = env.sim.with_state(|st| {
+        st.faults.unauthorized = 1;
+        st.counters.logons
+    });
+    env.s.wait_job(&jobid).await;
+    let done = user
+        .call("queryAsyncJobResult", &[("jobid", &jobid)])
+        .await
+        .ok("queryAsyncJobResult")
+        .clone();
+    job_ok(&done);
+    assert_eq!(get_backup(&user, &backup_id).await["status"], "BackedUp");
+    let (left, logons_after) =
+        env.sim
+            .with_state(|st| (st.faults.unauthorized, st.counters.logons));
+    assert_eq!(left, 0, "the 401 was served");
+    assert!(logons_after > logons);
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn a_server_error_during_sync_deletes_nothing_in_bnr() {
+    let env = Env::start().await;
+    let gold = env.gold().await;
+    let user = env.s.client(env.s.create_user("sara", "User", None).await);
+    let (v, _) = env.instance(&user, "sara-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    let b = backup(&user, &id(&v)).await;
+    env.sim.with_state(|st| {
+        st.faults.server_error = 1000;
+        st.faults.server_error_path = "query".into();
+    });
+    let now = jiff::Timestamp::now().as_second();
+    let report = sync(&env.s, now).await;
+    let reconciled = report
+        .zone(&env.s.zone_id)
+        .and_then(|z| z.reconciled.clone())
+        .expect("reconciliation ran");
+    assert_eq!(reconciled.retired, 0);
+    assert!(
+        !reconciled.failed.is_empty() || reconciled.stopped.is_some(),
+        "{reconciled:?}"
+    );
+    let kept = backups_of(&user, &id(&v)).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["id"], b["id"]);
+    assert_eq!(kept[0]["status"], "BackedUp");
+
+    env.sim.with_state(|st| st.faults.server_error = 0);
+    let report = sync(&env.s, now + 60).await;
+    let reconciled = report.zone(&env.s.zone_id).unwrap().reconciled.clone().unwrap();
+    assert!(reconciled.failed.is_empty() && reconciled.stopped.is_none());
+    assert_eq!(reconciled.retired, 0);
+    assert_eq!(backups_of(&user, &id(&v)).await.len(), 1);
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn a_job_that_never_finishes_ends_in_error_at_its_deadline() {
+    let env = Env::start().await;
+    set_config(
+        &env.s,
+        "backup.framework.operation.timeouts",
+        "veeam:backup=3",
+        None,
+    )
+    .await;
+    let gold = env.gold().await;
+    let user = env.s.client(env.s.create_user("nina", "User", None).await);
+    let (v, internal) = env.instance(&user, "nina-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    env.sim
+        .with_state(|st| st.faults.task_outcome = TaskOutcome::Never);
+    let (backup_id, done) = create_backup(&user, &id(&v), &[]).await;
+    let (_, text) = job_error(&done);
+    assert!(text.contains("within 3 seconds"), "{text}");
+    let b = get_backup(&user, &backup_id).await;
+    assert_eq!(b["status"], "Error", "not left transitional: {b}");
+    assert!(env.points(&internal).is_empty());
+    let stops = env.sim.with_state(|st| {
+        st.counters
+            .by_endpoint
+            .iter()
+            .filter(|(k, _)| k.contains("stop"))
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    });
+    assert!(stops >= 1, "the job was stopped on Veeam");
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
+async fn a_restore_running_past_the_providers_restore_timeout_fails() {
+    let env = Env::start_with(fast(), &[("backup.plugin.veeam.restore.timeout", "2")]).await;
+    let gold = env.gold().await;
+    let user = env.s.client(env.s.create_user("rita", "User", None).await);
+    let (v, _) = env.instance(&user, "rita-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    let b = backup(&user, &id(&v)).await;
+    stop(&user, &id(&v)).await;
+    env.sim
+        .with_state(|st| st.faults.restore_result = RestoreResult::Never);
+    let done = user.call_async("restoreBackup", &[("id", &id(&b))]).await;
+    let (code, text) = job_error(&done);
+    assert_eq!(code, 530);
+    assert!(text.contains("backup.plugin.veeam.restore.timeout"), "{text}");
+    assert_eq!(vm_state(&user, &id(&v)).await, "Stopped");
+    assert_eq!(get_backup(&user, &id(&b)).await["status"], "BackedUp");
+    env.assert_no_live_session();
+}
