@@ -109,7 +109,10 @@ impl Env {
         let r = self
             .s
             .admin()
-            .call("listBackupProviderOfferings", &[("zoneid", &self.s.zone_id)])
+            .call(
+                "listBackupProviderOfferings",
+                &[("zoneid", &self.s.zone_id)],
+            )
             .await;
         let listed = items(r.ok("listBackupProviderOfferings"), "backupoffering");
         listed
@@ -177,7 +180,11 @@ impl Env {
     }
 
     fn assert_no_live_session(&self) {
-        assert_eq!(self.sim.live_sessions(), 0, "every EM session was logged out");
+        assert_eq!(
+            self.sim.live_sessions(),
+            0,
+            "every EM session was logged out"
+        );
     }
 }
 
@@ -197,7 +204,10 @@ fn same_guid(a: &str, b: &str) -> bool {
 
 async fn volumes_of(client: &Client<'_>, vm: &str) -> Vec<Value> {
     let r = client
-        .call("listVolumes", &[("virtualmachineid", vm), ("listall", "true")])
+        .call(
+            "listVolumes",
+            &[("virtualmachineid", vm), ("listall", "true")],
+        )
         .await;
     items(r.ok("listVolumes"), "volume")
         .into_iter()
@@ -238,15 +248,24 @@ async fn the_whole_life_of_a_veeam_protected_instance_through_the_api() {
     assert_eq!(full["type"], "Full");
     let points = env.points(&internal);
     assert_eq!(points.len(), 1);
-    assert!(same_guid(full["externalid"].as_str().unwrap(), &points[0].0));
+    assert!(same_guid(
+        full["externalid"].as_str().unwrap(),
+        &points[0].0
+    ));
 
     // 4. A second backup is an increment of the same chain.
     let incr = backup(&user, &id(&v)).await;
     assert_eq!(incr["type"], "Increment");
     let points = env.points(&internal);
     assert_eq!(points.len(), 2);
-    assert!(same_guid(incr["externalid"].as_str().unwrap(), &points[1].0));
-    assert_eq!(points.iter().map(|p| p.1).collect::<Vec<_>>(), [true, false]);
+    assert!(same_guid(
+        incr["externalid"].as_str().unwrap(),
+        &points[1].0
+    ));
+    assert_eq!(
+        points.iter().map(|p| p.1).collect::<Vec<_>>(),
+        [true, false]
+    );
     assert_eq!(backups_of(&user, &id(&v)).await.len(), 2);
 
     // 5. Restore in place: Success and Warning restore, Failed fails with Veeam's reason.
@@ -254,7 +273,9 @@ async fn the_whole_life_of_a_veeam_protected_instance_through_the_api() {
     for result in [RestoreResult::Success, RestoreResult::Warning] {
         env.sim
             .with_state(|st| st.faults.restore_result = result.clone());
-        let done = user.call_async("restoreBackup", &[("id", &id(&incr))]).await;
+        let done = user
+            .call_async("restoreBackup", &[("id", &id(&incr))])
+            .await;
         job_ok(&done);
         assert_eq!(vm_state(&user, &id(&v)).await, "Stopped");
     }
@@ -273,7 +294,9 @@ async fn the_whole_life_of_a_veeam_protected_instance_through_the_api() {
     );
     env.sim
         .with_state(|st| st.faults.restore_result = RestoreResult::Failed);
-    let done = user.call_async("restoreBackup", &[("id", &id(&full))]).await;
+    let done = user
+        .call_async("restoreBackup", &[("id", &id(&full))])
+        .await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
     assert!(text.contains("simulated datastore error"), "{text}");
@@ -353,7 +376,10 @@ async fn the_whole_life_of_a_veeam_protected_instance_through_the_api() {
         .call_async("deleteBackup", &[("id", &id(&full)), ("forced", "true")])
         .await;
     job_ok(&done);
-    assert!(env.points(&internal).is_empty(), "the chain is gone on Veeam");
+    assert!(
+        env.points(&internal).is_empty(),
+        "the chain is gone on Veeam"
+    );
     assert!(backups_of(&user, &id(&v)).await.is_empty());
 
     // 9. Remove from the offering: the per-instance job goes.
@@ -501,10 +527,14 @@ async fn wrong_credentials_are_named_by_their_setting() {
         .await;
     let text = provider_error(&r, "listBackupProviderOfferings");
     assert!(
-        text.contains("backup.plugin.veeam.username") && text.contains("backup.plugin.veeam.password"),
+        text.contains("backup.plugin.veeam.username")
+            && text.contains("backup.plugin.veeam.password"),
         "{text}"
     );
-    assert!(!text.contains("not-it"), "the password is never shown: {text}");
+    assert!(
+        !text.contains("not-it"),
+        "the password is never shown: {text}"
+    );
     env.assert_no_live_session();
 }
 
@@ -537,7 +567,10 @@ async fn a_certificate_that_does_not_match_the_pin_is_refused() {
         .call("listBackupProviderOfferings", &[("zoneid", &env.s.zone_id)])
         .await;
     let text = provider_error(&r, "listBackupProviderOfferings");
-    assert!(text.contains("backup.plugin.veeam.tls.pinned.cert"), "{text}");
+    assert!(
+        text.contains("backup.plugin.veeam.tls.pinned.cert"),
+        "{text}"
+    );
     assert_eq!(
         env.sim.with_state(|st| st.counters.requests),
         0,
@@ -554,7 +587,10 @@ async fn an_unpinned_ssh_host_key_is_refused_with_its_fingerprint() {
     let done = user
         .call_async(
             "assignVirtualMachineToBackupOffering",
-            &[("virtualmachineid", &id(&v)), ("backupofferingid", &id(&gold))],
+            &[
+                ("virtualmachineid", &id(&v)),
+                ("backupofferingid", &id(&gold)),
+            ],
         )
         .await;
     let (_, text) = job_error(&done);
@@ -563,9 +599,7 @@ async fn an_unpinned_ssh_host_key_is_refused_with_its_fingerprint() {
     assert!(text.contains("backup.plugin.veeam.ssh.host.key"), "{text}");
     assert_eq!(env.sim.with_state(|st| st.counters.ssh_commands), 0);
     assert!(env.job_of(&internal).is_none(), "nothing made on Veeam");
-    let r = user
-        .call("listVirtualMachines", &[("id", &id(&v))])
-        .await;
+    let r = user.call("listVirtualMachines", &[("id", &id(&v))]).await;
     assert!(
         r.ok("listVirtualMachines")["virtualmachine"][0]
             .get("backupofferingid")
@@ -585,7 +619,11 @@ async fn a_non_vmware_instance_is_refused() {
     s.admin()
         .call(
             "addVmwareDc",
-            &[("zoneid", &s.zone_id), ("name", "DC1"), ("vcenter", VCENTER)],
+            &[
+                ("zoneid", &s.zone_id),
+                ("name", "DC1"),
+                ("vcenter", VCENTER),
+            ],
         )
         .await
         .ok("addVmwareDc");
@@ -596,7 +634,10 @@ async fn a_non_vmware_instance_is_refused() {
     let done = user
         .call_async(
             "assignVirtualMachineToBackupOffering",
-            &[("virtualmachineid", &id(&v)), ("backupofferingid", &id(&gold))],
+            &[
+                ("virtualmachineid", &id(&v)),
+                ("backupofferingid", &id(&gold)),
+            ],
         )
         .await;
     let (_, text) = job_error(&done);
@@ -609,13 +650,17 @@ async fn a_non_vmware_instance_is_refused() {
 async fn a_policy_that_vanished_from_veeam_fails_the_assignment_clearly() {
     let env = Env::start().await;
     let gold = env.gold().await;
-    env.sim.with_state(|st| st.jobs.retain(|j| j.name != "Gold"));
+    env.sim
+        .with_state(|st| st.jobs.retain(|j| j.name != "Gold"));
     let user = env.s.client(env.s.create_user("vana", "User", None).await);
     let (v, internal) = env.instance(&user, "vana-vm").await;
     let done = user
         .call_async(
             "assignVirtualMachineToBackupOffering",
-            &[("virtualmachineid", &id(&v)), ("backupofferingid", &id(&gold))],
+            &[
+                ("virtualmachineid", &id(&v)),
+                ("backupofferingid", &id(&gold)),
+            ],
         )
         .await;
     let (_, text) = job_error(&done);
@@ -638,14 +683,19 @@ async fn an_em_session_expiring_in_the_middle_of_a_poll_is_logged_on_again() {
     let user = env.s.client(env.s.create_user("sven", "User", None).await);
     let (v, _) = env.instance(&user, "sven-vm").await;
     assign(&user, &id(&v), &id(&gold)).await;
-    let r = user.call("createBackup", &[("virtualmachineid", &id(&v))]).await;
+    let r = user
+        .call("createBackup", &[("virtualmachineid", &id(&v))])
+        .await;
     let first = r.ok("createBackup");
     let backup_id = first["id"].as_str().unwrap().to_string();
     let jobid = first["jobid"].as_str().unwrap().to_string();
     // Once the job runs, the session of the next request expires under it.
     let started = Instant::now();
     while env.sim.with_state(|st| st.tasks.is_empty()) {
-        assert!(started.elapsed() < Duration::from_secs(20), "the job never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the job never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let logons = env.sim.with_state(|st| {
@@ -660,9 +710,9 @@ async fn an_em_session_expiring_in_the_middle_of_a_poll_is_logged_on_again() {
         .clone();
     job_ok(&done);
     assert_eq!(get_backup(&user, &backup_id).await["status"], "BackedUp");
-    let (left, logons_after) =
-        env.sim
-            .with_state(|st| (st.faults.unauthorized, st.counters.logons));
+    let (left, logons_after) = env
+        .sim
+        .with_state(|st| (st.faults.unauthorized, st.counters.logons));
     assert_eq!(left, 0, "the 401 was served");
     assert!(logons_after > logons);
     env.assert_no_live_session();
@@ -698,7 +748,12 @@ async fn a_server_error_during_sync_deletes_nothing_in_bnr() {
 
     env.sim.with_state(|st| st.faults.server_error = 0);
     let report = sync(&env.s, now + 60).await;
-    let reconciled = report.zone(&env.s.zone_id).unwrap().reconciled.clone().unwrap();
+    let reconciled = report
+        .zone(&env.s.zone_id)
+        .unwrap()
+        .reconciled
+        .clone()
+        .unwrap();
     assert!(reconciled.failed.is_empty() && reconciled.stopped.is_none());
     assert_eq!(reconciled.retired, 0);
     assert_eq!(backups_of(&user, &id(&v)).await.len(), 1);
@@ -753,8 +808,245 @@ async fn a_restore_running_past_the_providers_restore_timeout_fails() {
     let done = user.call_async("restoreBackup", &[("id", &id(&b))]).await;
     let (code, text) = job_error(&done);
     assert_eq!(code, 530);
-    assert!(text.contains("backup.plugin.veeam.restore.timeout"), "{text}");
+    assert!(
+        text.contains("backup.plugin.veeam.restore.timeout"),
+        "{text}"
+    );
     assert_eq!(vm_state(&user, &id(&v)).await, "Stopped");
     assert_eq!(get_backup(&user, &id(&b)).await["status"], "BackedUp");
+    env.assert_no_live_session();
+}
+
+// ---- Measurement (ignored by default; see docs/benchmarks.md) ----
+
+/// What the simulator and bnr's provider-call histogram say at one moment.
+struct Snapshot {
+    at: Instant,
+    sim: veeam_sim::state::Counters,
+    /// (seconds, count) of the veeam provider's calls, all functions.
+    calls: (f64, u64),
+}
+
+/// Deltas between two snapshots.
+struct Sample {
+    wall: Duration,
+    http: u64,
+    ssh: u64,
+    calls: u64,
+    call_secs: f64,
+    answer_secs: f64,
+    by_endpoint: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    async fn take(env: &Env) -> Snapshot {
+        let metrics = bnr::metrics::enable();
+        let text = env
+            .s
+            .state
+            .store()
+            .read(move |c| metrics.render(c, 0))
+            .await
+            .expect("metrics render");
+        let mut calls = (0.0, 0);
+        for line in text.lines().filter(|l| l.contains("provider=\"veeam\"")) {
+            let value = line.rsplit(' ').next().unwrap_or("0");
+            if line.starts_with("bnr_provider_call_duration_seconds_sum{") {
+                calls.0 += value.parse::<f64>().unwrap_or(0.0);
+            } else if line.starts_with("bnr_provider_call_duration_seconds_count{") {
+                calls.1 += value.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Snapshot {
+            at: Instant::now(),
+            sim: env.sim.with_state(|s| s.counters.clone()),
+            calls,
+        }
+    }
+
+    async fn since(&self, env: &Env) -> Sample {
+        let now = Snapshot::take(env).await;
+        let by_endpoint = now
+            .sim
+            .by_endpoint
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    n - self.sim.by_endpoint.get(k).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Sample {
+            wall: now.at - self.at,
+            http: now.sim.requests - self.sim.requests,
+            ssh: now.sim.ssh_commands - self.sim.ssh_commands,
+            calls: now.calls.1 - self.calls.1,
+            call_secs: now.calls.0 - self.calls.0,
+            answer_secs: (now.sim.http_answer_micros + now.sim.ssh_answer_micros
+                - self.sim.http_answer_micros
+                - self.sim.ssh_answer_micros) as f64
+                / 1e6,
+            by_endpoint,
+        }
+    }
+}
+
+fn report(what: &str, m: &Sample) {
+    let overhead = (m.call_secs - m.answer_secs).max(0.0);
+    println!(
+        "| {what} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms |",
+        m.http,
+        m.ssh,
+        m.calls,
+        m.wall.as_secs_f64() * 1e3,
+        m.call_secs * 1e3,
+        m.answer_secs * 1e3,
+        overhead * 1e3 / m.calls.max(1) as f64,
+    );
+}
+
+/// Vendor requests, provider-call time and the simulator's answer time per operation through
+/// bnr (API → sandboxed provider → TLS / SSH → veeam-sim), and a sync pass over many
+/// Veeam-protected instances. Run:
+/// `cargo test -p bnr --test all veeam_e2e::measure -- --ignored --nocapture`
+/// (`BNR_VEEAM_SYNC_N` instances, default 1000).
+#[tokio::test]
+#[ignore = "a measurement, run by hand; see docs/benchmarks.md"]
+async fn measure_vendor_requests_and_bnr_overhead_per_operation() {
+    let n: usize = std::env::var("BNR_VEEAM_SYNC_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let zero = Timing {
+        task_phase_ms: 0,
+        job_run_ms: 0,
+        restore_phase_ms: 0,
+        session_idle_ms: 60 * 60 * 1000,
+    };
+    bnr::metrics::enable();
+    let env = Env::start_with(zero, &[]).await;
+    let s = &env.s;
+    println!(
+        "| operation (through the API) | EM requests | SSH commands | provider calls | wall | provider-call time | simulator answer time | bnr overhead per call |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+
+    let before = Snapshot::take(&env).await;
+    let uid = env.policy("Gold").await;
+    report("listBackupProviderOfferings", &before.since(&env).await);
+    let before = Snapshot::take(&env).await;
+    let gold = import(s, &uid, "Gold", true).await;
+    report("importBackupOffering", &before.since(&env).await);
+
+    let user = s.client(s.create_user("mia", "User", None).await);
+    let (v, _) = env.instance(&user, "mia-vm").await;
+    let before = Snapshot::take(&env).await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    report(
+        "assignVirtualMachineToBackupOffering",
+        &before.since(&env).await,
+    );
+
+    let before = Snapshot::take(&env).await;
+    let full = backup(&user, &id(&v)).await;
+    report("createBackup (full)", &before.since(&env).await);
+    let before = Snapshot::take(&env).await;
+    backup(&user, &id(&v)).await;
+    report("createBackup (incremental)", &before.since(&env).await);
+
+    stop(&user, &id(&v)).await;
+    let before = Snapshot::take(&env).await;
+    job_ok(
+        &user
+            .call_async("restoreBackup", &[("id", &id(&full))])
+            .await,
+    );
+    report("restoreBackup (in place)", &before.since(&env).await);
+
+    let before = Snapshot::take(&env).await;
+    let now = jiff::Timestamp::now().as_second();
+    sync(s, now).await;
+    report("sync pass, 1 instance", &before.since(&env).await);
+
+    let before = Snapshot::take(&env).await;
+    job_ok(
+        &user
+            .call_async("deleteBackup", &[("id", &id(&full)), ("forced", "true")])
+            .await,
+    );
+    report("deleteBackup (forced)", &before.since(&env).await);
+
+    // N protected instances: deployed through the API, their Veeam jobs and one restore point
+    // each made in the simulator, the assignment written to the store (assigning one by one
+    // through Veeam is measured above).
+    let offering = id(&gold);
+    let owner = s.client(s.create_user("many", "User", None).await);
+    let (so, _, template) = s.catalog().await;
+    let mut assignments = String::new();
+    for i in 0..n {
+        let done = owner
+            .call_async(
+                "deployVirtualMachine",
+                &[
+                    ("serviceofferingid", so.as_str()),
+                    ("templateid", template.as_str()),
+                    ("zoneid", s.zone_id.as_str()),
+                    ("name", &format!("many-{i}")),
+                ],
+            )
+            .await;
+        let vm = &job_ok(&done)["virtualmachine"];
+        let uuid = id(vm);
+        let internal = env.internal_name(&uuid).await;
+        let job = env.sim.with_state(|st| {
+            let moref = st.add_vm(&internal);
+            let obj_ref = st.vm_ref(&moref);
+            let guid = veeam_sim::state::new_guid();
+            let repository = st.repositories[0].guid.clone();
+            st.jobs.push(veeam_sim::state::Job {
+                guid: guid.clone(),
+                name: format!("{internal}-CSBKP-{uuid}"),
+                description: String::new(),
+                repository,
+                schedule_configured: true,
+                schedule_enabled: true,
+                includes: vec![veeam_sim::state::Include {
+                    guid: veeam_sim::state::new_guid(),
+                    obj_ref,
+                    name: internal.clone(),
+                }],
+                cloned: true,
+                retain_points: 14,
+            });
+            st.start_job_run(&guid, Instant::now());
+            guid
+        });
+        assignments.push_str(&format!(
+            "UPDATE vms SET backup_offering_id = (SELECT id FROM backup_offerings WHERE uuid = '{offering}'), \
+             backup_external_id = 'urn:veeam:Job:{job}' WHERE uuid = '{uuid}';"
+        ));
+    }
+    crate::sched_support::exec(s, &assignments).await;
+
+    let now = jiff::Timestamp::now().as_second();
+    let before = Snapshot::take(&env).await;
+    let first = sync(s, now).await;
+    let adopting = before.since(&env).await;
+    let reconciled = first.zone(&s.zone_id).unwrap().reconciled.clone().unwrap();
+    assert_eq!(reconciled.adopted, n, "{reconciled:?}");
+    report(&format!("sync pass, {n} instances (adopting)"), &adopting);
+    let before = Snapshot::take(&env).await;
+    let second = sync(s, now + 60).await;
+    let steady = before.since(&env).await;
+    let reconciled = second.zone(&s.zone_id).unwrap().reconciled.clone().unwrap();
+    assert_eq!(reconciled.instances, n + 1, "{reconciled:?}");
+    assert!(reconciled.failed.is_empty(), "{reconciled:?}");
+    report(&format!("sync pass, {n} instances (steady)"), &steady);
+    println!("\nrequests of the steady {n}-instance pass by endpoint:");
+    for (endpoint, count) in &steady.by_endpoint {
+        println!("  {endpoint}: {count}");
+    }
     env.assert_no_live_session();
 }

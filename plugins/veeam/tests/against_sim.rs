@@ -599,14 +599,9 @@ fn a_restore_past_its_deadline_fails_naming_the_restore_timeout_setting() {
             let Progress::Failed(Error::Rejected(why)) = at_deadline else {
                 panic!("expected a failure at the deadline, got {at_deadline:?}")
             };
-            assert!(
-                why.contains("backup.plugin.veeam.restore.timeout"),
-                "{why}"
-            );
+            assert!(why.contains("backup.plugin.veeam.restore.timeout"), "{why}");
             let early = em(&running)
-                .session(|em| {
-                    ops::poll(em, &mut SimShell(&running), &handle, deadline - 3600)
-                })
+                .session(|em| ops::poll(em, &mut SimShell(&running), &handle, deadline - 3600))
                 .unwrap();
             assert!(matches!(early, Progress::Running(..)), "{early:?}");
         }

@@ -54,6 +54,7 @@ async fn handle(
     if let Some(rest) = path.strip_prefix("/admin") {
         return admin(&listener.sim, &method, rest, &body);
     }
+    let received = Instant::now();
     let delay = listener.sim.state.lock().unwrap().faults.delay_ms;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -79,6 +80,13 @@ async fn handle(
         None => fail(StatusCode::NOT_FOUND, "Not found"),
     };
     let mut response = (status, body).into_response();
+    listener
+        .sim
+        .state
+        .lock()
+        .unwrap()
+        .counters
+        .http_answer_micros += received.elapsed().as_micros() as u64;
     let out = response.headers_mut();
     out.insert(
         header::CONTENT_TYPE,

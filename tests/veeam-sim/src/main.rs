@@ -30,6 +30,10 @@ struct Args {
     /// VMs present in vCenter at start (repeatable).
     #[arg(long = "vm")]
     vms: Vec<String>,
+    /// ESXi hosts in vCenter, restore targets (repeatable or comma-separated; default
+    /// 10.0.0.1 and 10.0.0.2).
+    #[arg(long = "esxi-host", value_delimiter = ',')]
+    esxi_hosts: Vec<String>,
     /// Answer SSH commands as if OpenSSH's default shell were PowerShell.
     #[arg(long)]
     powershell_default_shell: bool,
@@ -62,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
     running.with_state(|state| {
         for vm in &args.vms {
             state.add_vm(vm);
+        }
+        if !args.esxi_hosts.is_empty() {
+            state.esxi_hosts = args.esxi_hosts.clone();
         }
     });
     println!("veeam-sim: Enterprise Manager at {}", running.url());

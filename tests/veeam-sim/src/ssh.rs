@@ -66,6 +66,7 @@ impl Connection {
         let sim = self.sim.clone();
         let handle = session.handle();
         tokio::spawn(async move {
+            let received = Instant::now();
             let stdin = String::from_utf8_lossy(&stdin).into_owned();
             let wait = {
                 let mut state = sim.state.lock().unwrap();
@@ -99,6 +100,8 @@ impl Connection {
             if !stderr.is_empty() {
                 let _ = handle.extended_data(channel, 1, stderr.into_bytes()).await;
             }
+            sim.state.lock().unwrap().counters.ssh_answer_micros +=
+                received.elapsed().as_micros() as u64;
             let _ = handle.exit_status_request(channel, exit).await;
             let _ = handle.eof(channel).await;
             let _ = handle.close(channel).await;

@@ -235,6 +235,11 @@ pub struct Counters {
     pub logouts: u64,
     pub ssh_commands: u64,
     pub by_endpoint: BTreeMap<String, u64>,
+    /// Time spent answering API requests (injected delays included), so a client's own
+    /// overhead is its wall time minus this.
+    pub http_answer_micros: u64,
+    /// Time spent answering SSH commands, from the script's arrival to its last byte queued.
+    pub ssh_answer_micros: u64,
 }
 
 pub struct State {
@@ -712,7 +717,11 @@ mod tests {
         assert_eq!(s.restore_points.len(), 2);
         assert_eq!(s.backup_files.len(), 2);
         let kinds: Vec<bool> = s.restore_points.iter().map(|p| p.full).collect();
-        assert_eq!(kinds, vec![true, false], "the second run's point is the full now");
+        assert_eq!(
+            kinds,
+            vec![true, false],
+            "the second run's point is the full now"
+        );
         assert!(s.backup_files[0].file_name.ends_with(".vbk"));
     }
 
