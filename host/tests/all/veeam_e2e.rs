@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use veeam_sim::{Config, RestoreResult, Running, TaskOutcome, Timing};
+use veeam_sim::{Config, Profile, RestoreResult, Running, TaskOutcome, Timing};
 
 use crate::bnr_support::*;
 use crate::sched_support::{HOUR, backups_of, configure_schedule, next_run, sync, tick};
@@ -26,11 +26,16 @@ fn fast() -> Timing {
 }
 
 async fn simulator(timing: Timing) -> Running {
+    simulator_as(Profile::V12, timing).await
+}
+
+async fn simulator_as(profile: Profile, timing: Timing) -> Running {
     let running = veeam_sim::start(Config {
         ssh_listen: Some("127.0.0.1:0".parse().unwrap()),
         tls: true,
         password: SIM_PASSWORD.into(),
         vcenter: VCENTER.into(),
+        profile,
         timing,
         ..Default::default()
     })
@@ -54,7 +59,10 @@ impl Env {
 
     /// Zone settings in `overrides` replace (an empty value: leave unset) the working ones.
     async fn start_with(timing: Timing, overrides: &[(&str, &str)]) -> Env {
-        let sim = simulator(timing).await;
+        Self::start_on(simulator(timing).await, overrides).await
+    }
+
+    async fn start_on(sim: Running, overrides: &[(&str, &str)]) -> Env {
         let s = start(Installed::DummyAndVeeam).await;
         s.admin()
             .call(
@@ -515,6 +523,47 @@ async fn scheduled_runs_back_up_through_veeam_and_veeams_retention_reaches_bnr_b
     env.assert_no_live_session();
 }
 
+#[tokio::test]
+async fn veeam_11_and_12_3_with_unknown_elements_back_up_restore_and_sync_alike() {
+    for profile in [Profile::V11, Profile::V12_3] {
+        let env = Env::start_on(simulator_as(profile, fast()).await, &[]).await;
+        env.sim.with_state(|st| st.faults.extra_elements = true);
+        let s = &env.s;
+        let gold = env.gold().await;
+        let user = s.client(s.create_user("pia", "User", None).await);
+        let (v, internal) = env.instance(&user, "pia-vm").await;
+        assign(&user, &id(&v), &id(&gold)).await;
+        let full = backup(&user, &id(&v)).await;
+        let incr = backup(&user, &id(&v)).await;
+        assert_eq!(
+            (&full["type"], &incr["type"]),
+            (&"Full".into(), &"Increment".into())
+        );
+        stop(&user, &id(&v)).await;
+        job_ok(
+            &user
+                .call_async("restoreBackup", &[("id", &id(&incr))])
+                .await,
+        );
+        let report = sync(s, jiff::Timestamp::now().as_second()).await;
+        let reconciled = report.zone(&s.zone_id).unwrap().reconciled.clone().unwrap();
+        assert_eq!(
+            (reconciled.adopted, reconciled.retired),
+            (0, 0),
+            "{profile:?}: {reconciled:?}"
+        );
+        let listed = backups_of(&user, &id(&v)).await;
+        let points = env.points(&internal);
+        assert_eq!(listed.len(), 2);
+        for (backup, (point, _)) in listed.iter().zip(&points) {
+            assert!(same_guid(backup["externalid"].as_str().unwrap(), point));
+            // Sizes come from the points' backup files (metrics per point).
+            assert!(backup["size"].as_u64().unwrap_or(0) > 0, "{backup}");
+        }
+        env.assert_no_live_session();
+    }
+}
+
 // ---- Bad input and faults: each ends in a clear error with nothing lost ----
 
 #[tokio::test]
@@ -551,6 +600,7 @@ async fn an_unreachable_server_is_a_clear_error() {
     let text = provider_error(&r, "listBackupProviderOfferings");
     assert!(text.contains("unreachable"), "{text}");
     assert_eq!(env.sim.with_state(|st| st.counters.requests), 0);
+    env.assert_no_live_session();
 }
 
 #[tokio::test]
@@ -576,6 +626,7 @@ async fn a_certificate_that_does_not_match_the_pin_is_refused() {
         0,
         "nothing was sent to an untrusted server"
     );
+    env.assert_no_live_session();
 }
 
 #[tokio::test]
