@@ -272,7 +272,7 @@ impl<T: Transport> Em<T> {
         {
             let _ = self.send(Request {
                 method: "DELETE",
-                url: format!("{}/logonSessions/{id}", self.base),
+                url: format!("{}/logonSessions/{}", self.base, crate::ops::encode(&id)),
                 headers: vec![(SESSION_HEADER, session.token)],
                 body: None,
             });

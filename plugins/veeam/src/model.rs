@@ -334,9 +334,17 @@ pub fn objects_in_job(doc: &Document<'_>) -> Vec<ObjectInJob> {
 
 /// `LogonSession/SessionId`, the id `DELETE /logonSessions/{id}` takes.
 pub fn logon_session_id(doc: &Document<'_>) -> Option<String> {
-    all(doc, "LogonSession")
-        .next()
-        .and_then(|n| field(n, "SessionId"))
+    let node = all(doc, "LogonSession").next()?;
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    // `SessionId`; else the id in the session's own `UID` or `Href` (the same GUID on EM).
+    field(node, "SessionId")
+        .and_then(non_empty)
+        .or_else(|| field(node, "UID").and_then(|u| non_empty(guid_of(&u).to_string())))
+        .or_else(|| {
+            let href = field(node, "Href")?;
+            let rest = href.split("logonSessions/").nth(1)?;
+            non_empty(rest.split(['?', '/']).next().unwrap_or(rest).to_string())
+        })
 }
 
 /// The message of an `Error` body, if the answer is one.
@@ -385,6 +393,24 @@ mod tests {
     <SomethingNew Attr="x"><Deep/></SomethingNew>
   </VmRestorePoint>
 </VmRestorePoints>"#;
+
+    #[test]
+    fn the_logon_session_id_comes_from_session_id_else_uid_else_href() {
+        let id = |xml: &str| logon_session_id(&parse(xml).unwrap());
+        assert_eq!(
+            id(r#"<LogonSession xmlns="http://www.veeam.com/ent/v1.0" UID="urn:veeam:LogonSession:u-1"><SessionId>s-1</SessionId></LogonSession>"#).as_deref(),
+            Some("s-1")
+        );
+        assert_eq!(
+            id(r#"<LogonSession UID="urn:veeam:LogonSession:u-1"><UserName>a</UserName></LogonSession>"#).as_deref(),
+            Some("u-1")
+        );
+        assert_eq!(
+            id(r#"<LogonSession Href="https://em:9398/api/logonSessions/h-1"/>"#).as_deref(),
+            Some("h-1")
+        );
+        assert_eq!(id("<LogonSession/>"), None);
+    }
 
     #[test]
     fn a_12_3_restore_point_with_unknown_elements_parses() {
