@@ -438,8 +438,8 @@ impl State {
         }
     }
 
-    /// Keeps at most `retain_points` points of `vm` in `job`: the oldest goes, and the point
-    /// after it becomes the chain's full (its file now a `.vbk` holding the merged data).
+    /// Keeps at most `retain_points` points of `vm` in `job`: the oldest point goes and the
+    /// increment after it is merged into the full backup file, whose point it becomes.
     fn apply_retention(&mut self, job: &Job, vm: &str) {
         loop {
             let mut chain: Vec<usize> = (0..self.restore_points.len())
@@ -453,26 +453,18 @@ impl State {
             }
             chain.sort_by_key(|&i| self.restore_points[i].created);
             let oldest = self.restore_points[chain[0]].clone();
-            let next_guid = self.restore_points[chain[1]].guid.clone();
+            let next = chain[1];
             self.restore_points.retain(|p| p.guid != oldest.guid);
-            self.backup_files.retain(|f| f.guid != oldest.backup_file);
             if !oldest.full {
+                self.backup_files.retain(|f| f.guid != oldest.backup_file);
                 continue;
             }
-            let Some(next) = self.restore_points.iter_mut().find(|p| p.guid == next_guid) else {
-                continue;
-            };
-            next.full = true;
-            next.backup_size = oldest.backup_size;
-            let file_guid = next.backup_file.clone();
-            let size = next.backup_size;
-            if let Some(file) = self.backup_files.iter_mut().find(|f| f.guid == file_guid) {
-                file.full = true;
-                file.backup_size = size;
-                if let Some(stem) = file.file_name.strip_suffix(".vib") {
-                    file.file_name = format!("{stem}.vbk");
-                }
-            }
+            let next = if next > chain[0] { next - 1 } else { next };
+            let merged = &mut self.restore_points[next];
+            let increment_file = std::mem::replace(&mut merged.backup_file, oldest.backup_file);
+            merged.full = true;
+            merged.backup_size = oldest.backup_size;
+            self.backup_files.retain(|f| f.guid != increment_file);
         }
     }
 
