@@ -567,6 +567,69 @@ async fn veeam_11_and_12_3_with_unknown_elements_back_up_restore_and_sync_alike(
 // ---- Bad input and faults: each ends in a clear error with nothing lost ----
 
 #[tokio::test]
+async fn failed_restores_to_a_new_instance_or_volume_leave_nothing_behind() {
+    let env = Env::start().await;
+    let s = &env.s;
+    let gold = env.gold().await;
+    let user = s.client(s.create_user("fred", "User", None).await);
+    let (v, _) = env.instance(&user, "fred-vm").await;
+    assign(&user, &id(&v), &id(&gold)).await;
+    let b = backup(&user, &id(&v)).await;
+    let (other, _) = env.instance(&user, "fred-other").await;
+    let instances_before = {
+        let r = user.call("listVirtualMachines", &[]).await;
+        items(r.ok("listVirtualMachines"), "virtualmachine").len()
+    };
+    env.sim
+        .with_state(|st| st.faults.restore_result = RestoreResult::Failed);
+
+    let r = user
+        .call(
+            "createVMFromBackup",
+            &[
+                ("backupid", &id(&b)),
+                ("zoneid", &s.zone_id),
+                ("name", "fred-copy"),
+            ],
+        )
+        .await;
+    let jobid = r.ok("createVMFromBackup")["jobid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.wait_job(&jobid).await;
+    let done = user.call("queryAsyncJobResult", &[("jobid", &jobid)]).await;
+    let (_, text) = job_error(done.ok("queryAsyncJobResult"));
+    assert!(text.contains("simulated datastore error"), "{text}");
+    let r = user.call("listVirtualMachines", &[]).await;
+    assert_eq!(
+        items(r.ok("listVirtualMachines"), "virtualmachine").len(),
+        instances_before,
+        "the instance allocated for the restore is gone"
+    );
+
+    let backed: Value = serde_json::from_str(b["volumes"].as_str().unwrap()).unwrap();
+    let before = volumes_of(&user, &id(&other)).await;
+    let done = user
+        .call_async(
+            "restoreVolumeFromBackupAndAttachToVM",
+            &[
+                ("backupid", &id(&b)),
+                ("volumeid", backed[1]["uuid"].as_str().unwrap()),
+                ("virtualmachineid", &id(&other)),
+            ],
+        )
+        .await;
+    let (_, text) = job_error(&done);
+    assert!(text.contains("simulated datastore error"), "{text}");
+    let after = volumes_of(&user, &id(&other)).await;
+    assert_eq!(after.len(), before.len(), "nothing attached");
+    assert!(after.iter().all(|vol| vol["state"] == "Ready"));
+    assert_eq!(get_backup(&user, &id(&b)).await["status"], "BackedUp");
+    env.assert_no_live_session();
+}
+
+#[tokio::test]
 async fn wrong_credentials_are_named_by_their_setting() {
     let env = Env::start_with(fast(), &[("backup.plugin.veeam.password", "not-it")]).await;
     let r = env
