@@ -803,19 +803,36 @@ async fn an_em_session_expiring_in_the_middle_of_a_poll_is_logged_on_again() {
     let first = r.ok("createBackup");
     let backup_id = first["id"].as_str().unwrap().to_string();
     let jobid = first["jobid"].as_str().unwrap().to_string();
-    // Once the job runs, the session of the next request expires under it.
+    // Once the call that started the job has logged out, the session of the next request (a
+    // poll's) expires under it.
     let started = Instant::now();
-    while env.sim.with_state(|st| st.tasks.is_empty()) {
+    let logouts_at_start = loop {
+        let (task, logouts) = env
+            .sim
+            .with_state(|st| (!st.tasks.is_empty(), st.counters.logouts));
+        if task {
+            break logouts;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the job never started"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let logons = env.sim.with_state(|st| {
-        st.faults.unauthorized = 1;
-        st.counters.logons
-    });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (logons, logouts) = loop {
+        let (logons, logouts) = env
+            .sim
+            .with_state(|st| (st.counters.logons, st.counters.logouts));
+        if logouts > logouts_at_start {
+            env.sim.with_state(|st| st.faults.unauthorized = 1);
+            break (logons, logouts);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the start call never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     env.s.wait_job(&jobid).await;
     let done = user
         .call("queryAsyncJobResult", &[("jobid", &jobid)])
@@ -824,11 +841,20 @@ async fn an_em_session_expiring_in_the_middle_of_a_poll_is_logged_on_again() {
         .clone();
     job_ok(&done);
     assert_eq!(get_backup(&user, &backup_id).await["status"], "BackedUp");
-    let (left, logons_after) = env
-        .sim
-        .with_state(|st| (st.faults.unauthorized, st.counters.logons));
+    let (left, logons_after, logouts_after) = env.sim.with_state(|st| {
+        (
+            st.faults.unauthorized,
+            st.counters.logons,
+            st.counters.logouts,
+        )
+    });
     assert_eq!(left, 0, "the 401 was served");
-    assert!(logons_after > logons);
+    // Every call logs on once and out once; the poll that met the 401 logged on once more.
+    assert_eq!(
+        (logons_after - logons) - (logouts_after - logouts),
+        1,
+        "exactly one re-logon"
+    );
     env.assert_no_live_session();
 }
 
