@@ -891,9 +891,27 @@ fn admin(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
             }
             _ => bad("expected {\"name\": \"...\"}".into()),
         },
+        (&Method::POST, "/retention") => {
+            let request = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+            let (Some(name), Some(points)) = (request["job"].as_str(), request["points"].as_u64())
+            else {
+                return bad("expected {\"job\": \"<job name>\", \"points\": N}".into());
+            };
+            if points == 0 {
+                return bad("points must be at least 1".into());
+            }
+            match state.jobs.iter_mut().find(|j| j.name == name) {
+                Some(job) => {
+                    job.retain_points = points as usize;
+                    json(serde_json::json!({}))
+                }
+                None => (StatusCode::NOT_FOUND, format!("no job named {name}")).into_response(),
+            }
+        }
         (&Method::GET, "/state") => json(serde_json::json!({
             "jobs": state.jobs.iter().map(|j| serde_json::json!({
                 "uid": crate::state::urn("Job", &j.guid), "name": j.name,
+                "retain_points": j.retain_points,
                 "includes": j.includes.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "restore_points": state.restore_points.iter().map(|p| serde_json::json!({

@@ -1,4 +1,5 @@
-//! The PowerShell side over a real SSH connection: password logon, host key, exec with stdin.
+//! The PowerShell side over a real SSH connection: password logon, host key, exec with stdin;
+//! and the admin endpoint over a real HTTP connection.
 
 use std::sync::Arc;
 
@@ -142,4 +143,67 @@ async fn the_host_key_fingerprint_is_the_one_announced() {
     assert!(announced.starts_with("SHA256:"));
     assert_eq!(seen.lock().unwrap().as_deref(), Some(announced.as_str()));
     assert_eq!(running.cert_sha256.as_deref().map(str::len), Some(64));
+}
+
+/// One plain-HTTP request to the admin endpoint; returns the status code and the body.
+fn admin(running: &Running, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(running.http).unwrap();
+    write!(
+        stream,
+        "{method} /admin{path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_endpoint_sets_a_jobs_retention() {
+    let running = veeam_sim::start(Config::default()).await.unwrap();
+    let running = std::sync::Arc::new(running);
+    let sim = running.clone();
+    let (ok, unknown, zero, state) = tokio::task::spawn_blocking(move || {
+        (
+            admin(
+                &sim,
+                "POST",
+                "/retention",
+                r#"{"job": "Gold", "points": 3}"#,
+            ),
+            admin(
+                &sim,
+                "POST",
+                "/retention",
+                r#"{"job": "Nope", "points": 3}"#,
+            ),
+            admin(
+                &sim,
+                "POST",
+                "/retention",
+                r#"{"job": "Gold", "points": 0}"#,
+            ),
+            admin(&sim, "GET", "/state", ""),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok.0, 200, "{ok:?}");
+    assert_eq!(unknown.0, 404, "{unknown:?}");
+    assert_eq!(zero.0, 400, "{zero:?}");
+    assert_eq!(
+        running.with_state(|s| s
+            .jobs
+            .iter()
+            .find(|j| j.name == "Gold")
+            .unwrap()
+            .retain_points),
+        3
+    );
+    assert!(state.1.contains("\"retain_points\":3"), "{}", state.1);
 }
