@@ -276,6 +276,10 @@ async fn a_save_set_is_found_by_name_and_exact_save_time_in_the_servers_zone() {
         1
     );
     assert_eq!(
+        get_json(&sim, "/global/backups?q=client:cluster1").await["count"],
+        1
+    );
+    assert_eq!(
         get_json(&sim, "/global/backups?q=client:cluster2").await["count"],
         0
     );
