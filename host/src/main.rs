@@ -41,6 +41,10 @@ enum Command {
         /// Seconds a shutdown (SIGTERM, SIGINT) waits for running commands and jobs.
         #[arg(long, default_value_t = serve::DEFAULT_SHUTDOWN_GRACE.as_secs())]
         shutdown_grace_secs: u64,
+        /// Accept provider uploads that carry no valid signature from a trusted key
+        /// (development only: anyone with a root-admin key can then run any code as a provider).
+        #[arg(long)]
+        allow_unsigned_plugins: bool,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             metrics_listen,
             log_format: _,
             shutdown_grace_secs,
+            allow_unsigned_plugins,
         } => run_server(ServeOptions {
             listen,
             data_dir,
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
             providers_dir,
             metrics_listen,
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace_secs),
+            allow_unsigned_plugins,
         }),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
