@@ -46,6 +46,9 @@ use session::Sessions;
 
 /// Largest request body accepted (form-encoded parameters; nothing legitimate comes close).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Commands that take a raw body (`application/wasm` or `application/octet-stream`): a
+/// provider component of up to [`crate::plugins::MAX_UPLOAD_BYTES`].
+const UPLOAD_COMMANDS: &[&str] = &["addBackupProviderPlugin"];
 pub const DATABASE_FILE: &str = "bnr.sqlite";
 
 /// The long-lived services every layer shares. Cheap to clone.
@@ -147,7 +150,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::console::routes())
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Component uploads may be larger than a parameter body; `answer` holds every other
+        // body to MAX_BODY_BYTES.
+        .layer(DefaultBodyLimit::max(crate::plugins::MAX_UPLOAD_BYTES + 1))
         .with_state(state)
 }
 
@@ -250,10 +255,29 @@ async fn answer(
             ct.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
+    let is_upload = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream")
+        });
     let raw = match RawParams::parse(uri.query(), is_form.then_some(&body[..])) {
         Ok(raw) => raw,
         Err(e) => return error_response(&e, "errorresponse", Format::Json),
     };
+    let upload_command = raw
+        .get("command")
+        .is_some_and(|c| UPLOAD_COMMANDS.contains(&c));
+    if body.len() > MAX_BODY_BYTES && !(is_upload && upload_command) {
+        let e = ApiError::new(
+            413,
+            Some(error::cs_code::SERVER_API_EXCEPTION),
+            format!("The request body is larger than {MAX_BODY_BYTES} bytes"),
+        );
+        return error_response(&e, "errorresponse", Format::Json);
+    }
+    let upload = (is_upload && upload_command).then(|| body.clone());
     let format = match raw.get_ci("response") {
         Some(v) if v.eq_ignore_ascii_case("json") => Format::Json,
         _ => Format::Xml,
@@ -297,7 +321,7 @@ async fn answer(
     // No parameter goes into the span: they may hold secrets (keys, passwords, settings).
     let span = tracing::info_span!("api_request", command = %cmd.name);
     let outcome = if runs_in_place(&cmd) {
-        dispatch(&state, cmd, &raw, &headers, format)
+        dispatch(&state, cmd, &raw, &headers, format, upload)
             .instrument(span)
             .await
     } else {
@@ -307,7 +331,7 @@ async fn answer(
                 let Some(_in_flight) = state.lifecycle.enter() else {
                     return Ok(draining(format));
                 };
-                dispatch(&state, cmd, &raw, &headers, format).await
+                dispatch(&state, cmd, &raw, &headers, format, upload).await
             }
             .instrument(span),
         );
@@ -328,6 +352,7 @@ async fn dispatch(
     raw: &RawParams,
     headers: &HeaderMap,
     format: Format,
+    upload: Option<Bytes>,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(state, raw, headers).await?;
     if !cmd.allows(caller.role) {
@@ -340,6 +365,7 @@ async fn dispatch(
         caller: caller.clone(),
         command: cmd.clone(),
         values,
+        upload,
     };
     let handler = cmd
         .handler

@@ -39,7 +39,7 @@ pub use error::{BackupError, BackupResult};
 pub use model::{Backup, Offering, Schedule, VolumeInfo, detail, status};
 pub use offerings::{ImportOffering, OfferingQuery, UpdateOffering};
 pub use operations::{OperationKind, POLL_INITIAL_DELAY, POLL_MAX_DELAY};
-pub use plugins::{PluginEvent, PluginView, Upload};
+pub use plugins::{PluginEvent, PluginView, SigningKeyView, Upload};
 pub use providers::{PluginPolicy, ProviderSource, Providers};
 pub use recovery::{INTERRUPTED_REASON, Recovered};
 pub use restore::VmFromBackup;

@@ -146,6 +146,8 @@ pub struct Providers {
     pub(super) components: Components,
     pub(super) files: Option<PluginFiles>,
     pub(super) allow_unsigned: bool,
+    /// Where `addBackupProviderPlugin file=…` reads from (`--providers-dir`).
+    providers_dir: Option<PathBuf>,
     /// Serialises install, upgrade, rollback and delete.
     pub(super) lifecycle_lock: tokio::sync::Mutex<()>,
     zones: ZoneRegistry,
@@ -201,6 +203,7 @@ impl Providers {
             settings.register(def)?;
         }
         let components = Components::new();
+        let mut providers_dir_seen = None;
         let (runtime, catalog) = match source {
             ProviderSource::Loaded { runtime, catalog } => {
                 for provider in catalog.list() {
@@ -215,6 +218,7 @@ impl Providers {
                 providers_dir,
                 cache_dir,
             } => {
+                providers_dir_seen = Some(providers_dir.clone());
                 let (rt, bundled) = shared_runtime(cache_dir)?;
                 for provider in bundled {
                     tracing::info!(
@@ -250,6 +254,7 @@ impl Providers {
             components,
             files,
             allow_unsigned: policy.allow_unsigned,
+            providers_dir: providers_dir_seen,
             lifecycle_lock: tokio::sync::Mutex::new(()),
             zones: ZoneRegistry::new(),
             settings,
@@ -357,6 +362,11 @@ impl Providers {
         if recorded.is_err() {
             tracing::warn!("cannot record a provider failure event");
         }
+    }
+
+    /// The providers directory (`--providers-dir`), if this server has one.
+    pub fn providers_dir(&self) -> Option<&std::path::Path> {
+        self.providers_dir.as_deref()
     }
 
     pub(super) fn store_handle(&self) -> Store {
