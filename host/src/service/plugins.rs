@@ -574,8 +574,9 @@ impl Providers {
                 .map_err(StoreError::from)
             })
             .await?;
-        // References the host holds itself: this map, the catalog when active, zone entries.
-        let held = 1
+        // References the host holds itself: the components map and the two locals here, the
+        // catalog when active, zone registry entries. Anything beyond is a call in flight.
+        let held = 2
             + usize::from(active)
             + self
                 .zone_registry()

@@ -45,3 +45,5 @@ mod sec_tenant;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
+
+mod lifecycle_plugins;

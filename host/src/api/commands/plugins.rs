@@ -157,6 +157,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 "Deletes an installed provider version; refused while a zone uses it or work of it is in flight",
             )
             .since("bnr")
+            .object("success")
             .param(Param::string("name").required().desc("the provider name"))
             .param(Param::string("version").required().desc("the version"))
             .handler(|ctx| async move {
@@ -221,6 +222,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
         Command::sync("deleteBackupProviderSigningKey")
             .describe("Removes a key from the trust list (components it signed stay installed)")
             .since("bnr")
+            .object("success")
             .param(Param::string("name").required().desc("name of the key"))
             .handler(|ctx| async move {
                 let svc = service(&ctx)?;
