@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 
 /// (cargo package, crate directory relative to the workspace root) of every bundled provider.
 /// Shipping another provider is one more line here.
-const BUNDLED: &[(&str, &str)] = &[("bnr-dummy", "plugins/dummy"), ("bnr-veeam", "plugins/veeam")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("bnr-dummy", "plugins/dummy"),
+    ("bnr-veeam", "plugins/veeam"),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";

@@ -88,6 +88,10 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-dummy-next",
         destination: Destination::Fixtures,
     },
+    Component {
+        package: "bnr-fixture-broken-contract",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.

@@ -88,9 +88,14 @@ pub async fn prepare_with_policy(
         }
     }
     let (store, settings) = (core.store.clone(), core.settings.clone());
+    let providers_dir = match &providers {
+        ProviderSource::Directory { providers_dir, .. } => providers_dir.clone(),
+        ProviderSource::Loaded { .. } => data_dir.join(DEFAULT_PROVIDERS_DIR),
+    };
     let policy = PluginPolicy {
         data_dir: Some(data_dir.to_path_buf()),
         allow_unsigned: allow_unsigned_plugins,
+        providers_dir: Some(providers_dir),
     };
     let providers =
         tokio::task::spawn_blocking(move || Providers::load(store, settings, providers, policy))

@@ -5,6 +5,7 @@
 //! `service/plugins.rs`.
 
 pub mod bundled;
+pub mod check;
 pub mod signing;
 
 use std::collections::BTreeMap;
@@ -114,11 +115,16 @@ impl Components {
     pub fn list(&self) -> Vec<Component> {
         let mut all: Vec<Component> = self.by_sha.read().values().cloned().collect();
         all.sort_by(|a, b| {
-            (a.provider.name(), origin_rank(&a.origin), a.provider.version()).cmp(&(
-                b.provider.name(),
-                origin_rank(&b.origin),
-                b.provider.version(),
-            ))
+            (
+                a.provider.name(),
+                origin_rank(&a.origin),
+                a.provider.version(),
+            )
+                .cmp(&(
+                    b.provider.name(),
+                    origin_rank(&b.origin),
+                    b.provider.version(),
+                ))
         });
         all
     }

@@ -43,10 +43,12 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     let bytes = B64
         .decode(text.trim())
         .map_err(|_| "the public key is not base64".to_string())?;
-    let raw: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("an ed25519 public key is 32 bytes, this one has {}", bytes.len()))?;
+    let raw: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        format!(
+            "an ed25519 public key is 32 bytes, this one has {}",
+            bytes.len()
+        )
+    })?;
     let key = VerifyingKey::from_bytes(&raw)
         .map_err(|_| "the public key is not a valid ed25519 point".to_string())?;
     if key.is_weak() {
@@ -121,7 +123,11 @@ mod tests {
 
     #[test]
     fn malformed_keys_and_signatures_are_refused_with_a_reason() {
-        assert!(parse_public_key("not base64!").unwrap_err().contains("base64"));
+        assert!(
+            parse_public_key("not base64!")
+                .unwrap_err()
+                .contains("base64")
+        );
         assert!(parse_public_key("AAAA").unwrap_err().contains("32 bytes"));
         assert!(parse_public_key(&B64.encode([0u8; 32])).is_err());
         assert!(parse_signature("AAAA").unwrap_err().contains("64 bytes"));

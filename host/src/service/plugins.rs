@@ -273,9 +273,8 @@ impl Providers {
         sha256: &str,
     ) -> BackupResult<Option<String>> {
         let refuse = |reason: String| {
-            let text = format!(
-                "Backup provider {name} {version} (sha256 {sha256}) refused: {reason}"
-            );
+            let text =
+                format!("Backup provider {name} {version} (sha256 {sha256}) refused: {reason}");
             tracing::warn!(provider = name, version, sha256, %reason, "provider upload refused");
             self.event(PluginEvent::SIGNATURE_REFUSED, Level::Warn, &text);
             BackupError::InvalidValue(text)
@@ -380,9 +379,11 @@ impl Providers {
                 "Backup provider {name} {} (sha256 {}) failed its health probe and does not take traffic: {reason}; {} stays",
                 provider.version(),
                 provider.sha256(),
-                current
-                    .as_ref()
-                    .map_or("nothing".to_string(), |c| format!("{} {}", c.name(), c.version()))
+                current.as_ref().map_or("nothing".to_string(), |c| format!(
+                    "{} {}",
+                    c.name(),
+                    c.version()
+                ))
             );
             tracing::warn!(
                 provider = %name,
@@ -699,8 +700,7 @@ impl Providers {
                 )?;
                 if taken > 0 {
                     return Err(BackupError::InvalidValue(
-                        "A signing key with this name or public key is already trusted"
-                            .to_string(),
+                        "A signing key with this name or public key is already trusted".to_string(),
                     ));
                 }
                 tx.execute(
@@ -747,7 +747,10 @@ impl Providers {
         self.event_async(
             PluginEvent::KEY_DELETE,
             Level::Info,
-            format!("Provider signing key {} removed from the trust list", name.trim()),
+            format!(
+                "Provider signing key {} removed from the trust list",
+                name.trim()
+            ),
         )
         .await;
         Ok(())

@@ -14,11 +14,11 @@ use rusqlite::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
+use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
 use crate::runtime::wit::SettingKind;
 use crate::runtime::{
     CallContext, Catalog, Grants, Provider, Runtime, RuntimeConfig, ZoneRegistry,
 };
-use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
 use crate::runtime::{CallError, LoadError};
 use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpError, Store, StoreError};
@@ -136,6 +136,8 @@ pub struct PluginPolicy {
     pub data_dir: Option<PathBuf>,
     /// Accept unsigned uploads (`bnr serve --allow-unsigned-plugins`, development only).
     pub allow_unsigned: bool,
+    /// Where `addBackupProviderPlugin file=…` reads components from.
+    pub providers_dir: Option<PathBuf>,
 }
 
 pub struct Providers {
@@ -164,7 +166,8 @@ fn shared_runtime(cache_dir: PathBuf) -> anyhow::Result<(Arc<Runtime>, Vec<Arc<P
     if let Some((rt, loaded)) = shared.as_ref() {
         return Ok((rt.clone(), loaded.clone()));
     }
-    let rt = Runtime::new(RuntimeConfig::new(cache_dir)).context("starting the provider runtime")?;
+    let rt =
+        Runtime::new(RuntimeConfig::new(cache_dir)).context("starting the provider runtime")?;
     let mut loaded = Vec::new();
     for component in bundled::BUNDLED {
         match rt.load_bytes(component.wasm) {
@@ -175,7 +178,9 @@ fn shared_runtime(cache_dir: PathBuf) -> anyhow::Result<(Arc<Runtime>, Vec<Arc<P
                 expected = component.sha256,
                 "bundled provider does not match the digest recorded at build time; not loaded"
             ),
-            Err(e) => tracing::error!(file = component.file, error = %e, "bundled provider not loaded"),
+            Err(e) => {
+                tracing::error!(file = component.file, error = %e, "bundled provider not loaded")
+            }
         }
     }
     *shared = Some((rt.clone(), loaded.clone()));
@@ -203,7 +208,6 @@ impl Providers {
             settings.register(def)?;
         }
         let components = Components::new();
-        let mut providers_dir_seen = None;
         let (runtime, catalog) = match source {
             ProviderSource::Loaded { runtime, catalog } => {
                 for provider in catalog.list() {
@@ -218,7 +222,6 @@ impl Providers {
                 providers_dir,
                 cache_dir,
             } => {
-                providers_dir_seen = Some(providers_dir.clone());
                 let (rt, bundled) = shared_runtime(cache_dir)?;
                 for provider in bundled {
                     tracing::info!(
@@ -254,7 +257,7 @@ impl Providers {
             components,
             files,
             allow_unsigned: policy.allow_unsigned,
-            providers_dir: providers_dir_seen,
+            providers_dir: policy.providers_dir,
             lifecycle_lock: tokio::sync::Mutex::new(()),
             zones: ZoneRegistry::new(),
             settings,
@@ -289,7 +292,10 @@ impl Providers {
     }
 
     /// Registers `provider`'s declared settings as zone-scoped settings; the first clash.
-    pub(super) fn register_settings_of(&self, provider: &Provider) -> Result<(), (String, OpError)> {
+    pub(super) fn register_settings_of(
+        &self,
+        provider: &Provider,
+    ) -> Result<(), (String, OpError)> {
         let clash = provider
             .info()
             .settings
@@ -560,7 +566,12 @@ fn setting_definition(decl: &crate::runtime::wit::SettingDecl) -> Definition {
 
 /// Loads the components of `--providers-dir`. One that claims the name of a bundled provider
 /// is refused unless it is the very same component (then it is simply the bundled one).
-fn load_directory(store: &Store, rt: &Arc<Runtime>, dir: &std::path::Path, components: &Components) {
+fn load_directory(
+    store: &Store,
+    rt: &Arc<Runtime>,
+    dir: &std::path::Path,
+    components: &Components,
+) {
     let scratch = Catalog::new();
     for (path, loaded) in scratch.load_dir(rt, dir) {
         let refused = match loaded {
@@ -571,7 +582,11 @@ fn load_directory(store: &Store, rt: &Arc<Runtime>, dir: &std::path::Path, compo
                     LoadError::NameConflict {
                         name: p.name().to_string(),
                         files: vec![path.display().to_string()],
-                        kept: Some(format!("the bundled {} {}", p.name(), existing.provider.version())),
+                        kept: Some(format!(
+                            "the bundled {} {}",
+                            p.name(),
+                            existing.provider.version()
+                        )),
                     }
                     .to_string(),
                 )),
@@ -625,7 +640,14 @@ fn load_installed(
         )?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok::<_, StoreError>(rows)
@@ -692,12 +714,14 @@ fn choose_active(store: &Store, components: &Components, catalog: &Catalog) -> a
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, sha)| components.get(sha));
-        let active = recorded.or_else(|| components.default_for(&name)).or_else(|| {
-            components
-                .list()
-                .into_iter()
-                .rfind(|c| c.provider.name() == name)
-        });
+        let active = recorded
+            .or_else(|| components.default_for(&name))
+            .or_else(|| {
+                components
+                    .list()
+                    .into_iter()
+                    .rfind(|c| c.provider.name() == name)
+            });
         if let Some(component) = active {
             catalog.insert(component.provider);
         }

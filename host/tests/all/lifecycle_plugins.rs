@@ -73,12 +73,7 @@ async fn install_next(s: &TestServer) -> Value {
     trust(s, "vendor", &public).await;
     let wasm = component_bytes(NEXT);
     let signature = sign(&secret, &wasm, "dummy", "1.1.0");
-    let (status, body) = upload(
-        s,
-        wasm,
-        &[("pluginsignature", &signature)],
-    )
-    .await;
+    let (status, body) = upload(s, wasm, &[("pluginsignature", &signature)]).await;
     assert_eq!(status, 200, "{body}");
     body["addbackupproviderpluginresponse"]["backupproviderplugin"].clone()
 }
@@ -158,7 +153,13 @@ async fn a_signed_version_swaps_in_under_load_finishes_its_operations_and_rolls_
         assign(&admin, &id(&vm), &id(&offering)).await;
         vms.push(id(&vm));
     }
-    set_config(&s, "backup.plugin.dummy.backup-seconds", "1", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.dummy.backup-seconds",
+        "1",
+        Some(&s.zone_id),
+    )
+    .await;
 
     // Continuous signed requests while the version switches twice.
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -167,7 +168,11 @@ async fn a_signed_version_swaps_in_under_load_finishes_its_operations_and_rolls_
         while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok + failed < 2_000 {
             for command in ["listBackupProviders", "listBackupOfferings", "listZones"] {
                 let r = admin.call(command, &[]).await;
-                if r.status == 200 { ok += 1 } else { failed += 1 }
+                if r.status == 200 {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
             }
             tokio::task::yield_now().await;
         }
@@ -187,12 +192,17 @@ async fn a_signed_version_swaps_in_under_load_finishes_its_operations_and_rolls_
         // Backups start on 1.1.0 and stay pending for a second …
         let mut jobs = Vec::new();
         for vm in &vms {
-            let r = admin.call("createBackup", &[("virtualmachineid", vm)]).await;
+            let r = admin
+                .call("createBackup", &[("virtualmachineid", vm)])
+                .await;
             jobs.push(r.ok("createBackup")["jobid"].as_str().unwrap().to_string());
         }
         // … while 1.0.0 (which knows nothing of pending backups) takes new calls.
         let r = admin
-            .call("updateBackupProviderPlugin", &[("name", "dummy"), ("rollback", "true")])
+            .call(
+                "updateBackupProviderPlugin",
+                &[("name", "dummy"), ("rollback", "true")],
+            )
             .await;
         assert_eq!(
             r.ok("updateBackupProviderPlugin")["backupproviderplugin"]["version"],
@@ -210,11 +220,19 @@ async fn a_signed_version_swaps_in_under_load_finishes_its_operations_and_rolls_
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     let ((ok, failed), ()) = tokio::join!(load, swaps);
-    assert_eq!(failed, 0, "{failed} of {} requests failed during the swaps", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the swaps",
+        ok + failed
+    );
     assert!(ok > 0);
     for vm in &vms {
         let r = admin
-            .call("listBackups", &[("virtualmachineid", vm), ("listall", "true")])
+            .call(
+                "listBackups",
+                &[("virtualmachineid", vm), ("listall", "true")],
+            )
             .await;
         let backups = items(r.ok("listBackups"), "backup");
         assert_eq!(backups.len(), 1, "{backups:?}");
@@ -233,7 +251,10 @@ async fn a_signed_version_swaps_in_under_load_finishes_its_operations_and_rolls_
     ] {
         let found = events.iter().find(|(t, _)| t == wanted);
         let (_, description) = found.unwrap_or_else(|| panic!("no {wanted} event in {events:?}"));
-        assert!(description.contains("sha256") || wanted.contains("KEY"), "{description}");
+        assert!(
+            description.contains("sha256") || wanted.contains("KEY"),
+            "{description}"
+        );
     }
 }
 
@@ -252,34 +273,25 @@ async fn unsigned_tampered_and_unknown_key_uploads_are_refused_and_nothing_is_in
     let signature = sign(&secret, &wasm, "dummy", "1.1.0");
     let mut tampered = wasm.clone();
     tampered.extend_from_slice(&[0x00, 0x06, 0x05, b'e', b'x', b't', b'r', b'a']);
-    let (status, body) = upload(
-        &s,
-        tampered,
-        &[("pluginsignature", &signature)],
-    )
-    .await;
+    let (status, body) = upload(&s, tampered, &[("pluginsignature", &signature)]).await;
     assert_eq!(status, 431, "{body}");
-    assert!(error_text(&body).contains("matches no trusted key"), "{body}");
+    assert!(
+        error_text(&body).contains("matches no trusted key"),
+        "{body}"
+    );
 
     let (stranger, _) = key();
     let foreign = sign(&stranger, &wasm, "dummy", "1.1.0");
-    let (status, body) = upload(
-        &s,
-        wasm.clone(),
-        &[("pluginsignature", &foreign)],
-    )
-    .await;
+    let (status, body) = upload(&s, wasm.clone(), &[("pluginsignature", &foreign)]).await;
     assert_eq!(status, 431, "{body}");
-    assert!(error_text(&body).contains("matches no trusted key"), "{body}");
+    assert!(
+        error_text(&body).contains("matches no trusted key"),
+        "{body}"
+    );
 
     // A signature over another version does not carry over.
     let other_version = sign(&secret, &wasm, "dummy", "1.2.0");
-    let (status, _) = upload(
-        &s,
-        wasm.clone(),
-        &[("pluginsignature", &other_version)],
-    )
-    .await;
+    let (status, _) = upload(&s, wasm.clone(), &[("pluginsignature", &other_version)]).await;
     assert_eq!(status, 431);
 
     assert_eq!(plugins(&s).await.len(), 1, "only the bundled dummy");
@@ -344,7 +356,13 @@ async fn bad_components_are_refused_with_the_reason() {
 async fn a_failing_health_probe_keeps_the_old_version() {
     let s = TestServer::start().await;
     install_next(&s).await;
-    set_config(&s, "backup.plugin.dummy.refuse-policies", "true", Some(&s.zone_id)).await;
+    set_config(
+        &s,
+        "backup.plugin.dummy.refuse-policies",
+        "true",
+        Some(&s.zone_id),
+    )
+    .await;
     let r = s
         .admin()
         .call(
@@ -405,7 +423,10 @@ async fn installed_versions_survive_a_restart_and_delete_is_guarded() {
 
     // Back to the bundled version, then the installed one can go.
     s.admin()
-        .call("updateBackupProviderPlugin", &[("name", "dummy"), ("rollback", "true")])
+        .call(
+            "updateBackupProviderPlugin",
+            &[("name", "dummy"), ("rollback", "true")],
+        )
         .await
         .ok("updateBackupProviderPlugin");
     s.admin()

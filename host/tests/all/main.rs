@@ -46,4 +46,5 @@ mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
 
+mod lifecycle_cli;
 mod lifecycle_plugins;

@@ -67,7 +67,11 @@ impl PluginFields for Command {
             .field("capabilities", "list", "the capabilities it declares")
             .field("deletegranularity", "string", "restore-point or chain")
             .field("needs", "list", "what it asks to reach")
-            .field("settings", "list", "its settings: name, description, secret")
+            .field(
+                "settings",
+                "list",
+                "its settings: name, description, secret",
+            )
             .field(
                 "zones",
                 "list",
@@ -174,7 +178,12 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Trusts an ed25519 public key for signatures on provider uploads")
             .since("bnr")
             .object("backupprovidersigningkey")
-            .param(Param::string("name").required().length(64).desc("a name for the key"))
+            .param(
+                Param::string("name")
+                    .required()
+                    .length(64)
+                    .desc("a name for the key"),
+            )
             .param(
                 Param::string("publickey")
                     .required()
@@ -206,11 +215,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("created", "date", "when it was added")
             .handler(|ctx| async move {
                 let svc = service(&ctx)?;
-                let keys = svc
-                    .providers()
-                    .signing_keys()
-                    .await
-                    .map_err(plugin_error)?;
+                let keys = svc.providers().signing_keys().await.map_err(plugin_error)?;
                 let items: Vec<Obj> = keys.into_iter().map(key_obj).collect();
                 Ok(ApiResult::List {
                     total: items.len() as u64,
@@ -280,9 +285,9 @@ async fn upload_bytes(
                     "file must be the name of a .wasm file in the providers directory (letters, digits, '-', '_', '.'; no path)",
                 ));
             }
-            let dir = providers.providers_dir().ok_or_else(|| {
-                ApiError::param("This server has no providers directory")
-            })?;
+            let dir = providers
+                .providers_dir()
+                .ok_or_else(|| ApiError::param("This server has no providers directory"))?;
             let path = dir.join(file);
             let read = tokio::task::spawn_blocking(move || {
                 let len = std::fs::metadata(&path)?.len();
@@ -295,7 +300,11 @@ async fn upload_bytes(
             })
             .await
             .map_err(|_| ApiError::internal("Reading the component failed"))?;
-            read.map_err(|e| ApiError::param(format!("Cannot read {file} of the providers directory: {e}")))
+            read.map_err(|e| {
+                ApiError::param(format!(
+                    "Cannot read {file} of the providers directory: {e}"
+                ))
+            })
         }
     }
 }
