@@ -157,11 +157,12 @@ pub struct Providers {
     store: Store,
 }
 
+type SharedRuntime = (Arc<Runtime>, Vec<Arc<Provider>>);
+
 /// The process's runtime and its bundled providers, made once: `bnr serve` has one server per
 /// process, and test processes that start many servers compile the bundled components once.
-fn shared_runtime(cache_dir: PathBuf) -> anyhow::Result<(Arc<Runtime>, Vec<Arc<Provider>>)> {
-    static SHARED: parking_lot::Mutex<Option<(Arc<Runtime>, Vec<Arc<Provider>>)>> =
-        parking_lot::Mutex::new(None);
+fn shared_runtime(cache_dir: PathBuf) -> anyhow::Result<SharedRuntime> {
+    static SHARED: parking_lot::Mutex<Option<SharedRuntime>> = parking_lot::Mutex::new(None);
     let mut shared = SHARED.lock();
     if let Some((rt, loaded)) = shared.as_ref() {
         return Ok((rt.clone(), loaded.clone()));
