@@ -150,10 +150,26 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::console::routes())
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
-        // Component uploads may be larger than a parameter body; `answer` holds every other
-        // body to MAX_BODY_BYTES.
-        .layer(DefaultBodyLimit::max(crate::plugins::MAX_UPLOAD_BYTES + 1))
+        // `handle` reads the body itself, with the limit its kind allows.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Whether a request is a component upload: a raw body for an upload command (named in the
+/// query string, which is where an upload's parameters are).
+fn is_upload_request(uri: &Uri, headers: &HeaderMap) -> bool {
+    let raw_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream")
+        });
+    raw_body
+        && uri.query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "command" && UPLOAD_COMMANDS.contains(&v.as_ref()))
+        })
 }
 
 async fn handle(
@@ -161,8 +177,27 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // Only a component upload may exceed a parameter body's size; the limit is chosen before
+    // anything is read, so other requests never buffer more than MAX_BODY_BYTES.
+    let (limit, upload) = if is_upload_request(&uri, &headers) {
+        (crate::plugins::MAX_UPLOAD_BYTES, true)
+    } else {
+        (MAX_BODY_BYTES, false)
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            let what = if upload { "component" } else { "request body" };
+            let e = ApiError::new(
+                413,
+                Some(error::cs_code::SERVER_API_EXCEPTION),
+                format!("The {what} is larger than {limit} bytes, or could not be read"),
+            );
+            return error_response(&e, "errorresponse", Format::Json);
+        }
+    };
     // A panic anywhere below becomes a 530 answer, never a dropped connection or a 500. The
     // request runs in this task (a spawned task per request costs more than a short read);
     // commands that change state still get their own task in `process`, so a client that
@@ -255,29 +290,12 @@ async fn answer(
             ct.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-    let is_upload = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream")
-        });
+    // Bodies were bounded when read (`handle`); an upload's body is the component.
+    let upload = is_upload_request(&uri, &headers).then(|| body.clone());
     let raw = match RawParams::parse(uri.query(), is_form.then_some(&body[..])) {
         Ok(raw) => raw,
         Err(e) => return error_response(&e, "errorresponse", Format::Json),
     };
-    let upload_command = raw
-        .get("command")
-        .is_some_and(|c| UPLOAD_COMMANDS.contains(&c));
-    if body.len() > MAX_BODY_BYTES && !(is_upload && upload_command) {
-        let e = ApiError::new(
-            413,
-            Some(error::cs_code::SERVER_API_EXCEPTION),
-            format!("The request body is larger than {MAX_BODY_BYTES} bytes"),
-        );
-        return error_response(&e, "errorresponse", Format::Json);
-    }
-    let upload = (is_upload && upload_command).then(|| body.clone());
     let format = match raw.get_ci("response") {
         Some(v) if v.eq_ignore_ascii_case("json") => Format::Json,
         _ => Format::Xml,
