@@ -133,6 +133,32 @@ async fn a_bare_server_serves_dummy_backups_from_the_bundled_provider() {
     assign(&admin, &id(&vm), &id(&offering)).await;
     let taken = backup(&admin, &id(&vm)).await;
     assert_eq!(taken["status"], "BackedUp", "{taken}");
+
+    // Switching the zone to the other bundled provider is an event naming both and the zone.
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "veeam",
+        Some(&s.zone_id),
+    )
+    .await;
+    let mut swapped = None;
+    for _ in 0..100 {
+        swapped = event_types(&s)
+            .await
+            .into_iter()
+            .find(|(t, _)| t == "BACKUP.PROVIDER.SWAP");
+        if swapped.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, description) = swapped.expect("a swap event within 5 s");
+    assert!(description.contains(&s.zone_id), "{description}");
+    assert!(
+        description.contains("dummy") && description.contains("veeam"),
+        "{description}"
+    );
 }
 
 #[tokio::test]
@@ -345,7 +371,10 @@ async fn bad_components_are_refused_with_the_reason() {
     assert_eq!(status, 413, "{body}");
     assert!(error_text(&body).contains("larger than"), "{body}");
     // Only an upload may be that large: any other body stops at 1 MiB.
-    let form = format!("command=listZones&padding={}", "x".repeat(bnr::api::MAX_BODY_BYTES));
+    let form = format!(
+        "command=listZones&padding={}",
+        "x".repeat(bnr::api::MAX_BODY_BYTES)
+    );
     let r = s
         .send(
             Method::POST,
@@ -455,4 +484,32 @@ async fn installed_versions_survive_a_restart_and_delete_is_guarded() {
             .iter()
             .any(|(t, _)| t == "BACKUP.PROVIDER.DELETE")
     );
+}
+
+#[tokio::test]
+async fn the_development_switch_accepts_an_unsigned_upload_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = bnr::inventory::bootstrap::BootstrapOptions {
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
+    };
+    let (state, boot) = bnr::api::serve::prepare_with_policy(
+        dir.path(),
+        &opts,
+        default_providers(dir.path()),
+        true,
+    )
+    .await
+    .expect("server start");
+    let s = TestServer {
+        router: bnr::api::router(state.clone()),
+        state,
+        zone_id: boot.expect("fresh").zone_uuid,
+        dir,
+    };
+    let (status, body) = upload(&s, component_bytes(NEXT), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let plugin = &body["addbackupproviderpluginresponse"]["backupproviderplugin"];
+    assert_eq!(plugin["signer"], "unsigned");
+    assert_eq!(plugin["version"], "1.1.0");
 }
