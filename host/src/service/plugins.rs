@@ -179,7 +179,6 @@ impl Providers {
         let signer = self
             .check_signature(upload.signature.as_deref(), &name, &version, &sha256)
             .await?;
-        self.check_grantable(&provider).await?;
 
         let uuid = uuid::Uuid::new_v4().to_string();
         let created = now();
@@ -309,35 +308,6 @@ impl Providers {
              by an unknown key, or the component was changed after signing)"
                 .to_string(),
         ))
-    }
-
-    /// Refuses a provider whose needs no zone could grant as declared: every `…-to-setting`
-    /// need must name a setting it declares (checked at load), and a need that no setting
-    /// covers (`remote-exec-on-instance-host`) is only granted where the zone's operator
-    /// grants allow remote execution.
-    async fn check_grantable(&self, provider: &Provider) -> BackupResult<()> {
-        let declared: Vec<&str> = provider
-            .info()
-            .settings
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        for need in &provider.info().needs {
-            let named = match need {
-                wit::Need::HttpToSetting(s) | wit::Need::RemoteExecToSetting(s) => Some(s.as_str()),
-                wit::Need::HttpsToSetting(a) => Some(a.url_setting.as_str()),
-                wit::Need::SshToSetting(a) => Some(a.host_setting.as_str()),
-                wit::Need::RemoteExecOnInstanceHost => None,
-            };
-            if let Some(setting) = named
-                && !declared.contains(&setting)
-            {
-                return Err(BackupError::InvalidValue(format!(
-                    "The component needs access named by setting {setting}, which it does not declare"
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Makes `name` serve new calls with `version`, after a health probe: `describe` plus a
