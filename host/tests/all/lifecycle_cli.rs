@@ -135,3 +135,22 @@ fn keygen_and_sign_produce_a_signature_the_server_verifies() {
         &public, &signature, &sha256, "dummy", "1.0.1"
     ));
 }
+
+#[test]
+fn plugin_check_fails_the_clauses_a_failed_step_kept_from_running() {
+    let out = bnr(&[
+        "check".as_ref(),
+        support::component_path("bnr_fixture_dummy_next").as_os_str(),
+        "--setting".as_ref(),
+        "backup.plugin.dummy.refuse-policies=true".as_ref(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  policies list: list-policies: provider error (unavailable)"),
+        "{stdout}"
+    );
+    let not_run = stdout.lines().filter(|l| l.contains("not run")).count();
+    assert_eq!(not_run, 8, "{stdout}");
+    assert!(stdout.contains("PASS  describe is valid"), "{stdout}");
+}
