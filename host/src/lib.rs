@@ -6,6 +6,7 @@ pub mod identity;
 pub mod inventory;
 pub mod jobs;
 pub mod metrics;
+pub mod plugins;
 pub mod runtime;
 pub mod scheduler;
 pub mod service;

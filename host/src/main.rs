@@ -41,6 +41,10 @@ enum Command {
         /// Seconds a shutdown (SIGTERM, SIGINT) waits for running commands and jobs.
         #[arg(long, default_value_t = serve::DEFAULT_SHUTDOWN_GRACE.as_secs())]
         shutdown_grace_secs: u64,
+        /// Accept provider uploads that carry no valid signature from a trusted key
+        /// (development only: anyone with a root-admin key can then run any code as a provider).
+        #[arg(long)]
+        allow_unsigned_plugins: bool,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -66,6 +70,31 @@ enum PluginCommand {
         /// afterwards).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+    },
+    /// Make a signing key pair for provider components: PREFIX.key (secret, mode 0600) and
+    /// PREFIX.pub (what admins add with addBackupProviderSigningKey).
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "bnr-signing")]
+        out: PathBuf,
+    },
+    /// Sign a component (its sha256, name and version) with a secret key; writes FILE.wasm.sig
+    /// and prints the signature (the `pluginsignature` parameter of addBackupProviderPlugin).
+    Sign {
+        /// The component, a `.wasm` file.
+        file: PathBuf,
+        /// The secret key file written by `bnr plugin keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Run the provider contract against a component and its vendor endpoint; prints PASS or
+    /// FAIL per clause and exits 1 when any clause fails.
+    Check {
+        /// The component, a `.wasm` file.
+        file: PathBuf,
+        /// A zone setting the provider reads, `name=value` (repeatable).
+        #[arg(long = "setting", value_name = "NAME=VALUE")]
+        settings: Vec<String>,
     },
 }
 
@@ -117,6 +146,7 @@ fn main() -> ExitCode {
             metrics_listen,
             log_format: _,
             shutdown_grace_secs,
+            allow_unsigned_plugins,
         } => run_server(ServeOptions {
             listen,
             data_dir,
@@ -124,10 +154,14 @@ fn main() -> ExitCode {
             providers_dir,
             metrics_listen,
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace_secs),
+            allow_unsigned_plugins,
         }),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
         }
+        Command::Plugin(PluginCommand::Keygen { out }) => plugin_keygen(out),
+        Command::Plugin(PluginCommand::Sign { file, key }) => plugin_sign(file, key),
+        Command::Plugin(PluginCommand::Check { file, settings }) => plugin_check(file, settings),
         Command::RotateKey { data_dir } => match bnr::store::secrets::rotate_key(&data_dir) {
             Ok(()) => {
                 println!("secrets re-encrypted under a new key");
@@ -191,5 +225,140 @@ fn plugin_inspect(file: PathBuf, cache_dir: Option<PathBuf>) -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A runtime for one-shot commands: no pool, a private cache directory removed afterwards.
+fn scratch_runtime() -> Result<(std::sync::Arc<Runtime>, PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "bnr-plugin-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let config = RuntimeConfig {
+        pool: PoolConfig {
+            enabled: false,
+            ..PoolConfig::default()
+        },
+        ..RuntimeConfig::new(dir.clone())
+    };
+    Runtime::new(config)
+        .map(|rt| (rt, dir))
+        .map_err(|err| format!("cannot start the runtime: {err:#}"))
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn plugin_keygen(out: PathBuf) -> ExitCode {
+    let (secret, public) = bnr::plugins::signing::generate_key();
+    let secret_path = out.with_extension("key");
+    let public_path = out.with_extension("pub");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let written = options
+        .open(&secret_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes()))
+        .and_then(|()| std::fs::write(&public_path, format!("{public}\n")));
+    match written {
+        Ok(()) => {
+            println!(
+                "secret key: {} (keep it private)\npublic key: {} ({public})",
+                secret_path.display(),
+                public_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!(
+            "cannot write {} / {}: {e}",
+            secret_path.display(),
+            public_path.display()
+        )),
+    }
+}
+
+fn plugin_sign(file: PathBuf, key: PathBuf) -> ExitCode {
+    let secret = match std::fs::read_to_string(&key) {
+        Ok(text) => text,
+        Err(e) => return fail(format!("cannot read {}: {e}", key.display())),
+    };
+    let key = match bnr::plugins::signing::parse_secret_key(&secret) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let (rt, scratch) = match scratch_runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let loaded = rt.load_file(&file);
+    let _ = std::fs::remove_dir_all(scratch);
+    let provider = match loaded {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot load {}: {e}", file.display())),
+    };
+    let signature =
+        bnr::plugins::signing::sign(&key, provider.sha256(), provider.name(), provider.version());
+    let mut sig_path = file.clone().into_os_string();
+    sig_path.push(".sig");
+    let sig_path = PathBuf::from(sig_path);
+    if let Err(e) = std::fs::write(&sig_path, format!("{signature}\n")) {
+        return fail(format!("cannot write {}: {e}", sig_path.display()));
+    }
+    println!(
+        "signed {} {} (sha256 {}): {signature}\nwritten to {}",
+        provider.name(),
+        provider.version(),
+        provider.sha256(),
+        sig_path.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn plugin_check(file: PathBuf, settings: Vec<String>) -> ExitCode {
+    let mut pairs = Vec::new();
+    for setting in settings {
+        match setting.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                pairs.push((name.trim().to_string(), value.to_string()))
+            }
+            _ => return fail(format!("--setting {setting:?} is not NAME=VALUE")),
+        }
+    }
+    let wasm = match std::fs::read(&file) {
+        Ok(w) => w,
+        Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
+    };
+    let (rt, scratch) = match scratch_runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let clauses = tokio::runtime::Runtime::new()
+        .map(|tokio| tokio.block_on(bnr::plugins::check::run(&rt, wasm, &pairs)));
+    let _ = std::fs::remove_dir_all(scratch);
+    let clauses = match clauses {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start tokio: {e}")),
+    };
+    for clause in &clauses {
+        println!("{clause}");
+    }
+    let failed = clauses.iter().filter(|c| !c.passed()).count();
+    println!(
+        "{}: {} of {} clauses passed",
+        file.display(),
+        clauses.len() - failed,
+        clauses.len()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

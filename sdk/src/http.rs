@@ -174,6 +174,29 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+impl HttpError {
+    /// This error as a [`ProviderError`], naming the settings that hold the credentials when
+    /// the vendor refused them (HTTP 401 or 403), so the operator knows what to check:
+    ///
+    /// ```ignore
+    /// http::get(&url)?.error_for_status().map_err(|e| e.naming_credentials(&[USER, PASSWORD]))?;
+    /// ```
+    ///
+    /// Any other error converts as with `?`.
+    pub fn naming_credentials(self, settings: &[&str]) -> ProviderError {
+        match &self {
+            HttpError::Status {
+                status: status @ (401 | 403),
+                ..
+            } => ProviderError::Unauthorized(format!(
+                "the vendor refused the credentials (HTTP {status}); check the zone settings {}",
+                settings.join(", ")
+            )),
+            _ => ProviderError::from(self),
+        }
+    }
+}
+
 impl From<HttpError> for ProviderError {
     fn from(error: HttpError) -> Self {
         let message = error.to_string();

@@ -16,8 +16,9 @@ pub use crate::{debug, error, info, trace, warn};
 use crate::bindings::bnr::provider::host;
 
 /// The longest message sent to the host, in bytes; longer ones are cut (on a character boundary)
-/// so a runaway message cannot flood the host log.
-pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+/// so a runaway message cannot flood the host log. The host keeps at most 4 KiB of a message
+/// (`docs/runtime.md`), so this is the same bound.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 
 /// Send `message` to the host log at `level`.
 pub fn write(level: LogLevel, message: &str) {

@@ -84,6 +84,14 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-wit-1-0",
         destination: Destination::Fixtures,
     },
+    Component {
+        package: "bnr-fixture-dummy-next",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-broken-contract",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.

@@ -46,6 +46,9 @@ use session::Sessions;
 
 /// Largest request body accepted (form-encoded parameters; nothing legitimate comes close).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Commands that take a raw body (`application/wasm` or `application/octet-stream`): a
+/// provider component of up to [`crate::plugins::MAX_UPLOAD_BYTES`].
+const UPLOAD_COMMANDS: &[&str] = &["addBackupProviderPlugin"];
 pub const DATABASE_FILE: &str = "bnr.sqlite";
 
 /// The long-lived services every layer shares. Cheap to clone.
@@ -147,8 +150,26 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::console::routes())
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // `handle` reads the body itself, with the limit its kind allows.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Whether a request is a component upload: a raw body for an upload command (named in the
+/// query string, which is where an upload's parameters are).
+fn is_upload_request(uri: &Uri, headers: &HeaderMap) -> bool {
+    let raw_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream")
+        });
+    raw_body
+        && uri.query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "command" && UPLOAD_COMMANDS.contains(&v.as_ref()))
+        })
 }
 
 async fn handle(
@@ -156,8 +177,27 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // Only a component upload may exceed a parameter body's size; the limit is chosen before
+    // anything is read, so other requests never buffer more than MAX_BODY_BYTES.
+    let (limit, upload) = if is_upload_request(&uri, &headers) {
+        (crate::plugins::MAX_UPLOAD_BYTES, true)
+    } else {
+        (MAX_BODY_BYTES, false)
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            let what = if upload { "component" } else { "request body" };
+            let e = ApiError::new(
+                413,
+                Some(error::cs_code::SERVER_API_EXCEPTION),
+                format!("The {what} is larger than {limit} bytes, or could not be read"),
+            );
+            return error_response(&e, "errorresponse", Format::Json);
+        }
+    };
     // A panic anywhere below becomes a 530 answer, never a dropped connection or a 500. The
     // request runs in this task (a spawned task per request costs more than a short read);
     // commands that change state still get their own task in `process`, so a client that
@@ -250,6 +290,8 @@ async fn answer(
             ct.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
+    // Bodies were bounded when read (`handle`); an upload's body is the component.
+    let upload = is_upload_request(&uri, &headers).then(|| body.clone());
     let raw = match RawParams::parse(uri.query(), is_form.then_some(&body[..])) {
         Ok(raw) => raw,
         Err(e) => return error_response(&e, "errorresponse", Format::Json),
@@ -297,7 +339,7 @@ async fn answer(
     // No parameter goes into the span: they may hold secrets (keys, passwords, settings).
     let span = tracing::info_span!("api_request", command = %cmd.name);
     let outcome = if runs_in_place(&cmd) {
-        dispatch(&state, cmd, &raw, &headers, format)
+        dispatch(&state, cmd, &raw, &headers, format, upload)
             .instrument(span)
             .await
     } else {
@@ -307,7 +349,7 @@ async fn answer(
                 let Some(_in_flight) = state.lifecycle.enter() else {
                     return Ok(draining(format));
                 };
-                dispatch(&state, cmd, &raw, &headers, format).await
+                dispatch(&state, cmd, &raw, &headers, format, upload).await
             }
             .instrument(span),
         );
@@ -328,6 +370,7 @@ async fn dispatch(
     raw: &RawParams,
     headers: &HeaderMap,
     format: Format,
+    upload: Option<Bytes>,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(state, raw, headers).await?;
     if !cmd.allows(caller.role) {
@@ -340,6 +383,7 @@ async fn dispatch(
         caller: caller.clone(),
         command: cmd.clone(),
         values,
+        upload,
     };
     let handler = cmd
         .handler

@@ -429,6 +429,9 @@ pub struct Ctx {
     pub caller: Caller,
     pub command: Arc<Command>,
     pub(crate) values: HashMap<String, Value>,
+    /// A raw request body sent as `application/wasm` or `application/octet-stream` (a
+    /// provider component upload); parameters then come from the query string.
+    pub upload: Option<bytes::Bytes>,
 }
 
 impl Ctx {

@@ -13,7 +13,7 @@ use crate::config::BACKUP_FRAMEWORK_ENABLED;
 use crate::inventory::ExpungeGuard;
 use crate::inventory::bootstrap::{self, BootstrapOptions, Bootstrapped};
 use crate::scheduler::service::{ResumeOperations, Scheduler};
-use crate::service::{BackupService, ProviderSource, Providers};
+use crate::service::{BackupService, PluginPolicy, ProviderSource, Providers};
 
 /// Directory (under the data directory) the providers are loaded from by default.
 pub const DEFAULT_PROVIDERS_DIR: &str = "providers";
@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// How long a shutdown waits for running state-changing requests and jobs.
     pub shutdown_grace: Duration,
+    /// Accept unsigned provider uploads (development only).
+    pub allow_unsigned_plugins: bool,
 }
 
 /// Providers from `DATA_DIR/providers`, compiled code cached in `DATA_DIR/cache`.
@@ -60,6 +62,16 @@ pub async fn prepare_with(
     opts: &BootstrapOptions,
     providers: ProviderSource,
 ) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
+    prepare_with_policy(data_dir, opts, providers, false).await
+}
+
+/// [`prepare_with`], choosing whether unsigned provider uploads are accepted.
+pub async fn prepare_with_policy(
+    data_dir: &Path,
+    opts: &BootstrapOptions,
+    providers: ProviderSource,
+    allow_unsigned_plugins: bool,
+) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
     crate::store::create_private_dir(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let (dir, opts2) = (data_dir.to_path_buf(), opts.clone());
@@ -76,8 +88,17 @@ pub async fn prepare_with(
         }
     }
     let (store, settings) = (core.store.clone(), core.settings.clone());
+    let providers_dir = match &providers {
+        ProviderSource::Directory { providers_dir, .. } => providers_dir.clone(),
+        ProviderSource::Loaded { .. } => data_dir.join(DEFAULT_PROVIDERS_DIR),
+    };
+    let policy = PluginPolicy {
+        data_dir: Some(data_dir.to_path_buf()),
+        allow_unsigned: allow_unsigned_plugins,
+        providers_dir: Some(providers_dir),
+    };
     let providers =
-        tokio::task::spawn_blocking(move || Providers::load(store, settings, providers))
+        tokio::task::spawn_blocking(move || Providers::load(store, settings, providers, policy))
             .await
             .context("provider loading task")??;
     let providers = Arc::new(providers);
@@ -145,7 +166,16 @@ pub async fn run(
         // Before the providers load, so the compiled-cache lookups are counted.
         crate::metrics::enable();
     }
-    let (state, boot) = prepare_with(&opts.data_dir, &opts.bootstrap, providers).await?;
+    if opts.allow_unsigned_plugins {
+        tracing::warn!("unsigned provider uploads are accepted (--allow-unsigned-plugins)");
+    }
+    let (state, boot) = prepare_with_policy(
+        &opts.data_dir,
+        &opts.bootstrap,
+        providers,
+        opts.allow_unsigned_plugins,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;

@@ -465,7 +465,12 @@ impl fmt::Display for Inspection {
                 SettingKind::Url => "url",
                 SettingKind::Secret => "secret",
             };
-            let secret = if s.secret { " [secret]" } else { "" };
+            // A secret-kind setting says so once; `[secret]` marks other kinds flagged secret.
+            let secret = if s.secret && s.kind != SettingKind::Secret {
+                " [secret]"
+            } else {
+                ""
+            };
             let default = match (&s.default_value, s.secret) {
                 (Some(_), true) => " (default: ***)".to_owned(),
                 (Some(d), false) => format!(" (default: {d})"),
@@ -577,7 +582,7 @@ mod tests {
         };
         let text = inspection.to_string();
         assert!(
-            text.contains("veeam.password (secret) [secret] (default: ***)"),
+            text.contains("veeam.password (secret) (default: ***)"),
             "{text}"
         );
         assert!(!text.contains("changeme"), "{text}");

@@ -231,6 +231,10 @@ impl BackupService {
             op.kind.as_str(),
             op.backup_id,
         );
+        let (version, sha256) = (
+            op.provider.version().to_string(),
+            op.provider.sha256().to_string(),
+        );
         let (handle, payload) = (handle.to_string(), op.payload.to_string());
         self.store
             .write(move |tx| {
@@ -243,12 +247,22 @@ impl BackupService {
                 };
                 tx.prepare_cached(
                     "INSERT INTO provider_operations(job_id, zone_id, provider, handle, kind, backup_id,
-                                                     payload, deadline, created)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                                     payload, deadline, created, provider_version,
+                                                     provider_sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
-                    job_id, zone_id, provider, handle, kind, backup_id, payload, deadline,
-                    now()
+                    job_id,
+                    zone_id,
+                    provider,
+                    handle,
+                    kind,
+                    backup_id,
+                    payload,
+                    deadline,
+                    now(),
+                    version,
+                    sha256
                 ])?;
                 Ok::<_, BackupError>(tx.last_insert_rowid())
             })

@@ -14,6 +14,7 @@ use rusqlite::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
+use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
 use crate::runtime::wit::SettingKind;
 use crate::runtime::{
     CallContext, Catalog, Grants, Provider, Runtime, RuntimeConfig, ZoneRegistry,
@@ -34,7 +35,12 @@ fn record_admin_event(store: &Store, level: Level, description: &str) {
     record_admin_event_as(store, PROVIDER_LOAD_EVENT, level, description)
 }
 
-fn record_admin_event_as(store: &Store, event_type: &str, level: Level, description: &str) {
+pub(super) fn record_admin_event_as(
+    store: &Store,
+    event_type: &str,
+    level: Level,
+    description: &str,
+) {
     let recorded = store.write_blocking(|tx| {
         let admin: Option<(i64, i64)> = tx
             .query_row(
@@ -109,8 +115,9 @@ pub fn service_definitions() -> Vec<Definition> {
 
 /// Where the installed providers come from.
 pub enum ProviderSource {
-    /// Load every `*.wasm` file of `providers_dir` with a new runtime that caches compiled code
-    /// in `cache_dir`. A missing directory means no providers (logged).
+    /// The providers compiled into the binary, plus every `*.wasm` file of `providers_dir`
+    /// (a missing directory adds none), on the process's runtime (created on first use, caching
+    /// compiled code in `cache_dir`).
     Directory {
         providers_dir: PathBuf,
         cache_dir: PathBuf,
@@ -122,12 +129,63 @@ pub enum ProviderSource {
     },
 }
 
+/// How components installed through the API are stored and admitted.
+#[derive(Debug, Clone, Default)]
+pub struct PluginPolicy {
+    /// Data directory whose `plugins/` holds installed components; `None`: installing is off.
+    pub data_dir: Option<PathBuf>,
+    /// Accept unsigned uploads (`bnr serve --allow-unsigned-plugins`, development only).
+    pub allow_unsigned: bool,
+    /// Where `addBackupProviderPlugin file=…` reads components from.
+    pub providers_dir: Option<PathBuf>,
+}
+
 pub struct Providers {
     runtime: Option<Arc<Runtime>>,
+    /// Provider name → the component serving new calls.
     catalog: Arc<Catalog>,
+    /// Every loaded component (all versions), by sha256.
+    pub(super) components: Components,
+    pub(super) files: Option<PluginFiles>,
+    pub(super) allow_unsigned: bool,
+    /// Where `addBackupProviderPlugin file=…` reads from (`--providers-dir`).
+    providers_dir: Option<PathBuf>,
+    /// Serialises install, upgrade, rollback and delete.
+    pub(super) lifecycle_lock: tokio::sync::Mutex<()>,
     zones: ZoneRegistry,
     settings: Settings,
     store: Store,
+}
+
+type SharedRuntime = (Arc<Runtime>, Vec<Arc<Provider>>);
+
+/// The process's runtime and its bundled providers, made once: `bnr serve` has one server per
+/// process, and test processes that start many servers compile the bundled components once.
+fn shared_runtime(cache_dir: PathBuf) -> anyhow::Result<SharedRuntime> {
+    static SHARED: parking_lot::Mutex<Option<SharedRuntime>> = parking_lot::Mutex::new(None);
+    let mut shared = SHARED.lock();
+    if let Some((rt, loaded)) = shared.as_ref() {
+        return Ok((rt.clone(), loaded.clone()));
+    }
+    let rt =
+        Runtime::new(RuntimeConfig::new(cache_dir)).context("starting the provider runtime")?;
+    let mut loaded = Vec::new();
+    for component in bundled::BUNDLED {
+        match rt.load_bytes(component.wasm) {
+            Ok(p) if p.sha256() == component.sha256 => loaded.push(p),
+            Ok(p) => tracing::error!(
+                file = component.file,
+                sha256 = p.sha256(),
+                expected = component.sha256,
+                "bundled provider does not match the digest recorded at build time; not loaded"
+            ),
+            Err(e) => {
+                tracing::error!(file = component.file, error = %e, "bundled provider not loaded")
+            }
+        }
+    }
+    *shared = Some((rt.clone(), loaded.clone()));
+    Ok((rt, loaded))
 }
 
 impl std::fmt::Debug for Providers {
@@ -145,60 +203,63 @@ impl Providers {
         store: Store,
         settings: Settings,
         source: ProviderSource,
+        policy: PluginPolicy,
     ) -> anyhow::Result<Providers> {
         for def in service_definitions() {
             settings.register(def)?;
         }
+        let components = Components::new();
         let (runtime, catalog) = match source {
-            ProviderSource::Loaded { runtime, catalog } => (runtime, catalog),
+            ProviderSource::Loaded { runtime, catalog } => {
+                for provider in catalog.list() {
+                    components.insert(Component {
+                        provider,
+                        origin: Origin::Directory(PathBuf::from("(preloaded)")),
+                    });
+                }
+                (runtime, catalog)
+            }
             ProviderSource::Directory {
                 providers_dir,
                 cache_dir,
             } => {
-                if providers_dir.is_dir() {
-                    let rt = Runtime::new(RuntimeConfig::new(cache_dir))
-                        .context("starting the provider runtime")?;
-                    let catalog = Catalog::new();
-                    for (path, loaded) in catalog.load_dir(&rt, &providers_dir) {
-                        match loaded {
-                            Ok(p) => tracing::info!(
-                                provider = p.name(),
-                                version = p.version(),
-                                path = %path.display(),
-                                from_cache = p.loaded_from_cache(),
-                                "backup provider installed"
-                            ),
-                            Err(e) => {
-                                tracing::warn!(
-                                    path = %path.display(),
-                                    reason = %e,
-                                    "backup provider skipped"
-                                );
-                                let level = match e {
-                                    LoadError::NameConflict { .. } => Level::Error,
-                                    _ => Level::Warn,
-                                };
-                                let text = format!(
-                                    "Backup provider component {} was not loaded: {e}",
-                                    path.display()
-                                );
-                                record_admin_event(&store, level, &text);
-                            }
-                        }
-                    }
-                    (Some(rt), Arc::new(catalog))
-                } else {
-                    tracing::warn!(
-                        dir = %providers_dir.display(),
-                        "provider directory does not exist; no backup providers are installed"
+                let (rt, bundled) = shared_runtime(cache_dir)?;
+                for provider in bundled {
+                    tracing::info!(
+                        provider = provider.name(),
+                        version = provider.version(),
+                        sha256 = provider.sha256(),
+                        "bundled backup provider ready"
                     );
-                    (None, Arc::new(Catalog::new()))
+                    components.insert(Component {
+                        provider,
+                        origin: Origin::Bundled,
+                    });
                 }
+                if providers_dir.is_dir() {
+                    load_directory(&store, &rt, &providers_dir, &components);
+                } else {
+                    tracing::info!(
+                        dir = %providers_dir.display(),
+                        "no providers directory; serving the bundled providers"
+                    );
+                }
+                (Some(rt), Arc::new(Catalog::new()))
             }
         };
+        let files = policy.data_dir.as_deref().map(PluginFiles::new);
+        if let (Some(rt), Some(files)) = (&runtime, &files) {
+            load_installed(&store, rt, files, &components)?;
+        }
+        choose_active(&store, &components, &catalog)?;
         let this = Providers {
             runtime,
             catalog,
+            components,
+            files,
+            allow_unsigned: policy.allow_unsigned,
+            providers_dir: policy.providers_dir,
+            lifecycle_lock: tokio::sync::Mutex::new(()),
             zones: ZoneRegistry::new(),
             settings,
             store,
@@ -214,16 +275,7 @@ impl Providers {
     /// provider whose setting clashes with an existing definition is uninstalled, with the reason.
     fn register_provider_settings(&self) {
         for provider in self.catalog.list() {
-            let clash = provider
-                .info()
-                .settings
-                .iter()
-                .map(setting_definition)
-                .find_map(|def| {
-                    let name = def.name.clone();
-                    self.settings.register(def).err().map(|e| (name, e))
-                });
-            if let Some((name, e)) = clash {
+            if let Err((name, e)) = self.register_settings_of(&provider) {
                 tracing::warn!(
                     provider = provider.name(),
                     setting = %name,
@@ -233,6 +285,29 @@ impl Providers {
                 self.catalog.remove(provider.name());
             }
         }
+        // Other versions: a setting another version of the same provider defined already
+        // keeps that definition (the active version's, registered first).
+        for component in self.components.list() {
+            let _ = self.register_settings_of(&component.provider);
+        }
+    }
+
+    /// Registers `provider`'s declared settings as zone-scoped settings; the first clash.
+    pub(super) fn register_settings_of(
+        &self,
+        provider: &Provider,
+    ) -> Result<(), (String, OpError)> {
+        let clash = provider
+            .info()
+            .settings
+            .iter()
+            .map(setting_definition)
+            .filter_map(|def| {
+                let name = def.name.clone();
+                self.settings.register(def).err().map(|e| (name, e))
+            })
+            .next();
+        clash.map_or(Ok(()), Err)
     }
 
     /// `updateConfiguration` of the per-provider deadlines must parse (431).
@@ -294,6 +369,19 @@ impl Providers {
         if recorded.is_err() {
             tracing::warn!("cannot record a provider failure event");
         }
+    }
+
+    /// The providers directory (`--providers-dir`), if this server has one.
+    pub fn providers_dir(&self) -> Option<&std::path::Path> {
+        self.providers_dir.as_deref()
+    }
+
+    pub(super) fn store_handle(&self) -> Store {
+        self.store.clone()
+    }
+
+    pub(super) fn settings_handle(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn runtime(&self) -> Option<&Arc<Runtime>> {
@@ -418,8 +506,13 @@ impl Providers {
     }
 
     fn sync_zone(&self, zone_id: i64, zone_uuid: &str) {
+        let before = self.zones.get(zone_uuid);
         match self.for_zone(zone_id, zone_uuid) {
-            Ok(_) => {}
+            Ok(now) => {
+                if let Some(old) = before.filter(|old| !Arc::ptr_eq(old, &now)) {
+                    self.record_swap(zone_uuid, Some(&old), &now);
+                }
+            }
             Err(e) => {
                 if self.zones.remove(zone_uuid).is_some() || self.zone_enabled(zone_id) {
                     tracing::warn!(zone = zone_uuid, reason = %e, "zone has no usable backup provider");
@@ -470,4 +563,169 @@ fn setting_definition(decl: &crate::runtime::wit::SettingDecl) -> Definition {
         def = def.secret();
     }
     def
+}
+
+/// Loads the components of `--providers-dir`. One that claims the name of a bundled provider
+/// is refused unless it is the very same component (then it is simply the bundled one).
+fn load_directory(
+    store: &Store,
+    rt: &Arc<Runtime>,
+    dir: &std::path::Path,
+    components: &Components,
+) {
+    let scratch = Catalog::new();
+    for (path, loaded) in scratch.load_dir(rt, dir) {
+        let refused = match loaded {
+            Ok(p) => match components.default_for(p.name()) {
+                Some(existing) if existing.provider.sha256() == p.sha256() => None,
+                Some(existing) if existing.origin == Origin::Bundled => Some((
+                    Level::Error,
+                    LoadError::NameConflict {
+                        name: p.name().to_string(),
+                        files: vec![path.display().to_string()],
+                        kept: Some(format!(
+                            "the bundled {} {}",
+                            p.name(),
+                            existing.provider.version()
+                        )),
+                    }
+                    .to_string(),
+                )),
+                _ => {
+                    tracing::info!(
+                        provider = p.name(),
+                        version = p.version(),
+                        sha256 = p.sha256(),
+                        path = %path.display(),
+                        from_cache = p.loaded_from_cache(),
+                        "backup provider installed"
+                    );
+                    components.insert(Component {
+                        provider: p,
+                        origin: Origin::Directory(path.clone()),
+                    });
+                    None
+                }
+            },
+            Err(e) => Some((
+                match e {
+                    LoadError::NameConflict { .. } => Level::Error,
+                    _ => Level::Warn,
+                },
+                e.to_string(),
+            )),
+        };
+        if let Some((level, reason)) = refused {
+            tracing::warn!(path = %path.display(), %reason, "backup provider skipped");
+            let text = format!(
+                "Backup provider component {} was not loaded: {reason}",
+                path.display()
+            );
+            record_admin_event(store, level, &text);
+        }
+    }
+}
+
+/// Loads the components installed through the API. One whose file is missing or changed, or
+/// that no longer loads, is skipped with an event; its row stays for the admin to delete.
+fn load_installed(
+    store: &Store,
+    rt: &Arc<Runtime>,
+    files: &PluginFiles,
+    components: &Components,
+) -> anyhow::Result<()> {
+    type Row = (String, String, String, String, Option<String>, i64);
+    let rows: Vec<Row> = store.read_blocking(|c| {
+        let mut st = c.prepare(
+            "SELECT uuid, name, version, sha256, signer, created FROM provider_plugins ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok::<_, StoreError>(rows)
+    })?;
+    for (uuid, name, version, sha256, signer, created) in rows {
+        let loaded = files
+            .read(&sha256)
+            .and_then(|wasm| rt.load_bytes(&wasm).map_err(|e| e.to_string()))
+            .and_then(|p| {
+                if p.name() == name && p.version() == version {
+                    Ok(p)
+                } else {
+                    Err(format!(
+                        "it now calls itself {} {}, not {name} {version}",
+                        p.name(),
+                        p.version()
+                    ))
+                }
+            });
+        match loaded {
+            Ok(provider) => {
+                components.insert(Component {
+                    provider,
+                    origin: Origin::Installed {
+                        uuid,
+                        signer,
+                        created,
+                    },
+                });
+            }
+            Err(reason) => {
+                tracing::error!(provider = %name, version = %version, sha256 = %sha256, %reason, "installed backup provider not loaded");
+                record_admin_event(
+                    store,
+                    Level::Error,
+                    &format!(
+                        "Installed backup provider {name} {version} (sha256 {sha256}) was not loaded: {reason}"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fills `catalog` with the component serving each provider name: the recorded choice when it
+/// is loaded, else the bundled one, else the providers directory's.
+fn choose_active(store: &Store, components: &Components, catalog: &Catalog) -> anyhow::Result<()> {
+    let chosen: Vec<(String, String)> = store.read_blocking(|c| {
+        let mut st = c.prepare("SELECT name, sha256 FROM provider_plugin_active")?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok::<_, StoreError>(rows)
+    })?;
+    let mut names: Vec<String> = components
+        .list()
+        .iter()
+        .map(|c| c.provider.name().to_string())
+        .collect();
+    names.dedup();
+    for name in names {
+        let recorded = chosen
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, sha)| components.get(sha));
+        let active = recorded
+            .or_else(|| components.default_for(&name))
+            .or_else(|| {
+                components
+                    .list()
+                    .into_iter()
+                    .rfind(|c| c.provider.name() == name)
+            });
+        if let Some(component) = active {
+            catalog.insert(component.provider);
+        }
+    }
+    Ok(())
 }

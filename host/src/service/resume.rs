@@ -33,13 +33,18 @@ pub struct PersistedOperation {
     pub backup_id: Option<i64>,
     pub payload: String,
     pub deadline: i64,
+    /// The provider version and component it was started on (`None` for rows written before
+    /// they were recorded).
+    pub provider_version: Option<String>,
+    pub provider_sha256: Option<String>,
 }
 
 impl PersistedOperation {
     /// The operations a job left pending, oldest first.
     pub fn of_job(conn: &Connection, job_id: i64) -> OpResult<Vec<PersistedOperation>> {
         let mut st = conn.prepare_cached(
-            "SELECT id, job_id, zone_id, provider, handle, kind, backup_id, payload, deadline
+            "SELECT id, job_id, zone_id, provider, handle, kind, backup_id, payload, deadline,
+                    provider_version, provider_sha256
              FROM provider_operations WHERE job_id = ?1 ORDER BY id",
         )?;
         let ops = st
@@ -54,6 +59,8 @@ impl PersistedOperation {
                     backup_id: r.get(6)?,
                     payload: r.get(7)?,
                     deadline: r.get(8)?,
+                    provider_version: r.get(9)?,
+                    provider_sha256: r.get(10)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -70,6 +77,15 @@ impl PersistedOperation {
 }
 
 impl BackupService {
+    /// The component that finishes `op`: the one it started on, or a compatible successor.
+    fn provider_of(&self, op: &PersistedOperation) -> BackupResult<Arc<crate::runtime::Provider>> {
+        self.providers.for_operation(
+            &op.provider,
+            op.provider_version.as_deref(),
+            op.provider_sha256.as_deref(),
+        )
+    }
+
     /// Why `op` cannot be resumed by this process, or `None` when it can.
     pub fn resume_obstacle(&self, op: &PersistedOperation) -> Option<String> {
         if op.kind().is_none() {
@@ -81,10 +97,7 @@ impl BackupService {
         if op.backup_id.is_none() {
             return Some("the operation names no backup".to_string());
         }
-        self.providers
-            .named(&op.provider)
-            .err()
-            .map(|e| e.to_string())
+        self.provider_of(op).err().map(|e| e.to_string())
     }
 
     /// Polls `op` to its end and records the outcome as its job would have, on behalf of
@@ -103,7 +116,7 @@ impl BackupService {
         let backup_id = op
             .backup_id
             .ok_or_else(|| BackupError::refused("the operation names no backup"))?;
-        let provider = self.providers.named(&op.provider)?;
+        let provider = self.provider_of(&op)?;
         let (backup, offering, vm) = self
             .store
             .read(move |c| {

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "health",
         sql: include_str!("migrations/0007_health.sql"),
     },
+    Migration {
+        version: 9,
+        name: "plugins",
+        sql: include_str!("migrations/0009_plugins.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this

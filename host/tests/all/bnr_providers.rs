@@ -330,7 +330,9 @@ async fn the_providers_directory_is_loaded_and_bad_files_are_skipped() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["dummy", "scripted"]);
+    // The bundled providers, plus scripted from the directory (its bnr_dummy.wasm is the
+    // bundled one).
+    assert_eq!(names, ["dummy", "scripted", "veeam"]);
     // The dummy answers through the real component loaded from the directory.
     let r = s
         .admin()

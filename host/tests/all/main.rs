@@ -46,3 +46,6 @@ mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
 mod veeam_e2e;
+
+mod lifecycle_cli;
+mod lifecycle_plugins;

@@ -93,6 +93,10 @@ struct Fixture {
     attached: String,
     job: String,
     alice_user: String,
+    /// A trusted key's signature over the `dummy-next` fixture (`addBackupProviderPlugin`).
+    plugin_signature: String,
+    /// A public key that is not trusted yet (`addBackupProviderSigningKey`).
+    new_public_key: String,
     creds: BTreeMap<Caller, Creds>,
 }
 
@@ -194,7 +198,10 @@ async fn fixture(s: &TestServer, command: &str) -> Fixture {
             .await
             .ok("addVmwareDc");
     }
+    let (plugin_signature, new_public_key) = plugin_fixture(s, command).await;
     Fixture {
+        plugin_signature,
+        new_public_key,
         d1,
         zone: s.zone_id.clone(),
         service_offering,
@@ -227,6 +234,48 @@ async fn fixture(s: &TestServer, command: &str) -> Fixture {
             ),
         ]),
     }
+}
+
+/// For the plugin commands: a trusted key `matrix-key`, the `dummy-next` fixture as
+/// `next.wasm` in the providers directory (installed already for the commands that act on an
+/// installed version); returns its signature and an untrusted public key.
+async fn plugin_fixture(s: &TestServer, command: &str) -> (String, String) {
+    use bnr::plugins::signing;
+    let (_, new_public_key) = signing::generate_key();
+    if !command.contains("BackupProviderPlugin") && command != "deleteBackupProviderSigningKey" {
+        return (String::new(), new_public_key);
+    }
+    let (secret, public) = signing::generate_key();
+    s.admin()
+        .call(
+            "addBackupProviderSigningKey",
+            &[("name", "matrix-key"), ("publickey", &public)],
+        )
+        .await
+        .ok("addBackupProviderSigningKey");
+    let wasm = crate::support::component_bytes("bnr_fixture_dummy_next");
+    let providers = s.dir.path().join("providers");
+    std::fs::create_dir_all(&providers).unwrap();
+    std::fs::write(providers.join("next.wasm"), &wasm).unwrap();
+    let key = signing::parse_secret_key(&secret).unwrap();
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&wasm))
+    };
+    let signature = signing::sign(&key, &sha256, "dummy", "1.1.0");
+    if matches!(
+        command,
+        "updateBackupProviderPlugin" | "deleteBackupProviderPlugin"
+    ) {
+        s.admin()
+            .call(
+                "addBackupProviderPlugin",
+                &[("file", "next.wasm"), ("pluginsignature", &signature)],
+            )
+            .await
+            .ok("addBackupProviderPlugin");
+    }
+    (signature, new_public_key)
 }
 
 type Params = Vec<(&'static str, String)>;
@@ -317,6 +366,31 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
         "detachVolume" => (Owner, p(&[("id", &f.attached)])),
         "deleteVolume" => (Owner, p(&[("id", &f.volume)])),
         "listBackupProviders" => (Root, vec![]),
+        "listBackupProviderPlugins" => (Root, vec![]),
+        "addBackupProviderPlugin" => (
+            Root,
+            vec![
+                ("file", "next.wasm".into()),
+                ("pluginsignature", f.plugin_signature.clone()),
+            ],
+        ),
+        "updateBackupProviderPlugin" => (
+            Root,
+            vec![("name", "dummy".into()), ("version", "1.1.0".into())],
+        ),
+        "deleteBackupProviderPlugin" => (
+            Root,
+            vec![("name", "dummy".into()), ("version", "1.1.0".into())],
+        ),
+        "listBackupProviderSigningKeys" => (Root, vec![]),
+        "addBackupProviderSigningKey" => (
+            Root,
+            vec![
+                ("name", "another-key".into()),
+                ("publickey", f.new_public_key.clone()),
+            ],
+        ),
+        "deleteBackupProviderSigningKey" => (Root, vec![("name", "matrix-key".into())]),
         "listBackupProviderOfferings" => (Root, vec![z()]),
         "importBackupOffering" => (
             Root,

@@ -146,6 +146,17 @@ async fn secret_settings_registered_by_a_provider_are_masked() {
         .call("listConfigurations", &[("name", "backup.plugin.test")])
         .await;
     assert!(!listed.text.contains("hunter2"));
+    // Unset (globally), the secret shows empty rather than like a set one.
+    let global = a
+        .call(
+            "listConfigurations",
+            &[("name", "backup.plugin.test.password")],
+        )
+        .await;
+    assert_eq!(
+        global.ok("listConfigurations")["configuration"][0]["value"],
+        ""
+    );
     assert_eq!(
         s.state
             .settings()

@@ -83,7 +83,8 @@ impl Api {
             .header("accept", "application/json")
             .timeout(REQUEST_TIMEOUT)
             .send()?
-            .error_for_status()?)
+            .error_for_status()
+            .map_err(|e| e.naming_credentials(&[USERNAME, PASSWORD]))?)
     }
 
     fn url(&self, path: &str) -> String {

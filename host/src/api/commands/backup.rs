@@ -26,6 +26,7 @@ pub const BACKUP_SCHEDULES: Entity = Entity::table("backup_schedules");
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     backup_offering::register(r)?;
     backup_schedule::register(r)?;
+    super::plugins::register(r)?;
     register_backups(r)
 }
 

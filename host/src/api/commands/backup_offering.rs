@@ -57,7 +57,7 @@ impl OfferingFields for Command {
 
 /// A provider as listBackupProviders shows it: CloudStack's name and description, then what an
 /// operator needs to judge it (version, interface, digest, declarations, grants per zone).
-fn provider_obj(p: &Provider, zones: Vec<(String, String, Grants)>) -> Obj {
+pub(crate) fn provider_obj(p: &Provider, zones: Vec<(String, String, Grants)>) -> Obj {
     let info = p.info();
     let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
     let capabilities = capability_flags(&info.capabilities)

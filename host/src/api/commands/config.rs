@@ -122,8 +122,16 @@ async fn zone_uuid(
 /// A configuration entry; secret values are masked.
 pub fn config_obj(e: &Effective, zone_uuid: Option<&str>) -> Obj {
     let d = &e.definition;
+    // An unset secret shows empty, so an admin can tell it from a set one.
+    let mask = |v: &str| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            SECRET_MASK.to_string()
+        }
+    };
     let (value, default) = if d.secret {
-        (SECRET_MASK.to_string(), SECRET_MASK.to_string())
+        (mask(&e.value), mask(&d.default))
     } else {
         (e.value.clone(), d.default.clone())
     };

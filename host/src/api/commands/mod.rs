@@ -11,6 +11,7 @@ pub mod events;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod plugins;
 pub mod vmware;
 
 use super::registry::{Registry, RegistryError};
