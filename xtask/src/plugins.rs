@@ -84,6 +84,10 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-wit-1-0",
         destination: Destination::Fixtures,
     },
+    Component {
+        package: "bnr-fixture-wit-1-1",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.

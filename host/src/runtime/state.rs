@@ -12,8 +12,9 @@
 //!   request never leaves the process); HTTPS to a destination with a TLS grant is checked
 //!   against that grant's trust (`tls.rs`).
 //!
-//! Both interface versions' imports are implemented here; they differ only in the exec
-//! records, which are converted to [`ExecCall`] / from [`ExecFailure`] at the boundary.
+//! Every interface version's imports are implemented here; they differ only in the exec
+//! records, which are converted to [`ExecCall`] / from [`ExecFailure`] at the boundary, and
+//! in 1.2.0's `current-host`, which shows the call's [`HypervisorHost`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -31,8 +32,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::{v1_0, v1_1};
-use super::grants::{CallContext, Grants};
+use super::bindings::{v1_0, v1_1, v1_2};
+use super::grants::{CallContext, Grants, HypervisorHost};
 use super::limits::{
     LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
     RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
@@ -119,6 +120,8 @@ pub(crate) struct CallScope {
     pub secrets: Vec<String>,
     /// Grants, emptied of any kind the provider did not declare.
     pub grants: Grants,
+    /// The hypervisor host the call works on.
+    pub host: Option<HypervisorHost>,
 }
 
 impl CallScope {
@@ -165,6 +168,7 @@ impl CallScope {
                     Vec::new()
                 },
             },
+            host: ctx.host.clone(),
         }
     }
 }
@@ -518,6 +522,65 @@ impl v1_1::bnr::provider::host::Host for HostState {
                 ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
             }),
         })
+    }
+}
+
+impl v1_2::bnr::provider::host::Host for HostState {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        self.log_line(level, message);
+        Ok(())
+    }
+
+    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.setting_value(&name))
+    }
+
+    async fn remote_exec(
+        &mut self,
+        request: v1_2::bnr::provider::host::ExecRequest,
+    ) -> wasmtime::Result<
+        Result<v1_2::bnr::provider::host::ExecOutput, v1_2::bnr::provider::host::ExecError>,
+    > {
+        use v1_2::bnr::provider::host::{ExecError, ExecOutput};
+        let target = request.target.clone();
+        let call = ExecCall::bounded(
+            request.command,
+            request.stdin,
+            request.timeout_ms,
+            request.max_output_bytes,
+        );
+        Ok(match self.remote_exec_call(call, &target, None).await {
+            Ok(done) => Ok(ExecOutput {
+                exit_code: done.exit_code,
+                stdout: done.stdout,
+                stderr: done.stderr,
+            }),
+            Err(failure) => Err(match failure {
+                ExecFailure::Denied(m) => ExecError::Denied(m),
+                ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
+                ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
+                ExecFailure::Timeout => ExecError::Timeout,
+                ExecFailure::HostKeyUnknown(f) => ExecError::HostKeyUnknown(f),
+                ExecFailure::HostKeyMismatch(f) => ExecError::HostKeyMismatch(f),
+                ExecFailure::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
+                ExecFailure::InvalidConfig(m) => ExecError::InvalidConfig(m),
+                ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
+            }),
+        })
+    }
+
+    async fn current_host(
+        &mut self,
+    ) -> wasmtime::Result<Option<v1_2::bnr::provider::host::HypervisorHost>> {
+        Ok(self
+            .scope
+            .host
+            .as_ref()
+            .map(|h| v1_2::bnr::provider::host::HypervisorHost {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                cluster: h.cluster.clone(),
+            }))
     }
 }
 

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "health",
         sql: include_str!("migrations/0007_health.sql"),
     },
+    Migration {
+        version: 8,
+        name: "kvm_hosts",
+        sql: include_str!("migrations/0008_kvm_hosts.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
