@@ -17,6 +17,7 @@ mod server_garbage;
 mod server_inventory;
 mod server_inventory_lifecycle;
 mod server_jobs;
+mod server_kvm;
 mod server_socket;
 
 mod bnr_support;

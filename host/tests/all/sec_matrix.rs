@@ -93,6 +93,9 @@ struct Fixture {
     attached: String,
     job: String,
     alice_user: String,
+    /// A KVM cluster and host of the zone (only for the host commands).
+    cluster: String,
+    host: String,
     creds: BTreeMap<Caller, Creds>,
 }
 
@@ -194,7 +197,47 @@ async fn fixture(s: &TestServer, command: &str) -> Fixture {
             .await
             .ok("addVmwareDc");
     }
+    // Added last too, so the instances above stay off KVM hosts.
+    let (mut cluster, mut host) = (String::new(), String::new());
+    if matches!(
+        command,
+        "addHost" | "listHosts" | "updateHost" | "deleteHost" | "listClusters"
+    ) {
+        let added = admin
+            .call(
+                "addCluster",
+                &[
+                    ("zoneid", s.zone_id.as_str()),
+                    ("clustername", "c1"),
+                    ("hypervisor", "KVM"),
+                ],
+            )
+            .await;
+        cluster = added.ok("addCluster")["cluster"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let added = admin
+            .call(
+                "addHost",
+                &[
+                    ("zoneid", s.zone_id.as_str()),
+                    ("clusterid", cluster.as_str()),
+                    ("url", "http://10.9.0.1"),
+                    ("username", "root"),
+                    ("password", "host-password"),
+                    ("hypervisor", "KVM"),
+                ],
+            )
+            .await;
+        host = added.ok("addHost")["host"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
     Fixture {
+        cluster,
+        host,
         d1,
         zone: s.zone_id.clone(),
         service_offering,
@@ -254,6 +297,31 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             ],
         ),
         "listVmwareDcs" | "removeVmwareDc" => (Root, vec![z()]),
+        "addCluster" => (
+            Root,
+            vec![
+                z(),
+                ("clustername", "c9".into()),
+                ("hypervisor", "KVM".into()),
+            ],
+        ),
+        "listClusters" | "listHosts" => (Root, vec![]),
+        "addHost" => (
+            Root,
+            vec![
+                z(),
+                ("clusterid", f.cluster.clone()),
+                ("url", "http://10.9.0.9".into()),
+                ("username", "root".into()),
+                ("password", "host-password".into()),
+                ("hypervisor", "KVM".into()),
+            ],
+        ),
+        "updateHost" => (
+            Root,
+            vec![("id", f.host.clone()), ("state", "Maintenance".into())],
+        ),
+        "deleteHost" => (Root, vec![("id", f.host.clone())]),
         "createDomain" => (
             Admins,
             vec![("name", "sub".into()), ("parentdomainid", f.d1.clone())],
