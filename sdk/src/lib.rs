@@ -105,7 +105,7 @@ pub mod bindings {
 /// under friendly names.
 pub mod types {
     pub use crate::bindings::bnr::provider::host::{
-        ExecError, ExecOutput, ExecRequest, HypervisorHost,
+        ExecError, ExecOutput, ExecRequest, ExecState, HypervisorHost,
     };
     pub use crate::bindings::bnr::provider::manifest::{
         HttpsAccess, Need, ProviderInfo, SshAccess,

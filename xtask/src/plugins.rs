@@ -49,6 +49,10 @@ pub const COMPONENTS: &[Component] = &[
         destination: Destination::Providers,
     },
     Component {
+        package: "bnr-networker",
+        destination: Destination::Providers,
+    },
+    Component {
         package: "bnr-fixture-hostile",
         destination: Destination::Fixtures,
     },

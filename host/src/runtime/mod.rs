@@ -13,6 +13,7 @@
 
 mod bindings;
 mod cache;
+mod detached;
 mod engine;
 mod error;
 mod grants;
