@@ -94,9 +94,13 @@ impl<T: Transport> Client<T> {
             "/global/protectionpolicies/",
             Some(&format!("comment:\"{}\"", model::OFFERING_MARKER)),
         )?;
+        // As CloudStack's plugin: a policy whose *name* carries the marker is not offered.
         Ok(model::policies(&body)?
             .into_iter()
-            .filter(|p| p.comment.contains(model::OFFERING_MARKER))
+            .filter(|p| {
+                p.comment.contains(model::OFFERING_MARKER)
+                    && !p.name.contains(model::OFFERING_MARKER)
+            })
             .collect())
     }
 
