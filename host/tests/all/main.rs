@@ -46,3 +46,5 @@ mod sec_tenant;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
+
+mod networker_e2e;
