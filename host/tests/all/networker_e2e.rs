@@ -417,3 +417,71 @@ fn bnr_time(text: &str) -> i64 {
     let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
     days * 86_400 + h * 3600 + min * 60 + sec - offset
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_script_ends_the_backup_in_error_within_its_deadline_and_is_cancelled() {
+    let k = kvm_zone().await;
+    let user = k.s.client(k.s.create_user("nina", "User", None).await);
+    let (v, host) = kvm_vm(&k, &user, "web").await;
+    let bronze = import_policy(&k, "CSBRONZE").await;
+    assign(&user, &id(&v), &id(&bronze)).await;
+    set_config(
+        &k.s,
+        "backup.framework.operation.timeouts",
+        "networker:backup=2",
+        None,
+    )
+    .await;
+    k.sim.admin.host_faults(&host, |f| f.hang = true).unwrap();
+
+    let (backup_id, done) = create_backup(&user, &id(&v), &[]).await;
+    let (_, message) = job_error(&done);
+    assert!(message.contains("within 2 seconds"), "{message}");
+    assert_eq!(get_backup(&user, &backup_id).await["status"], "Error");
+    // The script's SSH session was closed by the cancel (bounded wait, no sleeping on state).
+    let mut live = u64::MAX;
+    for _ in 0..100 {
+        live = k.sim.admin.host_counters(&host).unwrap().ssh_live;
+        if live == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(live, 0, "the hanging session is closed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_networker_outage_during_sync_keeps_every_backup_and_an_expired_save_set_is_refused() {
+    let k = kvm_zone().await;
+    let user = k.s.client(k.s.create_user("nina", "User", None).await);
+    let (v, _) = kvm_vm(&k, &user, "web").await;
+    let bronze = import_policy(&k, "CSBRONZE").await;
+    assign(&user, &id(&v), &id(&bronze)).await;
+    let b = backup(&user, &id(&v)).await;
+
+    k.sim.admin.faults(|f| {
+        f.rest = vec![networker_sim::RestFault {
+            endpoint: "any".into(),
+            status: Some(503),
+            delay_ms: None,
+            empty: false,
+            times: None,
+        }];
+    });
+    crate::sched_support::sync(&k.s, now()).await;
+    let kept = get_backup(&user, &id(&b)).await;
+    assert_eq!(kept["status"], "BackedUp", "{kept}");
+    assert_eq!(kept["size"], b["size"]);
+    k.sim.admin.faults(|f| f.rest.clear());
+
+    // CSBRONZE keeps save sets one day: two days on, NetWorker has recycled it.
+    k.sim.admin.advance_clock(2 * 86_400);
+    assert_eq!(k.sim.admin.purge(), 1);
+    stop(&user, &id(&v)).await;
+    let done = user
+        .call_async("restoreBackup", &[("id", &id(&b))])
+        .await;
+    let (_, message) = job_error(&done);
+    assert!(message.contains("expired"), "{message}");
+    assert!(message.contains(b["externalid"].as_str().unwrap()), "{message}");
+}

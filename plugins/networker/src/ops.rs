@@ -243,7 +243,10 @@ pub fn start_restore_volume<T: Transport, S: Shell>(
 /// The save set `id`, refused when NetWorker no longer has it or its retention has passed.
 fn usable_save_set<T: Transport>(client: &mut Client<T>, id: &str, now: i64) -> Result<SaveSet> {
     let save_set = client.save_set(id)?.ok_or_else(|| {
-        Error::NotFound(format!("NetWorker no longer has save set {id}"))
+        Error::NotFound(format!(
+            "NetWorker no longer has save set {id}: its retention expired and it was recycled, \
+             or it was deleted in NetWorker"
+        ))
     })?;
     if save_set.expired(now) {
         return Err(Error::Rejected(format!(
