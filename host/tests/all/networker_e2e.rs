@@ -485,3 +485,35 @@ async fn a_networker_outage_during_sync_keeps_every_backup_and_an_expired_save_s
     assert!(message.contains("expired"), "{message}");
     assert!(message.contains(b["externalid"].as_str().unwrap()), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_by_maxbackups_on_a_schedule_deletes_the_oldest_save_set_in_networker() {
+    use crate::sched_support::{HOUR, configure_schedule, next_run, tick};
+    let k = kvm_zone().await;
+    let user = k.s.client(k.s.create_user("nina", "User", None).await);
+    let (v, _) = kvm_vm(&k, &user, "web").await;
+    let bronze = import_policy(&k, "CSBRONZE").await;
+    assign(&user, &id(&v), &id(&bronze)).await;
+    let hourly = id(&configure_schedule(&user, &id(&v), "HOURLY", "05", &[("maxbackups", "2")]).await);
+    let first = next_run(&user, &hourly).await;
+    let mut taken = Vec::new();
+    for run in 0..3 {
+        // An hour between runs on NetWorker's and the host's clocks too (save times differ).
+        k.sim.admin.advance_clock(HOUR);
+        let report = tick(&k.s, first + run * HOUR).await;
+        assert_eq!(report.started.len(), 1, "run {run}");
+        let backups = crate::sched_support::backups_of(&user, &id(&v)).await;
+        let newest = backups
+            .iter()
+            .map(|b| b["externalid"].as_str().unwrap().to_string())
+            .find(|e| !taken.contains(e))
+            .expect("the run's backup");
+        taken.push(newest);
+        assert_eq!(backups.len(), taken.len().min(2), "after run {run}");
+    }
+    let mut left: Vec<String> = save_set_sizes(&k).into_iter().map(|(id, _)| id).collect();
+    left.sort();
+    let mut kept = taken[1..].to_vec();
+    kept.sort();
+    assert_eq!(left, kept, "the oldest save set was deleted in NetWorker");
+}
