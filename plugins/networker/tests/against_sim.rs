@@ -1,66 +1,18 @@
 //! The provider's protocol modules against `networker-sim`: REST over a socket, the host scripts
 //! run in process on the simulator's state (the SSH transport is the host's, tested end to end).
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use bnr_networker::error::{Error, Result};
 use bnr_networker::ops::{self, Config, Host, Outcome, Shell, ShellState, Status, Vm};
-use bnr_networker::rest::{Client, Request, Response, Transport};
+use bnr_networker::rest::Client;
+use support::Http;
 use networker_sim::{Domain, HostConfig, NextBackup, Running};
 
 const VM_NAME: &str = "i-2-15-VM";
 const VM_UUID: &str = "b1f5c3a0-1111-2222-3333-444455556666";
-
-/// Plain HTTP/1.1, one connection per request.
-struct Http;
-
-impl Transport for Http {
-    fn send(&mut self, request: Request) -> Result<Response> {
-        let rest = request.url.strip_prefix("http://").expect("plain http");
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let mut stream =
-            TcpStream::connect(authority).map_err(|e| Error::Unavailable(e.to_string()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut head = format!(
-            "{} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n",
-            request.method
-        );
-        for (k, v) in &request.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut body = raw[split + 4..].to_vec();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            body = dechunk(&body);
-        }
-        Ok(Response { status, body })
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
-            .unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
-        raw = &raw[line_end + 4 + size..];
-    }
-}
 
 /// Runs the scripts on the simulator's state; a command finishes when first polled.
 struct SimShell<'a> {
@@ -389,4 +341,38 @@ async fn a_networker_outage_is_an_error_never_an_empty_list() {
         ops::restore_points(&mut client(&sim), &vm(), now()).unwrap_err()
     });
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_operation_costs_one_probe_and_the_requests_it_needs() {
+    let sim = sim().await;
+    let bronze = policy(&sim, "CSBRONZE").await;
+    tokio::task::block_in_place(|| {
+        let mut shell = SimShell::new(&sim);
+        // Every call below is one provider call: a fresh client, as in the component.
+        let mut c = client(&sim);
+        let handle = ops::start_backup(&mut c, &mut shell, &config(&sim), &vm(), Some(&host()), &bronze, now()).unwrap();
+        assert_eq!(c.requests, 2, "start backup: probe + policies");
+        let mut c = client(&sim);
+        let Status::Finished(Outcome::BackupTaken { id, .. }) =
+            ops::poll(&mut c, &mut shell, &handle, now()).unwrap()
+        else {
+            panic!("not finished")
+        };
+        assert_eq!(c.requests, 2, "finish backup: probe + the exact save-time query");
+        let mut c = client(&sim);
+        let handle = ops::start_restore(&mut c, &mut shell, &config(&sim), &vm(), &id, Some(&host()), now()).unwrap();
+        assert_eq!(c.requests, 2, "start restore: probe + the save set");
+        let mut c = client(&sim);
+        assert_eq!(ops::poll(&mut c, &mut shell, &handle, now()).unwrap(), Status::Finished(Outcome::Restored));
+        assert_eq!(c.requests, 0, "finish restore: nothing from NetWorker");
+        let vms: Vec<Vm> = (0..5).map(|_| vm()).collect();
+        let mut c = client(&sim);
+        ops::metrics(&mut c, &vms, now()).unwrap();
+        assert_eq!(c.requests, 1 + 5, "metrics: probe + one query per instance");
+        let mut c = client(&sim);
+        ops::delete(&mut c, &id).unwrap();
+        assert_eq!(c.requests, 2, "delete: probe + DELETE");
+    });
+    assert_eq!(sim.admin.host_counters("kvm1").unwrap().commands, 2, "one script run per backup or restore");
 }
