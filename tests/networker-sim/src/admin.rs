@@ -90,7 +90,9 @@ fn route(state: &mut State, method: &Method, segments: &[&str], body: &[u8]) -> 
         ["state"] if get => Ok(snapshot(state)),
         ["counters"] if get => Ok(counters(state)),
         ["counters", "reset"] if post => {
+            let live = state.counters.ssh_live;
             state.counters = Default::default();
+            state.counters.ssh_live = live;
             for host in state.hosts.values_mut() {
                 let live = host.counters.ssh_live;
                 host.counters = Default::default();

@@ -171,6 +171,11 @@ pub fn matches(clauses: &[Clause], object: &Value, tz: &TimeZone) -> bool {
 }
 
 fn lookup<'a>(object: &'a Value, field: &str) -> Option<&'a Value> {
+    // `client` is the short spelling of a backup's `clientHostname`.
+    let field = match field {
+        "client" if object.get("client").is_none() => "clientHostname",
+        other => other,
+    };
     let mut v = object;
     for part in field.split('.') {
         v = v.get(part)?;

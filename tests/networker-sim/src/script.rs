@@ -796,11 +796,14 @@ fn restore_volume(
         .map_or(0, |f| f.size);
     out.log("Recovering 1 file into its original location\nReceived 1 file(s) from NSR server");
     out.log("Restore of SAVESET  has been completed");
+    if forced == Some(6) {
+        out.log(&format!("Unable to verify final restored volume: {target}"));
+        return out.end(6);
+    }
     // The file lands on the destination client; `-iR` renames it when the name is taken.
-    if forced != Some(6)
-        && let Some(dest) = destination_host
-            .as_deref()
-            .and_then(|d| state.hosts.get_mut(d))
+    if let Some(dest) = destination_host
+        .as_deref()
+        .and_then(|d| state.hosts.get_mut(d))
     {
         let landed = if dest.files.contains_key(&source) {
             format!("{source}.R")

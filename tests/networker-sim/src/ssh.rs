@@ -2,6 +2,7 @@
 //! account, one exec request per channel, answered by [`crate::script`] either in process or
 //! through `networker-sim`'s admin endpoint.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use anyhow::Context;
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Server, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::Sim;
 use crate::script::{self, Outcome};
@@ -51,14 +52,41 @@ impl Backend {
         }
     }
 
-    async fn event(&self, host: &str, event: &str) {
+    /// Where SSH events go: recorded at once in process, or sent in order to the admin endpoint.
+    fn events(&self, host: &str) -> Events {
         match self {
-            Backend::Local(sim) => {
+            Backend::Local(sim) => Events::Local(sim.clone(), host.to_string()),
+            Backend::Remote(admin) => {
+                let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+                let (admin, host) = (admin.clone(), host.to_string());
+                tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        let body = serde_json::json!({ "event": event }).to_string();
+                        let _ =
+                            admin_call(&admin, &format!("/hosts/{host}/ssh-event"), &body).await;
+                    }
+                });
+                Events::Remote(tx)
+            }
+        }
+    }
+}
+
+/// Records `open`, `close` and `auth_failure` of one host's sessions, in order.
+#[derive(Clone)]
+enum Events {
+    Local(Arc<Sim>, String),
+    Remote(mpsc::UnboundedSender<&'static str>),
+}
+
+impl Events {
+    fn send(&self, event: &'static str) {
+        match self {
+            Events::Local(sim, host) => {
                 let _ = sim.state.lock().unwrap().ssh_event(host, event);
             }
-            Backend::Remote(admin) => {
-                let body = serde_json::json!({ "event": event }).to_string();
-                let _ = admin_call(admin, &format!("/hosts/{host}/ssh-event"), &body).await;
+            Events::Remote(tx) => {
+                let _ = tx.send(event);
             }
         }
     }
@@ -153,6 +181,7 @@ pub async fn start(
         .with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
     let mut server = SshServer {
+        events: backend.events(&host),
         backend,
         host: Arc::new(host),
         access: Arc::new(access),
@@ -165,6 +194,7 @@ pub async fn start(
 
 struct SshServer {
     backend: Backend,
+    events: Events,
     host: Arc<String>,
     access: Arc<Access>,
 }
@@ -172,42 +202,41 @@ struct SshServer {
 impl Server for SshServer {
     type Handler = Connection;
     fn new_client(&mut self, _peer: Option<SocketAddr>) -> Connection {
-        let backend = self.backend.clone();
-        let host = self.host.clone();
-        tokio::spawn(async move { backend.event(&host, "open").await });
+        self.events.send("open");
         let (closed, _) = watch::channel(());
         Connection {
             backend: self.backend.clone(),
+            events: self.events.clone(),
             host: self.host.clone(),
             access: self.access.clone(),
             authenticated: false,
             closed,
+            channels: HashMap::new(),
         }
     }
 }
 
 pub struct Connection {
     backend: Backend,
+    events: Events,
     host: Arc<String>,
     access: Arc<Access>,
     authenticated: bool,
     /// Dropped with the connection: wakes commands still running on it.
     closed: watch::Sender<()>,
+    /// Per channel, dropped when the client closes it: wakes its command.
+    channels: HashMap<ChannelId, watch::Sender<()>>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let backend = self.backend.clone();
-        let host = self.host.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { backend.event(&host, "close").await });
-        }
+        self.events.send("close");
     }
 }
 
 impl Connection {
-    async fn reject(&self) -> Result<Auth, russh::Error> {
-        self.backend.event(&self.host, "auth_failure").await;
+    fn reject(&self) -> Result<Auth, russh::Error> {
+        self.events.send("auth_failure");
         Ok(Auth::reject())
     }
 }
@@ -226,7 +255,7 @@ impl Handler for Connection {
             self.authenticated = true;
             Ok(Auth::Accept)
         } else {
-            self.reject().await
+            self.reject()
         }
     }
 
@@ -245,7 +274,7 @@ impl Handler for Connection {
             self.authenticated = true;
             Ok(Auth::Accept)
         } else {
-            self.reject().await
+            self.reject()
         }
     }
 
@@ -277,6 +306,8 @@ impl Handler for Connection {
         let host = self.host.clone();
         let handle = session.handle();
         let mut closed = self.closed.subscribe();
+        let (channel_closed, mut channel_gone) = watch::channel(());
+        self.channels.insert(channel, channel_closed);
         tokio::spawn(async move {
             let outcome = backend.exec(&host, &command).await;
             // A hanging script shows what it printed so far; others print when they end.
@@ -288,6 +319,7 @@ impl Handler for Connection {
             if !outcome.hang && !wait.is_zero() {
                 tokio::select! {
                     _ = closed.changed() => return,
+                    _ = channel_gone.changed() => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -302,6 +334,7 @@ impl Handler for Connection {
             if outcome.hang {
                 tokio::select! {
                     _ = closed.changed() => return,
+                    _ = channel_gone.changed() => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
             } else {
@@ -310,6 +343,15 @@ impl Handler for Connection {
             let _ = handle.eof(channel).await;
             let _ = handle.close(channel).await;
         });
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
         Ok(())
     }
 }

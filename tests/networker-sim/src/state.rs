@@ -285,6 +285,8 @@ pub struct Faults {
     pub empty_list: EmptyList,
     /// Expired save sets vanish at once instead of staying listed until a purge.
     pub purge_on_expiry: bool,
+    /// Save sets render their times in a format clients cannot read as ISO 8601.
+    pub malformed_dates: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -550,6 +552,15 @@ impl State {
 
     pub fn save_set_json(&self, s: &SaveSet, base: &str) -> Value {
         let now = self.server_now();
+        let time = |t: Timestamp| {
+            if self.faults.malformed_dates {
+                t.to_zoned(self.tz())
+                    .strftime("%a %b %e %H:%M:%S %Y")
+                    .to_string()
+            } else {
+                self.render_time(t)
+            }
+        };
         let epoch = s.save_time.as_second().to_string();
         let status = if s.expired(now) {
             "Recyclable"
@@ -564,10 +575,10 @@ impl State {
                 {"key": "*backup start time", "values": [epoch]},
                 {"key": "saveset features", "values": ["CLIENT_SAVETIME"]},
             ],
-            "browseTime": self.render_time(s.retention),
+            "browseTime": time(s.retention),
             "clientHostname": s.client,
             "clientId": s.client_id,
-            "creationTime": self.render_time(s.save_time),
+            "creationTime": time(s.save_time),
             "fileCount": s.files.len(),
             "id": s.id,
             "instances": [{
@@ -579,8 +590,8 @@ impl State {
             "level": "Manual",
             "links": [{"href": format!("{base}/global/backups/{}", s.id), "rel": "item"}],
             "name": s.name,
-            "retentionTime": self.render_time(s.retention),
-            "saveTime": self.render_time(s.save_time),
+            "retentionTime": time(s.retention),
+            "saveTime": time(s.save_time),
             "shortId": s.ssid.to_string(),
             "size": {"unit": "Byte", "value": s.size()},
             "type": "File",
@@ -590,7 +601,7 @@ impl State {
                 .save_time
                 .checked_add(SignedDuration::from_secs(s.duration_secs))
                 .unwrap_or(s.save_time);
-            v["completionTime"] = json!(self.render_time(done));
+            v["completionTime"] = json!(time(done));
         }
         v
     }

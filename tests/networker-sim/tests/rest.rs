@@ -276,6 +276,10 @@ async fn a_save_set_is_found_by_name_and_exact_save_time_in_the_servers_zone() {
         1
     );
     assert_eq!(
+        get_json(&sim, "/global/backups?q=client:cluster1").await["count"],
+        1
+    );
+    assert_eq!(
         get_json(&sim, "/global/backups?q=client:cluster2").await["count"],
         0
     );
@@ -452,6 +456,10 @@ async fn injected_status_codes_and_slow_answers_then_recovery() {
     .await;
     backup(&sim, "1 Days").await;
     assert_eq!(get_json(&sim, "/global/backups").await, json!({"count": 0}));
+    admin(&sim, "PUT", "/faults", json!({"malformed_dates": true})).await;
+    let odd = get_json(&sim, "/global/backups").await;
+    let odd_time = odd["backups"][0]["saveTime"].as_str().unwrap();
+    assert!(odd_time.parse::<jiff::Timestamp>().is_err(), "{odd_time}");
     assert_eq!(
         admin(&sim, "DELETE", "/faults", json!({})).await.status,
         204
@@ -464,7 +472,7 @@ async fn injected_status_codes_and_slow_answers_then_recovery() {
         .await
         .json()
         .unwrap();
-    assert_eq!(counters["requests"]["GET /global/backups"], 4);
+    assert_eq!(counters["requests"]["GET /global/backups"], 5);
     assert_eq!(counters["requests"]["GET /"], 3);
 }
 
