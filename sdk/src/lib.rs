@@ -80,8 +80,8 @@
 extern crate self as bnr_sdk;
 
 pub mod exec;
-pub mod hypervisor;
 pub mod http;
+pub mod hypervisor;
 pub mod log;
 pub mod random;
 pub mod settings;

@@ -650,7 +650,12 @@ mod tests {
         let ok = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
         assert_eq!(parse_fingerprints(ok).unwrap(), vec![ok.to_string()]);
         assert_eq!(parse_fingerprints(&format!("{ok}, {ok}")).unwrap().len(), 2);
-        for bad in ["", "MD5:aa", "SHA256:short", "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"] {
+        for bad in [
+            "",
+            "MD5:aa",
+            "SHA256:short",
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+        ] {
             assert!(parse_fingerprints(bad).is_err(), "{bad}");
         }
     }
@@ -658,7 +663,10 @@ mod tests {
     #[test]
     fn host_states_parse_case_insensitively() {
         assert_eq!(HostState::parse("up"), Some(HostState::Up));
-        assert_eq!(HostState::parse("Maintenance"), Some(HostState::Maintenance));
+        assert_eq!(
+            HostState::parse("Maintenance"),
+            Some(HostState::Maintenance)
+        );
         assert_eq!(HostState::parse("Alert"), None);
     }
 }

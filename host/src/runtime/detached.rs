@@ -36,9 +36,12 @@ pub(crate) enum DetachedState {
     Unknown,
 }
 
+/// A finished command's outcome and when it finished.
+type Finished = (Result<ExecOutcome, ExecFailure>, Instant);
+
 struct Entry {
     owner: (String, String),
-    outcome: Arc<Mutex<Option<(Result<ExecOutcome, ExecFailure>, Instant)>>>,
+    outcome: Arc<Mutex<Option<Finished>>>,
     task: tokio::task::JoinHandle<()>,
 }
 

@@ -33,13 +33,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::{v1_0, v1_1, v1_2};
+use super::detached::{self, DetachedState};
 use super::grants::{CallContext, Grants, HypervisorHost};
 use super::limits::{
     LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
     RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
     STORE_MAX_TABLES, TABLE_ELEMENTS_MAX,
 };
-use super::detached::{self, DetachedState};
 use super::ssh::{self, ExecCall, ExecFailure, ExecOutcome, SshConnection};
 use super::tls;
 use super::untrusted;

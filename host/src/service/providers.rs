@@ -16,8 +16,8 @@ use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
 use crate::runtime::wit::SettingKind;
 use crate::runtime::{
-    CallContext, Catalog, Grants, HypervisorHost, Provider, Runtime, RuntimeConfig,
-    SshConnection, SshGrant, ZoneRegistry,
+    CallContext, Catalog, Grants, HypervisorHost, Provider, Runtime, RuntimeConfig, SshConnection,
+    SshGrant, ZoneRegistry,
 };
 use crate::runtime::{CallError, LoadError};
 use crate::store::events::{self, Level, NewEvent, State};
@@ -432,9 +432,9 @@ impl Providers {
     /// The inventory's host at `address` with its credentials, if it is one of bnr's hosts.
     fn host_login(&self, address: &str) -> Option<crate::inventory::kvm::HostLogin> {
         let secrets = self.store.secrets().clone();
-        let found = self.store.read_now(|c| {
-            crate::inventory::kvm::login_by_address(c, &secrets, address)
-        });
+        let found = self
+            .store
+            .read_now(|c| crate::inventory::kvm::login_by_address(c, &secrets, address));
         match found {
             Ok(login) => login,
             Err(e) => {

@@ -90,9 +90,21 @@ async fn kvm_zone() -> Kvm {
             .ok("updateHost");
     }
     let zone = s.zone_id.clone();
-    set_config(&s, "backup.framework.provider.plugin", "networker", Some(&zone)).await;
+    set_config(
+        &s,
+        "backup.framework.provider.plugin",
+        "networker",
+        Some(&zone),
+    )
+    .await;
     set_config(&s, URL, &sim.rest_url, Some(&zone)).await;
-    set_config(&s, "backup.plugin.networker.password", NW_PASSWORD, Some(&zone)).await;
+    set_config(
+        &s,
+        "backup.plugin.networker.password",
+        NW_PASSWORD,
+        Some(&zone),
+    )
+    .await;
     Kvm {
         sim,
         s,
@@ -103,11 +115,13 @@ async fn kvm_zone() -> Kvm {
 /// Deploys a KVM instance and tells the sim host it landed on about its libvirt domain.
 async fn kvm_vm(k: &Kvm, client: &Client<'_>, name: &str) -> (Value, String) {
     let v = vm(&k.s, client, name, false).await;
-    let listed = k
-        .s
-        .admin()
-        .call("listVirtualMachines", &[("id", &id(&v)), ("listall", "true")])
-        .await;
+    let listed =
+        k.s.admin()
+            .call(
+                "listVirtualMachines",
+                &[("id", &id(&v)), ("listall", "true")],
+            )
+            .await;
     let listed = listed.ok("listVirtualMachines")["virtualmachine"][0].clone();
     assert_eq!(listed["hypervisor"], "KVM");
     let host = match listed["hostname"].as_str().unwrap() {
@@ -126,7 +140,10 @@ async fn kvm_vm(k: &Kvm, client: &Client<'_>, name: &str) -> (Value, String) {
 /// The libvirt domain of an instance: its volumes as files named by their uuids.
 async fn domain(client: &Client<'_>, name: &str, vm: &str) -> Domain {
     let r = client
-        .call("listVolumes", &[("virtualmachineid", vm), ("listall", "true")])
+        .call(
+            "listVolumes",
+            &[("virtualmachineid", vm), ("listall", "true")],
+        )
         .await;
     let disks = items(r.ok("listVolumes"), "volume")
         .into_iter()
@@ -146,11 +163,10 @@ async fn domain(client: &Client<'_>, name: &str, vm: &str) -> Domain {
 }
 
 async fn import_policy(k: &Kvm, policy: &str) -> Value {
-    let r = k
-        .s
-        .admin()
-        .call("listBackupProviderOfferings", &[("zoneid", &k.s.zone_id)])
-        .await;
+    let r =
+        k.s.admin()
+            .call("listBackupProviderOfferings", &[("zoneid", &k.s.zone_id)])
+            .await;
     let offerings = items(r.ok("listBackupProviderOfferings"), "backupoffering")
         .into_iter()
         .cloned()
@@ -194,7 +210,10 @@ async fn a_kvm_instance_is_backed_up_restored_and_deleted_through_networker() {
     let sets = save_set_sizes(&k);
     assert_eq!(sets.len(), 1);
     assert_eq!(b["externalid"], sets[0].0.as_str());
-    assert_eq!(b["size"], sets[0].1, "size in bytes as NetWorker reports it");
+    assert_eq!(
+        b["size"], sets[0].1,
+        "size in bytes as NetWorker reports it"
+    );
     let created = b["created"].as_str().unwrap();
     let created = chrono_like(created);
     assert!((created - now()).abs() < 300, "{b}");
@@ -202,9 +221,7 @@ async fn a_kvm_instance_is_backed_up_restored_and_deleted_through_networker() {
 
     // Restore in place (the instance must be stopped): runs on its last host.
     stop(&user, &id(&v)).await;
-    let done = user
-        .call_async("restoreBackup", &[("id", &id(&b))])
-        .await;
+    let done = user.call_async("restoreBackup", &[("id", &id(&b))]).await;
     job_ok(&done);
     assert_eq!(k.sim.admin.host_counters(&host).unwrap().restores, 1);
 
@@ -237,9 +254,7 @@ async fn a_kvm_instance_is_backed_up_restored_and_deleted_through_networker() {
     assert_eq!(vols[1]["type"], "DATADISK");
 
     // Delete: the save set is gone from NetWorker too.
-    let done = user
-        .call_async("deleteBackup", &[("id", &id(&b))])
-        .await;
+    let done = user.call_async("deleteBackup", &[("id", &id(&b))]).await;
     job_ok(&done);
     assert!(save_set_sizes(&k).is_empty());
 
@@ -312,7 +327,10 @@ async fn backup_faults_end_in_clear_errors_and_leave_nothing_transitional() {
 
     // A stopped instance is refused before anything runs on the host.
     k.s.admin()
-        .call("updateHost", &[("id", &host_id), ("hostkeyfingerprint", &real)])
+        .call(
+            "updateHost",
+            &[("id", &host_id), ("hostkeyfingerprint", &real)],
+        )
         .await
         .ok("updateHost");
     stop(&user, &id(&v)).await;
@@ -338,15 +356,17 @@ async fn a_restore_runs_on_an_up_host_of_the_cluster_when_the_last_host_is_down(
     let (v, host) = kvm_vm(&k, &user, "web").await;
     let other = if host == "kvm1" { "kvm2" } else { "kvm1" };
     // Its domain's files are visible from both hosts (shared storage).
-    let name = k
-        .s
-        .admin()
-        .call("listVirtualMachines", &[("id", &id(&v)), ("listall", "true")])
-        .await
-        .ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let name =
+        k.s.admin()
+            .call(
+                "listVirtualMachines",
+                &[("id", &id(&v)), ("listall", "true")],
+            )
+            .await
+            .ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
+            .as_str()
+            .unwrap()
+            .to_string();
     k.sim
         .admin
         .add_domain(other, domain(&user, &name, &id(&v)).await)
@@ -372,16 +392,17 @@ async fn a_restore_runs_on_an_up_host_of_the_cluster_when_the_last_host_is_down(
         .call("updateHost", &[("id", &by_name(&host)), ("state", "Down")])
         .await
         .ok("updateHost");
-    let done = user
-        .call_async("restoreBackup", &[("id", &id(&b))])
-        .await;
+    let done = user.call_async("restoreBackup", &[("id", &id(&b))]).await;
     job_ok(&done);
     assert_eq!(k.sim.admin.host_counters(other).unwrap().restores, 1);
     assert_eq!(k.sim.admin.host_counters(&host).unwrap().restores, 0);
 
     // No host up at all: a clear error, before anything runs.
     k.s.admin()
-        .call("updateHost", &[("id", &by_name(other)), ("state", "Maintenance")])
+        .call(
+            "updateHost",
+            &[("id", &by_name(other)), ("state", "Maintenance")],
+        )
         .await
         .ok("updateHost");
     let r = user.call("restoreBackup", &[("id", &id(&b))]).await;
@@ -478,12 +499,13 @@ async fn a_networker_outage_during_sync_keeps_every_backup_and_an_expired_save_s
     k.sim.admin.advance_clock(2 * 86_400);
     assert_eq!(k.sim.admin.purge(), 1);
     stop(&user, &id(&v)).await;
-    let done = user
-        .call_async("restoreBackup", &[("id", &id(&b))])
-        .await;
+    let done = user.call_async("restoreBackup", &[("id", &id(&b))]).await;
     let (_, message) = job_error(&done);
     assert!(message.contains("expired"), "{message}");
-    assert!(message.contains(b["externalid"].as_str().unwrap()), "{message}");
+    assert!(
+        message.contains(b["externalid"].as_str().unwrap()),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -494,7 +516,8 @@ async fn retention_by_maxbackups_on_a_schedule_deletes_the_oldest_save_set_in_ne
     let (v, _) = kvm_vm(&k, &user, "web").await;
     let bronze = import_policy(&k, "CSBRONZE").await;
     assign(&user, &id(&v), &id(&bronze)).await;
-    let hourly = id(&configure_schedule(&user, &id(&v), "HOURLY", "05", &[("maxbackups", "2")]).await);
+    let hourly =
+        id(&configure_schedule(&user, &id(&v), "HOURLY", "05", &[("maxbackups", "2")]).await);
     let first = next_run(&user, &hourly).await;
     let mut taken = Vec::new();
     for run in 0..3 {

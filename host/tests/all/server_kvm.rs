@@ -84,7 +84,10 @@ async fn clusters_and_hosts_are_listed_like_cloudstack_and_credentials_never_lea
     assert_eq!(clusters["count"], 1);
     assert_eq!(clusters["cluster"][0]["hypervisortype"], "KVM");
 
-    let hosts = s.admin().call("listHosts", &[("clusterid", &cluster)]).await;
+    let hosts = s
+        .admin()
+        .call("listHosts", &[("clusterid", &cluster)])
+        .await;
     let text = hosts.text.clone();
     assert_eq!(hosts.ok("listHosts")["count"], 1);
     assert!(!text.contains(HOST_PASSWORD), "{text}");
@@ -104,7 +107,10 @@ async fn clusters_and_hosts_are_listed_like_cloudstack_and_credentials_never_lea
     // Bad input is refused with the reason.
     for (params, needle) in [
         (vec![("url", "ftp://x")], "url"),
-        (vec![("url", "10.1.1.6"), ("hostkeyfingerprint", "MD5:aa")], "fingerprint"),
+        (
+            vec![("url", "10.1.1.6"), ("hostkeyfingerprint", "MD5:aa")],
+            "fingerprint",
+        ),
         (vec![("url", "10.1.1.5")], "already exists"),
     ] {
         let mut all = vec![

@@ -371,8 +371,7 @@ impl Provider for Networker {
     }
 
     fn poll_operation(handle: String) -> Result<PollStatus> {
-        let status =
-            ops::poll(&mut client()?, &mut Ssh, &handle, now()).map_err(to_provider)?;
+        let status = ops::poll(&mut client()?, &mut Ssh, &handle, now()).map_err(to_provider)?;
         Ok(match status {
             Status::Running(message) => PollStatus::Running(Progress {
                 percent: 0,
@@ -393,9 +392,12 @@ impl Provider for Networker {
                 created: Some(unsigned(created)),
             })),
             Status::Finished(Outcome::Restored) => PollStatus::Finished(OperationResult::Restored),
-            Status::Finished(Outcome::VolumeRestored { path, size }) => PollStatus::Finished(
-                OperationResult::VolumeRestored(VolumeRestored { path, size }),
-            ),
+            Status::Finished(Outcome::VolumeRestored { path, size }) => {
+                PollStatus::Finished(OperationResult::VolumeRestored(VolumeRestored {
+                    path,
+                    size,
+                }))
+            }
         })
     }
 
@@ -404,8 +406,8 @@ impl Provider for Networker {
     }
 
     fn list_restore_points(instance: Instance) -> Result<Vec<RestorePoint>> {
-        let points = ops::restore_points(&mut client()?, &vm_of(&instance), now())
-            .map_err(to_provider)?;
+        let points =
+            ops::restore_points(&mut client()?, &vm_of(&instance), now()).map_err(to_provider)?;
         Ok(points
             .into_iter()
             .map(|p| RestorePoint {

@@ -46,8 +46,11 @@ impl SaveSet {
 }
 
 fn parse_json(body: &[u8], what: &str) -> Result<Value> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::Internal(format!("NetWorker answered {what} with malformed JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Internal(format!(
+            "NetWorker answered {what} with malformed JSON: {e}"
+        ))
+    })
 }
 
 fn text(v: &Value, key: &str) -> String {
@@ -181,7 +184,10 @@ mod tests {
     fn empty_answers_and_units() {
         assert!(save_sets(br#"{"count":0}"#).unwrap().is_empty());
         assert!(policies(br#"{"count":0}"#).unwrap().is_empty());
-        assert_eq!(bytes(&serde_json::json!({"unit": "KB", "value": 2})).unwrap(), 2048);
+        assert_eq!(
+            bytes(&serde_json::json!({"unit": "KB", "value": 2})).unwrap(),
+            2048
+        );
         assert!(bytes(&serde_json::json!({"unit": "parsecs", "value": 2})).is_err());
         assert!(save_sets(b"<html>").is_err());
     }

@@ -108,7 +108,10 @@ pub fn offerings<T: Transport>(client: &mut Client<T>) -> Result<Vec<(String, St
             let description = if p.period.is_empty() {
                 format!("NetWorker protection policy {}", p.name)
             } else {
-                format!("NetWorker protection policy {}, retention {}", p.name, p.period)
+                format!(
+                    "NetWorker protection policy {}, retention {}",
+                    p.name, p.period
+                )
             };
             (p.id, p.name, description)
         })
@@ -406,7 +409,11 @@ pub fn restore_points<T: Transport>(
         .map(|s| Point {
             id: s.id,
             created: s.save_time,
-            kind: if s.kind.is_empty() { "File".into() } else { s.kind },
+            kind: if s.kind.is_empty() {
+                "File".into()
+            } else {
+                s.kind
+            },
             size: s.size,
         })
         .collect())

@@ -158,7 +158,9 @@ fn check(response: &Response, what: &str) -> Result<()> {
             "NetWorker refused the credentials (HTTP {status} on {what}); check \
              backup.plugin.networker.username and .password"
         ))),
-        404 => Err(Error::NotFound(format!("NetWorker has no {what} (HTTP 404)"))),
+        404 => Err(Error::NotFound(format!(
+            "NetWorker has no {what} (HTTP 404)"
+        ))),
         408 | 429 | 500..=599 => Err(Error::Unavailable(format!(
             "NetWorker answered HTTP {status} on {what}: {}",
             detail()
@@ -184,8 +186,7 @@ pub fn encode(value: &str) -> String {
 }
 
 fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
         let n = (u32::from(chunk[0]) << 16)
@@ -216,7 +217,10 @@ mod tests {
 
     #[test]
     fn basic_auth_is_base64() {
-        assert_eq!(base64(b"administrator:password"), "YWRtaW5pc3RyYXRvcjpwYXNzd29yZA==");
+        assert_eq!(
+            base64(b"administrator:password"),
+            "YWRtaW5pc3RyYXRvcjpwYXNzd29yZA=="
+        );
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");
     }

@@ -278,7 +278,10 @@ mod tests {
         for code in (1..=8).chain(250..=255) {
             for script in [Script::Backup, Script::Restore, Script::RestoreVolume] {
                 let m = exit_message(script, code, "kvm1");
-                assert!(m.contains(&format!("exited with {code} on host kvm1")), "{m}");
+                assert!(
+                    m.contains(&format!("exited with {code} on host kvm1")),
+                    "{m}"
+                );
                 assert!(!m.contains("the script failed ("), "{code} {script:?}: {m}");
             }
         }

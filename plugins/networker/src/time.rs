@@ -138,7 +138,12 @@ mod tests {
 
     #[test]
     fn a_time_without_offset_or_malformed_is_refused() {
-        for bad in ["", "2022-07-12T05:02:03", "2022-13-12T05:02:03Z", "yesterday"] {
+        for bad in [
+            "",
+            "2022-07-12T05:02:03",
+            "2022-13-12T05:02:03Z",
+            "yesterday",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
@@ -156,7 +161,14 @@ mod tests {
         assert_eq!(retention("1 Days").as_deref(), Some("1 Days"));
         assert_eq!(retention("1 day").as_deref(), Some("1 Days"));
         assert_eq!(retention("1 Months").as_deref(), Some("1 Months"));
-        for bad in ["", "Days", "0 Days", "1 Fortnight", "1 Days; rm -rf /", "-1 Days"] {
+        for bad in [
+            "",
+            "Days",
+            "0 Days",
+            "1 Fortnight",
+            "1 Days; rm -rf /",
+            "-1 Days",
+        ] {
             assert_eq!(retention(bad), None, "{bad}");
         }
     }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use bnr_networker::error::{Error, Result};
 use bnr_networker::ops::{self, Config, Host, Outcome, Shell, ShellState, Status, Vm};
 use bnr_networker::rest::Client;
-use support::Http;
 use networker_sim::{Domain, HostConfig, NextBackup, Running};
+use support::Http;
 
 const VM_NAME: &str = "i-2-15-VM";
 const VM_UUID: &str = "b1f5c3a0-1111-2222-3333-444455556666";
@@ -210,7 +210,10 @@ async fn a_backup_is_found_by_its_exact_save_time_then_restored_and_deleted() {
             now(),
         )
         .unwrap();
-        assert_eq!(poll_to_end(&sim, &mut shell, &handle), Status::Finished(Outcome::Restored));
+        assert_eq!(
+            poll_to_end(&sim, &mut shell, &handle),
+            Status::Finished(Outcome::Restored)
+        );
 
         let handle = ops::start_restore_volume(
             &mut client(&sim),
@@ -252,7 +255,8 @@ async fn zero_or_two_matching_save_sets_are_clear_errors() {
         (NextBackup::TwoSaveSets, "2 save sets"),
     ] {
         sim.admin.faults(|f| f.next_backup = next);
-        let status = tokio::task::block_in_place(|| backup(&sim, &mut SimShell::new(&sim), &bronze));
+        let status =
+            tokio::task::block_in_place(|| backup(&sim, &mut SimShell::new(&sim), &bronze));
         let Status::Failed(Error::Rejected(message)) = status else {
             panic!("{status:?}")
         };
@@ -277,11 +281,15 @@ async fn script_exit_codes_say_what_to_fix_on_the_host() {
         sim.admin
             .host_faults("kvm1", |f| f.backup_exit = Some(code))
             .unwrap();
-        let status = tokio::task::block_in_place(|| backup(&sim, &mut SimShell::new(&sim), &bronze));
+        let status =
+            tokio::task::block_in_place(|| backup(&sim, &mut SimShell::new(&sim), &bronze));
         let Status::Failed(Error::Rejected(message)) = status else {
             panic!("{code}: {status:?}")
         };
-        assert!(message.contains(&format!("exited with {code}")), "{message}");
+        assert!(
+            message.contains(&format!("exited with {code}")),
+            "{message}"
+        );
         assert!(message.contains(needle), "{code}: {message}");
     }
     sim.admin
@@ -305,8 +313,20 @@ async fn non_kvm_or_stopped_instances_are_refused_before_anything_runs() {
     tokio::task::block_in_place(|| {
         let mut shell = SimShell::new(&sim);
         for (vm, needle) in [
-            (Vm { hypervisor: "VMware".into(), ..vm() }, "KVM instances only"),
-            (Vm { state: "Stopped".into(), ..vm() }, "running instances only"),
+            (
+                Vm {
+                    hypervisor: "VMware".into(),
+                    ..vm()
+                },
+                "KVM instances only",
+            ),
+            (
+                Vm {
+                    state: "Stopped".into(),
+                    ..vm()
+                },
+                "running instances only",
+            ),
         ] {
             let err = ops::start_backup(
                 &mut client(&sim),
@@ -351,7 +371,16 @@ async fn each_operation_costs_one_probe_and_the_requests_it_needs() {
         let mut shell = SimShell::new(&sim);
         // Every call below is one provider call: a fresh client, as in the component.
         let mut c = client(&sim);
-        let handle = ops::start_backup(&mut c, &mut shell, &config(&sim), &vm(), Some(&host()), &bronze, now()).unwrap();
+        let handle = ops::start_backup(
+            &mut c,
+            &mut shell,
+            &config(&sim),
+            &vm(),
+            Some(&host()),
+            &bronze,
+            now(),
+        )
+        .unwrap();
         assert_eq!(c.requests, 2, "start backup: probe + policies");
         let mut c = client(&sim);
         let Status::Finished(Outcome::BackupTaken { id, .. }) =
@@ -359,12 +388,27 @@ async fn each_operation_costs_one_probe_and_the_requests_it_needs() {
         else {
             panic!("not finished")
         };
-        assert_eq!(c.requests, 2, "finish backup: probe + the exact save-time query");
+        assert_eq!(
+            c.requests, 2,
+            "finish backup: probe + the exact save-time query"
+        );
         let mut c = client(&sim);
-        let handle = ops::start_restore(&mut c, &mut shell, &config(&sim), &vm(), &id, Some(&host()), now()).unwrap();
+        let handle = ops::start_restore(
+            &mut c,
+            &mut shell,
+            &config(&sim),
+            &vm(),
+            &id,
+            Some(&host()),
+            now(),
+        )
+        .unwrap();
         assert_eq!(c.requests, 2, "start restore: probe + the save set");
         let mut c = client(&sim);
-        assert_eq!(ops::poll(&mut c, &mut shell, &handle, now()).unwrap(), Status::Finished(Outcome::Restored));
+        assert_eq!(
+            ops::poll(&mut c, &mut shell, &handle, now()).unwrap(),
+            Status::Finished(Outcome::Restored)
+        );
         assert_eq!(c.requests, 0, "finish restore: nothing from NetWorker");
         let vms: Vec<Vm> = (0..5).map(|_| vm()).collect();
         let mut c = client(&sim);
@@ -374,5 +418,9 @@ async fn each_operation_costs_one_probe_and_the_requests_it_needs() {
         ops::delete(&mut c, &id).unwrap();
         assert_eq!(c.requests, 2, "delete: probe + DELETE");
     });
-    assert_eq!(sim.admin.host_counters("kvm1").unwrap().commands, 2, "one script run per backup or restore");
+    assert_eq!(
+        sim.admin.host_counters("kvm1").unwrap().commands,
+        2,
+        "one script run per backup or restore"
+    );
 }

@@ -85,19 +85,44 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Adds a new cluster")
             .roles(ADMIN_ONLY)
             .object("cluster")
-            .param(Param::uuid("zoneid", Entity::ZONE).required().desc("the Zone ID for the cluster").related("listZones"))
-            .param(Param::string("clustername").required().desc("the cluster name"))
-            .param(Param::string("hypervisor").required().desc("hypervisor type of the cluster: KVM"))
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .required()
+                    .desc("the Zone ID for the cluster")
+                    .related("listZones"),
+            )
+            .param(
+                Param::string("clustername")
+                    .required()
+                    .desc("the cluster name"),
+            )
+            .param(
+                Param::string("hypervisor")
+                    .required()
+                    .desc("hypervisor type of the cluster: KVM"),
+            )
             .param(Param::string("clustertype").desc("type of the cluster: CloudManaged"))
             .param(Param::string("podid").desc("the Pod ID for the host; accepted and not used"))
             .field("id", "string", "the cluster ID")
             .field("name", "string", "the cluster name")
             .field("zoneid", "string", "the Zone ID of the cluster")
             .field("zonename", "string", "the Zone name of the cluster")
-            .field("hypervisortype", "string", "the hypervisor type of the cluster")
+            .field(
+                "hypervisortype",
+                "string",
+                "the hypervisor type of the cluster",
+            )
             .field("clustertype", "string", "the type of the cluster")
-            .field("allocationstate", "string", "the allocation state of the cluster")
-            .field("managedstate", "string", "whether this cluster is managed by CloudStack")
+            .field(
+                "allocationstate",
+                "string",
+                "the allocation state of the cluster",
+            )
+            .field(
+                "managedstate",
+                "string",
+                "whether this cluster is managed by CloudStack",
+            )
             .handler(|ctx| async move {
                 let zone_id = ctx.req_id("zoneid")?;
                 let name = ctx.req_str("clustername")?.trim().to_string();
@@ -116,10 +141,12 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .store()
                     .write(move |tx| {
                         let cluster = kvm::add_cluster(tx, zone_id, &name, &hypervisor)?;
-                        let text = format!("Added cluster {} ({})", cluster.name, cluster.hypervisor);
+                        let text =
+                            format!("Added cluster {} ({})", cluster.name, cluster.hypervisor);
                         events::record(
                             tx,
-                            &NewEvent::completed(&caller, "CLUSTER.ADD", &text).resource("Cluster", &cluster.uuid),
+                            &NewEvent::completed(&caller, "CLUSTER.ADD", &text)
+                                .resource("Cluster", &cluster.uuid),
                         )?;
                         Ok::<_, OpError>(cluster)
                     })
@@ -137,7 +164,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .roles(ADMIN_ONLY)
             .object("cluster")
             .param(Param::uuid("id", CLUSTER).desc("lists clusters by the cluster ID"))
-            .param(Param::uuid("zoneid", Entity::ZONE).desc("lists clusters by Zone ID").related("listZones"))
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .desc("lists clusters by Zone ID")
+                    .related("listZones"),
+            )
             .param(Param::string("name").desc("lists clusters by the cluster name"))
             .param(Param::string("hypervisor").desc("lists clusters by hypervisor type"))
             .list_params()
@@ -145,10 +176,22 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("name", "string", "the cluster name")
             .field("zoneid", "string", "the Zone ID of the cluster")
             .field("zonename", "string", "the Zone name of the cluster")
-            .field("hypervisortype", "string", "the hypervisor type of the cluster")
+            .field(
+                "hypervisortype",
+                "string",
+                "the hypervisor type of the cluster",
+            )
             .field("clustertype", "string", "the type of the cluster")
-            .field("allocationstate", "string", "the allocation state of the cluster")
-            .field("managedstate", "string", "whether this cluster is managed by CloudStack")
+            .field(
+                "allocationstate",
+                "string",
+                "the allocation state of the cluster",
+            )
+            .field(
+                "managedstate",
+                "string",
+                "whether this cluster is managed by CloudStack",
+            )
             .handler(|ctx| async move {
                 let filter = ClusterFilter {
                     id: ctx.id("id"),
@@ -164,7 +207,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .await?;
                 let items = clusters
                     .iter()
-                    .filter(|c| hypervisor.as_ref().is_none_or(|h| c.hypervisor.eq_ignore_ascii_case(h)))
+                    .filter(|c| {
+                        hypervisor
+                            .as_ref()
+                            .is_none_or(|h| c.hypervisor.eq_ignore_ascii_case(h))
+                    })
                     .map(cluster_obj)
                     .collect();
                 Ok(paged(items, page))
@@ -240,11 +287,26 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Lists hosts.")
             .roles(ADMIN_ONLY)
             .object("host")
-            .param(Param::uuid("id", HOST).desc("the id of the host").related("addHost"))
-            .param(Param::uuid("zoneid", Entity::ZONE).desc("the Zone ID for the host").related("listZones"))
-            .param(Param::uuid("clusterid", CLUSTER).desc("lists hosts existing in particular cluster").related("listClusters"))
+            .param(
+                Param::uuid("id", HOST)
+                    .desc("the id of the host")
+                    .related("addHost"),
+            )
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .desc("the Zone ID for the host")
+                    .related("listZones"),
+            )
+            .param(
+                Param::uuid("clusterid", CLUSTER)
+                    .desc("lists hosts existing in particular cluster")
+                    .related("listClusters"),
+            )
             .param(Param::string("name").desc("the name of the host"))
-            .param(Param::string("state").desc("the state of the host: Up, Down, Disconnected or Maintenance"))
+            .param(
+                Param::string("state")
+                    .desc("the state of the host: Up, Down, Disconnected or Maintenance"),
+            )
             .param(Param::string("type").desc("the host type; only Routing hosts exist"))
             .param(Param::string("hypervisor").desc("hypervisor type of host: KVM"))
             .list_params()
@@ -258,10 +320,18 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .field("zonename", "string", "the Zone name of the host")
             .field("clusterid", "string", "the cluster ID of the host")
             .field("clustername", "string", "the cluster name of the host")
-            .field("clustertype", "string", "the cluster type of the cluster that host belongs to")
+            .field(
+                "clustertype",
+                "string",
+                "the cluster type of the cluster that host belongs to",
+            )
             .field("hypervisor", "string", "the host hypervisor")
             .field("sshport", "integer", "the SSH port bnr connects to")
-            .field("hostkeyfingerprint", "string", "the pinned SSH host-key fingerprint(s)")
+            .field(
+                "hostkeyfingerprint",
+                "string",
+                "the pinned SSH host-key fingerprint(s)",
+            )
             .field("created", "date", "the date and time the host was created")
             .handler(|ctx| async move {
                 let filter = HostFilter {
@@ -272,13 +342,20 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     state: state_param(ctx.str("state"))?,
                 };
                 // Every host is a KVM routing host: other types or hypervisors list nothing.
-                let none = ctx.str("type").is_some_and(|t| !t.eq_ignore_ascii_case("Routing"))
-                    || ctx.str("hypervisor").is_some_and(|h| !h.eq_ignore_ascii_case(kvm::KVM));
+                let none = ctx
+                    .str("type")
+                    .is_some_and(|t| !t.eq_ignore_ascii_case("Routing"))
+                    || ctx
+                        .str("hypervisor")
+                        .is_some_and(|h| !h.eq_ignore_ascii_case(kvm::KVM));
                 let page = ctx.page();
                 let hosts = if none {
                     Vec::new()
                 } else {
-                    ctx.state.store().read(move |c| kvm::list_hosts(c, &filter)).await?
+                    ctx.state
+                        .store()
+                        .read(move |c| kvm::list_hosts(c, &filter))
+                        .await?
                 };
                 Ok(paged(hosts.iter().map(host_obj).collect(), page))
             }),
@@ -352,9 +429,21 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Deletes a host.")
             .roles(ADMIN_ONLY)
             .object("success")
-            .param(Param::uuid("id", HOST).required().desc("the host ID").related("listHosts"))
-            .param(Param::boolean("forced").desc("accepted; a host with instances running on it is never deleted"))
-            .field("success", "boolean", "true if operation is executed successfully")
+            .param(
+                Param::uuid("id", HOST)
+                    .required()
+                    .desc("the host ID")
+                    .related("listHosts"),
+            )
+            .param(
+                Param::boolean("forced")
+                    .desc("accepted; a host with instances running on it is never deleted"),
+            )
+            .field(
+                "success",
+                "boolean",
+                "true if operation is executed successfully",
+            )
             .handler(|ctx| async move {
                 let id = ctx.req_id("id")?;
                 let caller = ctx.caller.clone();
@@ -363,7 +452,11 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .write(move |tx| {
                         let host = kvm::delete_host(tx, id)?;
                         let text = format!("Deleted host {} ({})", host.name, host.address);
-                        events::record(tx, &NewEvent::completed(&caller, "HOST.DELETE", &text).resource("Host", &host.uuid))?;
+                        events::record(
+                            tx,
+                            &NewEvent::completed(&caller, "HOST.DELETE", &text)
+                                .resource("Host", &host.uuid),
+                        )?;
                         Ok::<_, OpError>(())
                     })
                     .await?;

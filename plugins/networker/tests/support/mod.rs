@@ -18,7 +18,9 @@ impl Transport for Http {
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let mut stream =
             TcpStream::connect(authority).map_err(|e| Error::Unavailable(e.to_string()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut head = format!(
             "{} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n",
             request.method
@@ -36,7 +38,10 @@ impl Transport for Http {
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         let mut body = raw[split + 4..].to_vec();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             body = dechunk(&body);
         }
         Ok(Response { status, body })
@@ -56,4 +61,3 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[line_end + 4 + size..];
     }
 }
-
