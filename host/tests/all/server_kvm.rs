@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::bnr_support::*;
 use crate::support_api::*;
 
-const HOST_PASSWORD: &str = "kvm-host-password-1";
+pub const HOST_PASSWORD: &str = "kvm-host-password-1";
 const FINGERPRINT: &str = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
 
 pub async fn add_cluster(s: &TestServer, name: &str) -> String {
