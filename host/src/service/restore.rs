@@ -636,7 +636,9 @@ fn insert_volume(
 /// else an up host of its cluster, else of its zone): the provider is given that host and may
 /// reach only it. Other instances keep their recorded host.
 fn pick_restore_host(conn: &Connection, vm: &mut Vm) -> BackupResult<()> {
-    if vm.hypervisor == crate::inventory::kvm::KVM {
+    if vm.hypervisor == crate::inventory::kvm::KVM
+        && crate::inventory::kvm::is_kvm_zone(conn, vm.zone_id)?
+    {
         let host = crate::inventory::kvm::restore_host(conn, vm)?;
         vm.host_address = Some(host.address);
     }
