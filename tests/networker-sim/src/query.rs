@@ -170,6 +170,29 @@ pub fn matches(clauses: &[Clause], object: &Value, tz: &TimeZone) -> bool {
     clauses.iter().all(|c| clause_matches(c, object, tz))
 }
 
+/// A cheap pre-check on a save set's identifying fields, so that a query by name or id does
+/// not render every save set: `false` only when an exact clause on `name`, `id`, `shortId` or
+/// the client certainly fails.
+pub fn may_match_save_set(clauses: &[Clause], s: &crate::state::SaveSet) -> bool {
+    clauses.iter().all(|c| {
+        let Term::Exact(want) = &c.term else {
+            return true;
+        };
+        if want.contains('*') {
+            return true;
+        }
+        let ssid = s.ssid.to_string();
+        let have = match c.field.as_str() {
+            "name" => s.name.as_str(),
+            "id" => s.id.as_str(),
+            "shortId" => ssid.as_str(),
+            "client" | "clientHostname" => s.client.as_str(),
+            _ => return true,
+        };
+        have.eq_ignore_ascii_case(want)
+    })
+}
+
 fn lookup<'a>(object: &'a Value, field: &str) -> Option<&'a Value> {
     // `client` is the short spelling of a backup's `clientHostname`.
     let field = match field {

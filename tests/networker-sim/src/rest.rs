@@ -344,6 +344,7 @@ fn backups(
     state
         .visible_save_sets()
         .filter(|s| keep(s))
+        .filter(|s| req.query.is_none_or(|q| query::may_match_save_set(q, s)))
         .map(|s| state.save_set_json(s, req.base))
         .filter(|v| selected(req.query, v, state))
         .collect()

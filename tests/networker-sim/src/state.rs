@@ -504,13 +504,20 @@ impl State {
             .unwrap_or_default();
         let epoch = save_time.as_second() as u32;
         // NetWorker's ssid shares the save time's low 24 bits; the high byte keeps it unique.
-        let mut high = (self.next_u32() >> 24) | 1;
-        let ssid = loop {
-            let candidate = (high << 24) | (epoch & 0x00ff_ffff);
-            if !self.save_sets.iter().any(|s| s.ssid == candidate) {
-                break candidate;
-            }
-            high = (high % 255) + 1;
+        // Past 255 save sets with the same save time, any unused value will do.
+        let start = self.next_u32() >> 24;
+        let taken = |ssid: u32| self.save_sets.iter().any(|s| s.ssid == ssid);
+        let shared = (0..255u32)
+            .map(|n| (((start + n) % 255 + 1) << 24) | (epoch & 0x00ff_ffff))
+            .find(|candidate| !taken(*candidate));
+        let ssid = match shared {
+            Some(ssid) => ssid,
+            None => loop {
+                let candidate = self.next_u32().max(1);
+                if !self.save_sets.iter().any(|s| s.ssid == candidate) {
+                    break candidate;
+                }
+            },
         };
         let id = format!(
             "{}-{:08x}-{:08x}-{:08x}-{}-{}",
@@ -699,6 +706,31 @@ pub fn add_period(from: Timestamp, period: &str, tz: &TimeZone) -> Option<Timest
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_sets_with_one_save_time_get_distinct_ssids() {
+        let mut state = State::new(Server {
+            name: "nw".into(),
+            aliases: Vec::new(),
+            username: "u".into(),
+            password: "p".into(),
+            tz_offset_secs: 0,
+            clock_skew_secs: 0,
+        });
+        let t = Timestamp::from_second(1_657_591_323).unwrap();
+        for _ in 0..300 {
+            state.record_save_set("vm", "c", "Default", "h", t, t, 0, Vec::new());
+        }
+        let mut ssids: Vec<u32> = state.save_sets.iter().map(|s| s.ssid).collect();
+        assert!(
+            ssids[..255]
+                .iter()
+                .all(|s| s & 0xff_ffff == 1_657_591_323 & 0xff_ffff)
+        );
+        ssids.sort_unstable();
+        ssids.dedup();
+        assert_eq!(ssids.len(), 300);
+    }
 
     #[test]
     fn periods_read_like_networker_spells_them() {
