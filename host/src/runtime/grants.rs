@@ -404,6 +404,19 @@ pub struct CallContext {
     pub settings: HashMap<String, String>,
     /// Concrete allowlist for this call; derive it with [`Grants::derive`].
     pub grants: Grants,
+    /// The hypervisor host the call works on, as 1.2.0's `host.current-host` shows it.
+    pub host: Option<HypervisorHost>,
+}
+
+/// A hypervisor host of bnr's inventory as a provider sees it (no credentials).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HypervisorHost {
+    /// The host's name in bnr.
+    pub name: String,
+    /// The address commands go to.
+    pub address: String,
+    /// Its cluster's name.
+    pub cluster: String,
 }
 
 impl CallContext {
@@ -417,7 +430,14 @@ impl CallContext {
             zone_uuid: zone_uuid.into(),
             settings,
             grants,
+            host: None,
         }
+    }
+
+    /// The same context, working on `host`.
+    pub fn with_host(mut self, host: HypervisorHost) -> Self {
+        self.host = Some(host);
+        self
     }
 }
 

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0007_health.sql"),
     },
     Migration {
+        version: 8,
+        name: "kvm_hosts",
+        sql: include_str!("migrations/0008_kvm_hosts.sql"),
+    },
+    Migration {
         version: 9,
         name: "plugins",
         sql: include_str!("migrations/0009_plugins.sql"),
