@@ -404,6 +404,8 @@ pub struct CallContext {
     pub settings: HashMap<String, String>,
     /// Concrete allowlist for this call; derive it with [`Grants::derive`].
     pub grants: Grants,
+    /// The backup the call works on, if any (tags the call's span).
+    pub backup_uuid: Option<String>,
 }
 
 impl CallContext {
@@ -417,7 +419,14 @@ impl CallContext {
             zone_uuid: zone_uuid.into(),
             settings,
             grants,
+            backup_uuid: None,
         }
+    }
+
+    /// The same context for calls working on the backup `uuid`.
+    pub fn for_backup(mut self, uuid: &str) -> Self {
+        self.backup_uuid = Some(uuid.to_string());
+        self
     }
 }
 

@@ -268,6 +268,8 @@ pub(super) async fn poll(
     timeout: i64,
 ) -> BackupResult<OperationResult> {
     let name = op.provider.name();
+    // The operation is persisted: a shutdown need not wait for it (it resumes after a restart).
+    let _waiting = jobs::waiting_on_persisted_operation();
     let mut delay = POLL_INITIAL_DELAY;
     let mut failures_in_a_row = 0u32;
     let mut last_progress = None;

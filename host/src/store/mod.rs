@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "health",
         sql: include_str!("migrations/0007_health.sql"),
     },
+    Migration {
+        version: 10,
+        name: "operations",
+        sql: include_str!("migrations/0010_operations.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this

@@ -1,0 +1,2 @@
+-- The pending operation of a backup, found by the backup (listBackups shows its progress).
+CREATE INDEX provider_operations_backup ON provider_operations(backup_id) WHERE backup_id IS NOT NULL;
