@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import BROWSER_TZ, DESKTOP, PHONE, SCREENSHOTS, TARGET, deploy, make_user
+from conftest import BROWSER_TZ, DESKTOP, PHONE, SCREENSHOTS, TARGET, deploy, make_user, wait_until
 
 
 class Console:
@@ -392,11 +392,23 @@ def test_a_zone_hot_swap_made_in_the_console_shows_in_list_configurations(admin,
 
 
 def test_the_operators_view_shows_zones_providers_and_charts(admin, server, zone, console):
+    # A sync pass over every zone (the loop runs one per `backup.framework.sync.interval`).
+    interval = admin.listConfigurations(name="backup.framework.sync.interval")["configuration"][0]["value"]
+    admin.updateConfiguration(name="backup.framework.sync.interval", value="1")
+    try:
+        passes = wait_until("a sync pass over zone1", lambda: [
+            p for p in admin.listBackupSyncStatus(zoneid=zone["id"]).get("backupsyncstatus", [])
+            if p["result"] == "ok"])
+    finally:
+        admin.updateConfiguration(name="backup.framework.sync.interval", value=interval)
     console.login("admin", server["password"])
     console.go("operations")
     zones = console.row("zone1")
     console.wait("the zone's health", lambda: "loaded" in zones.text)
     assert "dummy" in zones.text
+    last_sync = zones.find_element(By.CSS_SELECTOR, "td.last-sync")
+    assert last_sync.find_element(By.CSS_SELECTOR, ".badge.ok").text == "ok"
+    assert passes[0]["provider"] == "dummy"
     dummy = next(TARGET.joinpath("providers").glob("*dummy*.wasm"))
     digest = hashlib.sha256(dummy.read_bytes()).hexdigest()
     console.wait("the provider's digest", lambda: digest in console.main_text())

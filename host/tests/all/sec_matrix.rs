@@ -397,6 +397,7 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             ],
         ),
         "listBackupStorageStats" => (Root, vec![]),
+        "listBackupSyncStatus" => (Root, vec![]),
         "listConfigurations" => (Root, vec![]),
         "updateConfiguration" => (
             Root,

@@ -884,6 +884,7 @@ async function viewOperations(el) {
 
 async function fillZones(sec, providers) {
   const stats = can('listBackupStorageStats') ? ((await api('listBackupStorageStats').catch(() => ({}))).backupstoragestats || []) : [];
+  const syncs = can('listBackupSyncStatus') ? ((await api('listBackupSyncStatus').catch(() => ({}))).backupsyncstatus || []) : [];
   const rows = [];
   for (const z of S.zones) {
     const conf = (await api('listConfigurations', { name: 'backup.framework', zoneid: z.id }).catch(() => ({}))).configuration || [];
@@ -891,6 +892,7 @@ async function fillZones(sec, providers) {
     const name = val(PROVIDER_SETTING);
     const p = providers.find((x) => x.name === name);
     const st = stats.find((s) => s.zoneid === z.id);
+    const sync = syncs.find((s) => s.zoneid === z.id);
     const enabled = val('backup.framework.enabled') === 'true';
     const health = !enabled ? ['off', 'B&R disabled'] : p ? ['ok', 'loaded'] : ['error', name ? 'not installed' : 'no provider'];
     rows.push(h('tr', {},
@@ -898,7 +900,10 @@ async function fillZones(sec, providers) {
       h('td', { 'data-label': 'Provider' }, name || '—'),
       h('td', { 'data-label': 'Version' }, p ? p.version : ''),
       h('td', { 'data-label': 'Health' }, h('span', { class: `badge ${health[0]}` }, health[1])),
-      h('td', { 'data-label': 'Last sync' }, st ? `${fmtDate(st.collected)} · ${fmtBytes(st.usedbytes)} of ${fmtBytes(st.totalbytes)} used (${st.provider})` : 'not yet'),
+      h('td', { 'data-label': 'Last sync', class: 'last-sync' },
+        sync ? h('span', { class: `badge ${sync.result === 'ok' ? 'ok' : 'error'}` }, sync.result === 'ok' ? 'ok' : `failed${sync.failuresinarow > 1 ? ` ×${sync.failuresinarow}` : ''}`) : '',
+        sync ? ` ${fmtDate(sync.lastsync)}${sync.error ? ` — ${sync.error}` : ''}` : 'not yet',
+        st ? h('div', { class: 'muted' }, `${fmtBytes(st.usedbytes)} of ${fmtBytes(st.totalbytes)} used (${st.provider}, ${fmtDate(st.collected)})`) : ''),
       h('td', {}, can('updateConfiguration') ? h('a', { href: `#/settings?zoneid=${z.id}` }, 'Settings') : '')));
   }
   sec.append(h('div', { class: 'scroll' }, h('table', {}, h('caption', {}, 'Zones'),
