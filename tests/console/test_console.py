@@ -455,15 +455,51 @@ def test_provider_settings_are_edited_per_zone_and_failures_link_to_their_events
 
     console.go("operations")
     link = console.wait("the failure group", lambda: next(
-        (a for a in console.d.find_elements(By.CSS_SELECTOR, "main li a") if "BACKUP.CREATE" in a.text), None))
+        (a for a in console.d.find_elements(By.CSS_SELECTOR, "main li a")
+         if "BACKUP.CREATE" in a.text and reason in a.find_element(By.XPATH, "..").text), None))
     group = link.find_element(By.XPATH, "..").text
-    assert reason in group, (reason, group)
+    # Grouped by provider and reason: the event names the provider that failed.
+    assert group.startswith("scripted: "), group
+    events = admin.listEvents(type="BACKUP.CREATE", level="ERROR", listall=True)["event"]
+    assert any(e.get("provider") == "scripted" and reason in e["description"] for e in events), events
     console.shot("operations-failures")
     link.click()
     console.wait("the events", lambda: console.first("main h1").text == "Events")
     row = console.row(vm["name"])
     assert "ERROR" in row.text and "BACKUP.CREATE" in row.text
     console.shot("events-failures")
+
+
+def test_a_providers_secret_setting_is_masked_and_write_only(admin, server, console):
+    name = "backup.plugin.veeam.password"
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    console.login("admin", server["password"])
+    console.go("settings")
+    Select(console.first("select[name=scope]")).select_by_visible_text("Zone zone1")
+    console.settled()
+    field = console.wait("the secret setting", lambda: console.first(f"input[name='{name}']"))
+    assert field.get_attribute("type") == "password"
+    assert field.get_attribute("value") == ""
+    # Saving nothing is refused: the current value is never shown, so it cannot be "kept".
+    console.click("Save", field.find_element(By.XPATH, "ancestor::div[@class='setting']"))
+    assert console.message("error", "the current one is never shown")
+    field.send_keys(secret)
+    console.click("Save", field.find_element(By.XPATH, "ancestor::div[@class='setting']"))
+    assert console.message("ok", f"Saved: {name} = (hidden)")
+    # Stored (the API masks it) and never shown again, not even after a reload.
+    zone1 = admin.listZones(name="zone1")["zone"][0]["id"]
+    values = [c["value"] for c in admin.listConfigurations(name=name, zoneid=zone1)["configuration"]
+              if c["name"] == name]
+    assert values == ["*****"], values
+    console.go("settings")
+    Select(console.first("select[name=scope]")).select_by_visible_text("Zone zone1")
+    console.settled()
+    field = console.wait("the secret setting again", lambda: console.first(f"input[name='{name}']"))
+    assert field.get_attribute("type") == "password"
+    assert field.get_attribute("value") == ""
+    assert "set, hidden" in field.get_attribute("placeholder")
+    assert secret not in console.d.page_source
+    console.shot("settings-secret")
 
 
 def test_operations_in_flight_show_their_command_and_age(admin, server, console):

@@ -363,17 +363,17 @@ async fn record_poll_trouble(store: &Store, row: i64, text: &str) -> OpResult<()
     let text = text.to_string();
     store
         .write(move |tx| {
-            let owner: Option<(i64, i64, String)> = tx
+            let owner: Option<(i64, i64, String, String)> = tx
                 .prepare_cached(
-                    "SELECT b.account_id, b.domain_id, b.uuid FROM provider_operations o \
+                    "SELECT b.account_id, b.domain_id, b.uuid, o.provider FROM provider_operations o \
                      JOIN backups b ON b.id = o.backup_id WHERE o.id = ?1",
                 )?
-                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
-            let Some((account_id, domain_id, backup_uuid)) = owner else {
+            let Some((account_id, domain_id, backup_uuid, provider)) = owner else {
                 return Ok(());
             };
-            events::record(
+            events::record_for_provider(
                 tx,
                 &NewEvent {
                     event_type: "BACKUP.OPERATION.STALLED",
@@ -386,6 +386,7 @@ async fn record_poll_trouble(store: &Store, row: i64, text: &str) -> OpResult<()
                     resource_type: Some("Backup"),
                     resource_uuid: Some(&backup_uuid),
                 },
+                &provider,
             )?;
             Ok(())
         })

@@ -113,4 +113,11 @@ async fn list_backups_says_why_a_backup_is_in_error() {
     assert_eq!(b["status"], "Error", "{b}");
     let reason = b["statusreason"].as_str().expect("a reason for Error");
     assert!(reason.contains("did not finish"), "{reason}");
+    // The failure's event names the provider (the console groups failures by it).
+    let r = user
+        .call("listEvents", &[("type", "BACKUP.CREATE"), ("level", "ERROR")])
+        .await;
+    let events = items(r.ok("listEvents"), "event");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["provider"], "scripted", "{}", events[0]);
 }

@@ -442,7 +442,10 @@ async fn the_latest_sync_pass_of_each_zone_and_its_result_are_listed_for_root_ad
     set_zone(&s, "backup.plugin.scripted.mode", "ok").await;
     sync(&s, t + 900).await;
     let zone = sync_status(&admin).await.remove(0);
-    assert_eq!((zone["result"].as_str(), zone["failuresinarow"].as_i64()), (Some("ok"), Some(0)));
+    assert_eq!(
+        (zone["result"].as_str(), zone["failuresinarow"].as_i64()),
+        (Some("ok"), Some(0))
+    );
 
     let user = s.client(s.create_user("ulla", "User", None).await);
     assert_eq!(user.call("listBackupSyncStatus", &[]).await.status, 401);

@@ -969,14 +969,17 @@ async function fillFailures(sec) {
     const text = e.description || '';
     const at = text.indexOf('failed: ');
     const reason = at >= 0 ? text.slice(at + 8) : text.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '…');
-    const key = `${e.type}\u0000${reason}`;
-    const g = groups.get(key) || { type: e.type, reason, n: 0 };
+    // Grouped by provider (events of a provider's failures name it) and reason.
+    const provider = e.provider || '';
+    const key = `${provider}\u0000${e.type}\u0000${reason}`;
+    const g = groups.get(key) || { provider, type: e.type, reason, n: 0 };
     g.n++;
     groups.set(key, g);
   }
-  sec.append(h('ul', { class: 'plain' }, [...groups.values()].sort((a, b) => b.n - a.n).map((g) =>
-    h('li', {}, h('a', { href: `#/events?type=${encodeURIComponent(g.type)}&level=ERROR&startdate=${encodeURIComponent(since)}` },
-      `${g.n} × ${g.type}`), ` — ${g.reason}`))));
+  sec.append(h('ul', { class: 'plain failures' }, [...groups.values()].sort((a, b) => b.n - a.n).map((g) =>
+    h('li', {}, h('strong', { class: 'provider' }, g.provider || 'bnr'), ': ',
+      h('a', { href: `#/events?type=${encodeURIComponent(g.type)}&level=ERROR&startdate=${encodeURIComponent(since)}` },
+        `${g.n} × ${g.type}`), ` — ${g.reason}`))));
 }
 
 // ---------------------------------------------------------------- charts (inline SVG)
