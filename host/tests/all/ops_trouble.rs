@@ -115,7 +115,10 @@ async fn list_backups_says_why_a_backup_is_in_error() {
     assert!(reason.contains("did not finish"), "{reason}");
     // The failure's event names the provider (the console groups failures by it).
     let r = user
-        .call("listEvents", &[("type", "BACKUP.CREATE"), ("level", "ERROR")])
+        .call(
+            "listEvents",
+            &[("type", "BACKUP.CREATE"), ("level", "ERROR")],
+        )
         .await;
     let events = items(r.ok("listEvents"), "event");
     assert_eq!(events.len(), 1, "{events:?}");
