@@ -459,7 +459,7 @@ def test_provider_settings_are_edited_per_zone_and_failures_link_to_their_events
          if "BACKUP.CREATE" in a.text and reason in a.find_element(By.XPATH, "..").text), None))
     group = link.find_element(By.XPATH, "..").text
     # Grouped by provider and reason: the event names the provider that failed.
-    assert group.startswith("scripted: "), group
+    assert link.find_element(By.XPATH, "../strong").text == "scripted", group
     events = admin.listEvents(type="BACKUP.CREATE", level="ERROR", listall=True)["event"]
     assert any(e.get("provider") == "scripted" and reason in e["description"] for e in events), events
     console.shot("operations-failures")
