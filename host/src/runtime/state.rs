@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
+use tracing::Instrument;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -114,6 +115,8 @@ impl Declared {
 pub(crate) struct CallScope {
     pub provider: Arc<str>,
     pub zone: String,
+    /// The backup the calls work on, if any.
+    pub backup: Option<String>,
     /// Values of declared settings only (zone value, else declared default).
     pub settings: HashMap<String, String>,
     /// Values of the zone's secret settings, redacted from all provider text
@@ -145,6 +148,7 @@ impl CallScope {
         Self {
             provider: declared.name.clone(),
             zone: ctx.zone_uuid.clone(),
+            backup: ctx.backup_uuid.clone(),
             settings,
             secrets,
             grants: Grants {
@@ -790,9 +794,10 @@ impl WasiHttpHooks for HttpPolicy {
             first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
             between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
         };
-        if let Some(grant) = tls_grant {
-            let trust = match grant.trust {
-                Ok(trust) => trust,
+        let tls_grant = match tls_grant {
+            None => None,
+            Some(grant) => match grant.trust {
+                Ok(trust) => Some((trust, grant.authority)),
                 Err(problem) => {
                     tracing::warn!(
                         target: PROVIDER_LOG_TARGET,
@@ -806,29 +811,49 @@ impl WasiHttpHooks for HttpPolicy {
                         Err(wasmtime_wasi_http::Error::InternalError(Some(problem)))
                     });
                 }
+            },
+        };
+        // The connection outlives the hook (its driver is polled elsewhere): whatever the HTTP
+        // stack logs about it names the provider and zone through this span.
+        let span = tracing::info_span!(
+            "provider_connection",
+            provider = %self.scope.provider,
+            zone = %self.scope.zone,
+        );
+        let io_span = span.clone();
+        let in_span =
+            move |io: IoFuture| -> IoFuture { Box::new(Box::into_pin(io).instrument(io_span)) };
+        if let Some((trust, authority)) = tls_grant {
+            let origin = tls::Origin {
+                provider: self.scope.provider.clone(),
+                zone: self.scope.zone.clone(),
             };
-            return Box::new(async move {
-                tokio::time::timeout(
+            return Box::new(
+                async move {
+                    let (response, io) = tokio::time::timeout(
+                        cap,
+                        tls::send_with_trust(request, options, &trust, &authority, &origin),
+                    )
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                    Ok((response, in_span(io)))
+                }
+                .instrument(span),
+            );
+        }
+        Box::new(
+            async move {
+                let sent = tokio::time::timeout(
                     cap,
-                    tls::send_with_trust(request, options, &trust, &grant.authority),
+                    wasmtime_wasi_http::default_send_request(request, Some(options)),
                 )
                 .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
-            });
-        }
-        Box::new(async move {
-            let sent = tokio::time::timeout(
-                cap,
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
-            .await
-            .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
-            let (response, io) = sent;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as IoFuture,
-            ))
-        })
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                let (response, io) = sent;
+                Ok((response.map(BodyExt::boxed_unsync), in_span(Box::new(io))))
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -269,12 +269,15 @@ impl BackupService {
         let caller = caller.clone();
         let uuid = backup.uuid.clone();
         Ok(Pending::new(async move {
-            let ctx = this.providers.call_context(
-                &provider,
-                vm.zone_id,
-                &vm.zone_uuid,
-                vm.host_address.as_deref(),
-            );
+            let ctx = this
+                .providers
+                .call_context(
+                    &provider,
+                    vm.zone_id,
+                    &vm.zone_uuid,
+                    vm.host_address.as_deref(),
+                )
+                .for_backup(&backup.uuid);
             let started = provider.start_restore_volume(&ctx, &request).await;
             let op = Operation {
                 provider: provider.clone(),
@@ -677,12 +680,15 @@ impl BackupService {
             + Send
             + 'static,
     {
-        let ctx = self.providers.call_context(
-            &provider,
-            vm.zone_id,
-            &vm.zone_uuid,
-            vm.host_address.as_deref(),
-        );
+        let ctx = self
+            .providers
+            .call_context(
+                &provider,
+                vm.zone_id,
+                &vm.zone_uuid,
+                vm.host_address.as_deref(),
+            )
+            .for_backup(&backup.uuid);
         let started = provider.start_restore(&ctx, &backup_ref, &target).await;
         let op = Operation {
             provider: provider.clone(),

@@ -332,7 +332,7 @@ async fn the_providers_directory_is_loaded_and_bad_files_are_skipped() {
         .collect();
     // The bundled providers, plus scripted from the directory (its bnr_dummy.wasm is the
     // bundled one).
-    assert_eq!(names, ["dummy", "scripted", "veeam"]);
+    assert_eq!(names, ["dummy", "networker", "scripted", "veeam"]);
     // The dummy answers through the real component loaded from the directory.
     let r = s
         .admin()

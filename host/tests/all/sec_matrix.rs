@@ -539,6 +539,7 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             ],
         ),
         "listBackupStorageStats" => (Root, vec![]),
+        "listBackupSyncStatus" => (Root, vec![]),
         "listConfigurations" => (Root, vec![]),
         "updateConfiguration" => (
             Root,
