@@ -486,6 +486,8 @@ def test_a_providers_secret_setting_is_masked_and_write_only(admin, server, cons
     field.send_keys(secret)
     console.click("Save", field.find_element(By.XPATH, "ancestor::div[@class='setting']"))
     assert console.message("ok", f"Saved: {name} = (hidden)")
+    assert field.get_attribute("value") == ""
+    assert "set, hidden" in field.get_attribute("placeholder")
     # Stored (the API masks it) and never shown again, not even after a reload.
     zone1 = admin.listZones(name="zone1")["zone"][0]["id"]
     values = [c["value"] for c in admin.listConfigurations(name=name, zoneid=zone1)["configuration"]

@@ -795,6 +795,9 @@ async function viewSettings(el, params) {
   load();
 }
 
+// What a write-only secret input shows instead of its value: only whether one is set.
+const secretPlaceholder = (value) => (value ? 'set, hidden (type to replace)' : 'not set');
+
 function settingRow(c, zoneid, providers, decl) {
   const secret = (decl && decl.secret) || c.value === '*****';
   const out = h('div', { class: 'out' });
@@ -804,7 +807,7 @@ function settingRow(c, zoneid, providers, decl) {
   } else if (c.type === 'Boolean' || c.value === 'true' || c.value === 'false') {
     input = select(c.name, [['true', 'true'], ['false', 'false']], c.value);
   } else if (secret) {
-    input = h('input', { type: 'password', name: c.name, autocomplete: 'new-password', placeholder: c.value ? 'set, hidden (type to replace)' : 'not set' });
+    input = h('input', { type: 'password', name: c.name, autocomplete: 'new-password', placeholder: secretPlaceholder(c.value) });
   } else {
     input = h('input', { name: c.name, value: c.value || '' });
   }
@@ -816,7 +819,10 @@ function settingRow(c, zoneid, providers, decl) {
     }
     const res = (await api('updateConfiguration', { name: c.name, value: input.value, zoneid })).configuration || {};
     c.value = res.value;
-    if (secret) input.value = '';
+    if (secret) {
+      input.value = '';
+      input.placeholder = secretPlaceholder(c.value);
+    }
     return `Saved: ${c.name} = ${secret ? '(hidden)' : res.value}`;
   });
   return h('div', { class: 'setting' }, field(c.name, input, c.description), h('div', { class: 'row' }, save), out);
