@@ -657,10 +657,14 @@ impl WasiHttpHooks for HttpPolicy {
                     });
                 }
             };
+            let requester = tls::Requester {
+                provider: self.scope.provider.clone(),
+                zone: self.scope.zone.clone(),
+            };
             return Box::new(async move {
                 tokio::time::timeout(
                     cap,
-                    tls::send_with_trust(request, options, &trust, &grant.authority),
+                    tls::send_with_trust(request, options, &trust, &grant.authority, requester),
                 )
                 .await
                 .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
