@@ -315,3 +315,89 @@ impl Drop for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi_http::io::TokioIo;
+
+    /// A ready sender on an in-memory connection whose peer stays open.
+    async fn connection() -> (Connection, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(1024);
+        let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+            .await
+            .unwrap();
+        tokio::spawn(driver);
+        sender.ready().await.unwrap();
+        let connection = Connection {
+            sender,
+            opened: Instant::now(),
+        };
+        (connection, server)
+    }
+
+    fn key(zone: &str, trust: TlsTrust) -> PoolKey {
+        PoolKey {
+            provider: Arc::from("p"),
+            zone: zone.to_owned(),
+            authority: "127.0.0.1:1".to_owned(),
+            trust,
+        }
+    }
+
+    #[tokio::test]
+    async fn caps_per_key_and_overall_hold_and_keys_never_mix() {
+        let pool = ConnectionPool {
+            slots: Arc::new(Mutex::new(Slots::default())),
+        };
+        let mut peers = Vec::new();
+        let a = key("z-a", TlsTrust::Pinned(vec![[1; 32]]));
+        for _ in 0..MAX_IDLE_PER_KEY + 2 {
+            let (connection, peer) = connection().await;
+            peers.push(peer);
+            pool.put(a.clone(), connection);
+        }
+        assert_eq!(pool.idle_for("p", "z-a"), MAX_IDLE_PER_KEY);
+        // Same zone, another pin; another zone, same pin: nothing to take.
+        assert!(
+            pool.take(&key("z-a", TlsTrust::Pinned(vec![[2; 32]])))
+                .is_none()
+        );
+        assert!(
+            pool.take(&key("z-b", TlsTrust::Pinned(vec![[1; 32]])))
+                .is_none()
+        );
+        assert!(pool.take(&a).is_some());
+        assert_eq!(pool.idle_for("p", "z-a"), MAX_IDLE_PER_KEY - 1);
+
+        for i in 0..MAX_IDLE_TOTAL {
+            let (connection, peer) = connection().await;
+            peers.push(peer);
+            pool.put(key(&format!("z-{i}"), TlsTrust::AnyCertificate), connection);
+        }
+        assert_eq!(pool.slots.lock().total(), MAX_IDLE_TOTAL);
+        // The longest idle ones (zone A's) made room.
+        assert_eq!(pool.idle_for("p", "z-a"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_neither_kept_nor_taken() {
+        let pool = ConnectionPool {
+            slots: Arc::new(Mutex::new(Slots::default())),
+        };
+        let a = key("z-a", TlsTrust::AnyCertificate);
+        let (connection, peer) = connection().await;
+        pool.put(a.clone(), connection);
+        assert_eq!(pool.idle_for("p", "z-a"), 1);
+        // The peer goes away: the driver ends and the sender reports closed.
+        drop(peer);
+        for _ in 0..500 {
+            if pool.idle_for("p", "z-a") == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.idle_for("p", "z-a"), 0);
+        assert!(pool.take(&a).is_none());
+    }
+}

@@ -240,8 +240,8 @@ pub(crate) type Sent = (http::Response<WasiBody>, IoFuture);
 /// Client configurations kept per (trust, authority): building one (and its root store) per
 /// request costs more than the lookup, and a kept configuration also keeps its TLS session
 /// cache. Bounded: cleared when full.
-static CLIENT_CONFIGS: LazyLock<Mutex<HashMap<(TlsTrust, String), Arc<ClientConfig>>>> =
-    LazyLock::new(Default::default);
+type ClientConfigs = HashMap<(TlsTrust, String), Arc<ClientConfig>>;
+static CLIENT_CONFIGS: LazyLock<Mutex<ClientConfigs>> = LazyLock::new(Default::default);
 const CLIENT_CONFIGS_MAX: usize = 256;
 
 fn cached_client_config(
