@@ -17,6 +17,7 @@ mod detached;
 mod engine;
 mod error;
 mod grants;
+mod https_pool;
 mod inspect;
 pub mod limits;
 mod provider;
@@ -46,6 +47,7 @@ pub use cache::CacheOutcome;
 pub use engine::{LoadStats, Runtime, RuntimeConfig, inspect};
 pub use error::{CallError, LoadError};
 pub use grants::{CallContext, Grants, HypervisorHost, OPERATOR_EXEC_PREFIX, SshGrant, TlsGrant};
+pub use https_pool::idle_https_connections;
 pub use inspect::{
     Inspection, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, capability_flags, delete_granularity_name,
     describe_need, setting_prefix,

@@ -832,7 +832,7 @@ impl WasiHttpHooks for HttpPolicy {
                 async move {
                     let (response, io) = tokio::time::timeout(
                         cap,
-                        tls::send_with_trust(request, options, &trust, &authority, &origin),
+                        tls::send_with_trust(request, options, &trust, &authority, origin),
                     )
                     .await
                     .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;

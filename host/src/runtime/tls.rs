@@ -16,12 +16,13 @@
 //!
 //! Requests to a destination with a `TlsTrust` must use `https`: plain `http` to it is denied.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -32,10 +33,11 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
+use super::https_pool::{Checkin, Connection, MAX_AGE, PoolKey, PooledBody, pool};
 use super::state::PROVIDER_LOG_TARGET;
 
 /// How one granted HTTPS authority's certificates are checked.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum TlsTrust {
     /// The system (webpki) roots, as for any other destination.
     SystemRoots,
@@ -177,8 +179,9 @@ struct FixedVerifier {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// The provider and zone a connection is made for, named in the runtime's own warnings about
-/// it (they run outside the provider's code, possibly outside its call span).
+/// The provider and zone a connection is made for: named in the runtime's own warnings about
+/// it (they run outside the provider's code, possibly outside its call span), and part of the
+/// key a pooled connection is reused under.
 #[derive(Debug, Clone)]
 pub(crate) struct Origin {
     pub provider: Arc<str>,
@@ -254,16 +257,53 @@ impl ServerCertVerifier for FixedVerifier {
 pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 pub(crate) type Sent = (http::Response<WasiBody>, IoFuture);
 
-/// Sends `request` over TLS checked by `trust` (HTTP/1.1, one connection per request). The
+/// Client configurations kept per (trust, authority, provider, zone): building one (and its
+/// root store) per request costs more than the lookup, and a kept configuration also keeps its
+/// TLS session cache. The provider and zone are part of the key because the verifier names
+/// them in its warnings. Bounded: cleared when full.
+type ClientConfigs = HashMap<(TlsTrust, String, Arc<str>, String), Arc<ClientConfig>>;
+static CLIENT_CONFIGS: LazyLock<Mutex<ClientConfigs>> = LazyLock::new(Default::default);
+const CLIENT_CONFIGS_MAX: usize = 256;
+
+fn cached_client_config(
+    trust: &TlsTrust,
+    authority: &str,
+    origin: &Origin,
+) -> Result<Option<Arc<ClientConfig>>, String> {
+    if *trust == TlsTrust::SystemRoots {
+        return Ok(None);
+    }
+    let key = (
+        trust.clone(),
+        authority.to_owned(),
+        origin.provider.clone(),
+        origin.zone.clone(),
+    );
+    if let Some(config) = CLIENT_CONFIGS.lock().get(&key) {
+        return Ok(Some(config.clone()));
+    }
+    let Some(config) = trust.client_config(authority, origin)? else {
+        return Ok(None);
+    };
+    let mut configs = CLIENT_CONFIGS.lock();
+    if configs.len() >= CLIENT_CONFIGS_MAX {
+        configs.clear();
+    }
+    configs.insert(key, config.clone());
+    Ok(Some(config))
+}
+
+/// Sends `request` over TLS checked by `trust` (HTTP/1.1), on an idle keep-alive connection
+/// for exactly this requester, authority and trust if there is one, else on a new one. The
 /// caller has already checked the grant and clamped the timeouts.
 pub(crate) async fn send_with_trust(
     mut request: http::Request<WasiBody>,
     options: RequestOptions,
     trust: &TlsTrust,
     authority: &str,
-    origin: &Origin,
+    origin: Origin,
 ) -> Result<Sent, HttpError> {
-    let config = trust.client_config(authority, origin).map_err(|message| {
+    let config = cached_client_config(trust, authority, &origin).map_err(|message| {
         tracing::warn!(
             target: PROVIDER_LOG_TARGET,
             provider = %origin.provider,
@@ -278,12 +318,78 @@ pub(crate) async fn send_with_trust(
     let first_byte_timeout = options
         .first_byte_timeout
         .unwrap_or(Duration::from_secs(20));
+    let between_bytes_timeout = options
+        .between_bytes_timeout
+        .unwrap_or(Duration::from_secs(20))
+        .max(Duration::from_millis(1));
 
     let Some(config) = config else {
         let (response, io) =
             wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
         return Ok((response.map(BodyExt::boxed_unsync), Box::new(io)));
     };
+
+    // The request line carries only the path: scheme and authority are for proxies.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    let key = PoolKey {
+        provider: origin.provider,
+        zone: origin.zone,
+        authority: authority.to_owned(),
+        trust: trust.clone(),
+    };
+    if let Some(mut connection) = pool().take(&key) {
+        match tokio::time::timeout(
+            first_byte_timeout,
+            connection.sender.try_send_request(request),
+        )
+        .await
+        {
+            Err(_) => return Err(HttpError::ConnectionReadTimeout),
+            Ok(Ok(response)) => {
+                return Ok(pooled_response(
+                    response,
+                    between_bytes_timeout,
+                    key,
+                    connection,
+                ));
+            }
+            // The server closed the idle connection before the request was written: send it
+            // on a new one. Once written, it is not sent twice.
+            Ok(Err(mut failed)) => match failed.take_message() {
+                Some(unsent) => request = unsent,
+                None => return Err(HttpError::from(failed.into_error())),
+            },
+        }
+    }
+
+    let mut connection = connect(config, authority, connect_timeout).await?;
+    let response =
+        tokio::time::timeout(first_byte_timeout, connection.sender.send_request(request))
+            .await
+            .map_err(|_| HttpError::ConnectionReadTimeout)?
+            .map_err(HttpError::from)?;
+    Ok(pooled_response(
+        response,
+        between_bytes_timeout,
+        key,
+        connection,
+    ))
+}
+
+/// A new TCP + TLS + HTTP/1.1 connection, its driver running as its own task (bounded by
+/// [`MAX_AGE`] plus a margin, so a connection never outlives the pool's rules by much).
+async fn connect(
+    config: Arc<ClientConfig>,
+    authority: &str,
+    connect_timeout: Duration,
+) -> Result<Connection, HttpError> {
+    let opened = Instant::now();
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(authority))
         .await
         .map_err(|_| HttpError::ConnectionTimeout)?
@@ -296,50 +402,32 @@ pub(crate) async fn send_with_trust(
     .await
     .map_err(|_| HttpError::ConnectionTimeout)?
     .map_err(HttpError::Tls)?;
-    let (mut sender, connection) = tokio::time::timeout(
+    let (sender, driver) = tokio::time::timeout(
         connect_timeout,
         hyper::client::conn::http1::handshake(TokioIo::new(stream)),
     )
     .await
     .map_err(|_| HttpError::ConnectionTimeout)??;
-
-    // The request line carries only the path: scheme and authority are for proxies.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-
-    let mut connection: Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>> =
-        Box::pin(connection);
-    let mut connection_done = false;
-    let response = {
-        let send = tokio::time::timeout(first_byte_timeout, sender.send_request(request));
-        tokio::pin!(send);
-        // Drive the connection while waiting for the response head.
-        loop {
-            tokio::select! {
-                response = &mut send => break response
-                    .map_err(|_| HttpError::ConnectionReadTimeout)?
-                    .map_err(HttpError::from)?,
-                done = &mut connection, if !connection_done => {
-                    connection_done = true;
-                    done.map_err(HttpError::from)?;
-                }
-            }
-        }
-    };
-    let io: IoFuture = Box::new(async move {
-        if !connection_done {
-            connection.await.map_err(HttpError::from)?;
-        }
-        Ok(())
+    tokio::spawn(async move {
+        // Ends when the connection closes: on error, on `Connection: close`, or when its
+        // sender is dropped (not pooled, evicted, expired).
+        let _ = tokio::time::timeout(MAX_AGE + Duration::from_secs(60), driver).await;
     });
-    Ok((
-        response.map(|body| body.map_err(HttpError::from).boxed_unsync()),
-        io,
-    ))
+    Ok(Connection { sender, opened })
+}
+
+fn pooled_response(
+    response: http::Response<hyper::body::Incoming>,
+    between_bytes_timeout: Duration,
+    key: PoolKey,
+    connection: Connection,
+) -> Sent {
+    let response = response.map(|incoming| {
+        PooledBody::new(incoming, between_bytes_timeout, Checkin { key, connection }).boxed_unsync()
+    });
+    // The connection is driven by its own task; nothing is left for the caller to drive.
+    let io: IoFuture = Box::new(async { Ok(()) });
+    (response, io)
 }
 
 /// The rustls server name of `host:port` (IP literals included, `[v6]:port` too).

@@ -14,7 +14,8 @@ use bnr::runtime::{
 
 use crate::support::{self, EXEC_PROBE, TempDir, WIT_1_0, WIT_1_1, zone};
 use crate::support_peers::{
-    Sshd, TLS_BODY, counting_listener, ssh_keygen, tls_server_self_signed, tls_server_with_ca,
+    Sshd, TLS_BODY, counting_listener, ssh_keygen, tls_server_keep_alive, tls_server_self_signed,
+    tls_server_with_ca,
 };
 
 /// A runtime of its own with a generous call timeout: key exchange in a debug build on a
@@ -464,6 +465,106 @@ async fn plain_http_to_a_destination_granted_for_https_is_denied() {
     let message = rejected(provider.list_policies(&ctx, &zone()).await);
     assert!(message.to_lowercase().contains("denied"), "{message}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+}
+
+/// Runs the probe in `zone` with grants derived from `settings`.
+async fn probe_in(
+    zone_uuid: &str,
+    settings: HashMap<String, String>,
+) -> Result<Vec<Policy>, CallError> {
+    let provider = load(EXEC_PROBE);
+    let grants = Grants::derive(provider.info(), &settings, None, &[]);
+    let ctx = CallContext::new(zone_uuid, settings, grants);
+    provider.list_policies(&ctx, &zone()).await
+}
+
+/// Waits (bounded) until the probe keeps `count` idle HTTPS connections for `zone_uuid`: a
+/// connection goes back to the pool once hyper has finished with its response.
+async fn wait_for_idle(zone_uuid: &str, count: usize) {
+    let provider = load(EXEC_PROBE).info().name.clone();
+    for _ in 0..500 {
+        if bnr::runtime::idle_https_connections(&provider, zone_uuid) == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{zone_uuid}: {} idle connections, expected {count}",
+        bnr::runtime::idle_https_connections(&provider, zone_uuid)
+    );
+}
+
+#[tokio::test]
+async fn https_reuses_a_connection_only_for_the_same_zone_and_trust() {
+    let server = tls_server_keep_alive().await;
+    let url = format!("https://127.0.0.1:{}/api", server.port);
+    let pinned = https_settings(
+        &url,
+        &[("backup.plugin.exec-probe.tls.pin", &server.fingerprint)],
+    );
+    let accepted = || server.connections.load(Ordering::SeqCst);
+
+    let policies = probe_in("zone-pool-a", pinned.clone()).await.unwrap();
+    assert_eq!(policies[0].name, TLS_BODY);
+    wait_for_idle("zone-pool-a", 1).await;
+    probe_in("zone-pool-a", pinned.clone()).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        accepted(),
+        1,
+        "the second call reuses the first call's connection"
+    );
+    wait_for_idle("zone-pool-a", 1).await;
+
+    // Another zone with the same settings never gets zone A's idle connection.
+    probe_in("zone-pool-b", pinned.clone()).await.unwrap();
+    assert_eq!(accepted(), 2);
+    wait_for_idle("zone-pool-b", 1).await;
+    wait_for_idle("zone-pool-a", 1).await;
+
+    // A changed pin (still matching the server) is another trust: a new connection, and the
+    // old one is not used for it.
+    let rotated = format!("{}, {}", "00".repeat(32), server.fingerprint);
+    let repinned = https_settings(&url, &[("backup.plugin.exec-probe.tls.pin", &rotated)]);
+    probe_in("zone-pool-a", repinned.clone()).await.unwrap();
+    assert_eq!(accepted(), 3);
+    wait_for_idle("zone-pool-a", 2).await;
+    probe_in("zone-pool-a", repinned).await.unwrap();
+    assert_eq!(accepted(), 3);
+
+    // A pin the server does not match: the handshake of a new connection fails; no idle
+    // connection made under the earlier pins is used for it.
+    let other = https_settings(
+        &url,
+        &[("backup.plugin.exec-probe.tls.pin", &"00".repeat(32))],
+    );
+    let hits = server.hits.load(Ordering::SeqCst);
+    let message = rejected(probe_in("zone-pool-a", other).await);
+    assert!(message.to_lowercase().contains("tls"), "{message}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(accepted(), 4);
+}
+
+#[tokio::test]
+async fn a_connection_whose_response_failed_is_not_reused() {
+    let server = tls_server_keep_alive().await;
+    let pin = [(
+        "backup.plugin.exec-probe.tls.pin",
+        server.fingerprint.as_str(),
+    )];
+    let good = https_settings(&format!("https://127.0.0.1:{}/api", server.port), &pin);
+    let broken = https_settings(&format!("https://127.0.0.1:{}/broken", server.port), &pin);
+    let accepted = || server.connections.load(Ordering::SeqCst);
+
+    probe_in("zone-pool-c", good.clone()).await.unwrap();
+    wait_for_idle("zone-pool-c", 1).await;
+    // The broken response arrives on the pooled connection; that connection is dropped.
+    rejected(probe_in("zone-pool-c", broken).await);
+    assert_eq!(accepted(), 1);
+    wait_for_idle("zone-pool-c", 0).await;
+    probe_in("zone-pool-c", good).await.unwrap();
+    assert_eq!(accepted(), 2);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

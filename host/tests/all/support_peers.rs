@@ -185,6 +185,8 @@ pub struct TlsServer {
     /// The certificate (self-signed) or its CA, PEM.
     pub trust_pem: String,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 pub const TLS_BODY: &str = "hello over tls";
@@ -196,7 +198,19 @@ pub async fn tls_server_self_signed() -> TlsServer {
     let der = certified.cert.der().clone();
     let key = certified.signing_key.serialize_der();
     let pem = certified.cert.pem();
-    serve_tls(der, key, pem).await
+    serve_tls(der, key, pem, false).await
+}
+
+/// Like [`tls_server_self_signed`], but keeping connections open for further requests
+/// (HTTP/1.1 keep-alive). A request for a path ending in `/broken` gets a malformed chunked
+/// body on a connection the server keeps open.
+pub async fn tls_server_keep_alive() -> TlsServer {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let der = certified.cert.der().clone();
+    let key = certified.signing_key.serialize_der();
+    let pem = certified.cert.pem();
+    serve_tls(der, key, pem, true).await
 }
 
 /// A server whose certificate for `localhost` / `127.0.0.1` is signed by a fresh CA; the
@@ -214,10 +228,21 @@ pub async fn tls_server_with_ca() -> TlsServer {
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
-    serve_tls(leaf.der().clone(), leaf_key.serialize_der(), ca.pem()).await
+    serve_tls(
+        leaf.der().clone(),
+        leaf_key.serialize_der(),
+        ca.pem(),
+        false,
+    )
+    .await
 }
 
-async fn serve_tls(cert: CertificateDer<'static>, key: Vec<u8>, trust_pem: String) -> TlsServer {
+async fn serve_tls(
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+    trust_pem: String,
+    keep_alive: bool,
+) -> TlsServer {
     let fingerprint = sha256_colon_hex(cert.as_ref());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -234,32 +259,57 @@ async fn serve_tls(cert: CertificateDer<'static>, key: Vec<u8>, trust_pem: Strin
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (counter, accepted) = (hits.clone(), connections.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                // Read the request head (bounded), then answer and close.
-                let mut head = Vec::new();
+                // Requests without bodies: read each head (bounded), then answer.
+                let mut pending = Vec::new();
                 let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                loop {
+                    let end = loop {
+                        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        if pending.len() >= 64 * 1024 {
+                            return;
+                        }
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = pending.drain(..end).collect();
+                    let request_line = String::from_utf8_lossy(&head);
+                    let path = request_line.split(' ').nth(1).unwrap_or("");
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let response = if keep_alive && path.ends_with("/broken") {
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_owned()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                             connection: {}\r\n\r\n{TLS_BODY}",
+                            TLS_BODY.len(),
+                            if keep_alive { "keep-alive" } else { "close" },
+                        )
+                    };
+                    if tls.write_all(response.as_bytes()).await.is_err()
+                        || tls.flush().await.is_err()
+                    {
+                        return;
+                    }
+                    if !keep_alive {
+                        let _ = tls.shutdown().await;
+                        return;
                     }
                 }
-                counter.fetch_add(1, Ordering::SeqCst);
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
-                     connection: close\r\n\r\n{TLS_BODY}",
-                    TLS_BODY.len()
-                );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
             });
         }
     });
@@ -268,6 +318,7 @@ async fn serve_tls(cert: CertificateDer<'static>, key: Vec<u8>, trust_pem: Strin
         fingerprint,
         trust_pem,
         hits,
+        connections,
     }
 }
 
