@@ -47,6 +47,10 @@ pub fn veeam_wasm() -> PathBuf {
     target_dir().join("providers").join("bnr_veeam.wasm")
 }
 
+pub fn networker_wasm() -> PathBuf {
+    target_dir().join("providers").join("bnr_networker.wasm")
+}
+
 pub fn hostile_wasm() -> PathBuf {
     target_dir()
         .join("fixtures")
@@ -95,6 +99,21 @@ fn veeam(c: &Components) -> Arc<Provider> {
         .clone()
 }
 
+/// The NetWorker provider, compiled into the shared runtime by the first test that needs it.
+fn networker(c: &Components) -> Arc<Provider> {
+    static NETWORKER: OnceLock<Arc<Provider>> = OnceLock::new();
+    NETWORKER
+        .get_or_init(|| {
+            c.runtime.load_file(&networker_wasm()).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (build the components with `cargo xtask plugins`)",
+                    networker_wasm().display()
+                )
+            })
+        })
+        .clone()
+}
+
 /// Which providers a test server has installed.
 #[derive(Clone, Copy)]
 pub enum Installed {
@@ -106,6 +125,8 @@ pub enum Installed {
     DummyAndHostile,
     /// `dummy` and the real `veeam` provider.
     DummyAndVeeam,
+    /// `dummy` and the real `veeam` and `networker` providers.
+    DummyVeeamAndNetworker,
     /// None at all.
     Nothing,
 }
@@ -123,7 +144,8 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
         Installed::Dummy
         | Installed::DummyAndScripted
         | Installed::DummyAndHostile
-        | Installed::DummyAndVeeam => {
+        | Installed::DummyAndVeeam
+        | Installed::DummyVeeamAndNetworker => {
             let c = tokio::task::spawn_blocking(components)
                 .await
                 .expect("components");
@@ -136,6 +158,14 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
                         .await
                         .expect("veeam provider"),
                 ),
+                Installed::DummyVeeamAndNetworker => {
+                    let (veeam, networker) = tokio::task::spawn_blocking(|| {
+                        (veeam(components()), networker(components()))
+                    })
+                    .await
+                    .expect("veeam and networker providers");
+                    providers.extend([veeam, networker]);
+                }
                 _ => {}
             }
             (Some(c.runtime.clone()), providers)
