@@ -84,34 +84,31 @@ fn components() -> &'static Components {
     })
 }
 
-/// The Veeam provider, compiled into the shared runtime by the first test that needs it.
-fn veeam(c: &Components) -> Arc<Provider> {
-    static VEEAM: OnceLock<Arc<Provider>> = OnceLock::new();
-    VEEAM
-        .get_or_init(|| {
-            c.runtime.load_file(&veeam_wasm()).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (build the components with `cargo xtask plugins`)",
-                    veeam_wasm().display()
-                )
-            })
+/// A provider compiled into the shared runtime once, by the first test that needs it.
+fn load_once(
+    cell: &'static OnceLock<Arc<Provider>>,
+    c: &Components,
+    path: PathBuf,
+) -> Arc<Provider> {
+    cell.get_or_init(|| {
+        c.runtime.load_file(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build the components with `cargo xtask plugins`)",
+                path.display()
+            )
         })
-        .clone()
+    })
+    .clone()
 }
 
-/// The NetWorker provider, compiled into the shared runtime by the first test that needs it.
+fn veeam(c: &Components) -> Arc<Provider> {
+    static VEEAM: OnceLock<Arc<Provider>> = OnceLock::new();
+    load_once(&VEEAM, c, veeam_wasm())
+}
+
 fn networker(c: &Components) -> Arc<Provider> {
     static NETWORKER: OnceLock<Arc<Provider>> = OnceLock::new();
-    NETWORKER
-        .get_or_init(|| {
-            c.runtime.load_file(&networker_wasm()).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (build the components with `cargo xtask plugins`)",
-                    networker_wasm().display()
-                )
-            })
-        })
-        .clone()
+    load_once(&NETWORKER, c, networker_wasm())
 }
 
 /// Which providers a test server has installed.
@@ -276,6 +273,18 @@ pub async fn vm(s: &TestServer, client: &Client<'_>, name: &str, data_disk: bool
         extra.push(("diskofferingid", &dof));
     }
     s.deploy(client, name, &extra).await
+}
+
+/// An instance's internal name (`i-2-5-VM`), as root admins see it.
+pub async fn instance_name(s: &TestServer, vm: &str) -> String {
+    let r = s
+        .admin()
+        .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
+        .await;
+    r.ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
+        .as_str()
+        .expect("root admins see the internal name")
+        .to_string()
 }
 
 pub fn id(v: &Value) -> String {

@@ -40,17 +40,6 @@ fn restore_point_names(env: &Env) -> BTreeSet<String> {
         .with_state(|s| s.restore_points.iter().map(|p| p.vm_name.clone()).collect())
 }
 
-async fn instance_name(s: &TestServer, vm: &str) -> String {
-    let r = s
-        .admin()
-        .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
-        .await;
-    r.ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
-        .as_str()
-        .expect("instancename")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_veeam_zone_and_a_networker_zone_on_one_server_back_up_apart_and_swap_apart() {
     // zone1 (bootstrap) is the VMware zone on Veeam; zone2 the KVM zone on NetWorker.

@@ -151,15 +151,7 @@ impl Env {
     }
 
     async fn internal_name(&self, vm: &str) -> String {
-        let r = self
-            .s
-            .admin()
-            .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
-            .await;
-        r.ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
-            .as_str()
-            .expect("root admins see the internal name")
-            .to_string()
+        instance_name(&self.s, vm).await
     }
 
     /// The simulator's restore points of VM `internal`, oldest first: (guid, full).
