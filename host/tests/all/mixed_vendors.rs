@@ -12,7 +12,6 @@ use crate::bnr_support::*;
 use crate::networker_e2e::{
     Kvm, configure_kvm_zone, import_policy, kvm_vm, networker_simulator, save_set_sizes,
 };
-use crate::support_api::*;
 use crate::veeam_e2e::{Env, fast, simulator};
 
 /// Requests the Veeam simulator has answered (REST and SSH).
