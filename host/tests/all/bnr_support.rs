@@ -47,6 +47,10 @@ pub fn veeam_wasm() -> PathBuf {
     target_dir().join("providers").join("bnr_veeam.wasm")
 }
 
+pub fn networker_wasm() -> PathBuf {
+    target_dir().join("providers").join("bnr_networker.wasm")
+}
+
 pub fn hostile_wasm() -> PathBuf {
     target_dir()
         .join("fixtures")
@@ -80,19 +84,31 @@ fn components() -> &'static Components {
     })
 }
 
-/// The Veeam provider, compiled into the shared runtime by the first test that needs it.
+/// A provider compiled into the shared runtime once, by the first test that needs it.
+fn load_once(
+    cell: &'static OnceLock<Arc<Provider>>,
+    c: &Components,
+    path: PathBuf,
+) -> Arc<Provider> {
+    cell.get_or_init(|| {
+        c.runtime.load_file(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build the components with `cargo xtask plugins`)",
+                path.display()
+            )
+        })
+    })
+    .clone()
+}
+
 fn veeam(c: &Components) -> Arc<Provider> {
     static VEEAM: OnceLock<Arc<Provider>> = OnceLock::new();
-    VEEAM
-        .get_or_init(|| {
-            c.runtime.load_file(&veeam_wasm()).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (build the components with `cargo xtask plugins`)",
-                    veeam_wasm().display()
-                )
-            })
-        })
-        .clone()
+    load_once(&VEEAM, c, veeam_wasm())
+}
+
+fn networker(c: &Components) -> Arc<Provider> {
+    static NETWORKER: OnceLock<Arc<Provider>> = OnceLock::new();
+    load_once(&NETWORKER, c, networker_wasm())
 }
 
 /// Which providers a test server has installed.
@@ -106,6 +122,8 @@ pub enum Installed {
     DummyAndHostile,
     /// `dummy` and the real `veeam` provider.
     DummyAndVeeam,
+    /// `dummy` and the real `veeam` and `networker` providers.
+    DummyVeeamAndNetworker,
     /// None at all.
     Nothing,
 }
@@ -123,7 +141,8 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
         Installed::Dummy
         | Installed::DummyAndScripted
         | Installed::DummyAndHostile
-        | Installed::DummyAndVeeam => {
+        | Installed::DummyAndVeeam
+        | Installed::DummyVeeamAndNetworker => {
             let c = tokio::task::spawn_blocking(components)
                 .await
                 .expect("components");
@@ -136,6 +155,14 @@ pub async fn start_in(dir: tempfile::TempDir, installed: Installed) -> TestServe
                         .await
                         .expect("veeam provider"),
                 ),
+                Installed::DummyVeeamAndNetworker => {
+                    let (veeam, networker) = tokio::task::spawn_blocking(|| {
+                        (veeam(components()), networker(components()))
+                    })
+                    .await
+                    .expect("veeam and networker providers");
+                    providers.extend([veeam, networker]);
+                }
                 _ => {}
             }
             (Some(c.runtime.clone()), providers)
@@ -246,6 +273,18 @@ pub async fn vm(s: &TestServer, client: &Client<'_>, name: &str, data_disk: bool
         extra.push(("diskofferingid", &dof));
     }
     s.deploy(client, name, &extra).await
+}
+
+/// An instance's internal name (`i-2-5-VM`), as root admins see it.
+pub async fn instance_name(s: &TestServer, vm: &str) -> String {
+    let r = s
+        .admin()
+        .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
+        .await;
+    r.ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
+        .as_str()
+        .expect("root admins see the internal name")
+        .to_string()
 }
 
 pub fn id(v: &Value) -> String {

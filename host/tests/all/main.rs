@@ -50,4 +50,5 @@ mod veeam_e2e;
 
 mod lifecycle_cli;
 mod lifecycle_plugins;
+mod mixed_vendors;
 mod networker_e2e;

@@ -20,20 +20,15 @@ const HOST_PASSWORD: &str = "kvm-secret-42";
 /// CloudStack's KVM volumes are files named by the volume's uuid in the pool's directory.
 const POOL: &str = "/var/lib/libvirt/images";
 
-struct Kvm {
-    sim: Running,
-    s: TestServer,
-    _cache: tempfile::TempDir,
+pub(crate) struct Kvm {
+    pub sim: Running,
+    pub s: TestServer,
+    pub _cache: Option<tempfile::TempDir>,
 }
 
-fn networker_wasm() -> std::path::PathBuf {
-    target_dir().join("providers").join("bnr_networker.wasm")
-}
-
-/// A server whose zone runs on two KVM hosts of `networker-sim` (kvm1 reached as 127.0.0.1,
-/// kvm2 as localhost), backed up by the `networker` provider.
-async fn kvm_zone() -> Kvm {
-    let sim = networker_sim::start(networker_sim::Config {
+/// `networker-sim` with two KVM hosts, kvm1 and kvm2, in cluster1.
+pub(crate) async fn networker_simulator() -> Running {
+    networker_sim::start(networker_sim::Config {
         hosts: ["kvm1", "kvm2"]
             .map(|name| HostConfig {
                 password: Some(HOST_PASSWORD.into()),
@@ -44,7 +39,13 @@ async fn kvm_zone() -> Kvm {
         ..Default::default()
     })
     .await
-    .expect("networker-sim");
+    .expect("networker-sim")
+}
+
+/// A server whose zone runs on two KVM hosts of `networker-sim` (kvm1 reached as 127.0.0.1,
+/// kvm2 as localhost), backed up by the `networker` provider.
+async fn kvm_zone() -> Kvm {
+    let sim = networker_simulator().await;
     let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(RuntimeConfig::new(cache.path())).expect("runtime");
     let (dummy, networker) = tokio::task::spawn_blocking({
@@ -66,11 +67,22 @@ async fn kvm_zone() -> Kvm {
         &[dummy, networker],
     )
     .await;
-    let cluster = add_cluster(&s, "cluster1").await;
+    configure_kvm_zone(&s, &sim).await;
+    Kvm {
+        sim,
+        s,
+        _cache: Some(cache),
+    }
+}
+
+/// Makes `s.zone_id` a KVM zone on the sim's hosts (host keys pinned), backed up by
+/// `networker` against the sim.
+pub(crate) async fn configure_kvm_zone(s: &TestServer, sim: &Running) {
+    let cluster = add_cluster(s, "cluster1").await;
     for (name, address) in [("kvm1", "127.0.0.1"), ("kvm2", "localhost")] {
         let host = sim.host(name).unwrap();
         let added = add_host(
-            &s,
+            s,
             &cluster,
             &format!("{address}:{}", host.ssh_addr.port()),
             name,
@@ -91,29 +103,24 @@ async fn kvm_zone() -> Kvm {
     }
     let zone = s.zone_id.clone();
     set_config(
-        &s,
+        s,
         "backup.framework.provider.plugin",
         "networker",
         Some(&zone),
     )
     .await;
-    set_config(&s, URL, &sim.rest_url, Some(&zone)).await;
+    set_config(s, URL, &sim.rest_url, Some(&zone)).await;
     set_config(
-        &s,
+        s,
         "backup.plugin.networker.password",
         NW_PASSWORD,
         Some(&zone),
     )
     .await;
-    Kvm {
-        sim,
-        s,
-        _cache: cache,
-    }
 }
 
 /// Deploys a KVM instance and tells the sim host it landed on about its libvirt domain.
-async fn kvm_vm(k: &Kvm, client: &Client<'_>, name: &str) -> (Value, String) {
+pub(crate) async fn kvm_vm(k: &Kvm, client: &Client<'_>, name: &str) -> (Value, String) {
     let v = vm(&k.s, client, name, false).await;
     let listed =
         k.s.admin()
@@ -162,7 +169,7 @@ async fn domain(client: &Client<'_>, name: &str, vm: &str) -> Domain {
     }
 }
 
-async fn import_policy(k: &Kvm, policy: &str) -> Value {
+pub(crate) async fn import_policy(k: &Kvm, policy: &str) -> Value {
     let r =
         k.s.admin()
             .call("listBackupProviderOfferings", &[("zoneid", &k.s.zone_id)])
@@ -178,7 +185,7 @@ async fn import_policy(k: &Kvm, policy: &str) -> Value {
     import(&k.s, found["externalid"].as_str().unwrap(), policy, true).await
 }
 
-fn save_set_sizes(k: &Kvm) -> Vec<(String, u64)> {
+pub(crate) fn save_set_sizes(k: &Kvm) -> Vec<(String, u64)> {
     k.sim.admin.with_state(|s| {
         s.save_sets
             .iter()

@@ -212,6 +212,16 @@ impl TestServer {
         }
     }
 
+    /// The same server with the helpers acting in `zone` (another zone of one installation).
+    pub fn in_zone(&self, zone: &str) -> TestServer {
+        TestServer {
+            state: self.state.clone(),
+            router: self.router.clone(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            zone_id: zone.into(),
+        }
+    }
+
     pub fn admin(&self) -> Client<'_> {
         self.client(Creds {
             api_key: ADMIN_API_KEY.into(),

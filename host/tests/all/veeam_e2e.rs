@@ -16,7 +16,7 @@ const SIM_PASSWORD: &str = "Sim-P@ss-4711";
 const VCENTER: &str = "vcenter.local";
 
 /// Short phases: a task, a job run and a restore session each finish within a few polls.
-fn fast() -> Timing {
+pub(crate) fn fast() -> Timing {
     Timing {
         task_phase_ms: 5,
         job_run_ms: 50,
@@ -25,7 +25,7 @@ fn fast() -> Timing {
     }
 }
 
-async fn simulator(timing: Timing) -> Running {
+pub(crate) async fn simulator(timing: Timing) -> Running {
     simulator_as(Profile::V12, timing).await
 }
 
@@ -47,9 +47,9 @@ async fn simulator_as(profile: Profile, timing: Timing) -> Running {
 }
 
 /// bnr with the Veeam provider, and the simulator its VMware zone points at.
-struct Env {
-    s: TestServer,
-    sim: Running,
+pub(crate) struct Env {
+    pub s: TestServer,
+    pub sim: Running,
 }
 
 impl Env {
@@ -63,7 +63,11 @@ impl Env {
     }
 
     async fn start_on(sim: Running, overrides: &[(&str, &str)]) -> Env {
-        let s = start(Installed::DummyAndVeeam).await;
+        Self::on(start(Installed::DummyAndVeeam).await, sim, overrides).await
+    }
+
+    /// Makes `s.zone_id` a VMware zone backed up by `veeam` against `sim`.
+    pub(crate) async fn on(s: TestServer, sim: Running, overrides: &[(&str, &str)]) -> Env {
         s.admin()
             .call(
                 "addVmwareDc",
@@ -133,13 +137,13 @@ impl Env {
     }
 
     /// Imports the simulator's `Gold` template job as a user-driven offering.
-    async fn gold(&self) -> Value {
+    pub(crate) async fn gold(&self) -> Value {
         let uid = self.policy("Gold").await;
         import(&self.s, &uid, "Gold", true).await
     }
 
     /// A VMware instance of `client` with a data disk, known to the simulated vCenter.
-    async fn instance(&self, client: &Client<'_>, name: &str) -> (Value, String) {
+    pub(crate) async fn instance(&self, client: &Client<'_>, name: &str) -> (Value, String) {
         let v = vm(&self.s, client, name, true).await;
         let internal = self.internal_name(&id(&v)).await;
         self.sim.with_state(|s| s.add_vm(&internal));
@@ -147,19 +151,11 @@ impl Env {
     }
 
     async fn internal_name(&self, vm: &str) -> String {
-        let r = self
-            .s
-            .admin()
-            .call("listVirtualMachines", &[("id", vm), ("listall", "true")])
-            .await;
-        r.ok("listVirtualMachines")["virtualmachine"][0]["instancename"]
-            .as_str()
-            .expect("root admins see the internal name")
-            .to_string()
+        instance_name(&self.s, vm).await
     }
 
     /// The simulator's restore points of VM `internal`, oldest first: (guid, full).
-    fn points(&self, internal: &str) -> Vec<(String, bool)> {
+    pub(crate) fn points(&self, internal: &str) -> Vec<(String, bool)> {
         self.sim.with_state(|s| {
             let mut points: Vec<_> = s
                 .restore_points
@@ -187,7 +183,7 @@ impl Env {
         })
     }
 
-    fn assert_no_live_session(&self) {
+    pub(crate) fn assert_no_live_session(&self) {
         assert_eq!(
             self.sim.live_sessions(),
             0,
