@@ -474,7 +474,7 @@ async fn authenticate(
     let user_id = session_user(state, raw, headers)?;
     let user = state
         .store()
-        .read(move |c| identity::get_user(c, user_id))
+        .read(move |c| identity::get_live_user(c, user_id))
         .await
         .map_err(|_: OpError| ApiError::credentials())?;
     if !user.is_enabled() {

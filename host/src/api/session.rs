@@ -65,6 +65,14 @@ impl Sessions {
         Some(s.user_id)
     }
 
+    /// Ends every session of the given users (they were disabled or deleted): re-enabling a
+    /// user does not bring an old session back.
+    pub fn end_users(&self, user_ids: &[i64]) {
+        self.inner
+            .lock()
+            .retain(|_, s| !user_ids.contains(&s.user_id));
+    }
+
     pub fn remove(&self, key: &str) -> bool {
         self.inner.lock().remove(key).is_some()
     }

@@ -844,6 +844,104 @@ pub fn set_user_keys(
     Ok(())
 }
 
+/// The live (not removed) user `user_id` with its live account; `NotFound` otherwise.
+pub fn get_live_user(conn: &Connection, user_id: i64) -> OpResult<User> {
+    conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM {USER_FROM} \
+         WHERE u.id = ?1 AND u.removed IS NULL AND a.removed IS NULL"
+    ))?
+    .query_row([user_id], user_from_row)
+    .optional()?
+    .ok_or_else(|| OpError::InvalidParameter(format!("Unable to find active user by id {user_id}")))
+}
+
+/// The live (not removed) account `account_id`; `NotFound` otherwise.
+pub fn get_live_account(conn: &Connection, account_id: i64) -> OpResult<Account> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE a.id = ?1 AND a.removed IS NULL"
+    ))?
+    .query_row([account_id], |r| account_from_row_at(r, 0))
+    .optional()?
+    .ok_or_else(|| OpError::InvalidParameter(format!("Unable to find account by id {account_id}")))
+}
+
+/// Lifecycle states of users and accounts a command may set (`locked`: accounts only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleState {
+    Enabled,
+    Disabled,
+    Locked,
+}
+
+impl LifecycleState {
+    pub fn as_db(self) -> &'static str {
+        match self {
+            LifecycleState::Enabled => "enabled",
+            LifecycleState::Disabled => "disabled",
+            LifecycleState::Locked => "locked",
+        }
+    }
+}
+
+pub fn set_user_state(conn: &Connection, user_id: i64, state: LifecycleState) -> OpResult<User> {
+    conn.execute(
+        "UPDATE users SET state = ?1 WHERE id = ?2 AND removed IS NULL",
+        params![state.as_db(), user_id],
+    )?;
+    get_live_user(conn, user_id)
+}
+
+pub fn set_account_state(
+    conn: &Connection,
+    account_id: i64,
+    state: LifecycleState,
+) -> OpResult<Account> {
+    conn.execute(
+        "UPDATE accounts SET state = ?1 WHERE id = ?2 AND removed IS NULL",
+        params![state.as_db(), account_id],
+    )?;
+    get_live_account(conn, account_id)
+}
+
+/// Marks a user removed and drops its API keys, so neither the key nor a session works again.
+pub fn remove_user(conn: &Connection, user_id: i64) -> OpResult<()> {
+    conn.execute(
+        "UPDATE users SET removed = ?1, api_key = NULL, secret_key = NULL \
+         WHERE id = ?2 AND removed IS NULL",
+        params![now(), user_id],
+    )?;
+    Ok(())
+}
+
+/// Marks an account and all its users removed. Refused while the account still owns
+/// instances, volumes or backups: their data would otherwise be left without an owner.
+pub fn remove_account(conn: &Connection, account_id: i64) -> OpResult<()> {
+    let (vms, volumes, backups): (i64, i64, i64) = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM vms WHERE account_id = ?1 AND removed IS NULL), \
+                (SELECT COUNT(*) FROM volumes WHERE account_id = ?1 AND removed IS NULL), \
+                (SELECT COUNT(*) FROM backups WHERE account_id = ?1 AND removed IS NULL)",
+        [account_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if vms > 0 || volumes > 0 || backups > 0 {
+        return Err(OpError::InvalidState(format!(
+            "The account still owns {vms} instance(s), {volumes} volume(s) and {backups} \
+             backup(s); expunge and delete them before deleting the account"
+        )));
+    }
+    let ts = now();
+    conn.execute(
+        "UPDATE users SET removed = ?1, api_key = NULL, secret_key = NULL \
+         WHERE account_id = ?2 AND removed IS NULL",
+        params![ts, account_id],
+    )?;
+    conn.execute(
+        "UPDATE accounts SET removed = ?1 WHERE id = ?2 AND removed IS NULL",
+        params![ts, account_id],
+    )?;
+    Ok(())
+}
+
 pub fn list_accounts(
     conn: &Connection,
     scope: &ListScope,

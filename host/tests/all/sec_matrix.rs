@@ -93,6 +93,8 @@ struct Fixture {
     attached: String,
     job: String,
     alice_user: String,
+    /// An account of d1 that owns nothing (only for `deleteAccount`).
+    spare_account: String,
     /// A trusted key's signature over the `dummy-next` fixture (`addBackupProviderPlugin`).
     plugin_signature: String,
     /// A public key that is not trusted yet (`addBackupProviderSigningKey`).
@@ -240,7 +242,19 @@ async fn fixture(s: &TestServer, command: &str) -> Fixture {
             .to_string();
     }
     let (plugin_signature, new_public_key) = plugin_fixture(s, command).await;
+    let mut spare_account = String::new();
+    if command == "deleteAccount" {
+        s.create_user("carol", "User", Some(&d1)).await;
+        let listed = admin
+            .call("listAccounts", &[("name", "carol"), ("domainid", &d1)])
+            .await;
+        spare_account = listed.ok("listAccounts")["account"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
     Fixture {
+        spare_account,
         plugin_signature,
         new_public_key,
         cluster,
@@ -388,6 +402,20 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             ],
         ),
         "registerUserKeys" => (Owner, p(&[("id", &f.alice_user)])),
+        "disableUser" | "enableUser" | "deleteUser" => (Admins, p(&[("id", &f.alice_user)])),
+        "disableAccount" => (
+            Admins,
+            vec![
+                ("account", "alice".into()),
+                ("domainid", f.d1.clone()),
+                ("lock", "false".into()),
+            ],
+        ),
+        "enableAccount" => (
+            Admins,
+            vec![("account", "alice".into()), ("domainid", f.d1.clone())],
+        ),
+        "deleteAccount" => (Admins, p(&[("id", &f.spare_account)])),
         "listAccounts"
         | "listUsers"
         | "listEvents"

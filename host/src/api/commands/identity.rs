@@ -1,8 +1,12 @@
 //! Domains, accounts, users and API keys.
 
-use crate::api::registry::{ADMINS, ALL_ROLES, Command, Entity, Param, Registry, RegistryError};
+use crate::api::registry::{
+    ADMINS, ALL_ROLES, AsyncStart, Command, Ctx, Entity, Param, Registry, RegistryError,
+};
 use crate::api::{ApiError, ApiResult, Obj};
-use crate::identity::{self, Account, Domain, ListScope, NewAccount, Role, User};
+use crate::identity::{
+    self, Account, Caller, Domain, LifecycleState, ListScope, NewAccount, Role, User,
+};
 use crate::store::events::{self, NewEvent};
 use crate::store::{OpError, format_date};
 
@@ -194,6 +198,223 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 Ok(ApiResult::Object(Obj::new().str("apikey", api_key).str("secretkey", secret_key)))
             }),
     )?;
+    for (name, state) in [
+        ("disableUser", LifecycleState::Disabled),
+        ("enableUser", LifecycleState::Enabled),
+    ] {
+        let verb = if state == LifecycleState::Enabled {
+            "Enables"
+        } else {
+            "Disables"
+        };
+        r.register(
+            Command::sync(name)
+                .describe(&format!("{verb} a user account"))
+                .since("1.0.0")
+                .roles(ADMINS)
+                .object("user")
+                .param(
+                    Param::uuid("id", Entity::USER)
+                        .required()
+                        .desc("User ID.")
+                        .related("listUsers"),
+                )
+                .field("id", "string", "the user ID")
+                .field("state", "string", "the user state")
+                .handler(move |ctx| async move {
+                    let user_id = ctx.req_id("id")?;
+                    let caller = ctx.caller.clone();
+                    let user = ctx
+                        .state
+                        .store()
+                        .write(move |tx| {
+                            let user = identity::get_live_user(tx, user_id)?;
+                            check_user_change(tx, &caller, &user)?;
+                            let user = identity::set_user_state(tx, user_id, state)?;
+                            let (kind, done) = match state {
+                                LifecycleState::Enabled => ("USER.ENABLE", "enabled"),
+                                _ => ("USER.DISABLE", "disabled"),
+                            };
+                            let text = format!("User {} {done}", user.username);
+                            events::record(
+                                tx,
+                                &NewEvent::completed(&caller, kind, &text)
+                                    .resource("User", &user.uuid),
+                            )?;
+                            Ok::<_, OpError>(user)
+                        })
+                        .await?;
+                    if state != LifecycleState::Enabled {
+                        ctx.state.sessions.end_users(&[user_id]);
+                    }
+                    Ok(ApiResult::Object(user_obj(&user)))
+                }),
+        )?;
+    }
+    r.register(
+        Command::sync("deleteUser")
+            .describe("Deletes a user for an account")
+            .since("1.0.0")
+            .roles(ADMINS)
+            .object("success")
+            .param(
+                Param::uuid("id", Entity::USER)
+                    .required()
+                    .desc("id of the user to be deleted")
+                    .related("listUsers"),
+            )
+            .field(
+                "success",
+                "boolean",
+                "true if operation is executed successfully",
+            )
+            .handler(|ctx| async move {
+                let user_id = ctx.req_id("id")?;
+                let caller = ctx.caller.clone();
+                ctx.state
+                    .store()
+                    .write(move |tx| {
+                        let user = identity::get_live_user(tx, user_id)?;
+                        check_user_change(tx, &caller, &user)?;
+                        identity::remove_user(tx, user_id)?;
+                        let text = format!("Deleted user {}", user.username);
+                        events::record(
+                            tx,
+                            &NewEvent::completed(&caller, "USER.DELETE", &text)
+                                .resource("User", &user.uuid),
+                        )?;
+                        Ok::<_, OpError>(())
+                    })
+                    .await?;
+                ctx.state.sessions.end_users(&[user_id]);
+                Ok(ApiResult::success())
+            }),
+    )?;
+    r.register(
+        Command::asynchronous("disableAccount")
+            .describe("Disables an account")
+            .since("1.0.0")
+            .roles(ADMINS)
+            .object("account")
+            .param(
+                Param::uuid("id", Entity::ACCOUNT)
+                    .desc("Account id")
+                    .related("listAccounts"),
+            )
+            .param(Param::string("account").desc("Disables specified account."))
+            .param(
+                Param::uuid("domainid", Entity::DOMAIN)
+                    .desc("Disables specified account in this domain.")
+                    .related("listDomains"),
+            )
+            .param(
+                Param::boolean("lock")
+                    .required()
+                    .desc("If true, only lock the account; else disable the account"),
+            )
+            .field("id", "string", "the id of the account")
+            .field("state", "string", "the state of the account")
+            .async_handler(|ctx| async move {
+                let state = if ctx.bool_or("lock", false) {
+                    LifecycleState::Locked
+                } else {
+                    LifecycleState::Disabled
+                };
+                account_state_job(ctx, state, "ACCOUNT.DISABLE").await
+            }),
+    )?;
+    r.register(
+        Command::sync("enableAccount")
+            .describe("Enables an account")
+            .since("1.0.0")
+            .roles(ADMINS)
+            .object("account")
+            .param(
+                Param::uuid("id", Entity::ACCOUNT)
+                    .desc("Account id")
+                    .related("listAccounts"),
+            )
+            .param(Param::string("account").desc("Enables specified account."))
+            .param(
+                Param::uuid("domainid", Entity::DOMAIN)
+                    .desc("Enables specified account in this domain.")
+                    .related("listDomains"),
+            )
+            .field("id", "string", "the id of the account")
+            .field("state", "string", "the state of the account")
+            .handler(|ctx| async move {
+                let account_id = target_account(&ctx).await?;
+                let caller = ctx.caller.clone();
+                let (account, users) = ctx
+                    .state
+                    .store()
+                    .write(move |tx| {
+                        set_account_state(
+                            tx,
+                            &caller,
+                            account_id,
+                            LifecycleState::Enabled,
+                            "ACCOUNT.ENABLE",
+                        )
+                    })
+                    .await?;
+                Ok(ApiResult::Object(account_obj(&account, &users)))
+            }),
+    )?;
+    r.register(
+        Command::asynchronous("deleteAccount")
+            .describe("Deletes an account and all the users associated with it")
+            .since("1.0.0")
+            .roles(ADMINS)
+            .object("success")
+            .param(
+                Param::uuid("id", Entity::ACCOUNT)
+                    .required()
+                    .desc("Account id")
+                    .related("listAccounts"),
+            )
+            .field(
+                "success",
+                "boolean",
+                "true if operation is executed successfully",
+            )
+            .async_handler(|ctx| async move {
+                let account_id = ctx.req_id("id")?;
+                let caller = ctx.caller.clone();
+                let store = ctx.state.store().clone();
+                let c2 = caller.clone();
+                // Refuse before a job exists; the job checks again in its own transaction.
+                let account = store
+                    .read(move |c| {
+                        let account = identity::get_live_account(c, account_id)?;
+                        check_account_change(c, &c2, &account)?;
+                        Ok::<_, OpError>(account)
+                    })
+                    .await?;
+                let uuid = account.uuid.clone();
+                let sessions = ctx.state.sessions.clone();
+                Ok(AsyncStart::new(async move {
+                    let removed = store
+                        .write(move |tx| {
+                            let account = identity::get_live_account(tx, account_id)?;
+                            check_account_change(tx, &caller, &account)?;
+                            let users = identity::users_of_account(tx, account_id)?;
+                            identity::remove_account(tx, account_id)?;
+                            let text = format!("Deleted account {}", account.name);
+                            events::record(
+                                tx,
+                                &NewEvent::completed(&caller, "ACCOUNT.DELETE", &text)
+                                    .resource("Account", &account.uuid),
+                            )?;
+                            Ok::<_, OpError>(users)
+                        })
+                        .await?;
+                    sessions.end_users(&removed.iter().map(|u| u.id).collect::<Vec<_>>());
+                    Ok(ApiResult::success())
+                })
+                .instance("Account", &uuid))
+            }),
+    )?;
     r.register(
         Command::sync("listDomains")
             .describe("Lists domains and provides detailed information for listed domains")
@@ -251,6 +472,124 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 Ok(ApiResult::Object(domain_obj(&domain)))
             }),
     )
+}
+
+/// The account a lifecycle command names: `id`, or `account` with `domainid` (CloudStack's pair).
+async fn target_account(ctx: &Ctx) -> Result<i64, ApiError> {
+    if let Some(id) = ctx.id("id") {
+        return Ok(id);
+    }
+    let (Some(name), Some(domain_id)) = (ctx.str("account"), ctx.id("domainid")) else {
+        return Err(ApiError::param(
+            "Either id or account and domainid must be specified",
+        ));
+    };
+    let name = name.to_string();
+    let found = ctx
+        .state
+        .store()
+        .read(move |c| identity::account_id_by_name(c, domain_id, &name))
+        .await?;
+    found.ok_or_else(|| ApiError::param("Unable to find the account by name in the domain"))
+}
+
+/// The default root admin account (`admin` in ROOT), which no command may disable or delete.
+fn is_default_admin(a: &Account) -> bool {
+    a.name == "admin" && a.domain_path == "/"
+}
+
+/// Who may disable, enable or delete an account: the root admin, or a domain admin for
+/// accounts in its domain subtree that are not root admins; never the caller's own account
+/// nor the default root admin account.
+fn check_account_change(
+    c: &rusqlite::Connection,
+    caller: &Caller,
+    account: &Account,
+) -> Result<(), OpError> {
+    caller.check_access(c, account.id, account.domain_id, "the account")?;
+    if account.id == caller.account_id {
+        return Err(OpError::PermissionDenied(
+            "The caller cannot change or delete its own account".into(),
+        ));
+    }
+    if is_default_admin(account) || (account.role == Role::Admin && !caller.is_root_admin()) {
+        return Err(OpError::PermissionDenied(format!(
+            "Account '{}' does not have permission to change the root admin account",
+            caller.account_name
+        )));
+    }
+    Ok(())
+}
+
+/// [`check_account_change`] for one user; the caller may not change itself either.
+fn check_user_change(
+    c: &rusqlite::Connection,
+    caller: &Caller,
+    user: &User,
+) -> Result<(), OpError> {
+    if user.id == caller.user_id {
+        return Err(OpError::PermissionDenied(
+            "The caller cannot change or delete its own user".into(),
+        ));
+    }
+    caller.check_access(c, user.account.id, user.account.domain_id, "the user")?;
+    if is_default_admin(&user.account)
+        || (user.account.role == Role::Admin && !caller.is_root_admin())
+    {
+        return Err(OpError::PermissionDenied(format!(
+            "Account '{}' does not have permission to change a root admin user",
+            caller.account_name
+        )));
+    }
+    Ok(())
+}
+
+fn set_account_state(
+    tx: &rusqlite::Connection,
+    caller: &Caller,
+    account_id: i64,
+    state: LifecycleState,
+    event: &str,
+) -> Result<(Account, Vec<User>), OpError> {
+    let account = identity::get_live_account(tx, account_id)?;
+    check_account_change(tx, caller, &account)?;
+    let account = identity::set_account_state(tx, account_id, state)?;
+    let text = format!("Account {} {}", account.name, state.as_db());
+    events::record(
+        tx,
+        &NewEvent::completed(caller, event, &text).resource("Account", &account.uuid),
+    )?;
+    let users = identity::users_of_account(tx, account_id)?;
+    Ok((account, users))
+}
+
+/// `disableAccount`: checked before the job exists, the change made in the job (as CloudStack).
+async fn account_state_job(
+    ctx: Ctx,
+    state: LifecycleState,
+    event: &'static str,
+) -> Result<AsyncStart, ApiError> {
+    let account_id = target_account(&ctx).await?;
+    let caller = ctx.caller.clone();
+    let store = ctx.state.store().clone();
+    let c2 = caller.clone();
+    let account = store
+        .read(move |c| {
+            let account = identity::get_live_account(c, account_id)?;
+            check_account_change(c, &c2, &account)?;
+            Ok::<_, OpError>(account)
+        })
+        .await?;
+    let uuid = account.uuid.clone();
+    let sessions = ctx.state.sessions.clone();
+    Ok(AsyncStart::new(async move {
+        let (account, users) = store
+            .write(move |tx| set_account_state(tx, &caller, account_id, state, event))
+            .await?;
+        sessions.end_users(&users.iter().map(|u| u.id).collect::<Vec<_>>());
+        Ok(ApiResult::Object(account_obj(&account, &users)))
+    })
+    .instance("Account", &uuid))
 }
 
 /// Accounts and users are listed over the caller's whole visible scope by default (CloudStack
