@@ -75,12 +75,10 @@ impl Grants {
         operator_extra: &[String],
     ) -> Grants {
         let mut grants = Grants::default();
-        let mut wants_http = false;
-        let mut wants_exec = false;
+        let (wants_http, wants_exec) = declared_kinds(info);
         for need in &info.needs {
             match need {
                 Need::HttpToSetting(name) => {
-                    wants_http = true;
                     if let Some(authority) =
                         setting_value(info, settings, name).and_then(normalize_http_target)
                     {
@@ -88,13 +86,11 @@ impl Grants {
                     }
                 }
                 Need::RemoteExecOnInstanceHost => {
-                    wants_exec = true;
                     if let Some(host) = instance_host.and_then(normalize_exec_target) {
                         grants.exec_targets.push(host);
                     }
                 }
                 Need::RemoteExecToSetting(name) => {
-                    wants_exec = true;
                     if let Some(host) =
                         setting_value(info, settings, name).and_then(normalize_exec_target)
                     {
@@ -102,7 +98,6 @@ impl Grants {
                     }
                 }
                 Need::HttpsToSetting(access) => {
-                    wants_http = true;
                     if let Some(authority) = setting_value(info, settings, &access.url_setting)
                         .and_then(normalize_http_target)
                         .and_then(https_authority)
@@ -116,7 +111,6 @@ impl Grants {
                     }
                 }
                 Need::SshToSetting(access) => {
-                    wants_exec = true;
                     let value = setting_value(info, settings, &access.host_setting);
                     if let Some(host) = value.and_then(normalize_exec_target) {
                         let connection = ssh_connection(info, settings, access, value);
@@ -201,6 +195,52 @@ impl Grants {
             granted.host().eq_ignore_ascii_case(&host)
                 && granted.port_u16().unwrap_or(default_port) == port
         })
+    }
+}
+
+/// Whether the provider declared an HTTP need and a remote-exec need: operator extras of a
+/// kind it did not declare grant nothing.
+fn declared_kinds(info: &ProviderInfo) -> (bool, bool) {
+    let wants_http = info.needs.iter().any(|need| {
+        matches!(need, Need::HttpToSetting(_) | Need::HttpsToSetting(_))
+    });
+    let wants_exec = info.needs.iter().any(|need| {
+        matches!(
+            need,
+            Need::RemoteExecOnInstanceHost | Need::RemoteExecToSetting(_) | Need::SshToSetting(_)
+        )
+    });
+    (wants_http, wants_exec)
+}
+
+/// Checks one operator grant (`host[:port]`, a URL, or `exec:HOST`) against what the provider
+/// declared, and returns it in normal form. The error says why it grants nothing.
+pub fn check_operator_extra(info: &ProviderInfo, extra: &str) -> Result<String, String> {
+    let (wants_http, wants_exec) = declared_kinds(info);
+    let extra = extra.trim();
+    match extra.strip_prefix(OPERATOR_EXEC_PREFIX) {
+        Some(target) => {
+            if !wants_exec {
+                return Err(format!(
+                    "`{extra}`: backup provider {} declares no remote-exec need",
+                    info.name
+                ));
+            }
+            normalize_exec_target(target)
+                .map(|host| format!("{OPERATOR_EXEC_PREFIX}{host}"))
+                .ok_or_else(|| format!("`{extra}` does not name a host"))
+        }
+        None => {
+            if !wants_http {
+                return Err(format!(
+                    "`{extra}`: backup provider {} declares no HTTP need",
+                    info.name
+                ));
+            }
+            normalize_http_target(extra).ok_or_else(|| {
+                format!("`{extra}` is not an HTTP destination (host, host:port or http(s) URL)")
+            })
+        }
     }
 }
 

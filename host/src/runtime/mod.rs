@@ -44,7 +44,9 @@ pub mod wit {
 pub use cache::CacheOutcome;
 pub use engine::{LoadStats, Runtime, RuntimeConfig, inspect};
 pub use error::{CallError, LoadError};
-pub use grants::{CallContext, Grants, OPERATOR_EXEC_PREFIX, SshGrant, TlsGrant};
+pub use grants::{
+    CallContext, Grants, OPERATOR_EXEC_PREFIX, SshGrant, TlsGrant, check_operator_extra,
+};
 pub use inspect::{
     Inspection, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, capability_flags, delete_granularity_name,
     describe_need, setting_prefix,

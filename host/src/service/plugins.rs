@@ -31,6 +31,7 @@ impl PluginEvent {
     pub const KEY_ADD: &'static str = "BACKUP.PROVIDER.KEY.ADD";
     pub const KEY_DELETE: &'static str = "BACKUP.PROVIDER.KEY.DELETE";
     pub const SWAP: &'static str = "BACKUP.PROVIDER.SWAP";
+    pub const GRANT: &'static str = "BACKUP.PROVIDER.GRANT";
 }
 
 /// An upload to install.
@@ -498,6 +499,89 @@ impl Providers {
                 .map_err(|e| format!("list-policies in zone {zone_name} ({uuid}): {e}"))?;
         }
         Ok(())
+    }
+
+    /// Sets the grants `provider` has in zone `zone_id` beyond what its settings cover
+    /// (`host[:port]`, URLs, `exec:HOST`; none: it has none). Each entry must be of a kind of
+    /// need the provider's serving version declares; one that is not refuses the whole change.
+    /// Returns the zone's uuid and the entries as stored.
+    pub async fn set_grants(
+        &self,
+        zone_id: i64,
+        provider: &str,
+        grants: &[String],
+    ) -> BackupResult<(String, Vec<String>)> {
+        let _serial = self.lifecycle_lock.lock().await;
+        let name = provider.trim().to_lowercase();
+        let provider = self.catalog().get(&name).ok_or_else(|| {
+            BackupError::InvalidValue(format!("Backup provider {name} is not installed"))
+        })?;
+        let mut normal = Vec::new();
+        for entry in grants.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let entry = crate::runtime::check_operator_extra(provider.info(), entry)
+                .map_err(|reason| BackupError::InvalidValue(format!("Grant refused: {reason}")))?;
+            if !normal.contains(&entry) {
+                normal.push(entry);
+            }
+        }
+        let (row_name, row_grants) = (name.clone(), normal.join(","));
+        let zone_uuid: String = self
+            .store_handle()
+            .write(move |tx| {
+                let uuid: Option<String> = tx
+                    .query_row(
+                        "SELECT uuid FROM zones WHERE id = ?1 AND removed IS NULL",
+                        [zone_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(uuid) = uuid else {
+                    return Err(OpError::InvalidParameter("Unable to find zone".into()));
+                };
+                if row_grants.is_empty() {
+                    tx.execute(
+                        "DELETE FROM provider_zone_grants WHERE zone_id = ?1 AND provider = ?2",
+                        rusqlite::params![zone_id, row_name],
+                    )?;
+                } else {
+                    tx.execute(
+                        "INSERT INTO provider_zone_grants(zone_id, provider, grants, changed)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(zone_id, provider) DO UPDATE SET grants = ?3, changed = ?4",
+                        rusqlite::params![zone_id, row_name, row_grants, now()],
+                    )?;
+                }
+                Ok(uuid)
+            })
+            .await?;
+        {
+            let mut given = self.api_grants.write();
+            if normal.is_empty() {
+                given.remove(&(zone_id, name.clone()));
+            } else {
+                given.insert((zone_id, name.clone()), normal.clone());
+            }
+        }
+        let shown = normal.join(", ");
+        tracing::info!(
+            provider = %name,
+            version = provider.version(),
+            sha256 = provider.sha256(),
+            zone = %zone_uuid,
+            grants = %shown,
+            "backup provider grants changed"
+        );
+        self.event_async(
+            PluginEvent::GRANT,
+            Level::Info,
+            format!(
+                "Backup provider {name} {} (sha256 {}) in zone {zone_uuid} is granted [{shown}]",
+                provider.version(),
+                provider.sha256(),
+            ),
+        )
+        .await;
+        Ok((zone_uuid, normal))
     }
 
     /// Deletes an installed version. Refused for bundled and directory components, for the

@@ -153,6 +153,9 @@ pub struct Providers {
     /// Serialises install, upgrade, rollback and delete.
     pub(super) lifecycle_lock: tokio::sync::Mutex<()>,
     zones: ZoneRegistry,
+    /// Grants given through `updateBackupProviderGrants`: (zone id, provider name) → entries in
+    /// normal form. Mirrors `provider_zone_grants`; read on every call, so kept in memory.
+    pub(super) api_grants: parking_lot::RwLock<HashMap<(i64, String), Vec<String>>>,
     settings: Settings,
     store: Store,
 }
@@ -252,6 +255,7 @@ impl Providers {
             load_installed(&store, rt, files, &components)?;
         }
         choose_active(&store, &components, &catalog)?;
+        let api_grants = load_api_grants(&store)?;
         let this = Providers {
             runtime,
             catalog,
@@ -261,6 +265,7 @@ impl Providers {
             providers_dir: policy.providers_dir,
             lifecycle_lock: tokio::sync::Mutex::new(()),
             zones: ZoneRegistry::new(),
+            api_grants: parking_lot::RwLock::new(api_grants),
             settings,
             store,
         };
@@ -476,7 +481,7 @@ impl Providers {
                     .map(|v| (decl.name.clone(), v))
             })
             .collect();
-        let extras: Vec<String> = self
+        let mut extras: Vec<String> = self
             .settings
             .get(BACKUP_PROVIDER_GRANTS, Some(zone_id))
             .unwrap_or_default()
@@ -485,6 +490,13 @@ impl Providers {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
+        if let Some(given) = self
+            .api_grants
+            .read()
+            .get(&(zone_id, provider.name().to_string()))
+        {
+            extras.extend(given.iter().cloned());
+        }
         let grants = Grants::derive(info, &settings, instance_host, &extras);
         CallContext::new(zone_uuid, settings, grants)
     }
@@ -547,6 +559,34 @@ impl Providers {
             }
         });
     }
+}
+
+/// The grants given through the API, by (zone id, provider name).
+fn load_api_grants(store: &Store) -> Result<HashMap<(i64, String), Vec<String>>, StoreError> {
+    store.read_blocking(|c| {
+        let mut st = c.prepare("SELECT zone_id, provider, grants FROM provider_zone_grants")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, i64>(0)?, r.get::<_, String>(1)?),
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, grants)| (key, split_grants(&grants)))
+            .collect())
+    })
+}
+
+/// Comma-separated grant entries, trimmed, blanks left out.
+pub(super) fn split_grants(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A provider's setting declaration as a zone-scoped setting definition.

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "plugins",
         sql: include_str!("migrations/0009_plugins.sql"),
     },
+    Migration {
+        version: 12,
+        name: "provider_grants",
+        sql: include_str!("migrations/0012_provider_grants.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
