@@ -87,6 +87,18 @@ pub struct OperationOrigin {
     pub sha256: Option<String>,
 }
 
+/// One expired operation's cancellation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    pub handle: String,
+    /// The component the operation recorded.
+    pub origin: OperationOrigin,
+    /// sha256 of the component asked to cancel; `None`: none is loaded that may.
+    pub asked_sha256: Option<String>,
+    /// The provider's refusal, if it refused.
+    pub error: Option<String>,
+}
+
 /// Latest storage numbers reported for a zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneStorageStats {
@@ -126,6 +138,9 @@ pub struct ZoneSync {
     /// Backups and operations ended by their deadline.
     pub expired_backups: usize,
     pub expired_operations: usize,
+    /// Cancellations of expired operations: the component asked (or `None`: none could be)
+    /// and its answer.
+    pub cancelled: Vec<Cancelled>,
     pub usage: UsageChanges,
     /// A store failure that cut the zone's pass short.
     pub error: Option<String>,
@@ -299,7 +314,9 @@ impl Syncer {
                 out.reconciled = Some(self.reconcile(zone_id, zp, now).await?);
             }
         }
-        let (backups, operations) = self.expire(zone_id, zone_uuid, enabled, now).await?;
+        let (backups, operations, cancelled) =
+            self.expire(zone_id, zone_uuid, enabled, now).await?;
+        out.cancelled = cancelled;
         out.expired_backups = backups;
         out.expired_operations = operations;
         out.usage = self
@@ -382,17 +399,18 @@ impl Syncer {
         zone_uuid: &str,
         enabled: bool,
         now: i64,
-    ) -> Result<(usize, usize), SyncError> {
+    ) -> Result<(usize, usize, Vec<Cancelled>), SyncError> {
         let cutoff = now - self.interval_secs();
         let expired = self
             .store
             .write(move |tx| expire_in_tx(tx, zone_id, cutoff))
             .await?;
-        for (handle, origin) in expired.cancel.iter().filter(|_| enabled) {
+        let mut cancelled = Vec::new();
+        for (handle, origin) in expired.cancel.into_iter().filter(|_| enabled) {
             let provider = origin.provider.as_str();
             let Some(zp) = self
                 .resolver
-                .operation_provider(zone_id, zone_uuid, origin)
+                .operation_provider(zone_id, zone_uuid, &origin)
             else {
                 tracing::warn!(
                     provider,
@@ -400,17 +418,33 @@ impl Syncer {
                     sha256 = origin.sha256.as_deref().unwrap_or(""),
                     "the provider version that started an expired operation is gone; not cancelled"
                 );
+                cancelled.push(Cancelled {
+                    handle,
+                    origin,
+                    asked_sha256: None,
+                    error: None,
+                });
                 continue;
             };
-            if let Err(e) = zp.provider.cancel_operation(&zp.ctx, handle).await {
-                tracing::warn!(
-                    provider,
-                    version = zp.provider.version(),
-                    sha256 = zp.provider.sha256(),
-                    error = %e,
-                    "cancelling an expired operation failed"
-                );
-            }
+            let error = match zp.provider.cancel_operation(&zp.ctx, &handle).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(
+                        provider,
+                        version = zp.provider.version(),
+                        sha256 = zp.provider.sha256(),
+                        error = %e,
+                        "cancelling an expired operation failed"
+                    );
+                    Some(e.to_string())
+                }
+            };
+            cancelled.push(Cancelled {
+                handle,
+                origin,
+                asked_sha256: Some(zp.provider.sha256().to_string()),
+                error,
+            });
         }
         for (job_uuid, reason) in &expired.fail_jobs {
             let failure = JobFailure {
@@ -421,7 +455,7 @@ impl Syncer {
                 tracing::error!(job = %job_uuid, error = %e, "cannot fail an expired job");
             }
         }
-        Ok((expired.backups, expired.operations))
+        Ok((expired.backups, expired.operations, cancelled))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rusqlite::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
-use super::providers::{Providers, record_admin_event_as};
+use super::providers::{Providers, missing_grants, record_admin_event_as};
 use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::plugins::{Component, MAX_UPLOAD_BYTES, Origin, signing};
 use crate::runtime::{Grants, Provider, wit};
@@ -32,6 +32,8 @@ impl PluginEvent {
     pub const KEY_DELETE: &'static str = "BACKUP.PROVIDER.KEY.DELETE";
     pub const SWAP: &'static str = "BACKUP.PROVIDER.SWAP";
     pub const GRANT: &'static str = "BACKUP.PROVIDER.GRANT";
+    /// A switch refused because a zone does not grant the version's needs.
+    pub const NEEDS_REFUSED: &'static str = super::providers::NEEDS_REFUSED_EVENT;
 }
 
 /// An upload to install.
@@ -344,6 +346,34 @@ impl Providers {
             )));
         }
         let zones = self.zones_using(&name).await?;
+        for (id, uuid, zone_name) in &zones {
+            let Some(missing) =
+                missing_grants(self.settings_handle(), &self.api_grants, *id, &provider)
+            else {
+                continue;
+            };
+            let text = format!(
+                "Backup provider {name} {} (sha256 {}) needs {missing}, which zone {zone_name} ({uuid}) does not grant; grant it with updateBackupProviderGrants first. {} stays",
+                provider.version(),
+                provider.sha256(),
+                current.as_ref().map_or("nothing".to_string(), |c| format!(
+                    "{} {}",
+                    c.name(),
+                    c.version()
+                ))
+            );
+            tracing::warn!(
+                provider = %name,
+                version = provider.version(),
+                sha256 = provider.sha256(),
+                zone = %uuid,
+                %missing,
+                "provider switch refused: needs not granted"
+            );
+            self.event_async(PluginEvent::NEEDS_REFUSED, Level::Warn, text.clone())
+                .await;
+            return Err(BackupError::refused(text));
+        }
         let started = std::time::Instant::now();
         if let Err(reason) = self.probe(&provider, &zones).await {
             let text = format!(
