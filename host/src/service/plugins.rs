@@ -532,8 +532,9 @@ impl Providers {
     }
 
     /// Sets the grants `provider` has in zone `zone_id` beyond what its settings cover
-    /// (`host[:port]`, URLs, `exec:HOST`; none: it has none). Each entry must be of a kind of
-    /// need the provider's serving version declares; one that is not refuses the whole change.
+    /// (`host[:port]`, URLs, `exec:HOST`, `remote-exec-on-instance-host`; none: it has none).
+    /// Each entry must match a need that a loaded version of the provider declares (so a grant
+    /// can precede the upgrade that needs it); one that does not refuses the whole change.
     /// Returns the zone's uuid and the entries as stored.
     pub async fn set_grants(
         &self,
@@ -546,9 +547,21 @@ impl Providers {
         let provider = self.catalog().get(&name).ok_or_else(|| {
             BackupError::InvalidValue(format!("Backup provider {name} is not installed"))
         })?;
+        let versions: Vec<Arc<Provider>> = self
+            .components
+            .list()
+            .into_iter()
+            .map(|c| c.provider)
+            .filter(|p| p.name() == name)
+            .collect();
         let mut normal = Vec::new();
         for entry in grants.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-            let entry = crate::runtime::check_operator_extra(provider.info(), entry)
+            // The serving version's answer first: its refusal is the one to show.
+            let entry = std::iter::once(&provider)
+                .chain(versions.iter())
+                .map(|p| crate::runtime::check_operator_extra(p.info(), entry))
+                .reduce(|first, other| if first.is_ok() { first } else { other.or(first) })
+                .unwrap_or_else(|| Err(format!("`{entry}` matches no declared need")))
                 .map_err(|reason| BackupError::InvalidValue(format!("Grant refused: {reason}")))?;
             if !normal.contains(&entry) {
                 normal.push(entry);

@@ -48,4 +48,5 @@ mod ops_trouble;
 mod veeam_e2e;
 
 mod lifecycle_cli;
+mod lifecycle_grants;
 mod lifecycle_plugins;
