@@ -234,9 +234,10 @@ impl Grants {
 /// Whether the provider declared an HTTP need and a remote-exec need: operator extras of a
 /// kind it did not declare grant nothing.
 fn declared_kinds(info: &ProviderInfo) -> (bool, bool) {
-    let wants_http = info.needs.iter().any(|need| {
-        matches!(need, Need::HttpToSetting(_) | Need::HttpsToSetting(_))
-    });
+    let wants_http = info
+        .needs
+        .iter()
+        .any(|need| matches!(need, Need::HttpToSetting(_) | Need::HttpsToSetting(_)));
     let wants_exec = info.needs.iter().any(|need| {
         matches!(
             need,

@@ -560,7 +560,13 @@ impl Providers {
             let entry = std::iter::once(&provider)
                 .chain(versions.iter())
                 .map(|p| crate::runtime::check_operator_extra(p.info(), entry))
-                .reduce(|first, other| if first.is_ok() { first } else { other.or(first) })
+                .reduce(|first, other| {
+                    if first.is_ok() {
+                        first
+                    } else {
+                        other.or(first)
+                    }
+                })
                 .unwrap_or_else(|| Err(format!("`{entry}` matches no declared need")))
                 .map_err(|reason| BackupError::InvalidValue(format!("Grant refused: {reason}")))?;
             if !normal.contains(&entry) {

@@ -569,7 +569,8 @@ fn check_zone_switch(
         return Ok(());
     }
     let zones: Vec<(i64, String, String)> = store.read_blocking(|c| {
-        let mut st = c.prepare("SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id")?;
+        let mut st =
+            c.prepare("SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id")?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -58,7 +58,10 @@ async fn plugin_setting(s: &TestServer, zone: &str) -> String {
         .admin()
         .call(
             "listConfigurations",
-            &[("name", "backup.framework.provider.plugin"), ("zoneid", zone)],
+            &[
+                ("name", "backup.framework.provider.plugin"),
+                ("zoneid", zone),
+            ],
         )
         .await;
     items(r.ok("listConfigurations"), "configuration")
@@ -80,7 +83,13 @@ async fn grants_are_checked_against_declared_needs_listed_evented_and_kept_acros
     )
     .await;
 
-    let r = grant(&s, &zone2, "veeam", Some(" Mirror.LAN:8443 , exec:Proxy.lan")).await;
+    let r = grant(
+        &s,
+        &zone2,
+        "veeam",
+        Some(" Mirror.LAN:8443 , exec:Proxy.lan"),
+    )
+    .await;
     let answer = r.ok("updateBackupProviderGrants")["backupprovidergrants"].clone();
     assert_eq!(answer["zoneid"], zone2.as_str());
     assert_eq!(
@@ -100,10 +109,25 @@ async fn grants_are_checked_against_declared_needs_listed_evented_and_kept_acros
     // Refusals name the entry and the reason, and change nothing.
     let zone1 = s.zone_id.clone();
     let cases = [
-        (zone1.as_str(), "dummy", "mirror.lan", "declares no HTTP need"),
-        (zone1.as_str(), "dummy", "exec:kvm1.lan", "declares no remote-exec need"),
+        (
+            zone1.as_str(),
+            "dummy",
+            "mirror.lan",
+            "declares no HTTP need",
+        ),
+        (
+            zone1.as_str(),
+            "dummy",
+            "exec:kvm1.lan",
+            "declares no remote-exec need",
+        ),
         (zone2.as_str(), "veeam", NEED, "does not declare that need"),
-        (zone2.as_str(), "veeam", "ftp://files.lan", "not an HTTP destination"),
+        (
+            zone2.as_str(),
+            "veeam",
+            "ftp://files.lan",
+            "not an HTTP destination",
+        ),
         (zone2.as_str(), "veeam", "exec:", "does not name a host"),
         (zone2.as_str(), "nosuch", "mirror.lan", "not installed"),
     ];
@@ -141,7 +165,9 @@ async fn grants_are_checked_against_declared_needs_listed_evented_and_kept_acros
         "{entry}"
     );
     let r = grant(&s, &zone2, "veeam", None).await;
-    assert!(strings(&r.ok("updateBackupProviderGrants")["backupprovidergrants"]["grants"]).is_empty());
+    assert!(
+        strings(&r.ok("updateBackupProviderGrants")["backupprovidergrants"]["grants"]).is_empty()
+    );
     // What its settings name stays granted; the withdrawn extras do not.
     let entry = zone_entry(&s, "veeam", &zone2).await.expect("zone2 listed");
     assert!(
@@ -359,7 +385,10 @@ async fn a_wit_1_0_component_installed_through_the_api_backs_up_next_to_the_newe
     let offerings = admin
         .call("listBackupProviderOfferings", &[("zoneid", &zone2)])
         .await;
-    let policies = items(offerings.ok("listBackupProviderOfferings"), "backupoffering");
+    let policies = items(
+        offerings.ok("listBackupProviderOfferings"),
+        "backupoffering",
+    );
     assert!(
         policies.iter().any(|p| p["externalid"] == "legacy-daily"),
         "{policies:?}"
