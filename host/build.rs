@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 const BUNDLED: &[(&str, &str)] = &[
     ("bnr-dummy", "plugins/dummy"),
     ("bnr-veeam", "plugins/veeam"),
+    ("bnr-networker", "plugins/networker"),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";

@@ -24,7 +24,7 @@
 //! # }
 //! ```
 
-pub use crate::types::{ExecError, ExecOutput, ExecRequest};
+pub use crate::types::{ExecError, ExecOutput, ExecRequest, ExecState};
 
 use crate::ProviderError;
 use crate::bindings::bnr::provider::host;
@@ -90,6 +90,24 @@ impl Command {
     pub fn run(&self) -> Result<ExecOutput, ExecError> {
         run(&self.request)
     }
+
+    /// Start the command and return at once with its id; the host runs it on its own, bounded
+    /// by [`timeout`](Command::timeout) (capped at 12 hours). Follow it with [`poll`] and
+    /// [`cancel`] from later calls (keep the id in the operation handle).
+    pub fn start(&self) -> Result<String, ExecError> {
+        host::remote_exec_start(&self.request)
+    }
+}
+
+/// Where the command `id` from [`Command::start`] is. A finished or failed state is reported
+/// once; after that (and after a restart of bnr) the id is [`ExecState::Unknown`].
+pub fn poll(id: &str) -> ExecState {
+    host::remote_exec_poll(id)
+}
+
+/// Stop the command `id`; false when there was none.
+pub fn cancel(id: &str) -> bool {
+    host::remote_exec_cancel(id)
 }
 
 fn duration_to_ms(duration: Duration) -> u32 {

@@ -1,7 +1,7 @@
 //! # bnr-sdk: write bnr backup providers in Rust
 //!
 //! A bnr backup provider is a WebAssembly component (target `wasm32-wasip2`) of the WIT world
-//! `bnr:provider/backup-provider@1.1.0`. This crate hides the WIT plumbing: implement the
+//! `bnr:provider/backup-provider@1.2.0`. This crate hides the WIT plumbing: implement the
 //! [`Provider`] trait on a unit struct and call [`export_provider!`] once.
 //!
 //! ```no_run
@@ -81,6 +81,7 @@ extern crate self as bnr_sdk;
 
 pub mod exec;
 pub mod http;
+pub mod hypervisor;
 pub mod log;
 pub mod random;
 pub mod settings;
@@ -92,7 +93,7 @@ pub mod time;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "backup-provider",
-        path: "../wit/1.1.0",
+        path: "../wit/1.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_backup_provider",
         default_bindings_module: "::bnr_sdk::bindings",
@@ -100,10 +101,12 @@ pub mod bindings {
     });
 }
 
-/// The WIT types of `bnr:provider@1.1.0` (`types`, `manifest` and the exec records of `host`)
+/// The WIT types of `bnr:provider@1.2.0` (`types`, `manifest`, and the exec and host records of `host`)
 /// under friendly names.
 pub mod types {
-    pub use crate::bindings::bnr::provider::host::{ExecError, ExecOutput, ExecRequest};
+    pub use crate::bindings::bnr::provider::host::{
+        ExecError, ExecOutput, ExecRequest, ExecState, HypervisorHost,
+    };
     pub use crate::bindings::bnr::provider::manifest::{
         HttpsAccess, Need, ProviderInfo, SshAccess,
     };
@@ -123,7 +126,7 @@ pub type Result<T, E = ProviderError> = core::result::Result<T, E>;
 /// Everything a provider usually needs: `use bnr_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::types::*;
-    pub use crate::{Provider, Result, exec, http, log, random, settings, time};
+    pub use crate::{Provider, Result, exec, http, hypervisor, log, random, settings, time};
 }
 
 /// The contract of a backup provider, one associated function per WIT export.

@@ -64,9 +64,7 @@ def server():
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNR_ADMIN_")}
     proc = subprocess.Popen(
         [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-         "--providers-dir", str(providers),
-         # The suite leaves long provider operations running; do not wait out the default grace.
-         "--shutdown-grace-secs", "5"],
+         "--providers-dir", str(providers)],
         stdout=out, stderr=subprocess.DEVNULL, env=env,
     )
 

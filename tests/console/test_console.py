@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import BROWSER_TZ, DESKTOP, PHONE, SCREENSHOTS, TARGET, deploy, make_user
+from conftest import BROWSER_TZ, DESKTOP, PHONE, SCREENSHOTS, TARGET, deploy, make_user, wait_until
 
 
 class Console:
@@ -392,11 +392,23 @@ def test_a_zone_hot_swap_made_in_the_console_shows_in_list_configurations(admin,
 
 
 def test_the_operators_view_shows_zones_providers_and_charts(admin, server, zone, console):
+    # A sync pass over every zone (the loop runs one per `backup.framework.sync.interval`).
+    interval = admin.listConfigurations(name="backup.framework.sync.interval")["configuration"][0]["value"]
+    admin.updateConfiguration(name="backup.framework.sync.interval", value="1")
+    try:
+        passes = wait_until("a sync pass over zone1", lambda: [
+            p for p in admin.listBackupSyncStatus(zoneid=zone["id"]).get("backupsyncstatus", [])
+            if p["result"] == "ok"])
+    finally:
+        admin.updateConfiguration(name="backup.framework.sync.interval", value=interval)
     console.login("admin", server["password"])
     console.go("operations")
     zones = console.row("zone1")
     console.wait("the zone's health", lambda: "loaded" in zones.text)
     assert "dummy" in zones.text
+    last_sync = zones.find_element(By.CSS_SELECTOR, "td.last-sync")
+    assert last_sync.find_element(By.CSS_SELECTOR, ".badge.ok").text == "ok"
+    assert passes[0]["provider"] == "dummy"
     dummy = next(TARGET.joinpath("providers").glob("*dummy*.wasm"))
     digest = hashlib.sha256(dummy.read_bytes()).hexdigest()
     console.wait("the provider's digest", lambda: digest in console.main_text())
@@ -443,15 +455,51 @@ def test_provider_settings_are_edited_per_zone_and_failures_link_to_their_events
 
     console.go("operations")
     link = console.wait("the failure group", lambda: next(
-        (a for a in console.d.find_elements(By.CSS_SELECTOR, "main li a") if "BACKUP.CREATE" in a.text), None))
+        (a for a in console.d.find_elements(By.CSS_SELECTOR, "main li a")
+         if "BACKUP.CREATE" in a.text and reason in a.find_element(By.XPATH, "..").text), None))
     group = link.find_element(By.XPATH, "..").text
-    assert reason in group, (reason, group)
+    # Grouped by provider and reason: the event names the provider that failed.
+    assert link.find_element(By.XPATH, "../strong").text == "scripted", group
+    events = admin.listEvents(type="BACKUP.CREATE", level="ERROR", listall=True)["event"]
+    assert any(e.get("provider") == "scripted" and reason in e["description"] for e in events), events
     console.shot("operations-failures")
     link.click()
     console.wait("the events", lambda: console.first("main h1").text == "Events")
     row = console.row(vm["name"])
     assert "ERROR" in row.text and "BACKUP.CREATE" in row.text
     console.shot("events-failures")
+
+
+def test_a_providers_secret_setting_is_masked_and_write_only(admin, server, console):
+    name = "backup.plugin.veeam.password"
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    console.login("admin", server["password"])
+    console.go("settings")
+    Select(console.first("select[name=scope]")).select_by_visible_text("Zone zone1")
+    console.settled()
+    field = console.wait("the secret setting", lambda: console.first(f"input[name='{name}']"))
+    assert field.get_attribute("type") == "password"
+    assert field.get_attribute("value") == ""
+    # Saving nothing is refused: the current value is never shown, so it cannot be "kept".
+    console.click("Save", field.find_element(By.XPATH, "ancestor::div[@class='setting']"))
+    assert console.message("error", "the current one is never shown")
+    field.send_keys(secret)
+    console.click("Save", field.find_element(By.XPATH, "ancestor::div[@class='setting']"))
+    assert console.message("ok", f"Saved: {name} = (hidden)")
+    # Stored (the API masks it) and never shown again, not even after a reload.
+    zone1 = admin.listZones(name="zone1")["zone"][0]["id"]
+    values = [c["value"] for c in admin.listConfigurations(name=name, zoneid=zone1)["configuration"]
+              if c["name"] == name]
+    assert values == ["*****"], values
+    console.go("settings")
+    Select(console.first("select[name=scope]")).select_by_visible_text("Zone zone1")
+    console.settled()
+    field = console.wait("the secret setting again", lambda: console.first(f"input[name='{name}']"))
+    assert field.get_attribute("type") == "password"
+    assert field.get_attribute("value") == ""
+    assert "set, hidden" in field.get_attribute("placeholder")
+    assert secret not in console.d.page_source
+    console.shot("settings-secret")
 
 
 def test_operations_in_flight_show_their_command_and_age(admin, server, console):

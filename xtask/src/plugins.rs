@@ -49,6 +49,10 @@ pub const COMPONENTS: &[Component] = &[
         destination: Destination::Providers,
     },
     Component {
+        package: "bnr-networker",
+        destination: Destination::Providers,
+    },
+    Component {
         package: "bnr-fixture-hostile",
         destination: Destination::Fixtures,
     },
@@ -94,6 +98,10 @@ pub const COMPONENTS: &[Component] = &[
     },
     Component {
         package: "bnr-fixture-broken-contract",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-wit-1-1",
         destination: Destination::Fixtures,
     },
 ];

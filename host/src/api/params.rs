@@ -1,7 +1,7 @@
 //! Request parameters: merging query string and form body (first value wins), case-insensitive
 //! names, `name[i].field` maps, and binding against a command's declarations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::OptionalExtension;
 
@@ -24,22 +24,36 @@ pub struct RawParams {
 impl RawParams {
     /// Query string first, then the urlencoded body; a name seen again is ignored.
     pub fn parse(query: Option<&str>, body: Option<&[u8]>) -> Result<RawParams, ApiError> {
+        /// Up to this many names a repeated one is found by scanning (every real request);
+        /// past it, with a set (bounded work for a hostile one).
+        const SCAN_LIMIT: usize = 32;
         let mut pairs: Vec<(String, String)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: Option<HashSet<String>> = None;
         let sources = query.map(str::as_bytes).into_iter().chain(body);
         for source in sources {
             for (k, v) in form_urlencoded::parse(source) {
                 if k.is_empty() {
                     continue;
                 }
-                if seen.insert(k.to_string()) {
-                    if pairs.len() >= MAX_PARAMS {
-                        return Err(ApiError::param(format!(
-                            "Too many parameters (more than {MAX_PARAMS})"
-                        )));
-                    }
-                    pairs.push((k.into_owned(), v.into_owned()));
+                if pairs.len() == SCAN_LIMIT && seen.is_none() {
+                    seen = Some(pairs.iter().map(|(name, _)| name.clone()).collect());
                 }
+                let repeated = match &seen {
+                    Some(seen) => seen.contains(&*k),
+                    None => pairs.iter().any(|(name, _)| *name == *k),
+                };
+                if repeated {
+                    continue;
+                }
+                if pairs.len() >= MAX_PARAMS {
+                    return Err(ApiError::param(format!(
+                        "Too many parameters (more than {MAX_PARAMS})"
+                    )));
+                }
+                if let Some(seen) = &mut seen {
+                    seen.insert(k.to_string());
+                }
+                pairs.push((k.into_owned(), v.into_owned()));
             }
         }
         Ok(RawParams { pairs })
@@ -291,6 +305,21 @@ mod tests {
         assert_eq!(raw.get("a"), Some("1"));
         assert_eq!(raw.get("b"), Some("x y"));
         assert_eq!(raw.get("c"), Some("A"));
+    }
+
+    #[test]
+    fn the_first_value_wins_with_many_names_too() {
+        // Past the scanned prefix the repeated names are found through the set.
+        let names: Vec<String> = (0..100).map(|i| format!("p{i}={i}")).collect();
+        let query = format!("{}&p3=x&p70=y", names.join("&"));
+        let raw = RawParams::parse(Some(&query), Some(b"p99=z&p100=w")).unwrap();
+        assert_eq!(raw.pairs.len(), 101);
+        assert_eq!(raw.get("p3"), Some("3"));
+        assert_eq!(raw.get("p70"), Some("70"));
+        assert_eq!(raw.get("p99"), Some("99"));
+        assert_eq!(raw.get("p100"), Some("w"));
+        let too_many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("q{i}=1")).collect();
+        assert!(RawParams::parse(Some(&too_many.join("&")), None).is_err());
     }
 
     #[test]

@@ -212,7 +212,8 @@ pub async fn run(
 }
 
 /// Waits for `shutdown`, then drains: new API requests get 503, the scheduler loop stops, and
-/// running state-changing requests and jobs get up to `grace` to finish. Whatever is still
+/// running state-changing requests and jobs get up to `grace` to finish, except jobs only
+/// polling a persisted provider operation, which are released at once. Whatever is still
 /// running then is dropped; its provider operations stay persisted and resume at the next
 /// start, and its jobs are resumed or failed cleanly then.
 async fn drain(
@@ -232,15 +233,22 @@ async fn drain(
         grace_secs = grace.as_secs(),
         "draining: new requests are refused with 503"
     );
+    // Jobs only polling a persisted provider operation are not waited for: they resume by
+    // their handle at the next start, however long the operation still takes.
     let settled = async {
         state.lifecycle.wait_idle().await;
-        state.jobs().wait_idle().await;
+        state.jobs().wait_settled().await;
     };
     if tokio::time::timeout(grace, settled).await.is_err() {
         tracing::warn!(
             requests = state.lifecycle.in_flight(),
             jobs = state.jobs().running(),
             "shutdown deadline passed; unfinished work resumes at the next start"
+        );
+    } else {
+        tracing::info!(
+            released = state.jobs().waiting_on_operations(),
+            "drained; jobs waiting on persisted provider operations resume at the next start"
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod guard;
+pub mod kvm;
 pub mod lifecycle;
 pub mod vm;
 pub mod vmware;

@@ -113,6 +113,10 @@ pub struct Vm {
     pub template_name: String,
     pub hypervisor: String,
     pub host_address: Option<String>,
+    /// The KVM host the instance runs on (set while it runs).
+    pub host_id: Option<i64>,
+    /// The KVM host it last ran on.
+    pub last_host_id: Option<i64>,
     pub state: VmState,
     pub backup_offering_id: Option<i64>,
     /// (uuid, name) of the assigned backup offering, when the B&R tables exist and it is set.
@@ -124,7 +128,7 @@ pub struct Vm {
 
 const VM_COLUMNS: &str = "v.id, v.uuid, v.name, v.display_name, v.internal_name, a.id, a.name, a.uuid, \
      d.id, d.uuid, d.name, z.id, z.uuid, z.name, so.uuid, so.name, so.cpu_number, so.cpu_speed_mhz, \
-     so.memory_mb, t.uuid, t.name, v.hypervisor, v.host_address, v.state, v.backup_offering_id, v.created, v.removed";
+     so.memory_mb, t.uuid, t.name, v.hypervisor, v.host_address, v.state, v.backup_offering_id, v.created, v.removed, v.host_id, v.last_host_id";
 const VM_FROM: &str = "vms v JOIN accounts a ON a.id = v.account_id JOIN domains d ON d.id = v.domain_id \
      JOIN zones z ON z.id = v.zone_id JOIN service_offerings so ON so.id = v.service_offering_id \
      JOIN templates t ON t.id = v.template_id";
@@ -160,6 +164,8 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<Vm> {
         backup_offering: None,
         created: r.get(25)?,
         removed: r.get(26)?,
+        host_id: r.get(27)?,
+        last_host_id: r.get(28)?,
     })
 }
 
@@ -334,9 +340,21 @@ pub fn deploy(conn: &Connection, caller: &Caller, req: &DeployRequest) -> OpResu
     };
     // In a VMware zone the instance runs on VMware whatever the template says (bnr's templates
     // are hypervisor-neutral images).
+    // In a KVM zone (one with a KVM cluster) it runs on KVM, on an up host when it starts.
+    let kvm_zone = super::kvm::is_kvm_zone(conn, req.zone_id)?;
     let hypervisor = match super::vmware::of_zone(conn, req.zone_id)? {
         Some(_) => super::vmware::VMWARE.to_string(),
+        None if kvm_zone => super::kvm::KVM.to_string(),
         None => template_hypervisor,
+    };
+    let kvm_host = if kvm_zone && req.start {
+        Some(super::kvm::place(conn, req.zone_id)?.ok_or_else(|| {
+            OpError::InvalidState(
+                "Unable to create a deployment for the VM: no KVM host of the zone is Up".into(),
+            )
+        })?)
+    } else {
+        None
     };
     let ts = now();
     conn.prepare_cached(
@@ -361,6 +379,14 @@ pub fn deploy(conn: &Connection, caller: &Caller, req: &DeployRequest) -> OpResu
     let host = format!("10.0.0.{}", (id - 1).rem_euclid(SIMULATED_HOSTS) + 1);
     conn.prepare_cached("UPDATE vms SET internal_name = ?1, host_address = ?2 WHERE id = ?3")?
         .execute(params![format!("i-{}-{id}-VM", req.account_id), host, id])?;
+    if kvm_zone {
+        // A KVM instance has the address of its host, or none before it first starts.
+        conn.prepare_cached("UPDATE vms SET host_address = NULL WHERE id = ?1")?
+            .execute([id])?;
+    }
+    if let Some(kvm_host) = &kvm_host {
+        super::kvm::assign_vm(conn, id, kvm_host)?;
+    }
     insert_volume(
         conn,
         id,
@@ -452,6 +478,9 @@ pub fn transition(conn: &Connection, vm_id: i64, event: VmEvent) -> OpResult<Vm>
             vm.state.as_str()
         ))
     })?;
+    if vm.hypervisor == super::kvm::KVM {
+        place_kvm(conn, &vm, next)?;
+    }
     let changed = conn
         .prepare_cached("UPDATE vms SET state = ?1 WHERE id = ?2 AND state = ?3")?
         .execute(params![next.as_str(), vm_id, vm.state.as_str()])?;
@@ -462,6 +491,36 @@ pub fn transition(conn: &Connection, vm_id: i64, event: VmEvent) -> OpResult<Vm>
         )));
     }
     get_vm(conn, vm_id)
+}
+
+/// A KVM instance that starts goes to its last host if that is up, else to the least loaded
+/// up host of the zone; one that stops or is destroyed leaves its host (keeping it as last host).
+fn place_kvm(conn: &Connection, vm: &Vm, next: VmState) -> OpResult<()> {
+    use super::kvm;
+    match next {
+        VmState::Starting if vm.host_id.is_none() => {
+            let last = match vm.last_host_id {
+                Some(id) => kvm::get_host(conn, id)
+                    .ok()
+                    .filter(|h| h.state == kvm::HostState::Up),
+                None => None,
+            };
+            let host = match last {
+                Some(host) => host,
+                None => kvm::place(conn, vm.zone_id)?.ok_or_else(|| {
+                    OpError::InvalidState(format!(
+                        "Unable to start VM {}: no KVM host of the zone is Up",
+                        vm.name
+                    ))
+                })?,
+            };
+            kvm::assign_vm(conn, vm.id, &host)
+        }
+        VmState::Stopped | VmState::Destroyed | VmState::Expunging | VmState::Error => {
+            kvm::release_vm(conn, vm.id)
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone)]

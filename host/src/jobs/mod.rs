@@ -24,14 +24,40 @@ use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, OpResult, Store, StoreError, new_uuid, now};
 
 tokio::task_local! {
-    /// The uuid of the job whose work runs on the current task (set by [`JobManager::spawn`]).
-    static CURRENT_JOB: String;
+    /// The job whose work runs on the current task (set by [`JobManager::spawn`]).
+    static CURRENT_JOB: CurrentJob;
+}
+
+struct CurrentJob {
+    uuid: String,
+    manager: JobManager,
 }
 
 /// The uuid of the job whose work is running on the current task, if any. Lets lower layers
 /// attach what they persist (e.g. a provider operation handle) to the job that owns it.
 pub fn current_job_uuid() -> Option<String> {
-    CURRENT_JOB.try_with(Clone::clone).ok()
+    CURRENT_JOB.try_with(|j| j.uuid.clone()).ok()
+}
+
+/// Marks the current job, while the guard lives, as only waiting on a provider operation that is
+/// persisted and resumes by its handle after a restart: a shutdown need not wait for it
+/// ([`JobManager::wait_settled`]). `None` outside a job.
+pub fn waiting_on_persisted_operation() -> Option<WaitingGuard> {
+    let manager = CURRENT_JOB.try_with(|j| j.manager.clone()).ok()?;
+    manager.inner.waiting.fetch_add(1, Ordering::AcqRel);
+    manager.inner.idle.notify_waiters();
+    Some(WaitingGuard { manager })
+}
+
+/// See [`waiting_on_persisted_operation`].
+pub struct WaitingGuard {
+    manager: JobManager,
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.manager.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Completion notices buffered per waiter; a lagging waiter re-reads the row, so nothing is lost.
@@ -120,6 +146,9 @@ struct Inner {
     hooks: RwLock<Vec<Arc<dyn ResumeHook>>>,
     /// Jobs whose work runs in this process (for a shutdown that waits for them).
     running: AtomicUsize,
+    /// Of those, the ones only polling a persisted provider operation.
+    waiting: AtomicUsize,
+    /// Notified whenever a job ends or starts waiting on a persisted operation.
     idle: Notify,
 }
 
@@ -160,6 +189,7 @@ impl JobManager {
                 completed,
                 hooks: RwLock::new(Vec::new()),
                 running: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
         }
@@ -207,7 +237,11 @@ impl JobManager {
         tokio::spawn(async move {
             // Run the work in its own task so a panic is caught as a JoinError, not lost.
             let span = tracing::info_span!(parent: &parent, "job", job = %job_uuid);
-            let work = CURRENT_JOB.scope(job_uuid.clone(), work).instrument(span);
+            let current = CurrentJob {
+                uuid: job_uuid.clone(),
+                manager: this.clone(),
+            };
+            let work = CURRENT_JOB.scope(current, work).instrument(span);
             let outcome = match tokio::spawn(work).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
@@ -221,9 +255,8 @@ impl JobManager {
             if let Err(e) = this.complete(&job_uuid, outcome).await {
                 tracing::error!(job = %job_uuid, error = %e, "cannot persist job outcome");
             }
-            if this.inner.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                this.inner.idle.notify_waiters();
-            }
+            this.inner.running.fetch_sub(1, Ordering::AcqRel);
+            this.inner.idle.notify_waiters();
         });
     }
 
@@ -232,11 +265,26 @@ impl JobManager {
         self.inner.running.load(Ordering::Acquire)
     }
 
+    /// Running jobs that are only polling a persisted provider operation.
+    pub fn waiting_on_operations(&self) -> usize {
+        self.inner.waiting.load(Ordering::Acquire)
+    }
+
     /// Completes when no job runs in this process.
     pub async fn wait_idle(&self) {
+        self.wait_until(|running, _| running == 0).await;
+    }
+
+    /// Completes when every job still running is only polling a persisted provider operation
+    /// (which resumes by its handle after a restart), so stopping loses nothing.
+    pub async fn wait_settled(&self) {
+        self.wait_until(|running, waiting| running <= waiting).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(usize, usize) -> bool) {
         loop {
             let notified = self.inner.idle.notified();
-            if self.running() == 0 {
+            if done(self.running(), self.waiting_on_operations()) {
                 return;
             }
             notified.await;

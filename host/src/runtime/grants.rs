@@ -493,6 +493,21 @@ pub struct CallContext {
     pub settings: HashMap<String, String>,
     /// Concrete allowlist for this call; derive it with [`Grants::derive`].
     pub grants: Grants,
+    /// The backup the call works on, if any (tags the call's span).
+    pub backup_uuid: Option<String>,
+    /// The hypervisor host the call works on, as 1.2.0's `host.current-host` shows it.
+    pub host: Option<HypervisorHost>,
+}
+
+/// A hypervisor host of bnr's inventory as a provider sees it (no credentials).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HypervisorHost {
+    /// The host's name in bnr.
+    pub name: String,
+    /// The address commands go to.
+    pub address: String,
+    /// Its cluster's name.
+    pub cluster: String,
 }
 
 impl CallContext {
@@ -506,7 +521,21 @@ impl CallContext {
             zone_uuid: zone_uuid.into(),
             settings,
             grants,
+            host: None,
+            backup_uuid: None,
         }
+    }
+
+    /// The same context, working on `host`.
+    pub fn with_host(mut self, host: HypervisorHost) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// The same context for calls working on the backup `uuid`.
+    pub fn for_backup(mut self, uuid: &str) -> Self {
+        self.backup_uuid = Some(uuid.to_string());
+        self
     }
 }
 

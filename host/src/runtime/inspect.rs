@@ -22,7 +22,7 @@ pub const WIT_PACKAGE: &str = "bnr:provider";
 /// The interface a provider exports.
 pub const PROVIDER_INTERFACE: &str = "bnr:provider/provider";
 /// The provider interface versions this host loads (any patch), as users read them.
-pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x, 1.1.x";
+pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x, 1.1.x, 1.2.x";
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
@@ -119,7 +119,7 @@ pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
             let imported = check_version(version.unwrap_or("unversioned"))?;
             let known = match imported {
                 WitVersion::V1_0 => ["host", "types"].as_slice(),
-                WitVersion::V1_1 => ["host", "types", "manifest"].as_slice(),
+                WitVersion::V1_1 | WitVersion::V1_2 => ["host", "types", "manifest"].as_slice(),
             };
             if imported != exported || !known.contains(&name) {
                 return Err(LoadError::WrongWorld(format!(
@@ -515,7 +515,10 @@ mod tests {
         for ok in ["1.1.0", "1.1.3"] {
             assert_eq!(check_version(ok).ok(), Some(WitVersion::V1_1), "{ok}");
         }
-        for bad in ["2.0.0", "1.2.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
+        for ok in ["1.2.0", "1.2.1"] {
+            assert_eq!(check_version(ok).ok(), Some(WitVersion::V1_2), "{ok}");
+        }
+        for bad in ["2.0.0", "1.3.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
             assert!(
                 matches!(
                     check_version(bad),

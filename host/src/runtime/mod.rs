@@ -13,6 +13,7 @@
 
 mod bindings;
 mod cache;
+mod detached;
 mod engine;
 mod error;
 mod grants;
@@ -45,8 +46,8 @@ pub use cache::CacheOutcome;
 pub use engine::{LoadStats, Runtime, RuntimeConfig, inspect};
 pub use error::{CallError, LoadError};
 pub use grants::{
-    CallContext, Grants, NEED_INSTANCE_HOST, OPERATOR_EXEC_PREFIX, SshGrant, TlsGrant,
-    check_operator_extra, ungranted_needs,
+    CallContext, Grants, HypervisorHost, NEED_INSTANCE_HOST, OPERATOR_EXEC_PREFIX, SshGrant,
+    TlsGrant, check_operator_extra, ungranted_needs,
 };
 pub use inspect::{
     Inspection, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, capability_flags, delete_granularity_name,

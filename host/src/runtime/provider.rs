@@ -323,7 +323,8 @@ impl Session {
         );
     }
 
-    /// The span of one call: provider, version, zone, export, and the job it works for.
+    /// The span of one call: provider, version, zone, export, and the job and backup it works
+    /// for.
     fn call_span(&self, export: &'static str) -> tracing::Span {
         tracing::info_span!(
             "provider_call",
@@ -332,6 +333,7 @@ impl Session {
             zone = %self.scope.zone,
             function = export,
             job = crate::jobs::current_job_uuid().as_deref(),
+            backup = self.scope.backup.as_deref(),
         )
     }
 

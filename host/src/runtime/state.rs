@@ -12,8 +12,9 @@
 //!   request never leaves the process); HTTPS to a destination with a TLS grant is checked
 //!   against that grant's trust (`tls.rs`).
 //!
-//! Both interface versions' imports are implemented here; they differ only in the exec
-//! records, which are converted to [`ExecCall`] / from [`ExecFailure`] at the boundary.
+//! Every interface version's imports are implemented here; they differ only in the exec
+//! records, which are converted to [`ExecCall`] / from [`ExecFailure`] at the boundary, and
+//! in 1.2.0's `current-host`, which shows the call's [`HypervisorHost`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
+use tracing::Instrument;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -31,8 +33,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::{v1_0, v1_1};
-use super::grants::{CallContext, Grants};
+use super::bindings::{v1_0, v1_1, v1_2};
+use super::detached::{self, DetachedState};
+use super::grants::{CallContext, Grants, HypervisorHost};
 use super::limits::{
     LOG_BYTES_PER_CALL, LOG_MESSAGE_MAX_BYTES, LOG_MESSAGES_PER_CALL, RANDOM_BYTES_MAX,
     RESOURCE_TABLE_MAX, STDERR_CAPTURE_BYTES, STORE_MAX_INSTANCES, STORE_MAX_MEMORIES,
@@ -112,6 +115,8 @@ impl Declared {
 pub(crate) struct CallScope {
     pub provider: Arc<str>,
     pub zone: String,
+    /// The backup the calls work on, if any.
+    pub backup: Option<String>,
     /// Values of declared settings only (zone value, else declared default).
     pub settings: HashMap<String, String>,
     /// Values of the zone's secret settings, redacted from all provider text
@@ -119,6 +124,8 @@ pub(crate) struct CallScope {
     pub secrets: Vec<String>,
     /// Grants, emptied of any kind the provider did not declare.
     pub grants: Grants,
+    /// The hypervisor host the call works on.
+    pub host: Option<HypervisorHost>,
 }
 
 impl CallScope {
@@ -141,6 +148,7 @@ impl CallScope {
         Self {
             provider: declared.name.clone(),
             zone: ctx.zone_uuid.clone(),
+            backup: ctx.backup_uuid.clone(),
             settings,
             secrets,
             grants: Grants {
@@ -165,6 +173,7 @@ impl CallScope {
                     Vec::new()
                 },
             },
+            host: ctx.host.clone(),
         }
     }
 }
@@ -406,6 +415,63 @@ impl HostState {
         target: &str,
         login: Option<LegacyLogin>,
     ) -> Result<ExecOutcome, ExecFailure> {
+        let (host, connection, call) = self.resolve_exec(request, target, login)?;
+        let started = std::time::Instant::now();
+        let outcome = ssh::run(&host, &connection, &call).await;
+        let result = match &outcome {
+            Ok(done) => format!("exit {}", done.exit_code),
+            Err(failure) => format!("{failure:?}"),
+        };
+        tracing::info!(
+            target: PROVIDER_LOG_TARGET,
+            provider = %self.scope.provider,
+            zone = %self.scope.zone,
+            exec_target = %host,
+            port = connection.port,
+            user = %connection.username,
+            command_bytes = call.command.len(),
+            stdin_bytes = call.stdin.len(),
+            millis = started.elapsed().as_millis() as u64,
+            result = %untrusted::sanitize(&result, 1024, &self.scope.secrets),
+            "remote exec"
+        );
+        outcome
+    }
+
+    /// 1.2.0's `remote-exec-start`: the same checks as `remote-exec`, then the command runs on
+    /// its own (`detached.rs`).
+    fn remote_exec_start(
+        &mut self,
+        request: Result<ExecCall, ExecFailure>,
+        target: &str,
+    ) -> Result<String, ExecFailure> {
+        let (host, connection, call) = self.resolve_exec(request, target, None)?;
+        tracing::info!(
+            target: PROVIDER_LOG_TARGET,
+            provider = %self.scope.provider,
+            zone = %self.scope.zone,
+            exec_target = %host,
+            port = connection.port,
+            user = %connection.username,
+            command_bytes = call.command.len(),
+            "remote exec started"
+        );
+        detached::start(self.exec_owner(), host, connection, call)
+    }
+
+    /// Who a detached command belongs to: only the same provider in the same zone sees it.
+    fn exec_owner(&self) -> (String, String) {
+        (self.scope.provider.to_string(), self.scope.zone.clone())
+    }
+
+    /// The grant check first (a denied target gets nothing sent), then the request's bounds,
+    /// then the target's connection.
+    fn resolve_exec(
+        &mut self,
+        request: Result<ExecCall, ExecFailure>,
+        target: &str,
+        login: Option<LegacyLogin>,
+    ) -> Result<(String, SshConnection, ExecCall), ExecFailure> {
         let target = untrusted::sanitize(target, 256, &[]);
         if !self.scope.grants.allows_exec(&target) {
             tracing::warn!(
@@ -446,26 +512,7 @@ impl HostState {
             }
         };
         let host = super::grants::normalize_exec_target(&target).unwrap_or(target);
-        let started = std::time::Instant::now();
-        let outcome = ssh::run(&host, &connection, &call).await;
-        let result = match &outcome {
-            Ok(done) => format!("exit {}", done.exit_code),
-            Err(failure) => format!("{failure:?}"),
-        };
-        tracing::info!(
-            target: PROVIDER_LOG_TARGET,
-            provider = %self.scope.provider,
-            zone = %self.scope.zone,
-            exec_target = %host,
-            port = connection.port,
-            user = %connection.username,
-            command_bytes = call.command.len(),
-            stdin_bytes = call.stdin.len(),
-            millis = started.elapsed().as_millis() as u64,
-            result = %untrusted::sanitize(&result, 1024, &self.scope.secrets),
-            "remote exec"
-        );
-        outcome
+        Ok((host, connection, call))
     }
 }
 
@@ -518,6 +565,113 @@ impl v1_1::bnr::provider::host::Host for HostState {
                 ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
             }),
         })
+    }
+}
+
+impl v1_2::bnr::provider::host::Host for HostState {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        self.log_line(level, message);
+        Ok(())
+    }
+
+    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.setting_value(&name))
+    }
+
+    async fn remote_exec(
+        &mut self,
+        request: v1_2::bnr::provider::host::ExecRequest,
+    ) -> wasmtime::Result<
+        Result<v1_2::bnr::provider::host::ExecOutput, v1_2::bnr::provider::host::ExecError>,
+    > {
+        let target = request.target.clone();
+        let call = ExecCall::bounded(
+            request.command,
+            request.stdin,
+            request.timeout_ms,
+            request.max_output_bytes,
+        );
+        Ok(self
+            .remote_exec_call(call, &target, None)
+            .await
+            .map(exec_output_v1_2)
+            .map_err(exec_error_v1_2))
+    }
+
+    async fn remote_exec_start(
+        &mut self,
+        request: v1_2::bnr::provider::host::ExecRequest,
+    ) -> wasmtime::Result<Result<String, v1_2::bnr::provider::host::ExecError>> {
+        let target = request.target.clone();
+        // A detached command may run past the interactive cap; `detached.rs` applies its own.
+        let timeout_ms = request.timeout_ms;
+        let call = ExecCall::bounded(
+            request.command,
+            request.stdin,
+            request.timeout_ms,
+            request.max_output_bytes,
+        )
+        .map(|mut call| {
+            call.timeout = Duration::from_millis(u64::from(timeout_ms));
+            call
+        });
+        Ok(self
+            .remote_exec_start(call, &target)
+            .map_err(exec_error_v1_2))
+    }
+
+    async fn remote_exec_poll(
+        &mut self,
+        id: String,
+    ) -> wasmtime::Result<v1_2::bnr::provider::host::ExecState> {
+        use v1_2::bnr::provider::host::ExecState;
+        Ok(match detached::poll(&self.exec_owner(), &id) {
+            DetachedState::Running => ExecState::Running,
+            DetachedState::Finished(Ok(done)) => ExecState::Finished(exec_output_v1_2(done)),
+            DetachedState::Finished(Err(failure)) => ExecState::Failed(exec_error_v1_2(failure)),
+            DetachedState::Unknown => ExecState::Unknown,
+        })
+    }
+
+    async fn remote_exec_cancel(&mut self, id: String) -> wasmtime::Result<bool> {
+        Ok(detached::cancel(&self.exec_owner(), &id))
+    }
+
+    async fn current_host(
+        &mut self,
+    ) -> wasmtime::Result<Option<v1_2::bnr::provider::host::HypervisorHost>> {
+        Ok(self
+            .scope
+            .host
+            .as_ref()
+            .map(|h| v1_2::bnr::provider::host::HypervisorHost {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                cluster: h.cluster.clone(),
+            }))
+    }
+}
+
+fn exec_output_v1_2(done: ExecOutcome) -> v1_2::bnr::provider::host::ExecOutput {
+    v1_2::bnr::provider::host::ExecOutput {
+        exit_code: done.exit_code,
+        stdout: done.stdout,
+        stderr: done.stderr,
+    }
+}
+
+fn exec_error_v1_2(failure: ExecFailure) -> v1_2::bnr::provider::host::ExecError {
+    use v1_2::bnr::provider::host::ExecError;
+    match failure {
+        ExecFailure::Denied(m) => ExecError::Denied(m),
+        ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
+        ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
+        ExecFailure::Timeout => ExecError::Timeout,
+        ExecFailure::HostKeyUnknown(f) => ExecError::HostKeyUnknown(f),
+        ExecFailure::HostKeyMismatch(f) => ExecError::HostKeyMismatch(f),
+        ExecFailure::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
+        ExecFailure::InvalidConfig(m) => ExecError::InvalidConfig(m),
+        ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
     }
 }
 
@@ -640,9 +794,10 @@ impl WasiHttpHooks for HttpPolicy {
             first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
             between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
         };
-        if let Some(grant) = tls_grant {
-            let trust = match grant.trust {
-                Ok(trust) => trust,
+        let tls_grant = match tls_grant {
+            None => None,
+            Some(grant) => match grant.trust {
+                Ok(trust) => Some((trust, grant.authority)),
                 Err(problem) => {
                     tracing::warn!(
                         target: PROVIDER_LOG_TARGET,
@@ -656,29 +811,49 @@ impl WasiHttpHooks for HttpPolicy {
                         Err(wasmtime_wasi_http::Error::InternalError(Some(problem)))
                     });
                 }
+            },
+        };
+        // The connection outlives the hook (its driver is polled elsewhere): whatever the HTTP
+        // stack logs about it names the provider and zone through this span.
+        let span = tracing::info_span!(
+            "provider_connection",
+            provider = %self.scope.provider,
+            zone = %self.scope.zone,
+        );
+        let io_span = span.clone();
+        let in_span =
+            move |io: IoFuture| -> IoFuture { Box::new(Box::into_pin(io).instrument(io_span)) };
+        if let Some((trust, authority)) = tls_grant {
+            let origin = tls::Origin {
+                provider: self.scope.provider.clone(),
+                zone: self.scope.zone.clone(),
             };
-            return Box::new(async move {
-                tokio::time::timeout(
+            return Box::new(
+                async move {
+                    let (response, io) = tokio::time::timeout(
+                        cap,
+                        tls::send_with_trust(request, options, &trust, &authority, &origin),
+                    )
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                    Ok((response, in_span(io)))
+                }
+                .instrument(span),
+            );
+        }
+        Box::new(
+            async move {
+                let sent = tokio::time::timeout(
                     cap,
-                    tls::send_with_trust(request, options, &trust, &grant.authority),
+                    wasmtime_wasi_http::default_send_request(request, Some(options)),
                 )
                 .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
-            });
-        }
-        Box::new(async move {
-            let sent = tokio::time::timeout(
-                cap,
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
-            .await
-            .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
-            let (response, io) = sent;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as IoFuture,
-            ))
-        })
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                let (response, io) = sent;
+                Ok((response.map(BodyExt::boxed_unsync), in_span(Box::new(io))))
+            }
+            .instrument(span),
+        )
     }
 }
 

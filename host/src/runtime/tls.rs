@@ -103,7 +103,11 @@ impl TlsTrust {
 
     /// A client configuration enforcing this trust (`None` for the system roots, which the
     /// default sender handles).
-    fn client_config(&self, authority: &str) -> Result<Option<Arc<ClientConfig>>, String> {
+    fn client_config(
+        &self,
+        authority: &str,
+        origin: &Origin,
+    ) -> Result<Option<Arc<ClientConfig>>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -124,6 +128,7 @@ impl TlsTrust {
                 .with_custom_certificate_verifier(Arc::new(FixedVerifier {
                     pins: Some(pins.clone()),
                     authority: authority.to_owned(),
+                    origin: origin.clone(),
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth(),
@@ -132,6 +137,7 @@ impl TlsTrust {
                 .with_custom_certificate_verifier(Arc::new(FixedVerifier {
                     pins: None,
                     authority: authority.to_owned(),
+                    origin: origin.clone(),
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth(),
@@ -167,7 +173,16 @@ fn colon_hex(bytes: &[u8]) -> String {
 struct FixedVerifier {
     pins: Option<Vec<[u8; 32]>>,
     authority: String,
+    origin: Origin,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// The provider and zone a connection is made for, named in the runtime's own warnings about
+/// it (they run outside the provider's code, possibly outside its call span).
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub provider: Arc<str>,
+    pub zone: String,
 }
 
 impl ServerCertVerifier for FixedVerifier {
@@ -186,6 +201,8 @@ impl ServerCertVerifier for FixedVerifier {
                 let presented = colon_hex(&digest);
                 tracing::warn!(
                     target: PROVIDER_LOG_TARGET,
+                    provider = %self.origin.provider,
+                    zone = %self.origin.zone,
                     authority = %self.authority,
                     presented = %presented,
                     "TLS certificate does not match the pinned fingerprint"
@@ -198,6 +215,8 @@ impl ServerCertVerifier for FixedVerifier {
             None => {
                 tracing::warn!(
                     target: PROVIDER_LOG_TARGET,
+                    provider = %self.origin.provider,
+                    zone = %self.origin.zone,
                     authority = %self.authority,
                     presented = %colon_hex(&digest),
                     "TLS certificate accepted without validation (validate=false for this \
@@ -242,9 +261,17 @@ pub(crate) async fn send_with_trust(
     options: RequestOptions,
     trust: &TlsTrust,
     authority: &str,
+    origin: &Origin,
 ) -> Result<Sent, HttpError> {
-    let config = trust.client_config(authority).map_err(|message| {
-        tracing::warn!(target: PROVIDER_LOG_TARGET, authority, %message, "TLS setup failed");
+    let config = trust.client_config(authority, origin).map_err(|message| {
+        tracing::warn!(
+            target: PROVIDER_LOG_TARGET,
+            provider = %origin.provider,
+            zone = %origin.zone,
+            authority,
+            %message,
+            "TLS setup failed"
+        );
         HttpError::TlsCertificateError
     })?;
     let connect_timeout = options.connect_timeout.unwrap_or(Duration::from_secs(20));

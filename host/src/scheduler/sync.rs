@@ -146,6 +146,23 @@ pub struct ZoneSync {
     pub error: Option<String>,
 }
 
+/// The outcome of the latest sync pass over a zone, kept in memory (since the process started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSyncStatus {
+    pub zone_id: i64,
+    pub zone_uuid: String,
+    pub zone_name: String,
+    /// The provider asked during the pass (none where B&R is off or no provider is loaded).
+    pub provider: Option<String>,
+    /// When the pass ran (Unix seconds; the pass's clock).
+    pub finished: i64,
+    pub duration_ms: u64,
+    /// Why the pass failed (`None`: it succeeded).
+    pub error: Option<String>,
+    /// Passes of the zone that failed in a row, this one included.
+    pub failures_in_a_row: u32,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncReport {
     pub zones: Vec<ZoneSync>,
@@ -182,6 +199,7 @@ pub struct Syncer {
     jobs: JobManager,
     resolver: Arc<dyn ProviderResolver>,
     stats: RwLock<BTreeMap<i64, ZoneStorageStats>>,
+    last_passes: RwLock<BTreeMap<i64, ZoneSyncStatus>>,
 }
 
 impl Syncer {
@@ -197,7 +215,13 @@ impl Syncer {
             jobs,
             resolver,
             stats: RwLock::new(BTreeMap::new()),
+            last_passes: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// The latest pass over every zone passed over since the process started, by zone id.
+    pub fn last_passes(&self) -> Vec<ZoneSyncStatus> {
+        self.last_passes.read().values().cloned().collect()
     }
 
     /// The latest storage stats of every zone that reported some, by zone id.
@@ -257,9 +281,34 @@ impl Syncer {
                 tracing::error!(zone = %zone_uuid, error = %e, "backup sync pass failed");
                 zone.error = Some(e.to_string());
             }
+            let error = zone.error.clone().or_else(|| match &zone.stats {
+                Some(Err(e)) => Some(format!("storage statistics: {e}")),
+                _ => None,
+            });
             if let Some(metrics) = crate::metrics::get() {
-                let ok = zone.error.is_none() && !matches!(zone.stats, Some(Err(_)));
-                metrics.sync_pass(&zone_uuid, ok, started.elapsed());
+                metrics.sync_pass(&zone_uuid, error.is_none(), started.elapsed());
+            }
+            {
+                let mut last = self.last_passes.write();
+                let failures_before = last.get(&zone_id).map_or(0, |p| p.failures_in_a_row);
+                last.insert(
+                    zone_id,
+                    ZoneSyncStatus {
+                        zone_id,
+                        zone_uuid: zone_uuid.clone(),
+                        zone_name: zone_name.clone(),
+                        provider: zone.provider.clone(),
+                        finished: now.as_second(),
+                        duration_ms: u64::try_from(started.elapsed().as_millis())
+                            .unwrap_or(u64::MAX),
+                        failures_in_a_row: if error.is_some() {
+                            failures_before.saturating_add(1)
+                        } else {
+                            0
+                        },
+                        error,
+                    },
+                );
             }
             report.zones.push(zone);
         }

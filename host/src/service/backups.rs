@@ -173,12 +173,15 @@ impl BackupService {
         let quiesce = req.quiesce.unwrap_or(false);
         let uuid = new.uuid.clone();
         Ok(Pending::new(async move {
-            let ctx = this.providers.call_context(
-                &provider,
-                new.vm.zone_id,
-                &new.vm.zone_uuid,
-                new.vm.host_address.as_deref(),
-            );
+            let ctx = this
+                .providers
+                .call_context(
+                    &provider,
+                    new.vm.zone_id,
+                    &new.vm.zone_uuid,
+                    new.vm.host_address.as_deref(),
+                )
+                .for_backup(&new.uuid);
             let started = provider
                 .start_backup(
                     &ctx,
@@ -246,14 +249,16 @@ impl BackupService {
             let started = if backup.external_id.is_none() {
                 Ok(wit::Started::Done(OperationResult::Deleted))
             } else {
-                let ctx =
-                    this.providers
-                        .call_context(&provider, backup.zone_id, &backup.zone_uuid, None);
+                let ctx = this
+                    .providers
+                    .call_context(&provider, backup.zone_id, &backup.zone_uuid, None)
+                    .for_backup(&backup.uuid);
                 provider.start_delete(&ctx, &backup_ref, forced).await
             };
-            let ctx =
-                this.providers
-                    .call_context(&provider, backup.zone_id, &backup.zone_uuid, None);
+            let ctx = this
+                .providers
+                .call_context(&provider, backup.zone_id, &backup.zone_uuid, None)
+                .for_backup(&backup.uuid);
             let op = Operation {
                 provider: provider.clone(),
                 ctx,
@@ -519,7 +524,24 @@ fn list_backups(c: &Connection, caller: &Caller, q: &BackupQuery) -> BackupResul
             b.details = Some(backup_details(c, b.id)?);
         }
     }
+    // Only backups being worked on can have a pending operation: settled pages cost nothing.
+    for b in items
+        .iter_mut()
+        .filter(|b| matches!(b.status.as_str(), "BackingUp" | "Restoring"))
+    {
+        b.progress = operation_progress(c, b.id)?;
+    }
     Ok(Listed { total, items })
+}
+
+/// Percent and message last reported for the pending operation on a backup.
+fn operation_progress(c: &Connection, backup_id: i64) -> OpResult<Option<(i64, String)>> {
+    Ok(c.prepare_cached(
+        "SELECT percent, coalesce(message, '') FROM provider_operations \
+             WHERE backup_id = ?1 AND percent IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row([backup_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()?)
 }
 
 /// Live backups in scope from the per-(account, zone, offering) counters.

@@ -216,7 +216,21 @@ fn record_event(
     if let Some((kind, uuid)) = resource {
         e = e.resource(kind, uuid);
     }
-    events::record(conn, &e)?;
+    // A failure on a backup is a failure of its offering's provider: say which.
+    let provider = match resource {
+        Some(("Backup", uuid)) if level == Level::Error => conn
+            .prepare_cached(
+                "SELECT o.provider FROM backups b \
+                 JOIN backup_offerings o ON o.id = b.backup_offering_id WHERE b.uuid = ?1",
+            )?
+            .query_row([uuid], |r| r.get::<_, String>(0))
+            .optional()?,
+        _ => None,
+    };
+    match provider {
+        Some(provider) => events::record_for_provider(conn, &e, &provider)?,
+        None => events::record(conn, &e)?,
+    };
     Ok(())
 }
 

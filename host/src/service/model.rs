@@ -182,6 +182,9 @@ pub struct Backup {
     pub removed: Option<i64>,
     /// `backup_details` with names resolved (only when asked for).
     pub details: Option<BTreeMap<String, String>>,
+    /// Percent and message of the provider operation working on the backup, while one is
+    /// pending and has reported progress (filled by listBackups).
+    pub progress: Option<(i64, String)>,
 }
 
 impl Backup {
@@ -245,6 +248,7 @@ pub(crate) fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<Backup> {
         vm_uuid,
         removed: r.get(32)?,
         details: None,
+        progress: None,
     })
 }
 

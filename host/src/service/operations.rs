@@ -282,6 +282,8 @@ pub(super) async fn poll(
     timeout: i64,
 ) -> BackupResult<OperationResult> {
     let name = op.provider.name();
+    // The operation is persisted: a shutdown need not wait for it (it resumes after a restart).
+    let _waiting = jobs::waiting_on_persisted_operation();
     let mut delay = POLL_INITIAL_DELAY;
     let mut failures_in_a_row = 0u32;
     let mut last_progress = None;
@@ -375,17 +377,17 @@ async fn record_poll_trouble(store: &Store, row: i64, text: &str) -> OpResult<()
     let text = text.to_string();
     store
         .write(move |tx| {
-            let owner: Option<(i64, i64, String)> = tx
+            let owner: Option<(i64, i64, String, String)> = tx
                 .prepare_cached(
-                    "SELECT b.account_id, b.domain_id, b.uuid FROM provider_operations o \
+                    "SELECT b.account_id, b.domain_id, b.uuid, o.provider FROM provider_operations o \
                      JOIN backups b ON b.id = o.backup_id WHERE o.id = ?1",
                 )?
-                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
-            let Some((account_id, domain_id, backup_uuid)) = owner else {
+            let Some((account_id, domain_id, backup_uuid, provider)) = owner else {
                 return Ok(());
             };
-            events::record(
+            events::record_for_provider(
                 tx,
                 &NewEvent {
                     event_type: "BACKUP.OPERATION.STALLED",
@@ -398,6 +400,7 @@ async fn record_poll_trouble(store: &Store, row: i64, text: &str) -> OpResult<()
                     resource_type: Some("Backup"),
                     resource_uuid: Some(&backup_uuid),
                 },
+                &provider,
             )?;
             Ok(())
         })

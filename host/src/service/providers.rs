@@ -17,7 +17,8 @@ use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition
 use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
 use crate::runtime::wit::SettingKind;
 use crate::runtime::{
-    CallContext, Catalog, Grants, Provider, Runtime, RuntimeConfig, ZoneRegistry,
+    CallContext, Catalog, Grants, HypervisorHost, Provider, Runtime, RuntimeConfig, SshConnection,
+    SshGrant, ZoneRegistry,
 };
 use crate::runtime::{CallError, LoadError};
 use crate::store::events::{self, Level, NewEvent, State};
@@ -491,8 +492,50 @@ impl Providers {
             })
             .collect();
         let extras = zone_extras(&self.settings, &self.api_grants, zone_id, provider.name());
-        let grants = Grants::derive(info, &settings, instance_host, &extras);
-        CallContext::new(zone_uuid, settings, grants)
+        let mut grants = Grants::derive(info, &settings, instance_host, &extras);
+        let host = instance_host.and_then(|address| self.host_login(address));
+        let Some(login) = host else {
+            return CallContext::new(zone_uuid, settings, grants);
+        };
+        // The host of bnr's inventory is reached with the credentials and pinned key bnr keeps
+        // for it, and only when the provider declared remote exec on the instance's host.
+        if grants.allows_exec(&login.host.address) {
+            grants.ssh.retain(|g| g.target != login.host.address);
+            grants.ssh.push(SshGrant {
+                target: login.host.address.clone(),
+                connection: Ok(SshConnection {
+                    port: login.host.ssh_port,
+                    username: login.username.clone(),
+                    password: Some(login.password.clone()),
+                    private_key: None,
+                    host_keys: login.host.host_keys.clone(),
+                    credential_source: format!(
+                        "host {} in bnr's inventory (updateHost username/password/hostkeyfingerprint)",
+                        login.host.name
+                    ),
+                }),
+            });
+        }
+        CallContext::new(zone_uuid, settings, grants).with_host(HypervisorHost {
+            name: login.host.name,
+            address: login.host.address,
+            cluster: login.host.cluster_name,
+        })
+    }
+
+    /// The inventory's host at `address` with its credentials, if it is one of bnr's hosts.
+    fn host_login(&self, address: &str) -> Option<crate::inventory::kvm::HostLogin> {
+        let secrets = self.store.secrets().clone();
+        let found = self
+            .store
+            .read_now(|c| crate::inventory::kvm::login_by_address(c, &secrets, address));
+        match found {
+            Ok(login) => login,
+            Err(e) => {
+                tracing::warn!(host = address, error = %e, "cannot read the host's record");
+                None
+            }
+        }
     }
 
     /// Points every zone at its configured provider (zones whose provider is not installed are

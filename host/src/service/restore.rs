@@ -108,6 +108,7 @@ impl BackupService {
                         ));
                     }
                 }
+                pick_restore_host(tx, &mut vm)?;
                 let offering = offering_of(tx, &b)?;
                 let provider = providers.named(&offering.provider)?;
                 let backup_ref = backup_ref(tx, &b, &offering.external_id)?;
@@ -214,9 +215,10 @@ impl BackupService {
                 let b = usable_backup(c, backup_id)?;
                 providers.check_zone(b.zone_id)?;
                 check_backup_access(c, &c2, &b)?;
-                let vm = live_vm(c, vm_id)?;
+                let mut vm = live_vm(c, vm_id)?;
                 check_vm_access(c, &c2, &vm)?;
                 check_backup_target(&b, vm.account_id)?;
+                pick_restore_host(c, &mut vm)?;
                 if vm_backup_fields(c, vm_id)?.offering_id.is_some()
                     && !settings.get_bool(BACKUP_ATTACH_DETACH_VOLUMES, None)
                 {
@@ -267,12 +269,15 @@ impl BackupService {
         let caller = caller.clone();
         let uuid = backup.uuid.clone();
         Ok(Pending::new(async move {
-            let ctx = this.providers.call_context(
-                &provider,
-                vm.zone_id,
-                &vm.zone_uuid,
-                vm.host_address.as_deref(),
-            );
+            let ctx = this
+                .providers
+                .call_context(
+                    &provider,
+                    vm.zone_id,
+                    &vm.zone_uuid,
+                    vm.host_address.as_deref(),
+                )
+                .for_backup(&backup.uuid);
             let started = provider.start_restore_volume(&ctx, &request).await;
             let op = Operation {
                 provider: provider.clone(),
@@ -630,6 +635,19 @@ fn insert_volume(
     Ok(uuid)
 }
 
+/// A restore of a KVM instance runs on the host CloudStack's rule picks (its last host if up,
+/// else an up host of its cluster, else of its zone): the provider is given that host and may
+/// reach only it. Other instances keep their recorded host.
+fn pick_restore_host(conn: &Connection, vm: &mut Vm) -> BackupResult<()> {
+    if vm.hypervisor == crate::inventory::kvm::KVM
+        && crate::inventory::kvm::is_kvm_zone(conn, vm.zone_id)?
+    {
+        let host = crate::inventory::kvm::restore_host(conn, vm)?;
+        vm.host_address = Some(host.address);
+    }
+    Ok(())
+}
+
 /// Why an instance restore failed, or `None` when the provider restored it.
 fn restore_failure(outcome: BackupResult<OperationResult>) -> Option<String> {
     match outcome {
@@ -662,12 +680,15 @@ impl BackupService {
             + Send
             + 'static,
     {
-        let ctx = self.providers.call_context(
-            &provider,
-            vm.zone_id,
-            &vm.zone_uuid,
-            vm.host_address.as_deref(),
-        );
+        let ctx = self
+            .providers
+            .call_context(
+                &provider,
+                vm.zone_id,
+                &vm.zone_uuid,
+                vm.host_address.as_deref(),
+            )
+            .for_backup(&backup.uuid);
         let started = provider.start_restore(&ctx, &backup_ref, &target).await;
         let op = Operation {
             provider: provider.clone(),

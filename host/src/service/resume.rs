@@ -138,12 +138,15 @@ impl BackupService {
             })
             .await?;
         let host = vm.as_ref().and_then(|(v, _)| v.host_address.clone());
-        let ctx = self.providers.call_context(
-            &provider,
-            backup.zone_id,
-            &backup.zone_uuid,
-            host.as_deref(),
-        );
+        let ctx = self
+            .providers
+            .call_context(
+                &provider,
+                backup.zone_id,
+                &backup.zone_uuid,
+                host.as_deref(),
+            )
+            .for_backup(&backup.uuid);
         let operation = Operation {
             provider: provider.clone(),
             ctx,

@@ -86,11 +86,25 @@ impl<'a> NewEvent<'a> {
 
 /// Appends an event; call it inside the transaction that makes the change it describes.
 pub fn record(conn: &Connection, e: &NewEvent<'_>) -> OpResult<String> {
+    insert(conn, e, None)
+}
+
+/// [`record`] for an event about work of backup provider `provider` (its failures are grouped
+/// by provider).
+pub fn record_for_provider(
+    conn: &Connection,
+    e: &NewEvent<'_>,
+    provider: &str,
+) -> OpResult<String> {
+    insert(conn, e, Some(provider))
+}
+
+fn insert(conn: &Connection, e: &NewEvent<'_>, provider: Option<&str>) -> OpResult<String> {
     let uuid = new_uuid();
     conn.prepare_cached(
         "INSERT INTO events(uuid, type, level, state, description, account_id, domain_id, user_id,
-                            resource_type, resource_uuid, created)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                            resource_type, resource_uuid, created, provider)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         uuid,
@@ -103,7 +117,8 @@ pub fn record(conn: &Connection, e: &NewEvent<'_>) -> OpResult<String> {
         e.user_id,
         e.resource_type,
         e.resource_uuid,
-        now()
+        now(),
+        provider
     ])?;
     Ok(uuid)
 }
@@ -122,6 +137,8 @@ pub struct Event {
     pub resource_type: Option<String>,
     pub resource_uuid: Option<String>,
     pub created: i64,
+    /// The backup provider whose work the event reports, if any.
+    pub provider: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -155,7 +172,7 @@ pub fn list(
     Ok(f.list(
         conn,
         "e.uuid, e.type, e.level, e.state, e.description, a.name, d.uuid, d.name, u.username, \
-         e.resource_type, e.resource_uuid, e.created",
+         e.resource_type, e.resource_uuid, e.created, e.provider",
         "events e JOIN accounts a ON a.id = e.account_id JOIN domains d ON d.id = e.domain_id \
          LEFT JOIN users u ON u.id = e.user_id",
         "e.id DESC",
@@ -178,5 +195,6 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
         resource_type: r.get(9)?,
         resource_uuid: r.get(10)?,
         created: r.get(11)?,
+        provider: r.get(12)?,
     })
 }

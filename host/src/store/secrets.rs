@@ -281,6 +281,26 @@ fn reseal(conn: &Connection, old: &Secrets, new: &Secrets) -> Result<(), StoreEr
             params![new.seal(&plain)?, id],
         )?;
     }
+    // A data directory last served before migration 0008 has no hosts yet.
+    let has_hosts: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hosts')",
+        [],
+        |r| r.get(0),
+    )?;
+    let hosts: Vec<(i64, String)> = if !has_hosts {
+        Vec::new()
+    } else {
+        conn.prepare("SELECT id, password FROM hosts")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (id, stored) in hosts {
+        let plain = old.open(&stored)?;
+        conn.execute(
+            "UPDATE hosts SET password = ?1 WHERE id = ?2",
+            params![new.seal(&plain)?, id],
+        )?;
+    }
     let settings: Vec<(String, String, i64, String)> = conn
         .prepare("SELECT name, scope, scope_id, value FROM configurations WHERE encrypted = 1")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?

@@ -443,8 +443,13 @@ async fn thieves_impostors_and_hanging_describes_are_refused_at_start_with_the_r
         .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
         .collect();
     names.sort();
-    // The bundled providers (dummy, veeam) plus the directory's hostile one.
-    assert_eq!(names, ["dummy", "hostile", "veeam"], "{}", r.text);
+    // The bundled providers (dummy, networker, veeam) plus the directory's hostile one.
+    assert_eq!(
+        names,
+        ["dummy", "hostile", "networker", "veeam"],
+        "{}",
+        r.text
+    );
 
     // The built-in dummy serves zone1, not the impostor.
     let r = s

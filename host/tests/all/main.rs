@@ -17,6 +17,7 @@ mod server_garbage;
 mod server_inventory;
 mod server_inventory_lifecycle;
 mod server_jobs;
+mod server_kvm;
 mod server_socket;
 
 mod bnr_support;
@@ -50,3 +51,4 @@ mod veeam_e2e;
 mod lifecycle_cli;
 mod lifecycle_grants;
 mod lifecycle_plugins;
+mod networker_e2e;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::bnr_support::dummy_wasm;
+use crate::bnr_support::{dummy_wasm, scripted_wasm};
 use crate::support_api::*;
 
 /// One signed GET over a fresh connection; `None` when the server no longer accepts them.
@@ -53,14 +53,24 @@ async fn finished(addr: &str, jobid: &str) -> Value {
 
 struct Server {
     child: Child,
-    drain: Option<std::thread::JoinHandle<usize>>,
+    drain: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Server {
     fn start(dir: &std::path::Path, addr: &str) -> Server {
         let providers = dummy_wasm().parent().expect("providers dir").to_path_buf();
+        Self::start_with(dir, addr, &providers, &["--shutdown-grace-secs", "20"])
+    }
+
+    fn start_with(
+        dir: &std::path::Path,
+        addr: &str,
+        providers: &std::path::Path,
+        args: &[&str],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
-            .args(["serve", "--listen", addr, "--shutdown-grace-secs", "20"])
+            .args(["serve", "--listen", addr])
+            .args(args)
             .arg("--data-dir")
             .arg(dir)
             .arg("--providers-dir")
@@ -79,17 +89,44 @@ impl Server {
         });
         assert!(serving, "bnr exited before serving");
         // Keep draining the log so the child never blocks on a full pipe.
-        let drain = Some(std::thread::spawn(move || lines.count()));
+        let drain = Some(std::thread::spawn(move || {
+            lines.map_while(Result::ok).collect::<Vec<_>>()
+        }));
         Server { child, drain }
     }
 
-    fn terminate(mut self) {
+    fn terminate(self) {
+        self.terminate_within(Duration::from_secs(120));
+    }
+
+    /// Stops the server (SIGTERM) and returns its log lines.
+    fn terminate_with_log(mut self) -> Vec<String> {
+        let drain = self.drain.take();
+        self.terminate();
+        drain
+            .map(|d| d.join().expect("log drain"))
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; panics (killing the child) when it takes longer than
+    /// `bound`, which the tests set far below the shutdown grace they start bnr with.
+    fn terminate_within(mut self, bound: Duration) {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(killed.success());
-        let status = self.child.wait().expect("wait");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > bound {
+                let _ = self.child.kill();
+                panic!("bnr did not stop within {bound:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(status.success(), "{status:?}");
         if let Some(d) = self.drain.take() {
             d.join().expect("log drain");
@@ -254,4 +291,221 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
     tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
+}
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// A zone setting through the API (`updateConfiguration` with `zoneid`).
+async fn zone_setting(addr: &str, zone: &str, name: &str, value: &str) {
+    let (status, v) = get(
+        addr,
+        "updateConfiguration",
+        &[("name", name), ("value", value), ("zoneid", zone)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+}
+
+/// The zone on the `scripted` provider, its gold policy imported, and a VM assigned to it:
+/// (zone, vm).
+async fn scripted_vm(addr: &str) -> (String, String) {
+    let addr = addr.to_string();
+    let zone = inner(&get(&addr, "listZones", &[]).await.unwrap().1)["zone"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    zone_setting(&addr, &zone, "backup.framework.provider.plugin", "scripted").await;
+    let (_, v) = get(
+        &addr,
+        "importBackupOffering",
+        &[
+            ("zoneid", &zone),
+            ("externalid", "gold-policy"),
+            ("name", "Gold"),
+            ("description", "Gold"),
+            ("allowuserdrivenbackups", "true"),
+        ],
+    )
+    .await
+    .unwrap();
+    let offering =
+        finished(&addr, inner(&v)["jobid"].as_str().unwrap()).await["jobresult"]["backupoffering"]
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let id_of = |v: &Value, key: &str| inner(v)[key][0]["id"].as_str().unwrap().to_string();
+    let so = id_of(
+        &get(&addr, "listServiceOfferings", &[]).await.unwrap().1,
+        "serviceoffering",
+    );
+    let template = id_of(
+        &get(&addr, "listTemplates", &[("templatefilter", "all")])
+            .await
+            .unwrap()
+            .1,
+        "template",
+    );
+    let (_, v) = get(
+        &addr,
+        "deployVirtualMachine",
+        &[
+            ("zoneid", &zone),
+            ("serviceofferingid", &so),
+            ("templateid", &template),
+            ("name", "long-op"),
+        ],
+    )
+    .await
+    .unwrap();
+    let vm =
+        finished(&addr, inner(&v)["jobid"].as_str().unwrap()).await["jobresult"]["virtualmachine"]
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let (_, v) = get(
+        &addr,
+        "assignVirtualMachineToBackupOffering",
+        &[("virtualmachineid", &vm), ("backupofferingid", &offering)],
+    )
+    .await
+    .unwrap();
+    finished(&addr, inner(&v)["jobid"].as_str().unwrap()).await;
+    (zone, vm)
+}
+
+/// Providers directory with the dummy and the `scripted` fixture.
+fn dummy_and_scripted() -> tempfile::TempDir {
+    let providers = tempfile::tempdir().expect("providers dir");
+    for wasm in [dummy_wasm(), scripted_wasm()] {
+        std::fs::copy(&wasm, providers.path().join(wasm.file_name().unwrap())).expect("copy");
+    }
+    providers
+}
+
+#[tokio::test]
+async fn sigterm_releases_jobs_polling_persisted_operations_at_once_and_they_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let addr = free_addr();
+    // A grace far longer than the test: only releasing the polling job lets bnr stop in time.
+    let start = {
+        let (dir, addr, providers) = (
+            dir.path().to_path_buf(),
+            addr.clone(),
+            providers.path().to_path_buf(),
+        );
+        move || Server::start_with(&dir, &addr, &providers, &["--shutdown-grace-secs", "3600"])
+    };
+    let server = tokio::task::spawn_blocking(start.clone()).await.unwrap();
+
+    let (zone, vm) = scripted_vm(&addr).await;
+
+    // A backup whose provider operation runs for 8 s.
+    zone_setting(&addr, &zone, "backup.plugin.scripted.op-seconds", "8").await;
+    let (status, v) = get(&addr, "createBackup", &[("virtualmachineid", &vm)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let job = inner(&v)["jobid"].as_str().unwrap().to_string();
+    let backup = inner(&v)["id"].as_str().unwrap().to_string();
+    // Progress is reported once the operation is persisted and polled.
+    let mut polled = false;
+    for _ in 0..600 {
+        let (_, v) = get(&addr, "queryAsyncJobResult", &[("jobid", &job)])
+            .await
+            .unwrap();
+        assert_eq!(
+            inner(&v)["jobstatus"],
+            0,
+            "the operation outlives the test's SIGTERM: {v}"
+        );
+        if inner(&v)["jobprocstatus"].as_i64().unwrap_or(0) > 0 {
+            polled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(polled, "the job reported no progress");
+
+    tokio::task::spawn_blocking(move || server.terminate_within(Duration::from_secs(60)))
+        .await
+        .unwrap();
+
+    // After a restart the job resumes by its handle and the backup ends BackedUp.
+    let server = tokio::task::spawn_blocking(start).await.unwrap();
+    let done = finished(&addr, &job).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    let (_, v) = get(&addr, "listBackups", &[("id", &backup)]).await.unwrap();
+    assert_eq!(inner(&v)["backup"][0]["status"], "BackedUp", "{v}");
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_provider_call_is_a_warn_line_whose_span_names_job_backup_zone_and_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let addr = free_addr();
+    let server = tokio::task::spawn_blocking({
+        let (dir, addr, providers) = (
+            dir.path().to_path_buf(),
+            addr.clone(),
+            providers.path().to_path_buf(),
+        );
+        move || Server::start_with(&dir, &addr, &providers, &["--log-format", "json"])
+    })
+    .await
+    .unwrap();
+    let (zone, vm) = scripted_vm(&addr).await;
+    // The vendor refuses the backup at once.
+    zone_setting(&addr, &zone, "backup.plugin.scripted.mode", "fail").await;
+    let (status, v) = get(&addr, "createBackup", &[("virtualmachineid", &vm)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let job = inner(&v)["jobid"].as_str().unwrap().to_string();
+    let backup = inner(&v)["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(&addr, &job).await["jobstatus"], 2);
+    let log = tokio::task::spawn_blocking(move || server.terminate_with_log())
+        .await
+        .unwrap();
+
+    let failed: Vec<Value> = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "provider call failed")
+        .collect();
+    let line = failed
+        .iter()
+        .find(|l| l["fields"]["export"] == "start_backup")
+        .unwrap_or_else(|| panic!("no WARN line for the failed start_backup: {failed:?}"));
+    assert_eq!(line["level"], "WARN", "{line}");
+    let fields = &line["fields"];
+    assert_eq!(fields["provider"], "scripted", "{line}");
+    assert_eq!(fields["zone"], zone.as_str(), "{line}");
+    assert_eq!(fields["kind"], "provider_rejected", "{line}");
+    assert!(
+        fields["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{line}"
+    );
+    let span = &line["span"];
+    assert_eq!(span["name"], "provider_call", "{line}");
+    assert_eq!(span["job"], job.as_str(), "{line}");
+    assert_eq!(span["backup"], backup.as_str(), "{line}");
+    assert_eq!(span["zone"], zone.as_str(), "{line}");
+    assert!(
+        span["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{line}"
+    );
 }

@@ -41,7 +41,7 @@ where
 }
 
 #[tokio::test]
-async fn provider_progress_reaches_jobprocstatus() {
+async fn provider_progress_reaches_jobprocstatus_and_the_backup() {
     let s = start(Installed::DummyAndScripted).await;
     let (creds, vm) = scripted_vm(&s, "percy").await;
     let user = s.client(creds);
@@ -56,6 +56,7 @@ async fn provider_progress_reaches_jobprocstatus() {
         .call("createBackup", &[("virtualmachineid", &id(&vm))])
         .await;
     let jobid = r.ok("createBackup")["jobid"].as_str().unwrap().to_string();
+    let backup_id = r.ok("createBackup")["id"].as_str().unwrap().to_string();
     let percent = eventually("a progress report", || {
         let user = &user;
         let jobid = jobid.clone();
@@ -68,7 +69,17 @@ async fn provider_progress_reaches_jobprocstatus() {
     })
     .await;
     assert!((1..=99).contains(&percent), "{percent}");
+    // The backup the operation works on shows it too, with the provider's message.
+    let b = get_backup(&user, &backup_id).await;
+    assert_eq!(b["status"], "BackingUp", "{b}");
+    let on_backup = b["progress"].as_i64().expect("progress on the backup");
+    assert!((percent..=99).contains(&on_backup), "{b}");
+    let message = b["progressmessage"].as_str().expect("progress message");
+    assert!(message.starts_with("scripted backup: "), "{message}");
     s.wait_job(&jobid).await;
+    let b = get_backup(&user, &backup_id).await;
+    assert_eq!(b["status"], "BackedUp", "{b}");
+    assert!(b.get("progress").is_none(), "no progress once settled: {b}");
 }
 
 #[tokio::test]
@@ -102,4 +113,14 @@ async fn list_backups_says_why_a_backup_is_in_error() {
     assert_eq!(b["status"], "Error", "{b}");
     let reason = b["statusreason"].as_str().expect("a reason for Error");
     assert!(reason.contains("did not finish"), "{reason}");
+    // The failure's event names the provider (the console groups failures by it).
+    let r = user
+        .call(
+            "listEvents",
+            &[("type", "BACKUP.CREATE"), ("level", "ERROR")],
+        )
+        .await;
+    let events = items(r.ok("listEvents"), "event");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["provider"], "scripted", "{}", events[0]);
 }

@@ -12,7 +12,7 @@ use bnr::runtime::{
     wit::{Policy, ProviderError},
 };
 
-use crate::support::{self, EXEC_PROBE, TempDir, WIT_1_0, zone};
+use crate::support::{self, EXEC_PROBE, TempDir, WIT_1_0, WIT_1_1, zone};
 use crate::support_peers::{
     Sshd, TLS_BODY, counting_listener, ssh_keygen, tls_server_self_signed, tls_server_with_ca,
 };
@@ -467,12 +467,21 @@ async fn plain_http_to_a_destination_granted_for_https_is_denied() {
 }
 
 #[tokio::test]
-async fn a_1_0_0_component_loads_and_runs_next_to_a_1_1_0_one() {
+async fn components_of_1_0_0_and_1_1_0_load_and_run_next_to_a_1_2_0_one() {
     let legacy = load(WIT_1_0);
+    let legacy11 = load(WIT_1_1);
     let probe_provider = load(EXEC_PROBE);
     assert_eq!(legacy.wit_version(), "1.0.0");
-    assert_eq!(probe_provider.wit_version(), "1.1.0");
+    assert_eq!(legacy11.wit_version(), "1.1.0");
+    assert_eq!(probe_provider.wit_version(), "1.2.0");
     assert_eq!(legacy.name(), "legacy");
+
+    let policies = legacy11
+        .list_policies(&CallContext::default(), &zone())
+        .await
+        .unwrap();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].external_id, "legacy11-daily");
 
     let policies = legacy
         .list_policies(&CallContext::default(), &zone())
@@ -514,7 +523,7 @@ async fn a_1_0_0_component_loads_and_runs_next_to_a_1_1_0_one() {
     assert_eq!(policies[1].external_id, "exit:0");
     assert_eq!(policies[1].name, escaped("legacy\n"));
 
-    // The 1.1.0 component keeps working in the same runtime.
+    // The 1.2.0 component keeps working in the same runtime.
     let policies = probe(ssh_settings(
         &sshd,
         &[("backup.plugin.exec-probe.command", "echo new")],

@@ -294,3 +294,59 @@ fn an_operation_past_its_deadline_plus_one_interval_is_ended_by_the_sync_pass() 
         );
     });
 }
+
+#[test]
+fn a_poll_failing_again_and_again_raises_one_stalled_event_after_its_bounded_tries() {
+    // The vendor goes down while the backup runs: the mode is set after the operation started
+    // (its calls keep the settings they started with), and the restart resumes it under the
+    // outage.
+    let killed = run_and_kill(
+        "stella",
+        "3600",
+        async |_, _, vm| vec![("virtualmachineid", vm.to_string())],
+        "createBackup",
+    );
+    let second = runtime();
+    let dir = second.block_on(async {
+        let s = start_in(killed.dir, Installed::DummyAndScripted).await;
+        set_config(
+            &s,
+            "backup.plugin.scripted.mode",
+            "outage",
+            Some(&s.zone_id),
+        )
+        .await;
+        let TestServer { dir, .. } = s;
+        dir
+    });
+    second.shutdown_background();
+    runtime().block_on(async {
+        let s = start_in(dir, Installed::DummyAndScripted).await;
+        // 5 failed polls with backoff (0.2 + 0.4 + 0.8 + 1.6 + 3.2 s): bounded wait of 60 s.
+        let mut stalled = Vec::new();
+        for _ in 0..600 {
+            stalled = events_of(&s, "BACKUP.OPERATION.STALLED").await;
+            if !stalled.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(stalled.len(), 1, "{stalled:?}");
+        let e = &stalled[0];
+        assert_eq!(e["level"], "WARN", "{e}");
+        assert_eq!(e["account"], "stella", "{e}");
+        let text = e["description"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("scripted") && text.contains("5 polls in a row"),
+            "{text}"
+        );
+        // Still pending: the poll is retried until its deadline, not failed.
+        let job = s
+            .admin()
+            .call("queryAsyncJobResult", &[("jobid", &killed.job)])
+            .await
+            .ok("queryAsyncJobResult")
+            .clone();
+        assert_eq!(job["jobstatus"], 0, "{job}");
+    });
+}

@@ -387,3 +387,66 @@ async fn usage_records_are_time_weighted_over_an_injected_timeline() {
         401
     );
 }
+
+async fn sync_status(admin: &Client<'_>) -> Vec<Value> {
+    let r = admin.call("listBackupSyncStatus", &[]).await;
+    items(r.ok("listBackupSyncStatus"), "backupsyncstatus")
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn the_latest_sync_pass_of_each_zone_and_its_result_are_listed_for_root_admins() {
+    let s = start(Installed::DummyAndScripted).await;
+    let admin = s.admin();
+    assert!(sync_status(&admin).await.is_empty(), "no pass yet");
+    let t = jiff::Timestamp::now().as_second() + DAY;
+    sync(&s, t).await;
+    let listed = sync_status(&admin).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let zone = &listed[0];
+    assert_eq!(zone["zoneid"], s.zone_id.as_str());
+    assert_eq!(zone["zonename"], "zone1");
+    assert_eq!(zone["provider"], "dummy");
+    assert_eq!(zone["result"], "ok");
+    assert_eq!(zone["failuresinarow"], 0);
+    assert!(zone.get("error").is_none(), "{zone}");
+    assert_eq!(
+        zone["lastsync"].as_str(),
+        Some(bnr::store::format_date(t).as_str())
+    );
+
+    // The vendor goes down: every pass fails, and says why.
+    let _ = scripted_zone(&s, "sybil").await;
+    set_zone(&s, "backup.plugin.scripted.mode", "outage").await;
+    sync(&s, t + 300).await;
+    sync(&s, t + 600).await;
+    let r = admin
+        .call("listBackupSyncStatus", &[("zoneid", &s.zone_id)])
+        .await;
+    let listed = items(r.ok("listBackupSyncStatus"), "backupsyncstatus");
+    assert_eq!(listed.len(), 1);
+    let zone = listed[0];
+    assert_eq!(zone["provider"], "scripted");
+    assert_eq!(zone["result"], "failed");
+    assert_eq!(zone["failuresinarow"], 2);
+    let error = zone["error"].as_str().expect("a reason");
+    assert!(error.contains("storage statistics"), "{error}");
+    assert_eq!(
+        zone["lastsync"].as_str(),
+        Some(bnr::store::format_date(t + 600).as_str())
+    );
+
+    // Back up: the run of failures ends.
+    set_zone(&s, "backup.plugin.scripted.mode", "ok").await;
+    sync(&s, t + 900).await;
+    let zone = sync_status(&admin).await.remove(0);
+    assert_eq!(
+        (zone["result"].as_str(), zone["failuresinarow"].as_i64()),
+        (Some("ok"), Some(0))
+    );
+
+    let user = s.client(s.create_user("ulla", "User", None).await);
+    assert_eq!(user.call("listBackupSyncStatus", &[]).await.status, 401);
+}

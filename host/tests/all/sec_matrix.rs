@@ -97,6 +97,9 @@ struct Fixture {
     plugin_signature: String,
     /// A public key that is not trusted yet (`addBackupProviderSigningKey`).
     new_public_key: String,
+    /// A KVM cluster and host of the zone (only for the host commands).
+    cluster: String,
+    host: String,
     creds: BTreeMap<Caller, Creds>,
 }
 
@@ -198,10 +201,50 @@ async fn fixture(s: &TestServer, command: &str) -> Fixture {
             .await
             .ok("addVmwareDc");
     }
+    // Added last too, so the instances above stay off KVM hosts.
+    let (mut cluster, mut host) = (String::new(), String::new());
+    if matches!(
+        command,
+        "addHost" | "listHosts" | "updateHost" | "deleteHost" | "listClusters"
+    ) {
+        let added = admin
+            .call(
+                "addCluster",
+                &[
+                    ("zoneid", s.zone_id.as_str()),
+                    ("clustername", "c1"),
+                    ("hypervisor", "KVM"),
+                ],
+            )
+            .await;
+        cluster = added.ok("addCluster")["cluster"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let added = admin
+            .call(
+                "addHost",
+                &[
+                    ("zoneid", s.zone_id.as_str()),
+                    ("clusterid", cluster.as_str()),
+                    ("url", "http://10.9.0.1"),
+                    ("username", "root"),
+                    ("password", "host-password"),
+                    ("hypervisor", "KVM"),
+                ],
+            )
+            .await;
+        host = added.ok("addHost")["host"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
     let (plugin_signature, new_public_key) = plugin_fixture(s, command).await;
     Fixture {
         plugin_signature,
         new_public_key,
+        cluster,
+        host,
         d1,
         zone: s.zone_id.clone(),
         service_offering,
@@ -303,6 +346,31 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             ],
         ),
         "listVmwareDcs" | "removeVmwareDc" => (Root, vec![z()]),
+        "addCluster" => (
+            Root,
+            vec![
+                z(),
+                ("clustername", "c9".into()),
+                ("hypervisor", "KVM".into()),
+            ],
+        ),
+        "listClusters" | "listHosts" => (Root, vec![]),
+        "addHost" => (
+            Root,
+            vec![
+                z(),
+                ("clusterid", f.cluster.clone()),
+                ("url", "http://10.9.0.9".into()),
+                ("username", "root".into()),
+                ("password", "host-password".into()),
+                ("hypervisor", "KVM".into()),
+            ],
+        ),
+        "updateHost" => (
+            Root,
+            vec![("id", f.host.clone()), ("state", "Maintenance".into())],
+        ),
+        "deleteHost" => (Root, vec![("id", f.host.clone())]),
         "createDomain" => (
             Admins,
             vec![("name", "sub".into()), ("parentdomainid", f.d1.clone())],
@@ -472,6 +540,7 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             ],
         ),
         "listBackupStorageStats" => (Root, vec![]),
+        "listBackupSyncStatus" => (Root, vec![]),
         "listConfigurations" => (Root, vec![]),
         "updateConfiguration" => (
             Root,

@@ -9,6 +9,8 @@ use crate::support_api::*;
 async fn rotating_the_key_keeps_every_secret_readable_under_the_new_key() {
     let s = start(Installed::Dummy).await;
     let creds = s.create_user("rita", "User", None).await;
+    let cluster = crate::server_kvm::add_cluster(&s, "c1").await;
+    crate::server_kvm::add_host(&s, &cluster, "10.1.1.5", "kvm1").await;
     let key_file = s.dir.path().join("bnr.key");
     let old_key = std::fs::read(&key_file).expect("key file");
     let dir = s.dir.path().to_path_buf();
@@ -30,4 +32,14 @@ async fn rotating_the_key_keeps_every_secret_readable_under_the_new_key() {
     let s = start_in(tmp, Installed::Dummy).await;
     s.client(creds).call("listZones", &[]).await.ok("listZones");
     s.admin().call("listZones", &[]).await.ok("listZones");
+    // The host's SSH password was re-sealed too.
+    let secrets = s.state.store().secrets().clone();
+    let login = s
+        .state
+        .store()
+        .read(move |c| bnr::inventory::kvm::login_by_address(c, &secrets, "10.1.1.5"))
+        .await
+        .expect("opens under the new key")
+        .expect("the host");
+    assert_eq!(login.password, crate::server_kvm::HOST_PASSWORD);
 }

@@ -23,6 +23,7 @@ pub const IMPOSTOR: &str = "bnr_fixture_impostor";
 pub const SLOW_DESCRIBE: &str = "bnr_fixture_slow_describe";
 pub const EXEC_PROBE: &str = "bnr_fixture_exec_probe";
 pub const WIT_1_0: &str = "bnr_fixture_wit_1_0";
+pub const WIT_1_1: &str = "bnr_fixture_wit_1_1";
 
 /// The cargo target directory this test binary was built into.
 pub fn target_dir() -> PathBuf {

@@ -113,6 +113,12 @@ pub fn backup_obj(b: &Backup) -> Obj {
         .str("intervaltype", &b.interval_type)
         .bool("vmbackupofferingremoved", b.vm_offering_removed)
         .bool("isbackupvmexpunged", b.vm_expunged);
+    if let Some((percent, message)) = &b.progress {
+        o = o.int("progress", *percent).opt_str(
+            "progressmessage",
+            Some(message).filter(|m| !m.is_empty()).cloned(),
+        );
+    }
     if let Some(details) = &b.details {
         let map = details
             .iter()

@@ -129,6 +129,49 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     items,
                 }))
             }),
+    )?;
+    r.register(
+        Command::sync("listBackupSyncStatus")
+            .describe("Lists the outcome of the latest background sync pass over each zone (since the management server started).")
+            .since("bnr")
+            .roles(ADMIN_ONLY)
+            .object("backupsyncstatus")
+            .param(Param::uuid("zoneid", Entity::ZONE).desc("only this zone").related("listZones"))
+            .field("zoneid", "string", "the zone")
+            .field("zonename", "string", "the zone name")
+            .field("provider", "string", "the provider asked during the pass (absent where B&R is off)")
+            .field("lastsync", "date", "when the latest pass ended")
+            .field("durationms", "long", "how long it took, milliseconds")
+            .field("result", "string", "ok or failed")
+            .field("error", "string", "why it failed")
+            .field("failuresinarow", "integer", "passes of the zone that failed in a row")
+            .handler(|ctx| async move {
+                let zone = ctx.id("zoneid");
+                let passes = ctx
+                    .state
+                    .ext::<Arc<Syncer>>()
+                    .map(|s| s.last_passes())
+                    .unwrap_or_default();
+                let items: Vec<Obj> = passes
+                    .iter()
+                    .filter(|p| zone.is_none_or(|z| z == p.zone_id))
+                    .map(|p| {
+                        Obj::new()
+                            .str("zoneid", &p.zone_uuid)
+                            .str("zonename", &p.zone_name)
+                            .opt_str("provider", p.provider.clone())
+                            .date("lastsync", p.finished)
+                            .int("durationms", i64::try_from(p.duration_ms).unwrap_or(i64::MAX))
+                            .str("result", if p.error.is_none() { "ok" } else { "failed" })
+                            .opt_str("error", p.error.clone())
+                            .int("failuresinarow", i64::from(p.failures_in_a_row))
+                    })
+                    .collect();
+                Ok(ApiResult::list(Listed {
+                    total: items.len() as u64,
+                    items,
+                }))
+            }),
     )
 }
 

@@ -64,5 +64,6 @@ pub fn event_obj(e: &Event) -> Obj {
         .opt_str("username", e.username.clone())
         .opt_str("resourcetype", e.resource_type.clone())
         .opt_str("resourceid", e.resource_uuid.clone())
+        .opt_str("provider", e.provider.clone())
         .date("created", e.created)
 }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod kvm;
 pub mod plugins;
 pub mod vmware;
 
@@ -26,5 +27,6 @@ pub fn registry() -> Result<Registry, RegistryError> {
     events::register(&mut r)?;
     inventory::register(&mut r)?;
     vmware::register(&mut r)?;
+    kvm::register(&mut r)?;
     Ok(r)
 }

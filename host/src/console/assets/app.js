@@ -884,6 +884,7 @@ async function viewOperations(el) {
 
 async function fillZones(sec, providers) {
   const stats = can('listBackupStorageStats') ? ((await api('listBackupStorageStats').catch(() => ({}))).backupstoragestats || []) : [];
+  const syncs = can('listBackupSyncStatus') ? ((await api('listBackupSyncStatus').catch(() => ({}))).backupsyncstatus || []) : [];
   const rows = [];
   for (const z of S.zones) {
     const conf = (await api('listConfigurations', { name: 'backup.framework', zoneid: z.id }).catch(() => ({}))).configuration || [];
@@ -891,6 +892,7 @@ async function fillZones(sec, providers) {
     const name = val(PROVIDER_SETTING);
     const p = providers.find((x) => x.name === name);
     const st = stats.find((s) => s.zoneid === z.id);
+    const sync = syncs.find((s) => s.zoneid === z.id);
     const enabled = val('backup.framework.enabled') === 'true';
     const health = !enabled ? ['off', 'B&R disabled'] : p ? ['ok', 'loaded'] : ['error', name ? 'not installed' : 'no provider'];
     rows.push(h('tr', {},
@@ -898,7 +900,10 @@ async function fillZones(sec, providers) {
       h('td', { 'data-label': 'Provider' }, name || '—'),
       h('td', { 'data-label': 'Version' }, p ? p.version : ''),
       h('td', { 'data-label': 'Health' }, h('span', { class: `badge ${health[0]}` }, health[1])),
-      h('td', { 'data-label': 'Last sync' }, st ? `${fmtDate(st.collected)} · ${fmtBytes(st.usedbytes)} of ${fmtBytes(st.totalbytes)} used (${st.provider})` : 'not yet'),
+      h('td', { 'data-label': 'Last sync', class: 'last-sync' },
+        sync ? h('span', { class: `badge ${sync.result === 'ok' ? 'ok' : 'error'}` }, sync.result === 'ok' ? 'ok' : `failed${sync.failuresinarow > 1 ? ` ×${sync.failuresinarow}` : ''}`) : '',
+        sync ? ` ${fmtDate(sync.lastsync)}${sync.error ? ` — ${sync.error}` : ''}` : 'not yet',
+        st ? h('div', { class: 'muted' }, `${fmtBytes(st.usedbytes)} of ${fmtBytes(st.totalbytes)} used (${st.provider}, ${fmtDate(st.collected)})`) : ''),
       h('td', {}, can('updateConfiguration') ? h('a', { href: `#/settings?zoneid=${z.id}` }, 'Settings') : '')));
   }
   sec.append(h('div', { class: 'scroll' }, h('table', {}, h('caption', {}, 'Zones'),
@@ -964,14 +969,17 @@ async function fillFailures(sec) {
     const text = e.description || '';
     const at = text.indexOf('failed: ');
     const reason = at >= 0 ? text.slice(at + 8) : text.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '…');
-    const key = `${e.type}\u0000${reason}`;
-    const g = groups.get(key) || { type: e.type, reason, n: 0 };
+    // Grouped by provider (events of a provider's failures name it) and reason.
+    const provider = e.provider || '';
+    const key = `${provider}\u0000${e.type}\u0000${reason}`;
+    const g = groups.get(key) || { provider, type: e.type, reason, n: 0 };
     g.n++;
     groups.set(key, g);
   }
-  sec.append(h('ul', { class: 'plain' }, [...groups.values()].sort((a, b) => b.n - a.n).map((g) =>
-    h('li', {}, h('a', { href: `#/events?type=${encodeURIComponent(g.type)}&level=ERROR&startdate=${encodeURIComponent(since)}` },
-      `${g.n} × ${g.type}`), ` — ${g.reason}`))));
+  sec.append(h('ul', { class: 'plain failures' }, [...groups.values()].sort((a, b) => b.n - a.n).map((g) =>
+    h('li', {}, h('strong', { class: 'provider' }, g.provider || 'bnr'), ': ',
+      h('a', { href: `#/events?type=${encodeURIComponent(g.type)}&level=ERROR&startdate=${encodeURIComponent(since)}` },
+        `${g.n} × ${g.type}`), ` — ${g.reason}`))));
 }
 
 // ---------------------------------------------------------------- charts (inline SVG)
