@@ -93,6 +93,10 @@ pub const COMPONENTS: &[Component] = &[
         destination: Destination::Fixtures,
     },
     Component {
+        package: "bnr-fixture-dummy-hosts",
+        destination: Destination::Fixtures,
+    },
+    Component {
         package: "bnr-fixture-broken-contract",
         destination: Destination::Fixtures,
     },

@@ -212,7 +212,31 @@ struct Inner {
     validators: RwLock<HashMap<String, Vec<Validator>>>,
 }
 
+/// A handle on the settings that does not keep them alive: for validators that read other
+/// settings (a validator holding [`Settings`] would keep its own registry alive forever).
+#[derive(Clone)]
+pub struct WeakSettings(std::sync::Weak<Inner>);
+
+impl WeakSettings {
+    pub fn upgrade(&self) -> Option<Settings> {
+        self.0.upgrade().map(|inner| Settings { inner })
+    }
+}
+
 impl Settings {
+    pub fn downgrade(&self) -> WeakSettings {
+        WeakSettings(Arc::downgrade(&self.inner))
+    }
+
+    /// The value set for the zone itself (`None`: it follows the global value).
+    pub fn zone_value(&self, name: &str, zone_id: i64) -> Option<String> {
+        self.inner
+            .values
+            .read()
+            .get(&(name.to_string(), zone_id))
+            .cloned()
+    }
+
     /// Loads every stored value and registers the core definitions.
     pub fn load(store: Store) -> OpResult<Settings> {
         let rows: Vec<(String, String, i64, String, bool)> =

@@ -16,8 +16,34 @@ use super::tls::TlsTrust;
 use super::wit::{HttpsAccess, Need, ProviderInfo, SshAccess};
 
 /// Prefix marking an operator extra as a remote-exec target (`exec:backup-proxy.lan`).
-/// Extras without it are HTTP destinations (`host`, `host:port` or a URL).
+/// Extras without it are HTTP destinations (`host`, `host:port` or a URL), or the name of a
+/// need no setting covers ([`NEED_INSTANCE_HOST`]).
 pub const OPERATOR_EXEC_PREFIX: &str = "exec:";
+
+/// The need no setting covers: remote exec on the hypervisor host of the instance a call works
+/// on (the host comes from the inventory). It reaches nothing until the zone grants it by this
+/// name (`updateBackupProviderGrants` or `backup.framework.provider.grants`).
+pub const NEED_INSTANCE_HOST: &str = "remote-exec-on-instance-host";
+
+/// Whether `extras` grant a need by its name.
+fn grants_need(extras: &[String], need: &str) -> bool {
+    extras.iter().any(|e| e.trim().eq_ignore_ascii_case(need))
+}
+
+/// The needs `info` declares that no setting covers and `extras` do not grant, by name; a zone
+/// must not serve calls of such a version.
+pub fn ungranted_needs(info: &ProviderInfo, extras: &[String]) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    for need in &info.needs {
+        if matches!(need, Need::RemoteExecOnInstanceHost)
+            && !grants_need(extras, NEED_INSTANCE_HOST)
+            && !missing.contains(&NEED_INSTANCE_HOST)
+        {
+            missing.push(NEED_INSTANCE_HOST);
+        }
+    }
+    missing
+}
 
 /// The concrete allowlist of one call. Build it with [`Grants::derive`]; the default grants
 /// nothing.
@@ -61,7 +87,8 @@ impl Grants {
     ///
     /// - `http-to-setting(X)`: the authority of the value of setting `X` (a URL, `host` or
     ///   `host:port`). A URL's port defaults to its scheme's (80/443).
-    /// - `remote-exec-on-instance-host`: `instance_host`, when given.
+    /// - `remote-exec-on-instance-host`: `instance_host`, when given and `operator_extra`
+    ///   grants the need by name ([`NEED_INSTANCE_HOST`]).
     /// - `remote-exec-to-setting(X)`: the host named by the value of setting `X`.
     /// - `operator_extra`: `exec:HOST` entries add exec targets, other entries add HTTP
     ///   destinations, but each only if the provider declared a need of that kind.
@@ -75,12 +102,10 @@ impl Grants {
         operator_extra: &[String],
     ) -> Grants {
         let mut grants = Grants::default();
-        let mut wants_http = false;
-        let mut wants_exec = false;
+        let (wants_http, wants_exec) = declared_kinds(info);
         for need in &info.needs {
             match need {
                 Need::HttpToSetting(name) => {
-                    wants_http = true;
                     if let Some(authority) =
                         setting_value(info, settings, name).and_then(normalize_http_target)
                     {
@@ -88,13 +113,14 @@ impl Grants {
                     }
                 }
                 Need::RemoteExecOnInstanceHost => {
-                    wants_exec = true;
+                    if !grants_need(operator_extra, NEED_INSTANCE_HOST) {
+                        continue;
+                    }
                     if let Some(host) = instance_host.and_then(normalize_exec_target) {
                         grants.exec_targets.push(host);
                     }
                 }
                 Need::RemoteExecToSetting(name) => {
-                    wants_exec = true;
                     if let Some(host) =
                         setting_value(info, settings, name).and_then(normalize_exec_target)
                     {
@@ -102,7 +128,6 @@ impl Grants {
                     }
                 }
                 Need::HttpsToSetting(access) => {
-                    wants_http = true;
                     if let Some(authority) = setting_value(info, settings, &access.url_setting)
                         .and_then(normalize_http_target)
                         .and_then(https_authority)
@@ -116,7 +141,6 @@ impl Grants {
                     }
                 }
                 Need::SshToSetting(access) => {
-                    wants_exec = true;
                     let value = setting_value(info, settings, &access.host_setting);
                     if let Some(host) = value.and_then(normalize_exec_target) {
                         let connection = ssh_connection(info, settings, access, value);
@@ -130,6 +154,9 @@ impl Grants {
             }
         }
         for extra in operator_extra {
+            if extra.trim().eq_ignore_ascii_case(NEED_INSTANCE_HOST) {
+                continue;
+            }
             match extra.strip_prefix(OPERATOR_EXEC_PREFIX) {
                 Some(target) if wants_exec => {
                     grants.exec_targets.extend(normalize_exec_target(target));
@@ -201,6 +228,68 @@ impl Grants {
             granted.host().eq_ignore_ascii_case(&host)
                 && granted.port_u16().unwrap_or(default_port) == port
         })
+    }
+}
+
+/// Whether the provider declared an HTTP need and a remote-exec need: operator extras of a
+/// kind it did not declare grant nothing.
+fn declared_kinds(info: &ProviderInfo) -> (bool, bool) {
+    let wants_http = info
+        .needs
+        .iter()
+        .any(|need| matches!(need, Need::HttpToSetting(_) | Need::HttpsToSetting(_)));
+    let wants_exec = info.needs.iter().any(|need| {
+        matches!(
+            need,
+            Need::RemoteExecOnInstanceHost | Need::RemoteExecToSetting(_) | Need::SshToSetting(_)
+        )
+    });
+    (wants_http, wants_exec)
+}
+
+/// Checks one operator grant (`host[:port]`, a URL, `exec:HOST`, or the name of a need no
+/// setting covers) against what the provider
+/// declared, and returns it in normal form. The error says why it grants nothing.
+pub fn check_operator_extra(info: &ProviderInfo, extra: &str) -> Result<String, String> {
+    let (wants_http, wants_exec) = declared_kinds(info);
+    let extra = extra.trim();
+    if extra.eq_ignore_ascii_case(NEED_INSTANCE_HOST) {
+        return if info
+            .needs
+            .iter()
+            .any(|need| matches!(need, Need::RemoteExecOnInstanceHost))
+        {
+            Ok(NEED_INSTANCE_HOST.to_string())
+        } else {
+            Err(format!(
+                "`{extra}`: backup provider {} does not declare that need",
+                info.name
+            ))
+        };
+    }
+    match extra.strip_prefix(OPERATOR_EXEC_PREFIX) {
+        Some(target) => {
+            if !wants_exec {
+                return Err(format!(
+                    "`{extra}`: backup provider {} declares no remote-exec need",
+                    info.name
+                ));
+            }
+            normalize_exec_target(target)
+                .map(|host| format!("{OPERATOR_EXEC_PREFIX}{host}"))
+                .ok_or_else(|| format!("`{extra}` does not name a host"))
+        }
+        None => {
+            if !wants_http {
+                return Err(format!(
+                    "`{extra}`: backup provider {} declares no HTTP need",
+                    info.name
+                ));
+            }
+            normalize_http_target(extra).ok_or_else(|| {
+                format!("`{extra}` is not an HTTP destination (host, host:port or http(s) URL)")
+            })
+        }
     }
 }
 
@@ -580,10 +669,46 @@ mod tests {
             ]),
             &settings(&[("proxy.host", "root@Proxy.lan:22")]),
             Some("KVM1.lan"),
-            &[],
+            &extras(&[NEED_INSTANCE_HOST]),
         );
         assert_eq!(grants.exec_targets, vec!["kvm1.lan", "proxy.lan"]);
         assert!(grants.http_authorities.is_empty());
+    }
+
+    #[test]
+    fn the_instance_host_is_reached_only_when_the_zone_grants_that_need() {
+        let declared = info(vec![Need::RemoteExecOnInstanceHost]);
+        let grants = Grants::derive(&declared, &HashMap::new(), Some("kvm1.lan"), &[]);
+        assert_eq!(grants, Grants::default());
+        assert_eq!(ungranted_needs(&declared, &[]), vec![NEED_INSTANCE_HOST]);
+        let given = extras(&["Remote-Exec-On-Instance-Host"]);
+        let grants = Grants::derive(&declared, &HashMap::new(), Some("kvm1.lan"), &given);
+        assert_eq!(grants.exec_targets, vec!["kvm1.lan"]);
+        assert!(grants.http_authorities.is_empty());
+        assert!(ungranted_needs(&declared, &given).is_empty());
+        // A provider that does not declare it gets nothing from the grant.
+        let grants = Grants::derive(&info(vec![]), &HashMap::new(), Some("kvm1.lan"), &given);
+        assert_eq!(grants, Grants::default());
+    }
+
+    #[test]
+    fn operator_grants_are_checked_against_the_declared_needs() {
+        let exec_only = info(vec![Need::RemoteExecToSetting("proxy.host".into())]);
+        assert_eq!(
+            check_operator_extra(&exec_only, " exec:Jump.LAN "),
+            Ok("exec:jump.lan".to_string())
+        );
+        let refused = check_operator_extra(&exec_only, "mirror.lan").unwrap_err();
+        assert!(refused.contains("declares no HTTP need"), "{refused}");
+        let refused = check_operator_extra(&exec_only, NEED_INSTANCE_HOST).unwrap_err();
+        assert!(refused.contains("does not declare that need"), "{refused}");
+        let http = info(vec![Need::HttpToSetting("vendor.url".into())]);
+        assert_eq!(
+            check_operator_extra(&http, "https://Mirror.lan"),
+            Ok("https://mirror.lan:443".to_string())
+        );
+        assert!(check_operator_extra(&http, "ftp://files.lan").is_err());
+        assert!(check_operator_extra(&http, "exec:jump.lan").is_err());
     }
 
     #[test]

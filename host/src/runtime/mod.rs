@@ -46,7 +46,10 @@ pub mod wit {
 pub use cache::CacheOutcome;
 pub use engine::{LoadStats, Runtime, RuntimeConfig, inspect};
 pub use error::{CallError, LoadError};
-pub use grants::{CallContext, Grants, HypervisorHost, OPERATOR_EXEC_PREFIX, SshGrant, TlsGrant};
+pub use grants::{
+    CallContext, Grants, HypervisorHost, NEED_INSTANCE_HOST, OPERATOR_EXEC_PREFIX, SshGrant,
+    TlsGrant, check_operator_extra, ungranted_needs,
+};
 pub use https_pool::idle_https_connections;
 pub use inspect::{
     Inspection, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, capability_flags, delete_granularity_name,

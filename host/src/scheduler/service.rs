@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use rusqlite::params;
 use serde_json::json;
 
-use super::sync::{ProviderResolver, SyncReport, Syncer, ZoneProvider};
+use super::sync::{OperationOrigin, ProviderResolver, SyncReport, Syncer, ZoneProvider};
 use super::task::Background;
 use super::tick::{ScheduledRun, ScheduledWork, TickError, TickReport, Ticker};
 use crate::config::Settings;
@@ -178,6 +178,26 @@ impl ZoneProviders {
 impl ProviderResolver for ZoneProviders {
     fn zone_provider(&self, zone_id: i64, zone_uuid: &str) -> Option<ZoneProvider> {
         let provider = self.providers.for_zone(zone_id, zone_uuid).ok()?;
+        let ctx = self
+            .providers
+            .call_context(&provider, zone_id, zone_uuid, None);
+        Some(ZoneProvider { provider, ctx })
+    }
+
+    fn operation_provider(
+        &self,
+        zone_id: i64,
+        zone_uuid: &str,
+        origin: &OperationOrigin,
+    ) -> Option<ZoneProvider> {
+        let provider = self
+            .providers
+            .for_operation(
+                &origin.provider,
+                origin.version.as_deref(),
+                origin.sha256.as_deref(),
+            )
+            .ok()?;
         let ctx = self
             .providers
             .call_context(&provider, zone_id, zone_uuid, None);

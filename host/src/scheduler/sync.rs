@@ -58,6 +58,45 @@ pub struct ZoneProvider {
 pub trait ProviderResolver: Send + Sync + 'static {
     /// `None` when the zone has no usable provider (unknown name, not loaded).
     fn zone_provider(&self, zone_id: i64, zone_uuid: &str) -> Option<ZoneProvider>;
+
+    /// The component that started an operation, as recorded on it (`None` version and sha256:
+    /// recorded before versions were), with the zone's call context for it; `None` when that
+    /// component is gone and no version serving the name takes over its operations. By default:
+    /// the zone's provider, only if it is that exact component (or, unrecorded, that name).
+    fn operation_provider(
+        &self,
+        zone_id: i64,
+        zone_uuid: &str,
+        origin: &OperationOrigin,
+    ) -> Option<ZoneProvider> {
+        self.zone_provider(zone_id, zone_uuid).filter(|zp| {
+            zp.provider.name() == origin.provider
+                && origin
+                    .sha256
+                    .as_deref()
+                    .is_none_or(|sha| sha == zp.provider.sha256())
+        })
+    }
+}
+
+/// Which provider component started an operation, as its row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationOrigin {
+    pub provider: String,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// One expired operation's cancellation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    pub handle: String,
+    /// The component the operation recorded.
+    pub origin: OperationOrigin,
+    /// sha256 of the component asked to cancel; `None`: none is loaded that may.
+    pub asked_sha256: Option<String>,
+    /// The provider's refusal, if it refused.
+    pub error: Option<String>,
 }
 
 /// Latest storage numbers reported for a zone.
@@ -99,6 +138,9 @@ pub struct ZoneSync {
     /// Backups and operations ended by their deadline.
     pub expired_backups: usize,
     pub expired_operations: usize,
+    /// Cancellations of expired operations: the component asked (or `None`: none could be)
+    /// and its answer.
+    pub cancelled: Vec<Cancelled>,
     pub usage: UsageChanges,
     /// A store failure that cut the zone's pass short.
     pub error: Option<String>,
@@ -321,7 +363,9 @@ impl Syncer {
                 out.reconciled = Some(self.reconcile(zone_id, zp, now).await?);
             }
         }
-        let (backups, operations) = self.expire(zone_id, provider.as_ref(), now).await?;
+        let (backups, operations, cancelled) =
+            self.expire(zone_id, zone_uuid, enabled, now).await?;
+        out.cancelled = cancelled;
         out.expired_backups = backups;
         out.expired_operations = operations;
         out.usage = self
@@ -396,23 +440,60 @@ impl Syncer {
     }
 
     /// Ends transitional backups and provider operations past their deadline plus one interval.
+    /// An expired operation is cancelled on the component that started it (by its recorded
+    /// sha256), not on whatever version serves the name now; only where B&R is on.
     async fn expire(
         &self,
         zone_id: i64,
-        zp: Option<&ZoneProvider>,
+        zone_uuid: &str,
+        enabled: bool,
         now: i64,
-    ) -> Result<(usize, usize), SyncError> {
+    ) -> Result<(usize, usize, Vec<Cancelled>), SyncError> {
         let cutoff = now - self.interval_secs();
         let expired = self
             .store
             .write(move |tx| expire_in_tx(tx, zone_id, cutoff))
             .await?;
-        for (handle, provider) in &expired.cancel {
-            if let Some(zp) = zp.filter(|zp| zp.provider.name() == provider)
-                && let Err(e) = zp.provider.cancel_operation(&zp.ctx, handle).await
-            {
-                tracing::warn!(provider, error = %e, "cancelling an expired operation failed");
-            }
+        let mut cancelled = Vec::new();
+        for (handle, origin) in expired.cancel.into_iter().filter(|_| enabled) {
+            let provider = origin.provider.as_str();
+            let Some(zp) = self
+                .resolver
+                .operation_provider(zone_id, zone_uuid, &origin)
+            else {
+                tracing::warn!(
+                    provider,
+                    version = origin.version.as_deref().unwrap_or(""),
+                    sha256 = origin.sha256.as_deref().unwrap_or(""),
+                    "the provider version that started an expired operation is gone; not cancelled"
+                );
+                cancelled.push(Cancelled {
+                    handle,
+                    origin,
+                    asked_sha256: None,
+                    error: None,
+                });
+                continue;
+            };
+            let error = match zp.provider.cancel_operation(&zp.ctx, &handle).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(
+                        provider,
+                        version = zp.provider.version(),
+                        sha256 = zp.provider.sha256(),
+                        error = %e,
+                        "cancelling an expired operation failed"
+                    );
+                    Some(e.to_string())
+                }
+            };
+            cancelled.push(Cancelled {
+                handle,
+                origin,
+                asked_sha256: Some(zp.provider.sha256().to_string()),
+                error,
+            });
         }
         for (job_uuid, reason) in &expired.fail_jobs {
             let failure = JobFailure {
@@ -423,7 +504,7 @@ impl Syncer {
                 tracing::error!(job = %job_uuid, error = %e, "cannot fail an expired job");
             }
         }
-        Ok((expired.backups, expired.operations))
+        Ok((expired.backups, expired.operations, cancelled))
     }
 }
 
@@ -786,8 +867,8 @@ fn apply_plans(
 struct Expired {
     backups: usize,
     operations: usize,
-    /// (handle, provider) to cancel after the commit.
-    cancel: Vec<(String, String)>,
+    /// (handle, the component that started it) to cancel after the commit.
+    cancel: Vec<(String, OperationOrigin)>,
     /// Pending jobs to fail after the commit, with the reason.
     fail_jobs: Vec<(String, String)>,
 }
@@ -809,6 +890,8 @@ struct ExpiredOp {
     id: i64,
     handle: String,
     provider: String,
+    provider_version: Option<String>,
+    provider_sha256: Option<String>,
     kind: String,
     deadline: i64,
     payload: String,
@@ -902,7 +985,7 @@ fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expir
     let ops: Vec<ExpiredOp> = {
         let mut st = tx.prepare_cached(
             "SELECT p.id, p.handle, p.provider, p.kind, p.deadline, p.payload, j.uuid, j.status,
-                    j.account_id, a.domain_id, j.user_id
+                    j.account_id, a.domain_id, j.user_id, p.provider_version, p.provider_sha256
              FROM provider_operations p
              LEFT JOIN async_jobs j ON j.id = p.job_id
              LEFT JOIN accounts a ON a.id = j.account_id
@@ -913,6 +996,8 @@ fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expir
                 id: r.get(0)?,
                 handle: r.get(1)?,
                 provider: r.get(2)?,
+                provider_version: r.get(11)?,
+                provider_sha256: r.get(12)?,
                 kind: r.get(3)?,
                 deadline: r.get(4)?,
                 payload: r.get(5)?,
@@ -945,8 +1030,13 @@ fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expir
         if let (Some(job), Some(0)) = (&op.job_uuid, op.job_status) {
             out.fail_jobs.push((job.clone(), reason));
         }
-        let (id, handle, provider) = (*id, handle.clone(), provider.clone());
-        out.cancel.push((handle, provider));
+        let origin = OperationOrigin {
+            provider: provider.clone(),
+            version: op.provider_version.clone(),
+            sha256: op.provider_sha256.clone(),
+        };
+        let (id, handle) = (*id, handle.clone());
+        out.cancel.push((handle, origin));
         tx.prepare_cached("DELETE FROM provider_operations WHERE id = ?1")?
             .execute([id])?;
         out.operations += 1;

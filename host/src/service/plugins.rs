@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rusqlite::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
-use super::providers::{Providers, record_admin_event_as};
+use super::providers::{Providers, missing_grants, record_admin_event_as};
 use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::plugins::{Component, MAX_UPLOAD_BYTES, Origin, signing};
 use crate::runtime::{Grants, Provider, wit};
@@ -31,6 +31,9 @@ impl PluginEvent {
     pub const KEY_ADD: &'static str = "BACKUP.PROVIDER.KEY.ADD";
     pub const KEY_DELETE: &'static str = "BACKUP.PROVIDER.KEY.DELETE";
     pub const SWAP: &'static str = "BACKUP.PROVIDER.SWAP";
+    pub const GRANT: &'static str = "BACKUP.PROVIDER.GRANT";
+    /// A switch refused because a zone does not grant the version's needs.
+    pub const NEEDS_REFUSED: &'static str = super::providers::NEEDS_REFUSED_EVENT;
 }
 
 /// An upload to install.
@@ -343,6 +346,34 @@ impl Providers {
             )));
         }
         let zones = self.zones_using(&name).await?;
+        for (id, uuid, zone_name) in &zones {
+            let Some(missing) =
+                missing_grants(self.settings_handle(), &self.api_grants, *id, &provider)
+            else {
+                continue;
+            };
+            let text = format!(
+                "Backup provider {name} {} (sha256 {}) needs {missing}, which zone {zone_name} ({uuid}) does not grant; grant it with updateBackupProviderGrants first. {} stays",
+                provider.version(),
+                provider.sha256(),
+                current.as_ref().map_or("nothing".to_string(), |c| format!(
+                    "{} {}",
+                    c.name(),
+                    c.version()
+                ))
+            );
+            tracing::warn!(
+                provider = %name,
+                version = provider.version(),
+                sha256 = provider.sha256(),
+                zone = %uuid,
+                %missing,
+                "provider switch refused: needs not granted"
+            );
+            self.event_async(PluginEvent::NEEDS_REFUSED, Level::Warn, text.clone())
+                .await;
+            return Err(BackupError::refused(text));
+        }
         let started = std::time::Instant::now();
         if let Err(reason) = self.probe(&provider, &zones).await {
             let text = format!(
@@ -498,6 +529,108 @@ impl Providers {
                 .map_err(|e| format!("list-policies in zone {zone_name} ({uuid}): {e}"))?;
         }
         Ok(())
+    }
+
+    /// Sets the grants `provider` has in zone `zone_id` beyond what its settings cover
+    /// (`host[:port]`, URLs, `exec:HOST`, `remote-exec-on-instance-host`; none: it has none).
+    /// Each entry must match a need that a loaded version of the provider declares (so a grant
+    /// can precede the upgrade that needs it); one that does not refuses the whole change.
+    /// Returns the zone's uuid and the entries as stored.
+    pub async fn set_grants(
+        &self,
+        zone_id: i64,
+        provider: &str,
+        grants: &[String],
+    ) -> BackupResult<(String, Vec<String>)> {
+        let _serial = self.lifecycle_lock.lock().await;
+        let name = provider.trim().to_lowercase();
+        let provider = self.catalog().get(&name).ok_or_else(|| {
+            BackupError::InvalidValue(format!("Backup provider {name} is not installed"))
+        })?;
+        let versions: Vec<Arc<Provider>> = self
+            .components
+            .list()
+            .into_iter()
+            .map(|c| c.provider)
+            .filter(|p| p.name() == name)
+            .collect();
+        let mut normal = Vec::new();
+        for entry in grants.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            // The serving version's answer first: its refusal is the one to show.
+            let entry = std::iter::once(&provider)
+                .chain(versions.iter())
+                .map(|p| crate::runtime::check_operator_extra(p.info(), entry))
+                .reduce(|first, other| {
+                    if first.is_ok() {
+                        first
+                    } else {
+                        other.or(first)
+                    }
+                })
+                .unwrap_or_else(|| Err(format!("`{entry}` matches no declared need")))
+                .map_err(|reason| BackupError::InvalidValue(format!("Grant refused: {reason}")))?;
+            if !normal.contains(&entry) {
+                normal.push(entry);
+            }
+        }
+        let (row_name, row_grants) = (name.clone(), normal.join(","));
+        let zone_uuid: String = self
+            .store_handle()
+            .write(move |tx| {
+                let uuid: Option<String> = tx
+                    .query_row(
+                        "SELECT uuid FROM zones WHERE id = ?1 AND removed IS NULL",
+                        [zone_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(uuid) = uuid else {
+                    return Err(OpError::InvalidParameter("Unable to find zone".into()));
+                };
+                if row_grants.is_empty() {
+                    tx.execute(
+                        "DELETE FROM provider_zone_grants WHERE zone_id = ?1 AND provider = ?2",
+                        rusqlite::params![zone_id, row_name],
+                    )?;
+                } else {
+                    tx.execute(
+                        "INSERT INTO provider_zone_grants(zone_id, provider, grants, changed)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(zone_id, provider) DO UPDATE SET grants = ?3, changed = ?4",
+                        rusqlite::params![zone_id, row_name, row_grants, now()],
+                    )?;
+                }
+                Ok(uuid)
+            })
+            .await?;
+        {
+            let mut given = self.api_grants.write();
+            if normal.is_empty() {
+                given.remove(&(zone_id, name.clone()));
+            } else {
+                given.insert((zone_id, name.clone()), normal.clone());
+            }
+        }
+        let shown = normal.join(", ");
+        tracing::info!(
+            provider = %name,
+            version = provider.version(),
+            sha256 = provider.sha256(),
+            zone = %zone_uuid,
+            grants = %shown,
+            "backup provider grants changed"
+        );
+        self.event_async(
+            PluginEvent::GRANT,
+            Level::Info,
+            format!(
+                "Backup provider {name} {} (sha256 {}) in zone {zone_uuid} is granted [{shown}]",
+                provider.version(),
+                provider.sha256(),
+            ),
+        )
+        .await;
+        Ok((zone_uuid, normal))
     }
 
     /// Deletes an installed version. Refused for bundled and directory components, for the

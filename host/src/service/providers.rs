@@ -154,6 +154,9 @@ pub struct Providers {
     /// Serialises install, upgrade, rollback and delete.
     pub(super) lifecycle_lock: tokio::sync::Mutex<()>,
     zones: ZoneRegistry,
+    /// Grants given through `updateBackupProviderGrants`: (zone id, provider name) → entries in
+    /// normal form. Mirrors `provider_zone_grants`; read on every call, so kept in memory.
+    pub(super) api_grants: Arc<ApiGrants>,
     settings: Settings,
     store: Store,
 }
@@ -253,6 +256,7 @@ impl Providers {
             load_installed(&store, rt, files, &components)?;
         }
         choose_active(&store, &components, &catalog)?;
+        let api_grants = load_api_grants(&store)?;
         let this = Providers {
             runtime,
             catalog,
@@ -262,6 +266,7 @@ impl Providers {
             providers_dir: policy.providers_dir,
             lifecycle_lock: tokio::sync::Mutex::new(()),
             zones: ZoneRegistry::new(),
+            api_grants: Arc::new(parking_lot::RwLock::new(api_grants)),
             settings,
             store,
         };
@@ -327,18 +332,27 @@ impl Providers {
         );
     }
 
-    /// `updateConfiguration` of the plugin setting must name an installed provider (431).
+    /// `updateConfiguration` of the plugin setting must name an installed provider (431) whose
+    /// needs that no setting covers every zone it would serve grants (530, with an event).
     fn install_plugin_check(&self) {
         let catalog = Arc::downgrade(&self.catalog);
+        let settings = self.settings.downgrade();
+        let api_grants = self.api_grants.clone();
+        let store = self.store.clone();
         self.settings.add_validator(
             BACKUP_PROVIDER_PLUGIN,
-            Arc::new(move |value, _zone| {
+            Arc::new(move |value, zone| {
+                let catalog = catalog.upgrade();
                 let installed: Vec<String> = catalog
-                    .upgrade()
+                    .as_ref()
                     .map(|c| c.list().iter().map(|p| p.name().to_string()).collect())
                     .unwrap_or_default();
                 let wanted = value.trim().to_lowercase();
-                if installed.contains(&wanted) {
+                if let (Some(catalog), Some(settings)) = (&catalog, settings.upgrade())
+                    && let Some(provider) = catalog.get(&wanted)
+                {
+                    check_zone_switch(&store, &settings, &api_grants, &provider, zone)
+                } else if installed.contains(&wanted) {
                     Ok(())
                 } else {
                     Err(OpError::InvalidParameter(format!(
@@ -477,15 +491,7 @@ impl Providers {
                     .map(|v| (decl.name.clone(), v))
             })
             .collect();
-        let extras: Vec<String> = self
-            .settings
-            .get(BACKUP_PROVIDER_GRANTS, Some(zone_id))
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let extras = zone_extras(&self.settings, &self.api_grants, zone_id, provider.name());
         let mut grants = Grants::derive(info, &settings, instance_host, &extras);
         let host = instance_host.and_then(|address| self.host_login(address));
         let Some(login) = host else {
@@ -590,6 +596,120 @@ impl Providers {
             }
         });
     }
+}
+
+/// Refuses switching `zone` (or, `None`, every zone that follows the global value) to
+/// `provider` when it declares a need no setting covers that such a zone does not grant.
+/// Blocking (reads the zones); validators run off the executor.
+fn check_zone_switch(
+    store: &Store,
+    settings: &Settings,
+    api_grants: &ApiGrants,
+    provider: &Provider,
+    zone: Option<i64>,
+) -> Result<(), OpError> {
+    if crate::runtime::ungranted_needs(provider.info(), &[]).is_empty() {
+        return Ok(());
+    }
+    let zones: Vec<(i64, String, String)> = store.read_blocking(|c| {
+        let mut st =
+            c.prepare("SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id")?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok::<_, StoreError>(rows)
+    })?;
+    let affected = zones.into_iter().filter(|(id, _, _)| match zone {
+        Some(z) => *id == z,
+        None => settings.zone_value(BACKUP_PROVIDER_PLUGIN, *id).is_none(),
+    });
+    for (id, uuid, name) in affected {
+        if let Some(missing) = missing_grants(settings, api_grants, id, provider) {
+            let text = format!(
+                "Backup provider {} {} (sha256 {}) needs {missing}, which zone {name} ({uuid}) does not grant; grant it with updateBackupProviderGrants first. The zone keeps its provider",
+                provider.name(),
+                provider.version(),
+                provider.sha256()
+            );
+            tracing::warn!(
+                provider = provider.name(),
+                version = provider.version(),
+                sha256 = provider.sha256(),
+                zone = %uuid,
+                missing = %missing,
+                "zone switch refused: needs not granted"
+            );
+            record_admin_event_as(store, NEEDS_REFUSED_EVENT, Level::Warn, &text);
+            return Err(OpError::InvalidState(text));
+        }
+    }
+    Ok(())
+}
+
+/// Event of a switch refused because the zone does not grant the version's needs.
+pub(super) const NEEDS_REFUSED_EVENT: &str = "BACKUP.PROVIDER.NEEDS";
+
+/// Grants given through `updateBackupProviderGrants`, by (zone id, provider name).
+pub(super) type ApiGrants = parking_lot::RwLock<HashMap<(i64, String), Vec<String>>>;
+
+/// What a zone grants `provider` beyond its settings: the zone setting
+/// `backup.framework.provider.grants` and the grants given through the API.
+pub(super) fn zone_extras(
+    settings: &Settings,
+    api_grants: &ApiGrants,
+    zone_id: i64,
+    provider: &str,
+) -> Vec<String> {
+    let mut extras = split_grants(
+        &settings
+            .get(BACKUP_PROVIDER_GRANTS, Some(zone_id))
+            .unwrap_or_default(),
+    );
+    if let Some(given) = api_grants.read().get(&(zone_id, provider.to_string())) {
+        extras.extend(given.iter().cloned());
+    }
+    extras
+}
+
+/// Why `provider` may not serve zone `zone_id`: the needs it declares that no setting covers
+/// and the zone does not grant (`None`: it may).
+pub(super) fn missing_grants(
+    settings: &Settings,
+    api_grants: &ApiGrants,
+    zone_id: i64,
+    provider: &Provider,
+) -> Option<String> {
+    let extras = zone_extras(settings, api_grants, zone_id, provider.name());
+    let missing = crate::runtime::ungranted_needs(provider.info(), &extras);
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// The grants given through the API, by (zone id, provider name).
+fn load_api_grants(store: &Store) -> Result<HashMap<(i64, String), Vec<String>>, StoreError> {
+    store.read_blocking(|c| {
+        let mut st = c.prepare("SELECT zone_id, provider, grants FROM provider_zone_grants")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, i64>(0)?, r.get::<_, String>(1)?),
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, grants)| (key, split_grants(&grants)))
+            .collect())
+    })
+}
+
+/// Comma-separated grant entries, trimmed, blanks left out.
+pub(super) fn split_grants(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A provider's setting declaration as a zone-scoped setting definition.

@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operations",
         sql: include_str!("migrations/0010_operations.sql"),
     },
+    Migration {
+        version: 12,
+        name: "provider_grants",
+        sql: include_str!("migrations/0012_provider_grants.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this

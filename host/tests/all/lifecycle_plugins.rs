@@ -18,17 +18,17 @@ use crate::support_api::*;
 const NEXT: &str = "bnr_fixture_dummy_next";
 
 /// A signing key pair: (secret, public), base64.
-fn key() -> (String, String) {
+pub(crate) fn key() -> (String, String) {
     signing::generate_key()
 }
 
-fn sign(secret: &str, wasm: &[u8], name: &str, version: &str) -> String {
+pub(crate) fn sign(secret: &str, wasm: &[u8], name: &str, version: &str) -> String {
     let key = signing::parse_secret_key(secret).expect("secret key");
     signing::sign(&key, &hex::encode(Sha256::digest(wasm)), name, version)
 }
 
 /// addBackupProviderPlugin with the component as the request body; (status, JSON).
-async fn upload(s: &TestServer, wasm: Vec<u8>, params: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn upload(s: &TestServer, wasm: Vec<u8>, params: &[(&str, &str)]) -> (u16, Value) {
     let q = query_string(&signed_params(
         &Creds {
             api_key: ADMIN_API_KEY.into(),
@@ -49,7 +49,7 @@ async fn upload(s: &TestServer, wasm: Vec<u8>, params: &[(&str, &str)]) -> (u16,
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-fn error_text(v: &Value) -> String {
+pub(crate) fn error_text(v: &Value) -> String {
     v.as_object()
         .and_then(|o| o.values().next())
         .and_then(|inner| inner["errortext"].as_str())
@@ -57,7 +57,7 @@ fn error_text(v: &Value) -> String {
         .to_string()
 }
 
-async fn trust(s: &TestServer, name: &str, public: &str) {
+pub(crate) async fn trust(s: &TestServer, name: &str, public: &str) {
     s.admin()
         .call(
             "addBackupProviderSigningKey",
@@ -68,7 +68,7 @@ async fn trust(s: &TestServer, name: &str, public: &str) {
 }
 
 /// Installs dummy 1.1.0 signed by a freshly trusted key.
-async fn install_next(s: &TestServer) -> Value {
+pub(crate) async fn install_next(s: &TestServer) -> Value {
     let (secret, public) = key();
     trust(s, "vendor", &public).await;
     let wasm = component_bytes(NEXT);
@@ -78,7 +78,7 @@ async fn install_next(s: &TestServer) -> Value {
     body["addbackupproviderpluginresponse"]["backupproviderplugin"].clone()
 }
 
-async fn plugins(s: &TestServer) -> Vec<Value> {
+pub(crate) async fn plugins(s: &TestServer) -> Vec<Value> {
     let r = s
         .admin()
         .call("listBackupProviderPlugins", &[("name", "dummy")])
@@ -89,14 +89,14 @@ async fn plugins(s: &TestServer) -> Vec<Value> {
         .collect()
 }
 
-fn state_of(list: &[Value], version: &str) -> String {
+pub(crate) fn state_of(list: &[Value], version: &str) -> String {
     list.iter()
         .find(|p| p["version"] == version)
         .map(|p| p["state"].as_str().unwrap_or_default().to_string())
         .unwrap_or_else(|| format!("version {version} not listed in {list:?}"))
 }
 
-async fn event_types(s: &TestServer) -> Vec<(String, String)> {
+pub(crate) async fn event_types(s: &TestServer) -> Vec<(String, String)> {
     let r = s
         .admin()
         .call("listEvents", &[("listall", "true"), ("pagesize", "500")])

@@ -49,6 +49,7 @@ mod ops_trouble;
 mod veeam_e2e;
 
 mod lifecycle_cli;
+mod lifecycle_grants;
 mod lifecycle_plugins;
 mod mixed_vendors;
 mod networker_e2e;

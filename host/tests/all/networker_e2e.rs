@@ -102,6 +102,18 @@ pub(crate) async fn configure_kvm_zone(s: &TestServer, sim: &Running) {
             .ok("updateHost");
     }
     let zone = s.zone_id.clone();
+    // NetWorker runs its scripts on the instance's host: a need the zone must grant first.
+    s.admin()
+        .call(
+            "updateBackupProviderGrants",
+            &[
+                ("zoneid", &zone),
+                ("provider", "networker"),
+                ("grants", "remote-exec-on-instance-host"),
+            ],
+        )
+        .await
+        .ok("updateBackupProviderGrants");
     set_config(
         s,
         "backup.framework.provider.plugin",

@@ -478,6 +478,7 @@ fn case(command: &str, f: &Fixture, zone: &str) -> Option<(Policy, Params)> {
             Root,
             vec![("name", "dummy".into()), ("version", "1.1.0".into())],
         ),
+        "updateBackupProviderGrants" => (Root, vec![z(), ("provider", "dummy".into())]),
         "listBackupProviderSigningKeys" => (Root, vec![]),
         "addBackupProviderSigningKey" => (
             Root,

@@ -1,7 +1,7 @@
 //! The provider lifecycle (bnr additions, root admin only): install, list, switch version,
 //! roll back and delete provider components, and the trust list of signing keys.
 
-use crate::api::registry::{Command, Param, Registry, RegistryError};
+use crate::api::registry::{Command, Entity, Param, Registry, RegistryError};
 use crate::api::{ApiError, ApiResult, Ctx, Obj};
 use crate::plugins::MAX_UPLOAD_BYTES;
 use crate::service::{BackupError, PluginView, Upload};
@@ -171,6 +171,51 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .await
                     .map_err(plugin_error)?;
                 Ok(ApiResult::success())
+            }),
+    )?;
+    r.register(
+        Command::sync("updateBackupProviderGrants")
+            .describe(
+                "Sets what a backup provider may reach in a zone beyond what its settings name; each grant must match a kind of need the provider declares",
+            )
+            .since("bnr")
+            .object("backupprovidergrants")
+            .param(
+                Param::uuid("zoneid", Entity::ZONE)
+                    .required()
+                    .desc("the zone")
+                    .related("listZones"),
+            )
+            .param(Param::string("provider").required().length(64).desc("the provider name"))
+            .param(Param::string("grants").length(4096).desc(
+                "comma-separated host[:port] or http(s) URLs (HTTP needs) and exec:HOST (remote-exec needs); empty or left out: none",
+            ))
+            .field("zoneid", "string", "the zone")
+            .field("provider", "string", "the provider name")
+            .field("grants", "list", "the grants, in normal form")
+            .handler(|ctx| async move {
+                let svc = service(&ctx)?;
+                let zone_id = ctx
+                    .id("zoneid")
+                    .ok_or_else(|| ApiError::param("Unable to find zone"))?;
+                let provider = ctx.req_str("provider")?;
+                let grants: Vec<String> = ctx
+                    .str("grants")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                let (zone_uuid, grants) = svc
+                    .providers()
+                    .set_grants(zone_id, provider, &grants)
+                    .await
+                    .map_err(plugin_error)?;
+                Ok(ctx.object(
+                    Obj::new()
+                        .str("zoneid", zone_uuid)
+                        .str("provider", provider.trim().to_lowercase())
+                        .value("grants", serde_json::Value::from(grants)),
+                ))
             }),
     )?;
     r.register(
