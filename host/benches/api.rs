@@ -27,8 +27,8 @@ use tokio::net::TcpStream;
 use bnr::api::ApiState;
 use bnr::api::serve::{prepare_with, serve_on};
 use bnr::inventory::bootstrap::BootstrapOptions;
-use bnr::runtime::{Catalog, Runtime, RuntimeConfig};
 use bnr::service::ProviderSource;
+use bnr_runtime::{Catalog, Runtime, RuntimeConfig};
 
 const API_KEY: &str = "bench-api-key";
 const SECRET_KEY: &str = "bench-secret-key";

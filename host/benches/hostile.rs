@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bnr::runtime::{
-    CallContext, Catalog, Grants, PoolConfig, Runtime, RuntimeConfig, SandboxLimits, wit,
+use bnr_runtime::{
+    CallContext, Catalog, Grants, PoolConfig, Runtime, RuntimeConfig, SandboxLimits, types,
 };
 
 fn target_dir() -> PathBuf {
@@ -51,6 +51,7 @@ fn rss_child(mode: &str, copy_bound: bool, share: u32) {
     }
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: cache.path().to_owned(),
+        observer: None,
         limits,
         pool: PoolConfig {
             max_instances_per_provider: share,
@@ -64,7 +65,7 @@ fn rss_child(mode: &str, copy_bound: bool, share: u32) {
     let settings = [("backup.plugin.hostile.mode".to_owned(), mode.to_owned())].into();
     let grants = Grants::derive(hostile.info(), &settings, None, &[]);
     let ctx = CallContext::new("zone-1", settings, grants);
-    let zone = wit::Zone {
+    let zone = types::Zone {
         uuid: "zone-1".into(),
         name: "zone1".into(),
     };

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bnr::runtime::{CallContext, Provider, Runtime, RuntimeConfig, wit};
+use bnr_runtime::{CallContext, Provider, Runtime, RuntimeConfig, types};
 
 struct Measurement {
     name: &'static str,
@@ -170,7 +170,7 @@ fn main() {
 
     let dummy: Arc<Provider> = rt.load_bytes(&wasm).expect("load dummy");
     let ctx = CallContext::default();
-    let zone = wit::Zone {
+    let zone = types::Zone {
         uuid: "zone-1".into(),
         name: "Zone One".into(),
     };

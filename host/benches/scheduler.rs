@@ -23,10 +23,10 @@ use rusqlite::params;
 use bnr::config::{BACKUP_FRAMEWORK_ENABLED, Settings};
 use bnr::inventory::bootstrap::{BootstrapOptions, bootstrap_if_empty};
 use bnr::jobs::{JobFuture, JobManager};
-use bnr::runtime::{CallContext, Grants, Provider, Runtime, RuntimeConfig};
 use bnr::scheduler::sync::{ProviderResolver, Syncer, ZoneProvider};
 use bnr::scheduler::tick::{ScheduledRun, ScheduledWork, Ticker};
 use bnr::store::{OpError, Store};
+use bnr_runtime::{CallContext, Grants, Provider, Runtime, RuntimeConfig};
 
 const SCHEDULES: i64 = 100_000;
 const DUE: i64 = SCHEDULES / 100;

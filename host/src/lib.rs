@@ -7,7 +7,6 @@ pub mod inventory;
 pub mod jobs;
 pub mod metrics;
 pub mod plugins;
-pub mod runtime;
 pub mod scheduler;
 pub mod service;
 pub mod store;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use bnr::api::serve::{self, ServeOptions};
 use bnr::inventory::bootstrap::BootstrapOptions;
-use bnr::runtime::{PoolConfig, Runtime, RuntimeConfig};
+use bnr_runtime::{PoolConfig, Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
 
 /// bnr: Backup & Recovery control plane speaking the CloudStack B&R API.
@@ -210,7 +210,7 @@ fn plugin_inspect(file: PathBuf, cache_dir: Option<PathBuf>) -> ExitCode {
     let result = Runtime::new(config)
         .map_err(|err| format!("cannot start the runtime: {err:#}"))
         .and_then(|rt| {
-            bnr::runtime::inspect(&rt, &file)
+            bnr_runtime::inspect(&rt, &file)
                 .map_err(|err| format!("cannot load {}: {err}", file.display()))
         });
     if let Some(scratch) = scratch {

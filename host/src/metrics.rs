@@ -35,6 +35,37 @@ const BACKUP_STATES: &[&str] = &[
     "Expunged",
 ];
 
+/// What the provider runtime reports, turned into metrics (when enabled) and job context.
+#[derive(Debug, Default)]
+pub struct RuntimeHooks;
+
+impl bnr_runtime::RuntimeObserver for RuntimeHooks {
+    fn provider_call(&self, call: &bnr_runtime::CallRecord<'_>) {
+        if let Some(metrics) = get() {
+            metrics.provider_call(
+                CallLabels {
+                    provider: call.provider.to_owned(),
+                    version: call.version.to_owned(),
+                    function: call.function.to_owned(),
+                    zone: call.zone.to_owned(),
+                },
+                call.outcome,
+                call.elapsed,
+            );
+        }
+    }
+
+    fn component_loaded(&self, from_cache: bool) {
+        if let Some(metrics) = get() {
+            metrics.compiled_cache(from_cache);
+        }
+    }
+
+    fn current_job(&self) -> Option<String> {
+        crate::jobs::current_job_uuid()
+    }
+}
+
 /// The metrics, once enabled (`None`: metrics are off and hooks do nothing).
 #[inline]
 pub fn get() -> Option<&'static Metrics> {

@@ -1,6 +1,7 @@
 //! Build orchestration for the bnr workspace: `cargo xtask <command>` (alias in
 //! `.cargo/config.toml`). Standard library only, so it builds in seconds.
 
+mod layering;
 mod plugins;
 mod suite;
 mod workspace;

@@ -1,6 +1,6 @@
 //! `cargo xtask test` and `cargo xtask serve`: the two commands a newcomer needs.
 
-use crate::{Result, plugins, workspace};
+use crate::{Result, layering, plugins, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,12 +10,13 @@ const COMPAT_PACKAGES: &[&str] = &["cs==5.2.0", "pytest==8.3.5", "selenium==4.40
 /// The pytest suites, each in its own run (each starts its own server).
 const PYTHON_SUITES: &[&str] = &["tests/compat", "tests/console"];
 
-/// `cargo xtask test`: components, the Rust test suite, then the `cs` compatibility suite and
+/// `cargo xtask test`: the layering check, components, the Rust test suite, then the `cs` compatibility suite and
 /// the console suite in a headless browser.
 pub fn test(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         return Err(format!("`test` takes no arguments (got `{extra}`)").into());
     }
+    layering::check_runtime_dependencies()?;
     plugins::build_all()?;
 
     // The default members are the host crates and the Veeam provider's native tests; the other

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::wit::{
+use bnr_runtime::types::{
     BackupOptions, BackupRef, Instance, OperationResult, PollStatus, RestoreTarget, Started,
     Volume, VolumeKind, Zone,
 };
-use crate::runtime::{CallContext, CallError, Grants, Provider, Runtime, setting_prefix};
+use bnr_runtime::{CallContext, CallError, Grants, Provider, Runtime, setting_prefix};
 
 /// Longest a pending operation is polled before its clause fails.
 pub const OPERATION_BOUND: Duration = Duration::from_secs(300);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::runtime::Provider;
+use bnr_runtime::Provider;
 
 /// Directory (under the data directory) of the components installed through the API, each
 /// stored as `<sha256>.wasm`.

@@ -33,10 +33,10 @@ use serde_json::json;
 use super::usage::{self, UsageChanges};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_SYNC_INTERVAL, Settings};
 use crate::jobs::{INTERNAL_ERROR_CODE, JobFailure, JobManager};
-use crate::runtime::wit::{self, RestorePoint};
-use crate::runtime::{CallContext, CallError, Provider};
 use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpError, Store, new_uuid};
+use bnr_runtime::types::{self, RestorePoint};
+use bnr_runtime::{CallContext, CallError, Provider};
 
 /// Deadline of a transitional backup that has no provider operation row (its `start-*` call is
 /// still running, or it was interrupted before a handle was persisted): every provider call is
@@ -331,7 +331,7 @@ impl Syncer {
         if let Some(zp) = &provider {
             let caps = zp.provider.info().capabilities;
             out.provider = Some(zp.provider.name().to_string());
-            let wit_zone = wit::Zone {
+            let wit_zone = types::Zone {
                 uuid: zone_uuid.to_string(),
                 name: zone_name.to_string(),
             };
@@ -519,7 +519,7 @@ struct SnapshotVm {
     account_id: i64,
     domain_id: i64,
     volumes_json: String,
-    instance: wit::Instance,
+    instance: types::Instance,
 }
 
 /// A backup bnr has for an instance, on this provider.
@@ -544,7 +544,7 @@ struct ZoneSnapshot {
 
 impl ZoneSnapshot {
     fn load(c: &Connection, zone_id: i64, provider: &str) -> Result<ZoneSnapshot, OpError> {
-        let mut volumes: HashMap<i64, Vec<(wit::Volume, serde_json::Value)>> = HashMap::new();
+        let mut volumes: HashMap<i64, Vec<(types::Volume, serde_json::Value)>> = HashMap::new();
         {
             let mut st = c.prepare_cached(
                 "SELECT vol.vm_id, vol.uuid, vol.name, vol.type, vol.size_bytes, vol.path,
@@ -563,13 +563,13 @@ impl ZoneSnapshot {
                 let size: i64 = r.get(4)?;
                 let device_id: Option<i64> = r.get(6)?;
                 let disk_offering: Option<String> = r.get(7)?;
-                let volume = wit::Volume {
+                let volume = types::Volume {
                     uuid: r.get(1)?,
                     name: r.get(2)?,
                     kind: if kind == "ROOT" {
-                        wit::VolumeKind::Root
+                        types::VolumeKind::Root
                     } else {
-                        wit::VolumeKind::Datadisk
+                        types::VolumeKind::Datadisk
                     },
                     size: u64::try_from(size).unwrap_or(0),
                     path: r.get(5)?,
@@ -610,7 +610,7 @@ impl ZoneSnapshot {
                     account_id: r.get(9)?,
                     domain_id: r.get(10)?,
                     volumes_json: serde_json::Value::Array(infos).to_string(),
-                    instance: wit::Instance {
+                    instance: types::Instance {
                         uuid: r.get(1)?,
                         name,
                         internal_name: r.get(3)?,

@@ -9,10 +9,10 @@ use super::model::{Offering, VolumeInfo, get_offering, vm_backup_fields};
 use super::{BackupService, Pending, check_vm_access, instance_of, live_vm, record_event, rules};
 use crate::identity::Caller;
 use crate::inventory::vm::{self, Vm, VmState};
-use crate::runtime::Provider;
-use crate::runtime::wit;
 use crate::store::events::Level;
 use crate::store::now;
+use bnr_runtime::Provider;
+use bnr_runtime::types;
 
 impl BackupService {
     /// assignVirtualMachineToBackupOffering. The provider is asked in the job; the VM is only
@@ -191,7 +191,7 @@ impl BackupService {
                 vm.host_address.as_deref(),
             );
             let vm2 = vm.clone();
-            let instance: wit::Instance = self.store.read(move |c| instance_of(c, &vm2)).await?;
+            let instance: types::Instance = self.store.read(move |c| instance_of(c, &vm2)).await?;
             match provider
                 .remove_instance(&ctx, &instance, &offering.external_id)
                 .await

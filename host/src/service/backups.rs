@@ -17,10 +17,10 @@ use super::{
 };
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm::{self, Vm};
-use crate::runtime::wit::{self, OperationResult};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpResult, format_date, new_uuid, now};
+use bnr_runtime::types::{self, OperationResult};
 
 /// Longest backup description (CloudStack's column is 1024 wide).
 pub const MAX_BACKUP_DESCRIPTION_LEN: usize = 1024;
@@ -55,7 +55,7 @@ pub(super) struct NewBackup {
     pub(super) uuid: String,
     pub(super) vm: Vm,
     pub(super) offering: Offering,
-    pub(super) instance: wit::Instance,
+    pub(super) instance: types::Instance,
 }
 
 impl BackupService {
@@ -187,7 +187,7 @@ impl BackupService {
                     &ctx,
                     &new.instance,
                     &new.offering.external_id,
-                    wit::BackupOptions { quiesce },
+                    types::BackupOptions { quiesce },
                 )
                 .await;
             let op = Operation {
@@ -247,7 +247,7 @@ impl BackupService {
         Ok(Pending::new(async move {
             // A backup that failed before the provider kept anything has nothing to delete there.
             let started = if backup.external_id.is_none() {
-                Ok(wit::Started::Done(OperationResult::Deleted))
+                Ok(types::Started::Done(OperationResult::Deleted))
             } else {
                 let ctx = this
                     .providers

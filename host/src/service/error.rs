@@ -2,8 +2,8 @@
 //! manager raises, so the api layer can map each command's errors the way CloudStack's command
 //! classes do (most wrap everything into 530; the offering admin commands keep 431).
 
-use crate::runtime::CallError;
 use crate::store::{OpError, StoreError};
+use bnr_runtime::CallError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {

@@ -49,9 +49,9 @@ pub use schedules::{ScheduleQuery, ScheduleRequest};
 use crate::config::Settings;
 use crate::identity::Caller;
 use crate::inventory::vm::{self, Vm, VmState};
-use crate::runtime::wit;
 use crate::store::events::{self, Level, NewEvent};
 use crate::store::{OpResult, Store};
+use bnr_runtime::types;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -147,7 +147,7 @@ fn check_backup_target(b: &Backup, target_account_id: i64) -> Result<(), BackupE
 }
 
 /// The instance as a provider sees it: identity, host, state, live volumes, provider reference.
-fn instance_of(conn: &Connection, vm: &Vm) -> OpResult<wit::Instance> {
+fn instance_of(conn: &Connection, vm: &Vm) -> OpResult<types::Instance> {
     let fields = model::vm_backup_fields(conn, vm.id)?;
     let volumes = vm::volumes_of_vm(conn, vm.id)?;
     Ok(instance_with(vm, &volumes, fields.external_id))
@@ -158,8 +158,8 @@ fn instance_with(
     vm: &Vm,
     volumes: &[crate::inventory::Volume],
     provider_ref: Option<String>,
-) -> wit::Instance {
-    wit::Instance {
+) -> types::Instance {
+    types::Instance {
         uuid: vm.uuid.clone(),
         name: vm.name.clone(),
         internal_name: vm.internal_name.clone(),
@@ -180,14 +180,14 @@ fn backup_ref(
     conn: &Connection,
     b: &Backup,
     offering_external_id: &str,
-) -> OpResult<wit::BackupRef> {
+) -> OpResult<types::BackupRef> {
     let mut name_of = conn.prepare_cached("SELECT name FROM volumes WHERE uuid = ?1")?;
     let mut volumes = Vec::new();
     for info in b.volume_infos() {
         let name: Option<String> = name_of.query_row([&info.uuid], |r| r.get(0)).optional()?;
         volumes.push(info.to_wit(name.as_deref().unwrap_or(&info.uuid)));
     }
-    Ok(wit::BackupRef {
+    Ok(types::BackupRef {
         external_id: b.external_id.clone().unwrap_or_default(),
         offering_external_id: offering_external_id.to_string(),
         instance_uuid: b.vm_uuid.clone().unwrap_or_default(),

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Volume;
-use crate::runtime::wit;
 use crate::store::OpResult;
+use bnr_runtime::types;
 
 /// Backup status values (spec §1.3) bnr writes.
 pub mod status {
@@ -73,14 +73,14 @@ impl VolumeInfo {
         serde_json::from_str(json).unwrap_or_default()
     }
 
-    pub fn to_wit(&self, name: &str) -> wit::Volume {
-        wit::Volume {
+    pub fn to_wit(&self, name: &str) -> types::Volume {
+        types::Volume {
             uuid: self.uuid.clone(),
             name: name.to_string(),
             kind: if self.kind.eq_ignore_ascii_case("ROOT") {
-                wit::VolumeKind::Root
+                types::VolumeKind::Root
             } else {
-                wit::VolumeKind::Datadisk
+                types::VolumeKind::Datadisk
             },
             size: u64::try_from(self.size).unwrap_or(0),
             path: self.path.clone(),

@@ -10,10 +10,10 @@ use super::{BackupService, Pending, record_event};
 use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::identity::{Caller, Role};
 use crate::inventory;
-use crate::runtime::{Grants, Provider, wit};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, new_uuid, now};
+use bnr_runtime::{Grants, Provider, types};
 
 /// Longest offering description (CloudStack's column is 255 wide; names use the param default).
 pub const MAX_OFFERING_DESCRIPTION_LEN: usize = 255;
@@ -127,7 +127,7 @@ impl BackupService {
         let ctx = self
             .providers
             .call_context(&provider, zone.id, &zone.uuid, None);
-        let wit_zone = wit::Zone {
+        let wit_zone = types::Zone {
             uuid: zone.uuid.clone(),
             name: zone.name.clone(),
         };
@@ -189,7 +189,7 @@ impl BackupService {
             let ctx = this
                 .providers
                 .call_context(&provider, zone.id, &zone.uuid, None);
-            let wit_zone = wit::Zone {
+            let wit_zone = types::Zone {
                 uuid: zone.uuid.clone(),
                 name: zone.name.clone(),
             };

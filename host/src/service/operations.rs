@@ -16,10 +16,10 @@ use super::providers::{
     BACKUP_OPERATION_TIMEOUT, BACKUP_OPERATION_TIMEOUTS, DEFAULT_OPERATION_TIMEOUT_SECS,
 };
 use crate::jobs;
-use crate::runtime::wit::{OperationResult, PollStatus, Started};
-use crate::runtime::{CallContext, CallError, Provider};
 use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpResult, Store, now};
+use bnr_runtime::types::{OperationResult, PollStatus, Started};
+use bnr_runtime::{CallContext, CallError, Provider};
 
 /// First wait before polling a pending operation: quick operations finish without much delay.
 pub const POLL_INITIAL_DELAY: Duration = Duration::from_millis(200);

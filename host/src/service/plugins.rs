@@ -14,9 +14,9 @@ use super::error::{BackupError, BackupResult};
 use super::providers::{Providers, missing_grants, record_admin_event_as};
 use crate::config::BACKUP_PROVIDER_PLUGIN;
 use crate::plugins::{Component, MAX_UPLOAD_BYTES, Origin, signing};
-use crate::runtime::{Grants, Provider, wit};
 use crate::store::events::Level;
 use crate::store::{OpError, StoreError, now};
+use bnr_runtime::{Grants, Provider, types};
 
 /// Event types of the provider lifecycle (in `listEvents`, owned by the root admin account).
 pub struct PluginEvent;
@@ -495,7 +495,7 @@ impl Providers {
         provider: &Arc<Provider>,
         zones: &[(i64, String, String)],
     ) -> Result<(), String> {
-        let ctx = crate::runtime::CallContext::new(
+        let ctx = bnr_runtime::CallContext::new(
             "",
             Default::default(),
             Grants::derive(provider.info(), &Default::default(), None, &[]),
@@ -519,7 +519,7 @@ impl Providers {
         }
         for (id, uuid, zone_name) in zones {
             let ctx = self.call_context(provider, *id, uuid, None);
-            let zone = wit::Zone {
+            let zone = types::Zone {
                 uuid: uuid.clone(),
                 name: zone_name.clone(),
             };
@@ -559,7 +559,7 @@ impl Providers {
             // The serving version's answer first: its refusal is the one to show.
             let entry = std::iter::once(&provider)
                 .chain(versions.iter())
-                .map(|p| crate::runtime::check_operator_extra(p.info(), entry))
+                .map(|p| bnr_runtime::check_operator_extra(p.info(), entry))
                 .reduce(|first, other| {
                     if first.is_ok() {
                         first

@@ -15,14 +15,14 @@ use rusqlite::OptionalExtension;
 use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
 use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
-use crate::runtime::wit::SettingKind;
-use crate::runtime::{
+use crate::store::events::{self, Level, NewEvent, State};
+use crate::store::{OpError, Store, StoreError};
+use bnr_runtime::types::SettingKind;
+use bnr_runtime::{
     CallContext, Catalog, Grants, HypervisorHost, Provider, Runtime, RuntimeConfig, SshConnection,
     SshGrant, ZoneRegistry,
 };
-use crate::runtime::{CallError, LoadError};
-use crate::store::events::{self, Level, NewEvent, State};
-use crate::store::{OpError, Store, StoreError};
+use bnr_runtime::{CallError, LoadError};
 
 /// Event type of a backup provider component that was refused at start-up.
 pub const PROVIDER_LOAD_EVENT: &str = "BACKUP.PROVIDER.LOAD";
@@ -171,8 +171,11 @@ fn shared_runtime(cache_dir: PathBuf) -> anyhow::Result<SharedRuntime> {
     if let Some((rt, loaded)) = shared.as_ref() {
         return Ok((rt.clone(), loaded.clone()));
     }
-    let rt =
-        Runtime::new(RuntimeConfig::new(cache_dir)).context("starting the provider runtime")?;
+    let config = RuntimeConfig {
+        observer: Some(Arc::new(crate::metrics::RuntimeHooks)),
+        ..RuntimeConfig::new(cache_dir)
+    };
+    let rt = Runtime::new(config).context("starting the provider runtime")?;
     let mut loaded = Vec::new();
     for component in bundled::BUNDLED {
         match rt.load_bytes(component.wasm) {
@@ -608,7 +611,7 @@ fn check_zone_switch(
     provider: &Provider,
     zone: Option<i64>,
 ) -> Result<(), OpError> {
-    if crate::runtime::ungranted_needs(provider.info(), &[]).is_empty() {
+    if bnr_runtime::ungranted_needs(provider.info(), &[]).is_empty() {
         return Ok(());
     }
     let zones: Vec<(i64, String, String)> = store.read_blocking(|c| {
@@ -680,7 +683,7 @@ pub(super) fn missing_grants(
     provider: &Provider,
 ) -> Option<String> {
     let extras = zone_extras(settings, api_grants, zone_id, provider.name());
-    let missing = crate::runtime::ungranted_needs(provider.info(), &extras);
+    let missing = bnr_runtime::ungranted_needs(provider.info(), &extras);
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
@@ -713,7 +716,7 @@ pub(super) fn split_grants(text: &str) -> Vec<String> {
 }
 
 /// A provider's setting declaration as a zone-scoped setting definition.
-fn setting_definition(decl: &crate::runtime::wit::SettingDecl) -> Definition {
+fn setting_definition(decl: &bnr_runtime::types::SettingDecl) -> Definition {
     let default = decl.default_value.clone().unwrap_or_default();
     // Without a default the value starts empty, which only a text setting can hold.
     let kind = match (&decl.kind, decl.default_value.is_some()) {

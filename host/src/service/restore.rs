@@ -18,9 +18,9 @@ use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
 use crate::identity::Caller;
 use crate::inventory::vm::{self, DeployRequest, Vm, VmEvent, VmState};
 use crate::inventory::vmware;
-use crate::runtime::wit::{self, OperationResult, RestoreTarget};
 use crate::store::events::Level;
 use crate::store::{OpError, OpResult, new_uuid, now};
+use bnr_runtime::types::{self, OperationResult, RestoreTarget};
 
 /// What createVMFromBackup asks for; ids resolved by the api layer.
 #[derive(Debug, Clone)]
@@ -256,7 +256,7 @@ impl BackupService {
                     .optional()?;
                 let original = original.unwrap_or_else(|| info.uuid.clone());
                 let r = backup_ref(c, &b, &offering.external_id)?;
-                let request = wit::VolumeRestoreRequest {
+                let request = types::VolumeRestoreRequest {
                     volume: info.to_wit(&original),
                     backup: r,
                     attach_to: instance_of(c, &vm)?,
@@ -666,10 +666,10 @@ impl BackupService {
     #[allow(clippy::too_many_arguments)]
     async fn restore_instance<T, F>(
         &self,
-        provider: Arc<crate::runtime::Provider>,
+        provider: Arc<bnr_runtime::Provider>,
         vm: &Vm,
         backup: &Backup,
-        backup_ref: wit::BackupRef,
+        backup_ref: types::BackupRef,
         target: RestoreTarget,
         payload: serde_json::Value,
         finish: F,

@@ -18,8 +18,8 @@ use super::operations::{Operation, OperationKind, poll};
 use super::{BackupService, instance_of};
 use crate::identity::Caller;
 use crate::inventory::vm;
-use crate::runtime::wit::DeleteGranularity;
 use crate::store::OpResult;
+use bnr_runtime::types::DeleteGranularity;
 
 /// A `provider_operations` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl PersistedOperation {
 
 impl BackupService {
     /// The component that finishes `op`: the one it started on, or a compatible successor.
-    fn provider_of(&self, op: &PersistedOperation) -> BackupResult<Arc<crate::runtime::Provider>> {
+    fn provider_of(&self, op: &PersistedOperation) -> BackupResult<Arc<bnr_runtime::Provider>> {
         self.providers.for_operation(
             &op.provider,
             op.provider_version.as_deref(),

@@ -2,7 +2,7 @@
 //! branch is tested here, including capabilities no installed component has.
 
 use super::error::{BackupError, BackupResult};
-use crate::runtime::wit::{Capabilities, DeleteGranularity};
+use bnr_runtime::types::{Capabilities, DeleteGranularity};
 
 /// `quiescevm` given at all (even `false`) needs a provider that can quiesce (spec §3.5: upstream
 /// checks the provider name `nas`; bnr checks the declared capability).

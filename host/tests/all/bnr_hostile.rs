@@ -11,9 +11,9 @@ use std::time::Duration;
 use crate::bnr_support::*;
 use crate::sched_support::{events_of, exec, sync};
 use crate::support_api::*;
-use bnr::runtime::limits::{DEFAULT_INSTANCES_PER_PROVIDER, PROVIDER_TEXT_MAX_BYTES};
-use bnr::runtime::{PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits};
 use bnr::service::ProviderSource;
+use bnr_runtime::limits::{DEFAULT_INSTANCES_PER_PROVIDER, PROVIDER_TEXT_MAX_BYTES};
+use bnr_runtime::{PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits};
 
 /// The secret the `noisy` modes try to leak (URL-unsafe characters on purpose).
 const SECRET: &str = "s3cr3t/pa ss+word";
@@ -37,6 +37,7 @@ fn loaded() -> &'static Loaded {
         let cache = tempfile::tempdir().expect("cache dir");
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: cache.path().to_owned(),
+            observer: None,
             limits: SandboxLimits {
                 cpu_budget: Duration::from_millis(500),
                 call_timeout: Duration::from_secs(3),

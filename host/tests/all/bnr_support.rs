@@ -12,8 +12,8 @@ use serde_json::Value;
 use bnr::api::router;
 use bnr::api::serve::prepare_with;
 use bnr::inventory::bootstrap::BootstrapOptions;
-use bnr::runtime::{Catalog, Provider, Runtime, RuntimeConfig};
 use bnr::service::ProviderSource;
+use bnr_runtime::{Catalog, Provider, Runtime, RuntimeConfig};
 
 use crate::support_api::*;
 
@@ -65,6 +65,8 @@ fn components() -> &'static Components {
         // (the per-provider share is tested in `bnr_hostile` with a runtime of its own).
         let mut config = RuntimeConfig::new(cache.path());
         config.pool.max_instances_per_provider = config.pool.max_instances;
+        // As `bnr serve` has it: call metrics (when enabled) and job context.
+        config.observer = Some(std::sync::Arc::new(bnr::metrics::RuntimeHooks));
         let runtime = Runtime::new(config).expect("runtime");
         let load = |p: PathBuf| {
             runtime.load_file(&p).unwrap_or_else(|e| {

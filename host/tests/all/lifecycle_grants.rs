@@ -455,7 +455,7 @@ async fn a_wit_1_0_component_installed_through_the_api_backs_up_next_to_the_newe
     let listed = plugins(&s).await;
     assert_eq!(state_of(&listed, "1.1.0"), "Active", "{listed:?}");
     // The newest dummy is built through the SDK, against the newest supported WIT version.
-    let newest_wit = bnr::runtime::SUPPORTED_WIT_VERSIONS
+    let newest_wit = bnr_runtime::SUPPORTED_WIT_VERSIONS
         .rsplit(", ")
         .next()
         .and_then(|v| v.strip_suffix(".x"))

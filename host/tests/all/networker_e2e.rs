@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use bnr::runtime::{Runtime, RuntimeConfig};
+use bnr_runtime::{Runtime, RuntimeConfig};
 use networker_sim::{Disk, Domain, HostConfig, Running};
 
 use crate::bnr_support::*;

@@ -1,6 +1,6 @@
 //! The runtime runs a well-behaved provider: every export of the dummy through `Provider`.
 
-use bnr::runtime::{CallError, Catalog, wit};
+use bnr_runtime::{CallError, Catalog, types};
 
 use crate::support::{self, DUMMY, backup_ref, instance, zone};
 
@@ -17,7 +17,7 @@ async fn the_dummy_describes_itself_at_load() {
     assert!(info.capabilities.single_volume_restore);
     assert_eq!(
         info.capabilities.delete_granularity,
-        wit::DeleteGranularity::RestorePoint
+        types::DeleteGranularity::RestorePoint
     );
 }
 
@@ -62,11 +62,11 @@ async fn the_dummy_answers_every_export_correctly() {
             &ctx,
             &vm,
             "gold-policy",
-            wit::BackupOptions { quiesce: false },
+            types::BackupOptions { quiesce: false },
         )
         .await
         .unwrap();
-    let wit::Started::Done(wit::OperationResult::BackupTaken(taken)) = started else {
+    let types::Started::Done(types::OperationResult::BackupTaken(taken)) = started else {
         panic!("expected a finished backup, got {started:?}");
     };
     assert!(
@@ -81,23 +81,23 @@ async fn the_dummy_answers_every_export_correctly() {
     let backup = backup_ref(&vm);
     assert_eq!(
         dummy.start_delete(&ctx, &backup, false).await.unwrap(),
-        wit::Started::Done(wit::OperationResult::Deleted)
+        types::Started::Done(types::OperationResult::Deleted)
     );
     assert_eq!(
         dummy
-            .start_restore(&ctx, &backup, &wit::RestoreTarget::InPlace(vm.clone()))
+            .start_restore(&ctx, &backup, &types::RestoreTarget::InPlace(vm.clone()))
             .await
             .unwrap(),
-        wit::Started::Done(wit::OperationResult::Restored)
+        types::Started::Done(types::OperationResult::Restored)
     );
-    let request = wit::VolumeRestoreRequest {
+    let request = types::VolumeRestoreRequest {
         backup: backup.clone(),
         volume: vm.volumes[1].clone(),
         attach_to: vm.clone(),
         new_volume_name: "restored".into(),
     };
     let started = dummy.start_restore_volume(&ctx, &request).await.unwrap();
-    let wit::Started::Done(wit::OperationResult::VolumeRestored(restored)) = started else {
+    let types::Started::Done(types::OperationResult::VolumeRestored(restored)) = started else {
         panic!("expected a restored volume, got {started:?}");
     };
     assert_eq!(restored.size, 2 << 30);
@@ -105,17 +105,20 @@ async fn the_dummy_answers_every_export_correctly() {
 
     let err = dummy.poll_operation(&ctx, "nope").await.unwrap_err();
     assert!(
-        matches!(err, CallError::Provider(wit::ProviderError::NotFound(_))),
+        matches!(err, CallError::Provider(types::ProviderError::NotFound(_))),
         "{err:?}"
     );
     let err = dummy.cancel_operation(&ctx, "nope").await.unwrap_err();
     assert!(
-        matches!(err, CallError::Provider(wit::ProviderError::NotFound(_))),
+        matches!(err, CallError::Provider(types::ProviderError::NotFound(_))),
         "{err:?}"
     );
     let err = dummy.list_restore_points(&ctx, &vm).await.unwrap_err();
     assert!(
-        matches!(err, CallError::Provider(wit::ProviderError::Unsupported(_))),
+        matches!(
+            err,
+            CallError::Provider(types::ProviderError::Unsupported(_))
+        ),
         "{err:?}"
     );
     assert!(!err.is_retryable());
@@ -132,7 +135,7 @@ async fn the_dummy_answers_every_export_correctly() {
 
     assert_eq!(
         dummy.storage_stats(&ctx, &zone()).await.unwrap(),
-        wit::StorageStats {
+        types::StorageStats {
             used_bytes: 0,
             total_bytes: 0
         }
@@ -166,7 +169,7 @@ async fn provider_errors_reach_the_caller_typed_and_retryable_when_unavailable()
     assert!(
         matches!(
             &err,
-            CallError::Provider(wit::ProviderError::Unavailable(_))
+            CallError::Provider(types::ProviderError::Unavailable(_))
         ),
         "{err:?}"
     );
@@ -183,12 +186,12 @@ async fn declared_settings_reach_the_provider() {
             &ctx,
             &instance("vm-1"),
             "gold-policy",
-            wit::BackupOptions { quiesce: false },
+            types::BackupOptions { quiesce: false },
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, CallError::Provider(wit::ProviderError::Rejected(_))),
+        matches!(err, CallError::Provider(types::ProviderError::Rejected(_))),
         "{err:?}"
     );
 }
@@ -248,5 +251,5 @@ async fn a_provider_directory_loads_what_it_can_and_reports_the_rest() {
 
     let missing = catalog.load_dir(&rt, &support::target_dir().join("no-such-dir"));
     assert_eq!(missing.len(), 1);
-    assert!(matches!(missing[0].1, Err(bnr::runtime::LoadError::Io(_))));
+    assert!(matches!(missing[0].1, Err(bnr_runtime::LoadError::Io(_))));
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bnr::runtime::{CacheOutcome, PoolConfig, Provider, Runtime, RuntimeConfig};
+use bnr_runtime::{CacheOutcome, PoolConfig, Provider, Runtime, RuntimeConfig};
 
 use crate::support::{self, DUMMY, HOSTILE, TempDir, zone};
 
@@ -11,6 +11,7 @@ use crate::support::{self, DUMMY, HOSTILE, TempDir, zone};
 fn runtime_on(cache: &TempDir) -> Arc<Runtime> {
     Runtime::new(RuntimeConfig {
         cache_dir: cache.path().to_owned(),
+        observer: None,
         limits: support::test_limits(),
         pool: PoolConfig {
             enabled: false,

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bnr::runtime::{
+use bnr_runtime::{
     CallContext, CallError, Grants, Provider, Runtime, RuntimeConfig, SshConnection, SshGrant,
-    wit::{Policy, ProviderError},
+    types::{Policy, ProviderError},
 };
 
 use crate::support::{self, EXEC_PROBE, TempDir, WIT_1_0, WIT_1_1, zone};
@@ -27,7 +27,8 @@ fn runtime() -> Arc<Runtime> {
             let cache = TempDir::new("exec-cache");
             let config = RuntimeConfig {
                 cache_dir: cache.path().to_owned(),
-                limits: bnr::runtime::SandboxLimits {
+                observer: None,
+                limits: bnr_runtime::SandboxLimits {
                     call_timeout: Duration::from_secs(30),
                     http_timeout: Duration::from_secs(20),
                     ..support::test_limits()
@@ -483,14 +484,14 @@ async fn probe_in(
 async fn wait_for_idle(zone_uuid: &str, count: usize) {
     let provider = load(EXEC_PROBE).info().name.clone();
     for _ in 0..500 {
-        if bnr::runtime::idle_https_connections(&provider, zone_uuid) == count {
+        if bnr_runtime::idle_https_connections(&provider, zone_uuid) == count {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!(
         "{zone_uuid}: {} idle connections, expected {count}",
-        bnr::runtime::idle_https_connections(&provider, zone_uuid)
+        bnr_runtime::idle_https_connections(&provider, zone_uuid)
     );
 }
 

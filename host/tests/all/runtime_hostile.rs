@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bnr::runtime::{CallContext, CallError, Grants, LoadError, PoolConfig, Runtime, RuntimeConfig};
+use bnr_runtime::{CallContext, CallError, Grants, LoadError, PoolConfig, Runtime, RuntimeConfig};
 
 use crate::support::{
     self, DUMMY, FUTURE_VERSION, HOSTILE, IMPOSTOR, SLOW_DESCRIBE, THIEF, TempDir, WRONG_WORLD,
@@ -300,7 +300,7 @@ async fn a_second_component_with_a_built_in_name_is_refused_and_the_built_in_kep
         dir.path().join("bnr_dummy.wasm"),
     )
     .unwrap();
-    let catalog = bnr::runtime::Catalog::new();
+    let catalog = bnr_runtime::Catalog::new();
     let results = catalog.load_dir(&support::runtime(), dir.path());
     assert_eq!(results.len(), 2);
     let (_, impostor) = &results[0];
@@ -317,7 +317,7 @@ async fn a_second_component_with_a_built_in_name_is_refused_and_the_built_in_kep
     for name in ["one.wasm", "two.wasm"] {
         std::fs::copy(support::component_path(HOSTILE), dir.path().join(name)).unwrap();
     }
-    let catalog = bnr::runtime::Catalog::new();
+    let catalog = bnr_runtime::Catalog::new();
     let results = catalog.load_dir(&support::runtime(), dir.path());
     assert!(
         results
@@ -415,7 +415,8 @@ async fn one_provider_cannot_take_more_than_its_share_of_the_pool() {
     let cache = TempDir::new("share-cache");
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cache.path().to_owned(),
-        limits: bnr::runtime::SandboxLimits {
+        observer: None,
+        limits: bnr_runtime::SandboxLimits {
             admission_wait: Duration::from_millis(50),
             ..support::test_limits()
         },
@@ -449,7 +450,8 @@ async fn calls_beyond_the_pool_wait_then_fail_busy_and_succeed_once_a_slot_frees
     let cache = TempDir::new("busy-cache");
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cache.path().to_owned(),
-        limits: bnr::runtime::SandboxLimits {
+        observer: None,
+        limits: bnr_runtime::SandboxLimits {
             admission_wait: Duration::from_millis(50),
             ..support::test_limits()
         },
@@ -478,6 +480,7 @@ async fn providers_stay_bounded_after_the_runtime_handle_is_dropped() {
     let cache = TempDir::new("dropped-runtime");
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cache.path().to_owned(),
+        observer: None,
         limits: support::test_limits(),
         pool: PoolConfig {
             enabled: false,

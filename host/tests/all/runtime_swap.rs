@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bnr::runtime::{CallContext, Provider, ZoneRegistry, wit};
+use bnr_runtime::{CallContext, Provider, ZoneRegistry, types};
 
 use crate::support::{self, DUMMY, SCRIPTED, instance};
 
@@ -18,11 +18,11 @@ async fn backup_taken_by(provider: &Provider) -> String {
             &CallContext::default(),
             &instance("vm-1"),
             "gold-policy",
-            wit::BackupOptions { quiesce: false },
+            types::BackupOptions { quiesce: false },
         )
         .await
         .unwrap_or_else(|err| panic!("a call failed during the swap: {err}"));
-    let wit::Started::Done(wit::OperationResult::BackupTaken(taken)) = started else {
+    let types::Started::Done(types::OperationResult::BackupTaken(taken)) = started else {
         panic!("unexpected answer {started:?}");
     };
     taken.external_id.split('-').next().unwrap().to_owned()

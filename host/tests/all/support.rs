@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bnr::runtime::{
-    CallContext, Grants, PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits, wit,
+use bnr_runtime::{
+    CallContext, Grants, PoolConfig, Provider, Runtime, RuntimeConfig, SandboxLimits, types,
 };
 
 /// File stems of the components `cargo xtask plugins` builds.
@@ -100,6 +100,8 @@ pub fn runtime() -> Arc<Runtime> {
             let cache = TempDir::new("shared-cache");
             let config = RuntimeConfig {
                 cache_dir: cache.path().to_owned(),
+                // As `bnr serve` has it: call metrics (when enabled) and job context.
+                observer: Some(Arc::new(bnr::metrics::RuntimeHooks)),
                 limits: test_limits(),
                 pool: test_pool(),
             };
@@ -138,15 +140,15 @@ pub fn ctx(provider: &Provider, settings: &[(&str, &str)]) -> CallContext {
     CallContext::new("zone-1", settings, grants)
 }
 
-pub fn zone() -> wit::Zone {
-    wit::Zone {
+pub fn zone() -> types::Zone {
+    types::Zone {
         uuid: "zone-1".into(),
         name: "Zone One".into(),
     }
 }
 
-pub fn volume(uuid: &str, kind: wit::VolumeKind, size: u64, device_id: u32) -> wit::Volume {
-    wit::Volume {
+pub fn volume(uuid: &str, kind: types::VolumeKind, size: u64, device_id: u32) -> types::Volume {
+    types::Volume {
         uuid: uuid.into(),
         name: format!("{uuid}-name"),
         kind,
@@ -157,8 +159,8 @@ pub fn volume(uuid: &str, kind: wit::VolumeKind, size: u64, device_id: u32) -> w
     }
 }
 
-pub fn instance(uuid: &str) -> wit::Instance {
-    wit::Instance {
+pub fn instance(uuid: &str) -> types::Instance {
+    types::Instance {
         uuid: uuid.into(),
         name: format!("{uuid}-vm"),
         internal_name: "i-2-10-VM".into(),
@@ -166,15 +168,15 @@ pub fn instance(uuid: &str) -> wit::Instance {
         host_address: Some("kvm1.lan".into()),
         state: "Running".into(),
         volumes: vec![
-            volume("root-1", wit::VolumeKind::Root, 8 << 30, 0),
-            volume("data-1", wit::VolumeKind::Datadisk, 2 << 30, 1),
+            volume("root-1", types::VolumeKind::Root, 8 << 30, 0),
+            volume("data-1", types::VolumeKind::Datadisk, 2 << 30, 1),
         ],
         provider_ref: None,
     }
 }
 
-pub fn backup_ref(vm: &wit::Instance) -> wit::BackupRef {
-    wit::BackupRef {
+pub fn backup_ref(vm: &types::Instance) -> types::BackupRef {
+    types::BackupRef {
         external_id: "dummy-backup-1".into(),
         offering_external_id: "gold-policy".into(),
         instance_uuid: vm.uuid.clone(),

@@ -6,8 +6,8 @@ use crate::api::registry::{
 use crate::api::{ApiError, ApiResult, Obj};
 use serde_json::Value;
 
-use crate::runtime::{Grants, Provider, capability_flags, delete_granularity_name, describe_need};
 use crate::service::{BackupError, ImportOffering, OfferingQuery, UpdateOffering};
+use bnr_runtime::{Grants, Provider, capability_flags, delete_granularity_name, describe_need};
 
 use super::backup::{BACKUP_OFFERINGS, async_start, offering_obj, service, wrapped};
 

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use super::limits::{
     MAX_REPORTED_BYTES, MAX_REPORTED_CLOCK_SKEW, PROVIDER_ID_MAX_BYTES, PROVIDER_TEXT_MAX_BYTES,
 };
-use super::wit::{
+use super::types::{
     BackupTaken, Metric, OperationResult, Policy, PollStatus, Progress, ProviderError,
     ProviderInfo, RestorePoint, Started, StorageStats, VolumeRestored,
 };

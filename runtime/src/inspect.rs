@@ -15,7 +15,7 @@ use super::limits::{
     DESCRIBE_MAX_DEFAULT_BYTES, DESCRIBE_MAX_NEEDS, DESCRIBE_MAX_SETTING_NAME_BYTES,
     DESCRIBE_MAX_SETTINGS, DESCRIBE_MAX_TEXT_BYTES,
 };
-use super::wit::{Capabilities, DeleteGranularity, Need, ProviderInfo, SettingKind};
+use super::types::{Capabilities, DeleteGranularity, Need, ProviderInfo, SettingKind};
 
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "bnr:provider";
@@ -117,11 +117,7 @@ pub(crate) fn check_shape(wasm: &[u8]) -> Result<Shape, LoadError> {
         } else if let Some(name) = interface.strip_prefix("bnr:provider/") {
             // Imports of the package must be of the version the component exports.
             let imported = check_version(version.unwrap_or("unversioned"))?;
-            let known = match imported {
-                WitVersion::V1_0 => ["host", "types"].as_slice(),
-                WitVersion::V1_1 | WitVersion::V1_2 => ["host", "types", "manifest"].as_slice(),
-            };
-            if imported != exported || !known.contains(&name) {
+            if imported != exported || !imported.importable_interfaces().contains(&name) {
                 return Err(LoadError::WrongWorld(format!(
                     "the component imports `{import}`, which does not belong to `bnr:provider@{wit_version}`"
                 )));
@@ -548,7 +544,7 @@ mod tests {
 
     #[test]
     fn an_inspection_flags_secret_settings_and_never_prints_their_default() {
-        use crate::runtime::wit::{Capabilities, SettingDecl};
+        use crate::types::{Capabilities, SettingDecl};
         let secret = |name: &str, default: Option<&str>| SettingDecl {
             name: name.into(),
             description: "vendor password".into(),
@@ -595,8 +591,8 @@ mod tests {
         assert!(text.contains("delete-granularity: chain"), "{text}");
     }
 
-    fn info_with(name: &str, settings: Vec<crate::runtime::wit::SettingDecl>) -> ProviderInfo {
-        use crate::runtime::wit::Capabilities;
+    fn info_with(name: &str, settings: Vec<crate::types::SettingDecl>) -> ProviderInfo {
+        use crate::types::Capabilities;
         ProviderInfo {
             name: name.into(),
             description: String::new(),
@@ -617,8 +613,8 @@ mod tests {
         }
     }
 
-    fn text_setting(name: &str) -> crate::runtime::wit::SettingDecl {
-        crate::runtime::wit::SettingDecl {
+    fn text_setting(name: &str) -> crate::types::SettingDecl {
+        crate::types::SettingDecl {
             name: name.into(),
             description: String::new(),
             kind: SettingKind::Text,

@@ -13,7 +13,7 @@ use http::uri::{Authority, Scheme, Uri};
 
 use super::ssh::SshConnection;
 use super::tls::TlsTrust;
-use super::wit::{HttpsAccess, Need, ProviderInfo, SshAccess};
+use super::types::{HttpsAccess, Need, ProviderInfo, SshAccess};
 
 /// Prefix marking an operator extra as a remote-exec target (`exec:backup-proxy.lan`).
 /// Extras without it are HTTP destinations (`host`, `host:port` or a URL), or the name of a
@@ -542,9 +542,7 @@ impl CallContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::wit::{
-        Capabilities, DeleteGranularity, ProviderInfo, SettingDecl, SettingKind,
-    };
+    use crate::types::{Capabilities, DeleteGranularity, ProviderInfo, SettingDecl, SettingKind};
 
     fn info(needs: Vec<Need>) -> ProviderInfo {
         ProviderInfo {

@@ -22,9 +22,10 @@ use super::inspect::{self, Inspection};
 use super::limits::{
     EPOCH_TICK, MAX_COMPONENT_BYTES, PoolConfig, SandboxLimits, TABLE_ELEMENTS_MAX,
 };
+use super::observer::{NoObserver, RuntimeObserver};
 use super::provider::{Admission, Provider, Session};
 use super::state::{CallScope, Declared, HostState};
-use super::wit::ProviderInfo;
+use super::types::ProviderInfo;
 
 /// How the process-wide runtime is set up.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct RuntimeConfig {
     pub limits: SandboxLimits,
     /// Sizing of the pooling instance allocator.
     pub pool: PoolConfig,
+    /// Told about every call and load (metrics, job context); `None` = nobody listens.
+    pub observer: Option<Arc<dyn RuntimeObserver>>,
 }
 
 impl RuntimeConfig {
@@ -45,6 +48,7 @@ impl RuntimeConfig {
             cache_dir: cache_dir.into(),
             limits: SandboxLimits::default(),
             pool: PoolConfig::default(),
+            observer: None,
         }
     }
 }
@@ -54,6 +58,7 @@ impl RuntimeConfig {
 pub(crate) struct RuntimeShared {
     pub engine: Engine,
     pub limits: SandboxLimits,
+    pub observer: Arc<dyn RuntimeObserver>,
     admission: Arc<Semaphore>,
     /// Permits `admission` started with.
     pool_slots: usize,
@@ -159,6 +164,10 @@ impl Runtime {
             shared: Arc::new(RuntimeShared {
                 engine,
                 limits,
+                observer: config
+                    .observer
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(NoObserver)),
                 admission: Arc::new(Semaphore::new(permits)),
                 pool_slots: permits,
                 per_provider,
@@ -253,9 +262,9 @@ impl Runtime {
             micros = stats.duration.as_micros() as u64,
             "provider loaded"
         );
-        if let Some(metrics) = crate::metrics::get() {
-            metrics.compiled_cache(stats.loaded_from_cache());
-        }
+        self.shared
+            .observer
+            .component_loaded(stats.loaded_from_cache());
         Ok(Arc::new(Provider::new(
             info,
             sha256,

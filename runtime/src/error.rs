@@ -1,7 +1,7 @@
 //! Typed errors at the runtime boundary: why a call failed ([`CallError`]) and why a
 //! component could not be loaded ([`LoadError`]).
 
-use super::wit::ProviderError;
+use super::types::ProviderError;
 
 /// Why a provider call did not produce a value.
 ///

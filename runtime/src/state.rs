@@ -12,9 +12,10 @@
 //!   request never leaves the process); HTTPS to a destination with a TLS grant is checked
 //!   against that grant's trust (`tls.rs`).
 //!
-//! Every interface version's imports are implemented here; they differ only in the exec
-//! records, which are converted to [`ExecCall`] / from [`ExecFailure`] at the boundary, and
-//! in 1.2.0's `current-host`, which shows the call's [`HypervisorHost`].
+//! The host functions live here once; each interface version's bindings (`bindings/`)
+//! convert their records and call them: exec requests become [`ExecRequest`], results come
+//! back as [`ExecOutcome`] / [`ExecFailure`], and 1.2.0's `current-host` shows the call's
+//! [`HypervisorHost`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,7 +34,6 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::{v1_0, v1_1, v1_2};
 use super::detached::{self, DetachedState};
 use super::grants::{CallContext, Grants, HypervisorHost};
 use super::limits::{
@@ -43,8 +43,8 @@ use super::limits::{
 };
 use super::ssh::{self, ExecCall, ExecFailure, ExecOutcome, SshConnection};
 use super::tls;
+use super::types::{LogLevel, Need, ProviderInfo, SettingKind};
 use super::untrusted;
-use super::wit::{LogLevel, Need, ProviderInfo, SettingKind};
 
 /// Where provider log lines go (`RUST_LOG=bnr::provider=debug` shows them all).
 pub const PROVIDER_LOG_TARGET: &str = "bnr::provider";
@@ -358,11 +358,8 @@ struct LogBudget {
     exhausted: bool,
 }
 
-impl v1_0::bnr::provider::types::Host for HostState {}
-impl v1_1::bnr::provider::manifest::Host for HostState {}
-
 impl HostState {
-    fn log_line(&mut self, level: LogLevel, message: String) {
+    pub(crate) fn log_line(&mut self, level: LogLevel, message: String) {
         let budget = &mut self.log;
         if budget.exhausted {
             return;
@@ -402,7 +399,7 @@ impl HostState {
         }
     }
 
-    fn setting_value(&self, name: &str) -> Option<String> {
+    pub(crate) fn setting_value(&self, name: &str) -> Option<String> {
         self.scope.settings.get(name).cloned()
     }
 
@@ -518,93 +515,61 @@ impl HostState {
 
 /// What a 1.0.0 `exec-request` names besides the command.
 pub(crate) struct LegacyLogin {
-    port: u16,
-    username: String,
-    password: Option<String>,
+    pub port: u16,
+    pub username: String,
+    pub password: Option<String>,
 }
 
-impl v1_1::bnr::provider::host::Host for HostState {
-    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        self.log_line(level, message);
-        Ok(())
-    }
+/// A `host.remote-exec` request of any version, before the host's bounds are applied.
+pub(crate) struct ExecRequest {
+    /// Host name or address; must be a granted target.
+    pub target: String,
+    pub command: String,
+    pub stdin: Vec<u8>,
+    pub timeout_ms: u32,
+    pub max_output_bytes: u32,
+}
 
-    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.setting_value(&name))
-    }
-
-    async fn remote_exec(
+/// The host functions every interface version shares; each version's bindings convert its
+/// records and call these.
+impl HostState {
+    /// `remote-exec` (1.1.0 on): the request's own bounds, capped by the host's.
+    pub(crate) async fn remote_exec_bounded(
         &mut self,
-        request: v1_1::bnr::provider::host::ExecRequest,
-    ) -> wasmtime::Result<
-        Result<v1_1::bnr::provider::host::ExecOutput, v1_1::bnr::provider::host::ExecError>,
-    > {
-        use v1_1::bnr::provider::host::{ExecError, ExecOutput};
-        let target = request.target.clone();
+        request: ExecRequest,
+    ) -> Result<ExecOutcome, ExecFailure> {
         let call = ExecCall::bounded(
             request.command,
             request.stdin,
             request.timeout_ms,
             request.max_output_bytes,
         );
-        Ok(match self.remote_exec_call(call, &target, None).await {
-            Ok(done) => Ok(ExecOutput {
-                exit_code: done.exit_code,
-                stdout: done.stdout,
-                stderr: done.stderr,
-            }),
-            Err(failure) => Err(match failure {
-                ExecFailure::Denied(m) => ExecError::Denied(m),
-                ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
-                ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
-                ExecFailure::Timeout => ExecError::Timeout,
-                ExecFailure::HostKeyUnknown(f) => ExecError::HostKeyUnknown(f),
-                ExecFailure::HostKeyMismatch(f) => ExecError::HostKeyMismatch(f),
-                ExecFailure::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
-                ExecFailure::InvalidConfig(m) => ExecError::InvalidConfig(m),
-                ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
-            }),
-        })
-    }
-}
-
-impl v1_2::bnr::provider::host::Host for HostState {
-    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        self.log_line(level, message);
-        Ok(())
+        self.remote_exec_call(call, &request.target, None).await
     }
 
-    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.setting_value(&name))
-    }
-
-    async fn remote_exec(
+    /// 1.0.0's `remote-exec`, whose request may name its own login.
+    pub(crate) async fn remote_exec_legacy(
         &mut self,
-        request: v1_2::bnr::provider::host::ExecRequest,
-    ) -> wasmtime::Result<
-        Result<v1_2::bnr::provider::host::ExecOutput, v1_2::bnr::provider::host::ExecError>,
-    > {
-        let target = request.target.clone();
+        request: ExecRequest,
+        login: LegacyLogin,
+    ) -> Result<ExecOutcome, ExecFailure> {
         let call = ExecCall::bounded(
             request.command,
             request.stdin,
             request.timeout_ms,
             request.max_output_bytes,
         );
-        Ok(self
-            .remote_exec_call(call, &target, None)
+        self.remote_exec_call(call, &request.target, Some(login))
             .await
-            .map(exec_output_v1_2)
-            .map_err(exec_error_v1_2))
     }
 
-    async fn remote_exec_start(
+    /// `remote-exec-start` (1.2.0 on).
+    pub(crate) fn remote_exec_detached(
         &mut self,
-        request: v1_2::bnr::provider::host::ExecRequest,
-    ) -> wasmtime::Result<Result<String, v1_2::bnr::provider::host::ExecError>> {
-        let target = request.target.clone();
+        request: ExecRequest,
+    ) -> Result<String, ExecFailure> {
         // A detached command may run past the interactive cap; `detached.rs` applies its own.
-        let timeout_ms = request.timeout_ms;
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms));
         let call = ExecCall::bounded(
             request.command,
             request.stdin,
@@ -612,125 +577,25 @@ impl v1_2::bnr::provider::host::Host for HostState {
             request.max_output_bytes,
         )
         .map(|mut call| {
-            call.timeout = Duration::from_millis(u64::from(timeout_ms));
+            call.timeout = timeout;
             call
         });
-        Ok(self
-            .remote_exec_start(call, &target)
-            .map_err(exec_error_v1_2))
+        self.remote_exec_start(call, &request.target)
     }
 
-    async fn remote_exec_poll(
-        &mut self,
-        id: String,
-    ) -> wasmtime::Result<v1_2::bnr::provider::host::ExecState> {
-        use v1_2::bnr::provider::host::ExecState;
-        Ok(match detached::poll(&self.exec_owner(), &id) {
-            DetachedState::Running => ExecState::Running,
-            DetachedState::Finished(Ok(done)) => ExecState::Finished(exec_output_v1_2(done)),
-            DetachedState::Finished(Err(failure)) => ExecState::Failed(exec_error_v1_2(failure)),
-            DetachedState::Unknown => ExecState::Unknown,
-        })
+    /// `remote-exec-poll` (1.2.0 on): only this provider's commands in this zone are visible.
+    pub(crate) fn remote_exec_state(&self, id: &str) -> DetachedState {
+        detached::poll(&self.exec_owner(), id)
     }
 
-    async fn remote_exec_cancel(&mut self, id: String) -> wasmtime::Result<bool> {
-        Ok(detached::cancel(&self.exec_owner(), &id))
+    /// `remote-exec-cancel` (1.2.0 on).
+    pub(crate) fn remote_exec_stop(&self, id: &str) -> bool {
+        detached::cancel(&self.exec_owner(), id)
     }
 
-    async fn current_host(
-        &mut self,
-    ) -> wasmtime::Result<Option<v1_2::bnr::provider::host::HypervisorHost>> {
-        Ok(self
-            .scope
-            .host
-            .as_ref()
-            .map(|h| v1_2::bnr::provider::host::HypervisorHost {
-                name: h.name.clone(),
-                address: h.address.clone(),
-                cluster: h.cluster.clone(),
-            }))
-    }
-}
-
-fn exec_output_v1_2(done: ExecOutcome) -> v1_2::bnr::provider::host::ExecOutput {
-    v1_2::bnr::provider::host::ExecOutput {
-        exit_code: done.exit_code,
-        stdout: done.stdout,
-        stderr: done.stderr,
-    }
-}
-
-fn exec_error_v1_2(failure: ExecFailure) -> v1_2::bnr::provider::host::ExecError {
-    use v1_2::bnr::provider::host::ExecError;
-    match failure {
-        ExecFailure::Denied(m) => ExecError::Denied(m),
-        ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
-        ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
-        ExecFailure::Timeout => ExecError::Timeout,
-        ExecFailure::HostKeyUnknown(f) => ExecError::HostKeyUnknown(f),
-        ExecFailure::HostKeyMismatch(f) => ExecError::HostKeyMismatch(f),
-        ExecFailure::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
-        ExecFailure::InvalidConfig(m) => ExecError::InvalidConfig(m),
-        ExecFailure::InvalidRequest(m) => ExecError::InvalidRequest(m),
-    }
-}
-
-impl v1_0::bnr::provider::host::Host for HostState {
-    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        self.log_line(level, message);
-        Ok(())
-    }
-
-    async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.setting_value(&name))
-    }
-
-    async fn remote_exec(
-        &mut self,
-        request: v1_0::bnr::provider::types::ExecRequest,
-    ) -> wasmtime::Result<
-        Result<v1_0::bnr::provider::types::ExecOutput, v1_0::bnr::provider::types::ExecError>,
-    > {
-        use v1_0::bnr::provider::types::{ExecError, ExecOutput};
-        let target = request.target.clone();
-        let login = LegacyLogin {
-            port: request.port,
-            username: request.username,
-            password: request.password,
-        };
-        // 1.0.0 has no stdin and no output bound: the host's bound applies.
-        let call = ExecCall::bounded(
-            request.command,
-            Vec::new(),
-            request.timeout_ms,
-            ssh::EXEC_OUTPUT_MAX_BYTES,
-        );
-        Ok(
-            match self.remote_exec_call(call, &target, Some(login)).await {
-                Ok(done) => Ok(ExecOutput {
-                    exit_code: done.exit_code,
-                    stdout: done.stdout,
-                    stderr: done.stderr,
-                }),
-                Err(failure) => Err(match failure {
-                    ExecFailure::Denied(m) | ExecFailure::InvalidRequest(m) => ExecError::Denied(m),
-                    ExecFailure::Unreachable(m) => ExecError::Unreachable(m),
-                    ExecFailure::AuthFailed(m) => ExecError::AuthFailed(m),
-                    ExecFailure::Timeout => ExecError::Timeout,
-                    // 1.0.0 has no words for these; the message carries what an admin needs.
-                    ExecFailure::HostKeyUnknown(f) => ExecError::Unreachable(format!(
-                        "the host key {f} is not pinned for this target"
-                    )),
-                    ExecFailure::HostKeyMismatch(f) => ExecError::Unreachable(format!(
-                        "the host key {f} does not match the pinned one"
-                    )),
-                    ExecFailure::OutputTooLarge(n) => ExecError::Unreachable(format!(
-                        "the command wrote more than {n} bytes; the session was closed"
-                    )),
-                    ExecFailure::InvalidConfig(m) => ExecError::Unreachable(m),
-                }),
-            },
-        )
+    /// `current-host` (1.2.0 on): the hypervisor host this call works on.
+    pub(crate) fn current_host_record(&self) -> Option<&HypervisorHost> {
+        self.scope.host.as_ref()
     }
 }
 
@@ -950,9 +815,8 @@ impl tokio::io::AsyncWrite for StderrTail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::grants::Grants;
-    use crate::runtime::wit::{Capabilities, DeleteGranularity, SettingDecl, SettingKind};
-    use v1_1::bnr::provider::host::{ExecError, ExecRequest, Host as _};
+    use crate::grants::Grants;
+    use crate::types::{Capabilities, DeleteGranularity, SettingDecl, SettingKind};
 
     fn decl(name: &str, default: Option<&str>, secret: bool) -> SettingDecl {
         SettingDecl {
@@ -1023,7 +887,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_reads_declared_settings_and_nothing_else() {
-        let mut state = state(vec![], Grants::default());
+        let state = state(vec![], Grants::default());
         for (name, expected) in [
             ("vendor.user", Some("backup-admin")),
             ("vendor.password", Some("hunter2-secret")),
@@ -1031,7 +895,7 @@ mod tests {
             ("other.provider.password", None),
             ("missing", None),
         ] {
-            let value = state.setting(name.to_owned()).await.unwrap();
+            let value = state.setting_value(name);
             assert_eq!(value.as_deref(), expected, "{name}");
         }
     }
@@ -1043,19 +907,19 @@ mod tests {
             ..Grants::default()
         };
         let mut state = state(vec![Need::RemoteExecOnInstanceHost], grants.clone());
-        let denied = state.remote_exec(exec_request("kvm2.lan")).await.unwrap();
-        assert!(matches!(denied, Err(ExecError::Denied(_))), "{denied:?}");
+        let denied = state.remote_exec_bounded(exec_request("kvm2.lan")).await;
+        assert!(matches!(denied, Err(ExecFailure::Denied(_))), "{denied:?}");
         // Granted, but nobody configured how to log on: refused before any connection.
-        let granted = state.remote_exec(exec_request("KVM1.lan")).await.unwrap();
+        let granted = state.remote_exec_bounded(exec_request("KVM1.lan")).await;
         assert!(
-            matches!(&granted, Err(ExecError::InvalidConfig(m)) if m.to_lowercase().contains("kvm1.lan")),
+            matches!(&granted, Err(ExecFailure::InvalidConfig(m)) if m.to_lowercase().contains("kvm1.lan")),
             "{granted:?}"
         );
 
         // The same grants mean nothing to a provider that did not declare remote exec.
         let mut state = self::state(vec![], grants);
-        let denied = state.remote_exec(exec_request("kvm1.lan")).await.unwrap();
-        assert!(matches!(denied, Err(ExecError::Denied(_))), "{denied:?}");
+        let denied = state.remote_exec_bounded(exec_request("kvm1.lan")).await;
+        assert!(matches!(denied, Err(ExecFailure::Denied(_))), "{denied:?}");
     }
 
     #[test]
@@ -1079,14 +943,14 @@ mod tests {
     async fn logging_is_bounded_per_call_and_reset_for_the_next() {
         let mut state = state(vec![], Grants::default());
         let huge = "x".repeat(LOG_MESSAGE_MAX_BYTES * 10);
-        state.log(LogLevel::Info, huge).await.unwrap();
+        state.log_line(LogLevel::Info, huge);
         assert!(state.log.bytes <= LOG_MESSAGE_MAX_BYTES + '…'.len_utf8());
         for _ in 0..LOG_MESSAGES_PER_CALL {
-            state.log(LogLevel::Debug, "line".into()).await.unwrap();
+            state.log_line(LogLevel::Debug, "line".into());
         }
         assert!(state.log.exhausted);
         let counted = state.log.messages;
-        state.log(LogLevel::Error, "dropped".into()).await.unwrap();
+        state.log_line(LogLevel::Error, "dropped".into());
         assert_eq!(
             state.log.messages, counted,
             "nothing counted once exhausted"

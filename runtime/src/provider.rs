@@ -12,20 +12,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
-use super::bindings::{ProviderBindings, ProviderPre, call_export};
+use super::bindings::{ProviderBindings, ProviderPre};
 use super::cache::CacheOutcome;
 use super::engine::{LoadStats, RuntimeShared};
 use super::error::CallError;
 use super::grants::CallContext;
 use super::inspect::Inspection;
 use super::limits::{DESCRIBE_TIMEOUT, GUEST_PANIC_MAX_BYTES, TRAP_MESSAGE_MAX_BYTES};
+use super::observer::CallRecord;
 use super::size::ResultSize;
 use super::state::{CallScope, Declared, HostState, PROVIDER_LOG_TARGET};
-use super::untrusted::{self, Boundary, Untrusted};
-use super::wit::{
+use super::types::{
     BackupOptions, BackupRef, Instance, Metric, Policy, PollStatus, ProviderInfo, RestorePoint,
     RestoreTarget, Started, StorageStats, VolumeRestoreRequest, Zone,
 };
+use super::untrusted::{self, Boundary, Untrusted};
 
 /// A loaded provider component. Cheap to share (`Arc<Provider>`); every call gets a fresh
 /// store and instance, so calls never see each other's state.
@@ -332,7 +333,7 @@ impl Session {
             version = %self.declared.version,
             zone = %self.scope.zone,
             function = export,
-            job = crate::jobs::current_job_uuid().as_deref(),
+            job = self.shared.observer.current_job().as_deref(),
             backup = self.scope.backup.as_deref(),
         )
     }
@@ -357,18 +358,14 @@ impl Session {
                 "provider call failed"
             );
         }
-        if let Some(metrics) = crate::metrics::get() {
-            metrics.provider_call(
-                crate::metrics::CallLabels {
-                    provider: self.declared.name.to_string(),
-                    version: self.declared.version.to_string(),
-                    function: export.to_string(),
-                    zone: self.scope.zone.clone(),
-                },
-                error.map_or("ok", CallError::kind),
-                started.elapsed(),
-            );
-        }
+        self.shared.observer.provider_call(&CallRecord {
+            provider: &self.declared.name,
+            version: &self.declared.version,
+            function: export,
+            zone: &self.scope.zone,
+            outcome: error.map_or("ok", CallError::kind),
+            elapsed: started.elapsed(),
+        });
     }
 
     fn timeout(&self) -> Duration {
@@ -380,8 +377,8 @@ impl Session {
         CallError::Timeout
     }
 
-    /// `describe()`, used at load.
-    pub(crate) async fn describe(&mut self) -> Result<ProviderInfo, CallError> {
+    /// `describe()`: at load, and again by health probes before a new version takes traffic.
+    pub async fn describe(&mut self) -> Result<ProviderInfo, CallError> {
         let timeout = self.timeout().min(DESCRIBE_TIMEOUT);
         let call = async {
             let mut live = self.take_live().await?;
@@ -400,7 +397,7 @@ impl Session {
 macro_rules! exports {
     ($(
         $(#[$doc:meta])*
-        $name:ident => $call:ident($($arg:ident: $ty:ty),*) -> $ret:ty;
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;
     )*) => {
         impl Session {$(
             $(#[$doc])*
@@ -410,8 +407,7 @@ macro_rules! exports {
                 let span = self.call_span(stringify!($name));
                 let call = async {
                     let mut live = self.take_live().await?;
-                    let outcome =
-                        call_export!(&live.bindings, &mut live.store, $call($($arg),*));
+                    let outcome = live.bindings.$name(&mut live.store, $($arg),*).await;
                     self.settle(live, stringify!($name), outcome)
                 };
                 let result = match tokio::time::timeout(timeout, call).instrument(span.clone()).await {
@@ -434,31 +430,31 @@ macro_rules! exports {
 
 exports! {
     /// The policies the provider offers in a zone.
-    list_policies => call_list_policies(zone: &Zone) -> Vec<Policy>;
+    list_policies(zone: &Zone) -> Vec<Policy>;
     /// Whether `external_id` names a policy in the zone.
-    validate_policy => call_validate_policy(zone: &Zone, external_id: &str) -> bool;
+    validate_policy(zone: &Zone, external_id: &str) -> bool;
     /// Registers an instance with a policy; may return a provider-side reference for it.
-    assign_instance => call_assign_instance(vm: &Instance, policy: &str) -> Option<String>;
+    assign_instance(vm: &Instance, policy: &str) -> Option<String>;
     /// Unregisters an instance from its policy.
-    remove_instance => call_remove_instance(vm: &Instance, policy: &str) -> ();
+    remove_instance(vm: &Instance, policy: &str) -> ();
     /// Starts a backup: a finished result or a handle to poll.
-    start_backup => call_start_backup(vm: &Instance, policy: &str, opts: BackupOptions) -> Started;
+    start_backup(vm: &Instance, policy: &str, opts: BackupOptions) -> Started;
     /// Starts deleting a backup.
-    start_delete => call_start_delete(backup: &BackupRef, forced: bool) -> Started;
+    start_delete(backup: &BackupRef, forced: bool) -> Started;
     /// Starts restoring a backup over an instance or into a new one.
-    start_restore => call_start_restore(backup: &BackupRef, target: &RestoreTarget) -> Started;
+    start_restore(backup: &BackupRef, target: &RestoreTarget) -> Started;
     /// Starts restoring one volume of a backup.
-    start_restore_volume => call_start_restore_volume(req: &VolumeRestoreRequest) -> Started;
+    start_restore_volume(req: &VolumeRestoreRequest) -> Started;
     /// Progress or the terminal result of a pending operation.
-    poll_operation => call_poll_operation(handle: &str) -> PollStatus;
+    poll_operation(handle: &str) -> PollStatus;
     /// Cancels a pending operation.
-    cancel_operation => call_cancel_operation(handle: &str) -> ();
+    cancel_operation(handle: &str) -> ();
     /// The provider's restore points for an instance (only with `capabilities.reconciliation`).
-    list_restore_points => call_list_restore_points(vm: &Instance) -> Vec<RestorePoint>;
+    list_restore_points(vm: &Instance) -> Vec<RestorePoint>;
     /// Current sizes of the given instances' backups.
-    metrics => call_metrics(zone: &Zone, vms: &[Instance]) -> Vec<Metric>;
+    metrics(zone: &Zone, vms: &[Instance]) -> Vec<Metric>;
     /// Used and total bytes of the zone's backup storage (WIT `get-storage-stats`).
-    storage_stats => call_get_storage_stats(zone: &Zone) -> StorageStats;
+    storage_stats(zone: &Zone) -> StorageStats;
 }
 
 /// Whether wasmtime stopped copying a value out of the guest because it exceeded the store's

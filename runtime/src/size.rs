@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 
-use super::wit::*;
+use super::types::*;
 
 /// Bytes a lifted value occupies on the host, counting heap contents.
 pub(crate) trait ResultSize {
