@@ -566,6 +566,7 @@ mod tests {
                 },
             ],
             needs,
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 instance_from_backup: false,
                 single_volume_restore: false,

@@ -22,7 +22,7 @@ pub const WIT_PACKAGE: &str = "bnr:provider";
 /// The interface a provider exports.
 pub const PROVIDER_INTERFACE: &str = "bnr:provider/provider";
 /// The provider interface versions this host loads (any patch), as users read them.
-pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x, 1.1.x, 1.2.x";
+pub const SUPPORTED_WIT_VERSIONS: &str = "1.0.x, 1.1.x, 1.2.x, 1.3.x";
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
@@ -219,6 +219,9 @@ pub(crate) fn check_info(info: &ProviderInfo) -> Result<(), LoadError> {
             shorten(&info.version)
         )));
     }
+    if let Some(requirement) = &info.adopts_operations_from {
+        adoption_requirement(requirement).map_err(LoadError::Invalid)?;
+    }
     check_text(
         "the provider description",
         &info.description,
@@ -316,6 +319,38 @@ fn need_kind(need: &Need) -> &'static str {
         Need::HttpsToSetting(_) => "https-to-setting",
         Need::SshToSetting(_) => "ssh-to-setting",
     }
+}
+
+/// A provider's `adopts-operations-from` declaration, parsed; the error says what is wrong.
+pub(crate) fn adoption_requirement(text: &str) -> Result<semver::VersionReq, String> {
+    if text.len() > DESCRIBE_MAX_TEXT_BYTES {
+        return Err(format!(
+            "adopts-operations-from is {} bytes; at most {DESCRIBE_MAX_TEXT_BYTES} are allowed",
+            text.len()
+        ));
+    }
+    semver::VersionReq::parse(text).map_err(|e| {
+        format!(
+            "adopts-operations-from {:?} is not a semver requirement (e.g. `>=1.0.0, <2.0.0`): {e}",
+            shorten(text)
+        )
+    })
+}
+
+/// Whether `info` adopts the pending operations of version `version` of provider `name`:
+/// the same provider, an earlier version, matching the declared requirement. Deny by default.
+pub(crate) fn adopts(info: &ProviderInfo, name: &str, version: &str) -> bool {
+    let Some(requirement) = info.adopts_operations_from.as_deref() else {
+        return false;
+    };
+    let (Ok(requirement), Ok(started), Ok(own)) = (
+        adoption_requirement(requirement),
+        semver::Version::parse(version),
+        semver::Version::parse(&info.version),
+    ) else {
+        return false;
+    };
+    name == info.name && started < own && requirement.matches(&started)
 }
 
 fn is_semver(version: &str) -> bool {
@@ -495,7 +530,9 @@ impl fmt::Display for Inspection {
             writeln!(f, "  {name}: {}", if on { "yes" } else { "no" })?;
         }
         let granularity = delete_granularity_name(info.capabilities.delete_granularity);
-        write!(f, "  delete-granularity: {granularity}")
+        writeln!(f, "  delete-granularity: {granularity}")?;
+        let adopts = info.adopts_operations_from.as_deref().unwrap_or("(none)");
+        write!(f, "adopts operations from: {adopts}")
     }
 }
 
@@ -514,7 +551,10 @@ mod tests {
         for ok in ["1.2.0", "1.2.1"] {
             assert_eq!(check_version(ok).ok(), Some(WitVersion::V1_2), "{ok}");
         }
-        for bad in ["2.0.0", "1.3.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
+        for ok in ["1.3.0", "1.3.2"] {
+            assert_eq!(check_version(ok).ok(), Some(WitVersion::V1_3), "{ok}");
+        }
+        for bad in ["2.0.0", "1.4.0", "0.9.0", "1.0", "unversioned", "x.y.z"] {
             assert!(
                 matches!(
                     check_version(bad),
@@ -562,6 +602,7 @@ mod tests {
                     Need::RemoteExecOnInstanceHost,
                     Need::HttpToSetting("veeam.url".into()),
                 ],
+                adopts_operations_from: Some(">=0.2.0, <0.3.1".into()),
                 capabilities: Capabilities {
                     instance_from_backup: false,
                     single_volume_restore: true,
@@ -589,6 +630,36 @@ mod tests {
         assert!(text.contains("http-to-setting(veeam.url)"), "{text}");
         assert!(text.contains("links wasi:http"), "{text}");
         assert!(text.contains("delete-granularity: chain"), "{text}");
+        assert!(
+            text.contains("adopts operations from: >=0.2.0, <0.3.1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_a_declared_requirement_over_earlier_versions_of_the_same_provider_adopts() {
+        let mut info = info_with("dummy", vec![]);
+        info.version = "1.3.0".into();
+        assert!(!adopts(&info, "dummy", "1.1.0"), "nothing declared");
+        info.adopts_operations_from = Some(">=1.1.0, <2.0.0".into());
+        assert!(adopts(&info, "dummy", "1.1.0"));
+        assert!(adopts(&info, "dummy", "1.2.9"));
+        assert!(!adopts(&info, "dummy", "1.0.0"), "below the requirement");
+        assert!(!adopts(&info, "dummy", "1.3.0"), "its own version");
+        assert!(!adopts(&info, "dummy", "1.4.0"), "a later version");
+        assert!(!adopts(&info, "other", "1.1.0"), "another provider");
+        assert!(!adopts(&info, "dummy", "not-a-version"));
+    }
+
+    #[test]
+    fn a_requirement_that_does_not_parse_refuses_the_load_with_the_reason() {
+        let mut info = info_with("dummy", vec![]);
+        info.adopts_operations_from = Some(">=1.0.0, <<2".into());
+        let err = check_info(&info).expect_err("refused").to_string();
+        assert!(err.contains("adopts-operations-from"), "{err}");
+        assert!(err.contains("not a semver requirement"), "{err}");
+        info.adopts_operations_from = Some(">=1.0.0, <2.0.0".into());
+        check_info(&info).expect("a valid requirement loads");
     }
 
     fn info_with(name: &str, settings: Vec<crate::types::SettingDecl>) -> ProviderInfo {
@@ -599,6 +670,7 @@ mod tests {
             version: "1.0.0".into(),
             settings,
             needs: vec![],
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 instance_from_backup: false,
                 single_volume_restore: false,

@@ -101,6 +101,13 @@ impl Provider {
         &self.info.version
     }
 
+    /// Whether this provider takes over pending operations that version `version` of provider
+    /// `name` started: only the same provider, only an earlier version, and only when this one
+    /// declares (`adopts-operations-from`, WIT 1.3.0 on) a requirement that `version` matches.
+    pub fn adopts_operations_of(&self, name: &str, version: &str) -> bool {
+        crate::inspect::adopts(&self.info, name, version)
+    }
+
     /// Hex sha256 of the component's `.wasm` bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256

@@ -90,7 +90,7 @@ record_sized! {
     VolumeRestored { path }
     Progress { message }
     SettingDecl { name, description, default_value }
-    ProviderInfo { name, description, version, settings, needs }
+    ProviderInfo { name, description, version, settings, needs, adopts_operations_from }
 }
 
 impl ResultSize for ProviderError {

@@ -843,6 +843,7 @@ mod tests {
                 decl("vendor.port", Some("9398"), false),
             ],
             needs,
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 instance_from_backup: false,
                 single_volume_restore: false,

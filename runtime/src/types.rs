@@ -129,6 +129,9 @@ pub struct ProviderInfo {
     pub settings: Vec<SettingDecl>,
     pub needs: Vec<Need>,
     pub capabilities: Capabilities,
+    /// Earlier versions of this provider whose pending operations this version can finish
+    /// (a semver requirement, checked at load; 1.3.0 on). `None`: it takes over nothing.
+    pub adopts_operations_from: Option<String>,
 }
 
 /// A zone as a provider sees it.

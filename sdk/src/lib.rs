@@ -1,7 +1,7 @@
 //! # bnr-sdk: write bnr backup providers in Rust
 //!
 //! A bnr backup provider is a WebAssembly component (target `wasm32-wasip2`) of the WIT world
-//! `bnr:provider/backup-provider@1.2.0`. This crate hides the WIT plumbing: implement the
+//! `bnr:provider/backup-provider@1.3.0`. This crate hides the WIT plumbing: implement the
 //! [`Provider`] trait on a unit struct and call [`export_provider!`] once.
 //!
 //! ```no_run
@@ -21,6 +21,7 @@
 //!             ],
 //!             needs: vec![Need::HttpToSetting("backup.plugin.tape.url".into())],
 //!             capabilities: Capabilities::none(),
+//!             adopts_operations_from: None,
 //!         }
 //!     }
 //!
@@ -93,7 +94,7 @@ pub mod time;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "backup-provider",
-        path: "../wit/1.2.0",
+        path: "../wit/1.3.0",
         pub_export_macro: true,
         export_macro_name: "__export_backup_provider",
         default_bindings_module: "::bnr_sdk::bindings",
@@ -101,7 +102,7 @@ pub mod bindings {
     });
 }
 
-/// The WIT types of `bnr:provider@1.2.0` (`types`, `manifest`, and the exec and host records of `host`)
+/// The WIT types of `bnr:provider@1.3.0` (`types`, `manifest`, and the exec and host records of `host`)
 /// under friendly names.
 pub mod types {
     pub use crate::bindings::bnr::provider::host::{
@@ -394,6 +395,19 @@ impl SettingDecl {
     /// The value the host uses when the zone has none.
     pub fn with_default(mut self, value: &str) -> Self {
         self.default_value = Some(value.into());
+        self
+    }
+}
+
+impl ProviderInfo {
+    /// Declares that this version finishes the pending operations of the earlier versions of
+    /// this provider that `requirement` (semver, e.g. `">=1.0.0, <2.0.0"`) matches, because their
+    /// operation handles mean the same here. When the version that started an operation is no
+    /// longer installed, bnr then hands the operation to this one; without the declaration the
+    /// operation stays on its version, and that version cannot be deleted while it is pending.
+    /// bnr refuses to load a component whose requirement does not parse.
+    pub fn adopts_operations_from(mut self, requirement: &str) -> Self {
+        self.adopts_operations_from = Some(requirement.into());
         self
     }
 }

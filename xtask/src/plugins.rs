@@ -93,6 +93,14 @@ pub const COMPONENTS: &[Component] = &[
         destination: Destination::Fixtures,
     },
     Component {
+        package: "bnr-fixture-dummy-next-plain",
+        destination: Destination::Fixtures,
+    },
+    Component {
+        package: "bnr-fixture-dummy-next-adopter",
+        destination: Destination::Fixtures,
+    },
+    Component {
         package: "bnr-fixture-dummy-hosts",
         destination: Destination::Fixtures,
     },

@@ -38,7 +38,7 @@ async fn list_backup_providers_shows_what_an_operator_judges_a_provider_by() {
     let wasm = std::fs::read(dummy_wasm()).unwrap();
     assert_eq!(dummy["sha256"], hex::encode(Sha256::digest(&wasm)));
     assert_eq!(dummy["version"], "1.0.0");
-    assert_eq!(dummy["witversion"], "1.2.0");
+    assert_eq!(dummy["witversion"], "1.3.0");
     assert_eq!(dummy["deletegranularity"], "restore-point");
     let capabilities = dummy["capabilities"].as_array().unwrap();
     assert!(capabilities.contains(&"instance-from-backup".into()));

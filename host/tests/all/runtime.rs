@@ -9,7 +9,7 @@ async fn the_dummy_describes_itself_at_load() {
     let dummy = support::provider(DUMMY);
     assert_eq!(dummy.name(), "dummy");
     assert_eq!(dummy.version(), "1.0.0");
-    assert_eq!(dummy.wit_version(), "1.2.0");
+    assert_eq!(dummy.wit_version(), "1.3.0");
     assert_eq!(dummy.sha256().len(), 64);
     let info = dummy.info();
     assert!(info.settings.is_empty());

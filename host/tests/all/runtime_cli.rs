@@ -28,7 +28,7 @@ fn plugin_inspect_prints_what_the_dummy_declares() {
     for expected in [
         "name:         dummy",
         "version:      1.0.0",
-        "wit version:  bnr:provider@1.2.0",
+        "wit version:  bnr:provider@1.3.0",
         "settings:\n  (none)",
         "needs:\n  (none)",
         "single-volume-restore: yes",

@@ -569,13 +569,13 @@ async fn a_connection_whose_response_failed_is_not_reused() {
 }
 
 #[tokio::test]
-async fn components_of_1_0_0_and_1_1_0_load_and_run_next_to_a_1_2_0_one() {
+async fn components_of_1_0_0_and_1_1_0_load_and_run_next_to_a_1_3_0_one() {
     let legacy = load(WIT_1_0);
     let legacy11 = load(WIT_1_1);
     let probe_provider = load(EXEC_PROBE);
     assert_eq!(legacy.wit_version(), "1.0.0");
     assert_eq!(legacy11.wit_version(), "1.1.0");
-    assert_eq!(probe_provider.wit_version(), "1.2.0");
+    assert_eq!(probe_provider.wit_version(), "1.3.0");
     assert_eq!(legacy.name(), "legacy");
 
     let policies = legacy11
@@ -625,7 +625,7 @@ async fn components_of_1_0_0_and_1_1_0_load_and_run_next_to_a_1_2_0_one() {
     assert_eq!(policies[1].external_id, "exit:0");
     assert_eq!(policies[1].name, escaped("legacy\n"));
 
-    // The 1.2.0 component keeps working in the same runtime.
+    // The 1.3.0 component keeps working in the same runtime.
     let policies = probe(ssh_settings(
         &sshd,
         &[("backup.plugin.exec-probe.command", "echo new")],

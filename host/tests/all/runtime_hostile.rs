@@ -231,7 +231,7 @@ async fn a_component_built_for_a_future_interface_version_is_refused() {
         panic!("expected UnsupportedVersion, got {err:?}");
     };
     assert_ne!(found, "1.0.0");
-    assert_eq!(supported, "1.0.x, 1.1.x, 1.2.x");
+    assert_eq!(supported, "1.0.x, 1.1.x, 1.2.x, 1.3.x");
     assert!(err.to_string().contains(found.as_str()), "{err}");
 }
 

@@ -23,6 +23,7 @@ impl Provider for Dummy {
             version: "1.0.0".into(),
             settings: Vec::new(),
             needs: Vec::new(),
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 instance_from_backup: true,
                 single_volume_restore: true,

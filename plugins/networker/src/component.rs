@@ -257,6 +257,7 @@ impl Provider for Networker {
                 Need::HttpToSetting(URL.into()),
                 Need::RemoteExecOnInstanceHost,
             ],
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 instance_from_backup: false,
                 single_volume_restore: true,

@@ -274,6 +274,7 @@ impl Provider for Veeam {
                     host_key_setting: SSH_HOST_KEY.into(),
                 }),
             ],
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 instance_from_backup: true,
                 single_volume_restore: true,

@@ -113,6 +113,8 @@ impl From<wit::ProviderInfo> for types::ProviderInfo {
                 })
                 .collect(),
             capabilities: info.capabilities.into(),
+            // Declared from 1.3.0 on: earlier components take over nothing.
+            adopts_operations_from: None,
         }
     }
 }

@@ -20,41 +20,7 @@ use super::v1_0::bnr::provider::types::LogLevel;
 use crate::state::HostState;
 use crate::types;
 
-impl From<wit::HttpsAccess> for types::HttpsAccess {
-    fn from(access: wit::HttpsAccess) -> Self {
-        Self {
-            url_setting: access.url_setting,
-            pinned_cert_setting: access.pinned_cert_setting,
-            ca_pem_setting: access.ca_pem_setting,
-            validate_setting: access.validate_setting,
-        }
-    }
-}
-
-impl From<wit::SshAccess> for types::SshAccess {
-    fn from(access: wit::SshAccess) -> Self {
-        Self {
-            host_setting: access.host_setting,
-            port_setting: access.port_setting,
-            username_setting: access.username_setting,
-            password_setting: access.password_setting,
-            private_key_setting: access.private_key_setting,
-            host_key_setting: access.host_key_setting,
-        }
-    }
-}
-
-impl From<wit::Need> for types::Need {
-    fn from(need: wit::Need) -> Self {
-        match need {
-            wit::Need::HttpToSetting(s) => Self::HttpToSetting(s),
-            wit::Need::RemoteExecOnInstanceHost => Self::RemoteExecOnInstanceHost,
-            wit::Need::RemoteExecToSetting(s) => Self::RemoteExecToSetting(s),
-            wit::Need::HttpsToSetting(access) => Self::HttpsToSetting(access.into()),
-            wit::Need::SshToSetting(access) => Self::SshToSetting(access.into()),
-        }
-    }
-}
+super::manifest_needs!();
 
 /// 1.1.0's and 1.2.0's `provider-info`.
 impl From<wit::ProviderInfo> for types::ProviderInfo {
@@ -66,6 +32,8 @@ impl From<wit::ProviderInfo> for types::ProviderInfo {
             settings: info.settings.into_iter().map(Into::into).collect(),
             needs: info.needs.into_iter().map(Into::into).collect(),
             capabilities: info.capabilities.into(),
+            // Declared from 1.3.0 on: earlier components take over nothing.
+            adopts_operations_from: None,
         }
     }
 }

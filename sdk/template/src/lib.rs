@@ -107,6 +107,7 @@ impl Provider for Acme {
                 SettingDecl::secret(PASSWORD, "ACME API password"),
             ],
             needs: vec![Need::HttpToSetting(URL.into())],
+            adopts_operations_from: None,
             capabilities: Capabilities {
                 delete_granularity: DeleteGranularity::RestorePoint,
                 ..Capabilities::none()
