@@ -190,15 +190,16 @@ impl BackupService {
                     types::BackupOptions { quiesce },
                 )
                 .await;
+            let provider_name = provider.name().to_string();
+            // Moved: polling holds the provider only during calls (a successor may take over).
             let op = Operation {
-                provider: provider.clone(),
+                provider,
                 ctx,
                 zone_id: new.vm.zone_id,
                 kind: OperationKind::Backup,
                 backup_id: Some(new.backup_id),
                 payload: serde_json::json!({ "backup": new.uuid }),
             };
-            let provider_name = provider.name().to_string();
             this.complete_operation(op, started, move |tx, outcome| {
                 finish_backup(tx, &caller, &new, &provider_name, outcome)
             })
@@ -260,7 +261,7 @@ impl BackupService {
                 .call_context(&provider, backup.zone_id, &backup.zone_uuid, None)
                 .for_backup(&backup.uuid);
             let op = Operation {
-                provider: provider.clone(),
+                provider,
                 ctx,
                 zone_id: backup.zone_id,
                 kind: OperationKind::Delete,

@@ -5,7 +5,7 @@
 //! or passes its deadline (then it is cancelled), and the row is deleted in the same transaction
 //! that records the outcome. A restart finds unfinished operations in that table.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::BackupService;
 use super::error::{BackupError, BackupResult};
 use super::providers::{
-    BACKUP_OPERATION_TIMEOUT, BACKUP_OPERATION_TIMEOUTS, DEFAULT_OPERATION_TIMEOUT_SECS,
+    BACKUP_OPERATION_TIMEOUT, BACKUP_OPERATION_TIMEOUTS, DEFAULT_OPERATION_TIMEOUT_SECS, Providers,
 };
 use crate::jobs;
 use crate::store::events::{self, Level, NewEvent, State};
@@ -202,12 +202,21 @@ impl BackupService {
                     Ok(row) => row,
                     Err(e) => {
                         // Nobody could ever finish it: stop it on the provider side.
-                        cancel(&op, &handle).await;
+                        cancel(&op.provider, &op.ctx, op.kind, &handle).await;
                         return Err(e);
                     }
                 };
                 (
-                    poll(&self.store, row, &op, &handle, deadline, timeout).await,
+                    poll(
+                        &self.store,
+                        &self.providers,
+                        row,
+                        op,
+                        &handle,
+                        deadline,
+                        timeout,
+                    )
+                    .await,
                     Some(row),
                 )
             }
@@ -270,18 +279,86 @@ impl BackupService {
     }
 }
 
+/// The component polling an operation, resolved again before every poll: between polls the
+/// operation holds its starting version only weakly, so that version can be deleted when the
+/// version serving its name adopts its operations (then that one polls on).
+struct Poller<'a> {
+    providers: &'a Providers,
+    started_on: Weak<Provider>,
+    name: String,
+    version: String,
+    /// The successor that took the operation over, with the call context for it.
+    successor: Option<(Arc<Provider>, CallContext)>,
+}
+
+impl Poller<'_> {
+    /// The component and context for the next call, or why none can make it.
+    fn current(&mut self, op: &OperationState) -> BackupResult<(Arc<Provider>, CallContext)> {
+        if let Some(provider) = self.started_on.upgrade() {
+            return Ok((provider, op.ctx.clone()));
+        }
+        if let Some((provider, ctx)) = &self.successor {
+            return Ok((provider.clone(), ctx.clone()));
+        }
+        let next = self
+            .providers
+            .for_operation(&self.name, Some(&self.version), None)?;
+        let host = op.ctx.host.as_ref().map(|h| h.address.clone());
+        let mut ctx =
+            self.providers
+                .call_context(&next, op.zone_id, &op.ctx.zone_uuid, host.as_deref());
+        ctx.backup_uuid = op.ctx.backup_uuid.clone();
+        tracing::info!(
+            provider = %self.name,
+            from_version = %self.version,
+            version = next.version(),
+            sha256 = next.sha256(),
+            kind = op.kind.as_str(),
+            "a later version takes over a pending provider operation"
+        );
+        self.successor = Some((next.clone(), ctx.clone()));
+        Ok((next, ctx))
+    }
+}
+
+/// What polling keeps of an [`Operation`]: everything but the strong hold on its provider.
+struct OperationState {
+    ctx: CallContext,
+    zone_id: i64,
+    kind: OperationKind,
+}
+
 /// Polls until the operation finishes, fails, or passes `deadline` (then cancels it). `row` is
 /// its `provider_operations` row: progress is recorded there (and on its job), and a run of
 /// failed polls raises an event.
 pub(super) async fn poll(
     store: &Store,
+    providers: &Providers,
     row: i64,
-    op: &Operation,
+    op: Operation,
     handle: &str,
     deadline: i64,
     timeout: i64,
 ) -> BackupResult<OperationResult> {
-    let name = op.provider.name();
+    let Operation {
+        provider,
+        ctx,
+        zone_id,
+        kind,
+        ..
+    } = op;
+    let mut poller = Poller {
+        providers,
+        started_on: Arc::downgrade(&provider),
+        name: provider.name().to_string(),
+        version: provider.version().to_string(),
+        successor: None,
+    };
+    // From here on the starting version is held only during a call.
+    drop(provider);
+    let op = OperationState { ctx, zone_id, kind };
+    let name = poller.name.clone();
+    let name = name.as_str();
     // The operation is persisted: a shutdown need not wait for it (it resumes after a restart).
     let _waiting = jobs::waiting_on_persisted_operation();
     let mut delay = POLL_INITIAL_DELAY;
@@ -290,7 +367,10 @@ pub(super) async fn poll(
     loop {
         let remaining = Duration::from_secs(u64::try_from(deadline - now()).unwrap_or(0));
         tokio::time::sleep(delay.min(remaining.max(Duration::from_millis(1)))).await;
-        match op.provider.poll_operation(&op.ctx, handle).await {
+        let (provider, ctx) = poller.current(&op)?;
+        let answer = provider.poll_operation(&ctx, handle).await;
+        drop(provider);
+        match answer {
             Ok(PollStatus::Finished(result)) => return Ok(result),
             Ok(PollStatus::Failed(e)) => {
                 return Err(BackupError::provider(name, &CallError::Provider(e)));
@@ -343,7 +423,9 @@ pub(super) async fn poll(
             Err(e) => return Err(BackupError::provider(name, &e)),
         }
         if now() >= deadline {
-            cancel(op, handle).await;
+            if let Ok((provider, ctx)) = poller.current(&op) {
+                cancel(&provider, &ctx, op.kind, handle).await;
+            }
             return Err(BackupError::Provider(format!(
                 "Backup provider {name} did not finish the {} operation within {timeout} seconds; it was cancelled",
                 op.kind.as_str()
@@ -408,11 +490,11 @@ async fn record_poll_trouble(store: &Store, row: i64, text: &str) -> OpResult<()
 }
 
 /// Best effort: a failed cancel is logged, the operation is failed either way.
-async fn cancel(op: &Operation, handle: &str) {
-    if let Err(e) = op.provider.cancel_operation(&op.ctx, handle).await {
+async fn cancel(provider: &Provider, ctx: &CallContext, kind: OperationKind, handle: &str) {
+    if let Err(e) = provider.cancel_operation(ctx, handle).await {
         tracing::warn!(
-            provider = op.provider.name(),
-            kind = op.kind.as_str(),
+            provider = provider.name(),
+            kind = kind.as_str(),
             error = %e,
             "cancelling a provider operation failed"
         );

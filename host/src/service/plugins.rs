@@ -690,11 +690,34 @@ impl Providers {
                 .count()
             + 1; // `provider` above
         let calls = Arc::strong_count(&provider).saturating_sub(held);
-        if pending > 0 || calls > 0 {
+        // Pending operations may outlive this version only when the version now serving the
+        // name declares that it adopts them (`for_operation` then hands them over).
+        let successor = match self.catalog().get(&name) {
+            Some(current) if !active && current.adopts_operations_of(&name, provider.version()) => {
+                Some(current)
+            }
+            _ => None,
+        };
+        if (pending > 0 && successor.is_none()) || calls > 0 {
+            let takeover = match self.catalog().get(&name) {
+                Some(current) if pending > 0 && !active => format!(
+                    ", and {name} {} does not take over its operations",
+                    current.version()
+                ),
+                _ => String::new(),
+            };
             return Err(BackupError::refused(format!(
-                "Backup provider {name} {version} has work in flight ({pending} pending operations, {calls} running calls); retry when it has finished"
+                "Backup provider {name} {version} has work in flight ({pending} pending operations, {calls} running calls){takeover}; retry when it has finished"
             )));
         }
+        let handed_over = match &successor {
+            Some(next) if pending > 0 => format!(
+                "; its {pending} pending operations are taken over by {name} {} (sha256 {})",
+                next.version(),
+                next.sha256()
+            ),
+            _ => String::new(),
+        };
         let (row_uuid, row_name, row_sha) = (uuid.clone(), name.clone(), sha256.clone());
         self.store_handle()
             .write(move |tx| {
@@ -730,11 +753,17 @@ impl Providers {
         if let Some(files) = &self.files {
             files.remove(&sha256);
         }
-        tracing::info!(provider = %name, version, sha256 = %sha256, "backup provider deleted");
+        tracing::info!(
+            provider = %name,
+            version,
+            sha256 = %sha256,
+            pending_taken_over = if successor.is_some() { pending } else { 0 },
+            "backup provider deleted"
+        );
         self.event_async(
             PluginEvent::DELETE,
             Level::Info,
-            format!("Backup provider {name} {version} (sha256 {sha256}) deleted"),
+            format!("Backup provider {name} {version} (sha256 {sha256}) deleted{handed_over}"),
         )
         .await;
         Ok(())
@@ -861,8 +890,7 @@ impl Providers {
 
     /// The component that must finish an operation started on `sha256` of provider `name`:
     /// that exact component while it is loaded; otherwise the version serving `name` only if
-    /// it declares compatible handles (same semver major version as `version`, per the
-    /// contract that handles stay valid across compatible versions).
+    /// it declares that it adopts the operations of `version` (`adopts-operations-from`).
     pub fn for_operation(
         &self,
         name: &str,
@@ -875,7 +903,7 @@ impl Providers {
         let current = self.named(name)?;
         match version {
             None => Ok(current),
-            Some(started) if same_major(started, current.version()) => Ok(current),
+            Some(started) if current.adopts_operations_of(name, started) => Ok(current),
             Some(started) => Err(BackupError::refused(format!(
                 "The operation was started on backup provider {name} {started}, which is no longer installed, and {} {} does not take over its operations",
                 current.name(),
@@ -906,20 +934,5 @@ impl Providers {
             "zone backup provider switched"
         );
         self.event(PluginEvent::SWAP, Level::Info, &text);
-    }
-}
-
-/// Whether two semver versions share their major version (`1.2.3` and `1.9.0`).
-fn same_major(a: &str, b: &str) -> bool {
-    let major = |v: &str| v.split('.').next().map(str::to_string);
-    major(a).is_some() && major(a) == major(b)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn handles_carry_over_within_a_major_version() {
-        assert!(super::same_major("1.0.0", "1.4.2"));
-        assert!(!super::same_major("1.0.0", "2.0.0"));
     }
 }

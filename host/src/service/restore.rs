@@ -280,7 +280,7 @@ impl BackupService {
                 .for_backup(&backup.uuid);
             let started = provider.start_restore_volume(&ctx, &request).await;
             let op = Operation {
-                provider: provider.clone(),
+                provider,
                 ctx,
                 zone_id: vm.zone_id,
                 kind: OperationKind::RestoreVolume,
@@ -691,7 +691,7 @@ impl BackupService {
             .for_backup(&backup.uuid);
         let started = provider.start_restore(&ctx, &backup_ref, &target).await;
         let op = Operation {
-            provider: provider.clone(),
+            provider,
             ctx,
             zone_id: vm.zone_id,
             kind: OperationKind::Restore,

@@ -147,8 +147,12 @@ impl BackupService {
                 host.as_deref(),
             )
             .for_backup(&backup.uuid);
+        let name = provider.name().to_string();
+        let chain = provider.info().capabilities.delete_granularity == DeleteGranularity::Chain;
+        let timeout = self.operation_timeout(&name, kind);
+        // Moved into the poll, which holds it only between calls (a successor may take over).
         let operation = Operation {
-            provider: provider.clone(),
+            provider,
             ctx,
             zone_id: op.zone_id,
             kind,
@@ -159,15 +163,14 @@ impl BackupService {
             "resuming a provider operation after a restart");
         let outcome = poll(
             &self.store,
+            &self.providers,
             op.id,
-            &operation,
+            operation,
             &op.handle,
             op.deadline,
-            self.operation_timeout(provider.name(), kind),
+            timeout,
         )
         .await;
-        let name = provider.name().to_string();
-        let chain = provider.info().capabilities.delete_granularity == DeleteGranularity::Chain;
         let op_id = op.id;
         self.store
             .write(move |tx| {

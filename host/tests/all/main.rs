@@ -51,5 +51,6 @@ mod veeam_e2e;
 mod lifecycle_cli;
 mod lifecycle_grants;
 mod lifecycle_plugins;
+mod lifecycle_takeover;
 mod mixed_vendors;
 mod networker_e2e;

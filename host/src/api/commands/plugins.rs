@@ -26,6 +26,10 @@ fn plugin_obj(view: PluginView) -> Obj {
         .str("signer", view.origin.signer())
         .str("state", if view.active { "Active" } else { "Installed" })
         .opt_str(
+            "adoptsoperationsfrom",
+            view.provider.info().adopts_operations_from.clone(),
+        )
+        .opt_str(
             "id",
             match &view.origin {
                 crate::plugins::Origin::Installed { uuid, .. } => Some(uuid.clone()),
@@ -63,6 +67,11 @@ impl PluginFields for Command {
                 "state",
                 "string",
                 "Active (serves new calls for its name) or Installed",
+            )
+            .field(
+                "adoptsoperationsfrom",
+                "string",
+                "the earlier versions (semver requirement) whose pending operations it takes over; absent: none",
             )
             .field("capabilities", "list", "the capabilities it declares")
             .field("deletegranularity", "string", "restore-point or chain")
