@@ -34,6 +34,7 @@ fn plugin_inspect_prints_what_the_dummy_declares() {
         "single-volume-restore: yes",
         "reconciliation: no",
         "delete-granularity: restore-point",
+        "adopts operations from: (none)",
     ] {
         assert!(
             stdout.contains(expected),
