@@ -222,12 +222,9 @@ impl HttpError {
                     format!("{self}; {}", fixes.join(", or "))
                 })
             }
-            HttpError::Timeout { .. } | HttpError::Connect { .. } => {
-                ProviderError::Unavailable(format!(
-                    "{vendor} at {} is unreachable: {self}",
-                    access.url_setting
-                ))
-            }
+            HttpError::Timeout { .. } | HttpError::Connect { .. } => ProviderError::Unavailable(
+                format!("{vendor} at {} is unreachable: {self}", access.url_setting),
+            ),
             _ => ProviderError::from(self),
         }
     }
@@ -786,7 +783,10 @@ mod tests {
             basic_auth_value("administrator", "password"),
             "Basic YWRtaW5pc3RyYXRvcjpwYXNzd29yZA=="
         );
-        assert_eq!(url_host("https://em.example:9398/api/").as_deref(), Some("em.example"));
+        assert_eq!(
+            url_host("https://em.example:9398/api/").as_deref(),
+            Some("em.example")
+        );
         assert_eq!(url_host("https://[::1]:9398/api/").as_deref(), Some("::1"));
         assert_eq!(url_host("nw.lan:9090/nwrestapi").as_deref(), Some("nw.lan"));
         assert_eq!(url_host("https://u@nw.lan/x").as_deref(), Some("nw.lan"));
@@ -805,8 +805,14 @@ mod tests {
         let ProviderError::Unavailable(message) = tls.naming_endpoint("ACME", &access) else {
             panic!("TLS trouble is unavailable");
         };
-        assert!(message.contains("pin ACME's certificate in backup.plugin.acme.tls.pin"), "{message}");
-        assert!(message.contains("set backup.plugin.acme.validate to false"), "{message}");
+        assert!(
+            message.contains("pin ACME's certificate in backup.plugin.acme.tls.pin"),
+            "{message}"
+        );
+        assert!(
+            message.contains("set backup.plugin.acme.validate to false"),
+            "{message}"
+        );
         let refused = HttpError::Connect {
             authority: "acme:443".into(),
             detail: "connection refused".into(),
@@ -814,7 +820,10 @@ mod tests {
         let ProviderError::Unavailable(message) = refused.naming_endpoint("ACME", &access) else {
             panic!("a refused connection is unavailable");
         };
-        assert!(message.starts_with("ACME at backup.plugin.acme.url is unreachable"), "{message}");
+        assert!(
+            message.starts_with("ACME at backup.plugin.acme.url is unreachable"),
+            "{message}"
+        );
         let denied = HttpError::Denied {
             authority: "other:1".into(),
         };

@@ -138,9 +138,15 @@ mod tests {
 
     #[test]
     fn offsets_and_fractions_are_honoured() {
-        assert_eq!(parse_rfc3339("2022-07-12T05:02:03+03:00"), Some(1_657_591_323));
+        assert_eq!(
+            parse_rfc3339("2022-07-12T05:02:03+03:00"),
+            Some(1_657_591_323)
+        );
         assert_eq!(parse_rfc3339("2022-07-12T02:02:03Z"), Some(1_657_591_323));
-        assert_eq!(parse_rfc3339("2022-07-11T21:02:03.5-05:00"), Some(1_657_591_323));
+        assert_eq!(
+            parse_rfc3339("2022-07-11T21:02:03.5-05:00"),
+            Some(1_657_591_323)
+        );
         assert_eq!(
             parse_rfc3339("2023-11-03T16:26:12.209913Z"),
             Some(1_699_028_772)

@@ -209,10 +209,9 @@ impl Appliance {
             id: id.clone(),
             vm: job.vm.clone(),
             policy: job.policy.clone(),
-            created: jiff::Timestamp::now().round(jiff::Unit::Second).map_or_else(
-                |_| jiff::Timestamp::now().to_string(),
-                |t| t.to_string(),
-            ),
+            created: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
             size: job.disk_bytes,
             protected: job.disk_bytes,
         };
@@ -254,8 +253,7 @@ async fn authenticate(
     let config = &appliance.config;
     let expected = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", config.user, config.key))
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", config.user, config.key))
     );
     let given = headers
         .get(header::AUTHORIZATION)
@@ -313,7 +311,10 @@ async fn protect(
     if !POLICIES.iter().any(|p| p.id == body.policy) {
         return error(
             StatusCode::NOT_FOUND,
-            &format!("no policy `{}`", body.policy.chars().take(64).collect::<String>()),
+            &format!(
+                "no policy `{}`",
+                body.policy.chars().take(64).collect::<String>()
+            ),
         );
     }
     let mut inventory = appliance.inventory();
