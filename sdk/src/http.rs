@@ -87,8 +87,9 @@ impl Method {
         }
     }
 
-    fn sends_body(self) -> bool {
-        matches!(self, Method::Post | Method::Put | Method::Patch)
+    /// Every method but GET and HEAD may carry a body, so its length is always declared.
+    fn may_send_body(self) -> bool {
+        !matches!(self, Method::Get | Method::Head)
     }
 }
 
@@ -370,7 +371,10 @@ impl Request {
                 .append(name, value)
                 .map_err(|error| header_error(name, error))?;
         }
-        if !self.body.is_empty() || self.method.sends_body() {
+        // An explicit length, 0 too: without one a DELETE goes out with a chunked body whose
+        // end arrives after the server may already have answered and closed, and the answer
+        // is lost to a reset connection.
+        if !self.body.is_empty() || self.method.may_send_body() {
             let length = self.body.len().to_string();
             headers
                 .set("content-length", &[length.into_bytes()])

@@ -396,7 +396,10 @@ impl Checker {
                 let reason = self.note("list-policies", &e);
                 Clause::fail(
                     CREDENTIALS,
-                    format!("wrong {} did not give unauthorized: {reason}", secrets.join(", ")),
+                    format!(
+                        "wrong {} did not give unauthorized: {reason}",
+                        secrets.join(", ")
+                    ),
                 )
             }
         }

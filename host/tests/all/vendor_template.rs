@@ -83,6 +83,9 @@ fn a_wrong_key_fails_the_check_as_unauthorized_naming_the_settings() {
         line.contains("backup.plugin.acme.user, backup.plugin.acme.key"),
         "{line}"
     );
-    assert!(!stdout.contains("not-the-key"), "the secret is not printed:\n{stdout}");
+    assert!(
+        !stdout.contains("not-the-key"),
+        "the secret is not printed:\n{stdout}"
+    );
     assert!(stdout.contains("PASS  describe is valid"), "{stdout}");
 }

@@ -474,3 +474,95 @@ async fn cancel_job(State(appliance): State<Shared>, Path(id): Path<String>) -> 
         None => error(StatusCode::NOT_FOUND, "no such job"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    const AUTH: &str = "Basic Ym5yOms="; // bnr:k
+
+    async fn call(app: &Router, method: &str, uri: &str, auth: &str, body: &str) -> (u16, String) {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, auth)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn app() -> Router {
+        let mut config = Config::new("k");
+        config.job_duration = Duration::ZERO;
+        router(config)
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_are_401() {
+        let app = app();
+        let (status, _) = call(&app, "GET", "/api/v1/policies", "Basic Ym5yOng=", "").await;
+        assert_eq!(status, 401);
+        let (status, _) = call(&app, "GET", "/api/v1/policies", "", "").await;
+        assert_eq!(status, 401);
+        let (status, body) = call(&app, "GET", "/api/v1/policies", AUTH, "").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"gold\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_backup_needs_a_protected_vm_and_a_valid_id() {
+        let app = app();
+        let backup = r#"{"vm":"vm-1","disk_bytes":5}"#;
+        let (status, _) = call(&app, "POST", "/api/v1/backups", AUTH, backup).await;
+        assert_eq!(status, 409);
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/api/v1/protected/vm-1",
+            AUTH,
+            r#"{"policy":"none"}"#,
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/api/v1/protected/a%2Fb",
+            AUTH,
+            r#"{"policy":"gold"}"#,
+        )
+        .await;
+        assert_eq!(status, 400);
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/api/v1/protected/vm-1",
+            AUTH,
+            r#"{"policy":"gold"}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, body) = call(&app, "POST", "/api/v1/backups", AUTH, backup).await;
+        assert_eq!(status, 202, "{body}");
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let job = job["job"].as_str().unwrap();
+        let (_, body) = call(&app, "GET", &format!("/api/v1/jobs/{job}"), AUTH, "").await;
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["state"], "done", "{body}");
+        let id = status["backup"]["id"].as_str().unwrap().to_owned();
+        let (_, body) = call(&app, "GET", "/api/v1/backups?vm=vm-1", AUTH, "").await;
+        assert!(body.contains(&id), "{body}");
+        let (status, _) = call(&app, "DELETE", &format!("/api/v1/backups/{id}"), AUTH, "").await;
+        assert_eq!(status, 204);
+        let (status, _) = call(&app, "DELETE", &format!("/api/v1/backups/{id}"), AUTH, "").await;
+        assert_eq!(status, 404);
+    }
+}

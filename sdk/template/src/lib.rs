@@ -133,7 +133,9 @@ fn segment(id: &str) -> Result<&str> {
 /// The endpoint and the settings the host uses to trust its certificate (a product with its
 /// own certificate is pinned or given a CA; public certificates need neither).
 fn endpoint() -> HttpsAccess {
-    HttpsAccess::new(URL).pinned_cert(PINNED_CERT).ca_pem(CA_PEM)
+    HttpsAccess::new(URL)
+        .pinned_cert(PINNED_CERT)
+        .ca_pem(CA_PEM)
 }
 
 /// The zone's connection settings, read on every call.
@@ -209,7 +211,10 @@ impl Provider for Acme {
             description: "ACME backup appliance".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             settings: vec![
-                SettingDecl::url(URL, "ACME API base URL, e.g. https://acme.example:8443/api/v1"),
+                SettingDecl::url(
+                    URL,
+                    "ACME API base URL, e.g. https://acme.example:8443/api/v1",
+                ),
                 SettingDecl::text(USER, "ACME API user").with_default(DEFAULT_USER),
                 SettingDecl::secret(KEY, "ACME API key of that user"),
                 SettingDecl::text(
@@ -253,9 +258,8 @@ impl Provider for Acme {
     fn assign_instance(instance: Instance, policy: String) -> Result<Option<String>> {
         let api = Api::from_settings()?;
         let vm = segment(&instance.uuid)?;
-        let request = Request::put(&api.url(&format!("/protected/{vm}"))).json(&AcmeProtect {
-            policy: &policy,
-        });
+        let request = Request::put(&api.url(&format!("/protected/{vm}")))
+            .json(&AcmeProtect { policy: &policy });
         api.send(request)?;
         bnr_sdk::info!("{} is protected by ACME policy {policy}", instance.name);
         // Nothing to remember: the appliance knows the VM by its uuid.
