@@ -87,6 +87,24 @@ impl Method {
         }
     }
 
+    /// The method named `name` (`"GET"`, `"delete"`, ...), for code that carries it as text
+    /// (a provider's own transport trait, tested natively).
+    pub fn from_name(name: &str) -> Option<Method> {
+        const METHODS: [(&str, Method); 7] = [
+            ("GET", Method::Get),
+            ("HEAD", Method::Head),
+            ("POST", Method::Post),
+            ("PUT", Method::Put),
+            ("PATCH", Method::Patch),
+            ("DELETE", Method::Delete),
+            ("OPTIONS", Method::Options),
+        ];
+        METHODS
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|(_, method)| *method)
+    }
+
     /// Every method but GET and HEAD may carry a body, so its length is always declared.
     fn may_send_body(self) -> bool {
         !matches!(self, Method::Get | Method::Head)
@@ -305,6 +323,17 @@ impl Request {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
             .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        self
+    }
+
+    /// Every header of `headers`, in order.
+    pub fn headers<N: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        for (name, value) in headers {
+            self = self.header(name.as_ref(), value.as_ref());
+        }
         self
     }
 
@@ -779,6 +808,13 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(base64_encode(input.as_bytes()), expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn methods_by_name() {
+        assert_eq!(Method::from_name("DELETE"), Some(Method::Delete));
+        assert_eq!(Method::from_name("post"), Some(Method::Post));
+        assert_eq!(Method::from_name("TRACE"), None);
     }
 
     #[test]

@@ -43,23 +43,18 @@ struct Http {
 
 impl rest::Transport for Http {
     fn send(&mut self, request: rest::Request) -> crate::error::Result<rest::Response> {
-        let method = match request.method {
-            "DELETE" => http::Method::Delete,
-            _ => http::Method::Get,
-        };
-        let mut builder = http::Request::new(method, &request.url)
+        let method = http::Method::from_name(request.method)
+            .ok_or_else(|| Error::Internal(format!("HTTP method {}", request.method)))?;
+        let response = http::Request::new(method, &request.url)
+            .headers(request.headers)
             .timeout(self.timeout)
-            .max_response_bytes(MAX_RESPONSE_BYTES);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        match builder.send() {
-            Ok(response) => Ok(rest::Response {
-                status: response.status(),
-                body: response.into_body(),
-            }),
-            Err(e) => Err(e.naming_endpoint("NetWorker", &rest_access()).into()),
-        }
+            .max_response_bytes(MAX_RESPONSE_BYTES)
+            .send()
+            .map_err(|e| e.naming_endpoint("NetWorker", &rest_access()))?;
+        Ok(rest::Response {
+            status: response.status(),
+            body: response.into_body(),
+        })
     }
 }
 

@@ -45,32 +45,24 @@ struct Http {
 
 impl em::Transport for Http {
     fn send(&mut self, request: em::Request) -> crate::error::Result<em::Response> {
-        let method = match request.method {
-            "POST" => http::Method::Post,
-            "DELETE" => http::Method::Delete,
-            _ => http::Method::Get,
-        };
-        let mut builder = http::Request::new(method, &request.url)
+        let method = http::Method::from_name(request.method)
+            .ok_or_else(|| Error::Internal(format!("HTTP method {}", request.method)))?;
+        let response = http::Request::new(method, &request.url)
+            .headers(request.headers)
+            .body(request.body.unwrap_or_default())
             .timeout(self.timeout)
-            .max_response_bytes(MAX_RESPONSE_BYTES);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        if let Some(body) = request.body {
-            builder = builder.body(body);
-        }
-        match builder.send() {
-            Ok(response) => Ok(em::Response {
-                status: response.status(),
-                headers: response
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                    .collect(),
-                body: response.into_body(),
-            }),
-            Err(e) => Err(e.naming_endpoint("Enterprise Manager", &em_access()).into()),
-        }
+            .max_response_bytes(MAX_RESPONSE_BYTES)
+            .send()
+            .map_err(|e| e.naming_endpoint("Enterprise Manager", &em_access()))?;
+        Ok(em::Response {
+            status: response.status(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            body: response.into_body(),
+        })
     }
 }
 
