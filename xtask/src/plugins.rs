@@ -104,6 +104,11 @@ pub const COMPONENTS: &[Component] = &[
         package: "bnr-fixture-wit-1-1",
         destination: Destination::Fixtures,
     },
+    // The vendor template (`sdk/template`), checked against its example appliance.
+    Component {
+        package: "acme-bnr-provider",
+        destination: Destination::Fixtures,
+    },
 ];
 
 /// A built and installed component.

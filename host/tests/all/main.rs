@@ -53,3 +53,4 @@ mod lifecycle_grants;
 mod lifecycle_plugins;
 mod mixed_vendors;
 mod networker_e2e;
+mod vendor_template;
