@@ -188,6 +188,15 @@ impl Appliance {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `job` has run its time (a backup job once [`settle`](Self::settle) recorded its
+    /// backup, so its state and its backup never disagree).
+    fn finished(&self, job: &Job) -> bool {
+        match job.kind {
+            JobKind::Backup => job.backup.is_some(),
+            JobKind::Restore => job.started.elapsed() >= self.config.job_duration,
+        }
+    }
+
     /// Completes `job` if its time is up: a finished backup job records its backup.
     fn settle(&self, inventory: &mut Inventory, job_id: &str) {
         let due = match inventory.jobs.get(job_id) {
@@ -435,7 +444,7 @@ async fn job_status(State(appliance): State<Shared>, Path(id): Path<String>) -> 
     let elapsed = job.started.elapsed().as_millis();
     let (state, percent) = if job.cancelled {
         ("failed", 0)
-    } else if elapsed >= duration {
+    } else if appliance.finished(job) {
         ("done", 100)
     } else {
         ("running", (elapsed * 100 / duration).min(99))
@@ -463,16 +472,14 @@ async fn job_status(State(appliance): State<Shared>, Path(id): Path<String>) -> 
 async fn cancel_job(State(appliance): State<Shared>, Path(id): Path<String>) -> Response {
     let mut inventory = appliance.inventory();
     appliance.settle(&mut inventory, &id);
-    let duration = appliance.config.job_duration;
-    match inventory.jobs.get_mut(&id) {
-        Some(job) => {
-            if job.started.elapsed() < duration {
-                job.cancelled = true;
-            }
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, "no such job"),
+    let running = match inventory.jobs.get(&id) {
+        Some(job) => !appliance.finished(job),
+        None => return error(StatusCode::NOT_FOUND, "no such job"),
+    };
+    if running && let Some(job) = inventory.jobs.get_mut(&id) {
+        job.cancelled = true;
     }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[cfg(test)]
