@@ -306,6 +306,16 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of `command`'s answers with `status`, to keep and count with no lookup.
+    pub fn http_request_counter(&self, command: &str, status: u16) -> Counter {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                command: command.to_string(),
+                status,
+            })
+            .clone()
+    }
+
     pub fn store_write(&self, elapsed: Duration) {
         self.store_write_seconds.observe(elapsed.as_secs_f64());
     }

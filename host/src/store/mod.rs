@@ -158,18 +158,23 @@ struct Inner {
 /// Tables whose rows decide who a credential belongs to and whether it may be used.
 const IDENTITY_TABLES: [&str; 3] = ["users", "accounts", "domains"];
 
-/// Counts writes to [`IDENTITY_TABLES`], so an in-memory copy of credentials knows when it is
-/// stale. SQLite's update hook sees every row change made through the writer, whatever code
-/// path made it.
+/// Counts writes to [`IDENTITY_TABLES`], and writes to any table, so an in-memory copy of
+/// credentials or of a read answer knows when it is stale. SQLite's update hook sees every row
+/// change made through the writer, whatever code path made it.
 #[derive(Default)]
 struct IdentityChanges {
     generation: AtomicU64,
     /// A change was seen in the transaction now running on the writer.
     in_transaction: AtomicBool,
+    /// Like `generation`, for a change to any row of any table.
+    data_generation: AtomicU64,
+    data_in_transaction: AtomicBool,
 }
 
 impl IdentityChanges {
     fn row_changed(&self, table: &str) {
+        self.data_in_transaction.store(true, Ordering::Release);
+        self.data_generation.fetch_add(1, Ordering::AcqRel);
         if IDENTITY_TABLES.contains(&table) {
             self.in_transaction.store(true, Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -181,6 +186,9 @@ impl IdentityChanges {
     fn transaction_ended(&self) {
         if self.in_transaction.swap(false, Ordering::AcqRel) {
             self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.data_in_transaction.swap(false, Ordering::AcqRel) {
+            self.data_generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -298,6 +306,16 @@ impl Store {
         self.inner
             .identity_changes
             .generation
+            .load(Ordering::Acquire)
+    }
+
+    /// A number that grows whenever any row of any table changes through this store. Read it
+    /// before reading what is to be kept; a copy made under an older number is stale. Writes
+    /// made by another process are not seen.
+    pub fn data_generation(&self) -> u64 {
+        self.inner
+            .identity_changes
+            .data_generation
             .load(Ordering::Acquire)
     }
 

@@ -9,6 +9,7 @@ mod runtime_cli;
 mod runtime_exec;
 mod runtime_hostile;
 mod runtime_swap;
+mod server_answers;
 mod server_auth;
 mod server_config;
 mod server_credentials;
