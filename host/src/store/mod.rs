@@ -25,6 +25,7 @@
 //! Migrations exist once per dialect with the same versions (`migrations/sqlite`,
 //! `migrations/postgres`); see [`MIGRATIONS`].
 
+pub mod copy;
 pub mod db;
 pub mod events;
 pub mod postgres;
