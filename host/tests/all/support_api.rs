@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bnr::api::serve::{default_providers, prepare_on};
 use bnr::api::{ApiState, router};
@@ -61,19 +61,20 @@ pub fn on_postgres() -> bool {
     }
 }
 
-/// On PostgreSQL runs, the database of the data directory `dir`: a fresh one, or the one a
-/// server on `dir` still holds (a restart keeps its data). Dropped with the last server.
+/// On PostgreSQL runs, the database of the data directory `dir`: a fresh one, or the one of an
+/// earlier server on `dir` (a restart keeps its data). Kept while the directory exists.
 pub fn test_database(dir: &std::path::Path) -> Option<Arc<TestDatabase>> {
     let mut databases = databases().lock().unwrap();
-    databases.retain(|_, db| db.strong_count() > 0);
-    if let Some(db) = databases.get(dir).and_then(Weak::upgrade) {
-        return Some(db);
+    // Directories of finished tests are gone: their databases are dropped.
+    databases.retain(|dir, _| dir.exists());
+    if let Some(db) = databases.get(dir) {
+        return Some(db.clone());
     }
     if !on_postgres() {
         return None;
     }
     let db = Arc::new(TestDatabase::create());
-    databases.insert(dir.to_path_buf(), Arc::downgrade(&db));
+    databases.insert(dir.to_path_buf(), db.clone());
     Some(db)
 }
 
@@ -82,11 +83,11 @@ pub fn use_database(dir: &std::path::Path, database: &Arc<TestDatabase>) {
     databases()
         .lock()
         .unwrap()
-        .insert(dir.to_path_buf(), Arc::downgrade(database));
+        .insert(dir.to_path_buf(), database.clone());
 }
 
-fn databases() -> &'static Mutex<HashMap<PathBuf, Weak<TestDatabase>>> {
-    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, Weak<TestDatabase>>>> = OnceLock::new();
+fn databases() -> &'static Mutex<HashMap<PathBuf, Arc<TestDatabase>>> {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, Arc<TestDatabase>>>> = OnceLock::new();
     DATABASES.get_or_init(Default::default)
 }
 
