@@ -333,6 +333,8 @@ impl PgPool {
                 .returned
                 .wait_for(&mut open, POSTGRES_POOL_WAIT)
                 .timed_out()
+                && self.idle.lock().is_empty()
+                && *open >= MAX_POSTGRES_CONNECTIONS
             {
                 return Err(StoreError::PoolTimeout(POSTGRES_POOL_WAIT));
             }
@@ -345,12 +347,15 @@ impl PgPool {
             Backend::Postgres(c) => c.is_closed(),
             Backend::Sqlite(_) => true,
         };
+        // Under `open`, which a waiting `take` holds while it looks at `idle`: no wake-up is lost.
+        let mut open = self.open.lock();
         if healthy && !closed {
             self.idle.lock().push(conn);
         } else {
             drop(conn);
-            *self.open.lock() -= 1;
+            *open -= 1;
         }
+        drop(open);
         self.returned.notify_one();
     }
 }
