@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 use parking_lot::RwLock;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 use tracing::Instrument;
@@ -158,7 +158,7 @@ const JOB_COLUMNS: &str = "j.id, j.uuid, j.account_id, a.uuid, j.user_id, u.uuid
 const JOB_FROM: &str =
     "async_jobs j JOIN accounts a ON a.id = j.account_id JOIN users u ON u.id = j.user_id";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+fn job_from_row(r: &Row<'_>) -> crate::store::db::Result<Job> {
     let result: Option<String> = r.get(10)?;
     Ok(Job {
         id: r.get(0)?,
@@ -198,7 +198,7 @@ impl JobManager {
     /// Inserts the pending job row inside the caller's transaction (so the job exists exactly
     /// when the change that accepted it commits); returns the job uuid. Start it with
     /// [`JobManager::spawn`] after the commit.
-    pub fn insert_pending(conn: &Connection, spec: &JobSpec) -> rusqlite::Result<String> {
+    pub fn insert_pending(conn: &Connection, spec: &JobSpec) -> crate::store::db::Result<String> {
         let uuid = new_uuid();
         conn.prepare_cached(
             "INSERT INTO async_jobs(uuid, account_id, user_id, cmd, status, result_code,
@@ -362,7 +362,7 @@ impl JobManager {
                 ))?;
                 let v = st
                     .query_map([], job_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(v)
             })
             .await?;

@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::store::db::{Connection, OptionalExtension, Transaction, params};
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::schedule::{IntervalType, Schedule};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, Settings};
@@ -109,8 +109,8 @@ impl From<crate::store::StoreError> for TickError {
     }
 }
 
-impl From<rusqlite::Error> for TickError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::db::Error> for TickError {
+    fn from(e: crate::store::db::Error) -> Self {
         TickError::Store(OpError::from(e))
     }
 }
@@ -283,7 +283,7 @@ fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
                 r.get(5)?,
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?
+        .collect::<crate::store::db::Result<_>>()?
     };
     let mut update = tx.prepare_cached(
         "UPDATE backup_schedules SET next_run = ?1, async_job_id = NULL WHERE id = ?2",
@@ -347,7 +347,7 @@ fn select_due(conn: &Connection, now: i64) -> Result<Vec<Due>, TickError> {
                             Some(_) => Some((r.get(16)?, r.get(17)?)),
                             None => None,
                         },
-                        account_usable: r.get::<_, Option<bool>>(18)?.unwrap_or(false),
+                        account_usable: r.get::<Option<bool>>(18)?.unwrap_or(false),
                     })
                 }
             };
@@ -362,7 +362,7 @@ fn select_due(conn: &Connection, now: i64) -> Result<Vec<Due>, TickError> {
                 vm,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -442,7 +442,7 @@ fn apply_verdicts(
                 // While the run is in flight `next_run` holds the instant it started (no earlier
                 // than its slot): its next slot is computed from there when it is reaped.
                 tx.prepare_cached(
-                    "UPDATE backup_schedules SET async_job_id = ?1, next_run = MAX(next_run, ?2)
+                    "UPDATE backup_schedules SET async_job_id = ?1, next_run = CASE WHEN next_run > ?2 THEN next_run ELSE ?2 END
                      WHERE id = ?3",
                 )?
                 .execute(params![job_id, now, d.id])?;

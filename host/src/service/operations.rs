@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 
 use super::BackupService;
 use super::error::{BackupError, BackupResult};
@@ -245,13 +245,11 @@ impl BackupService {
                         .optional()?,
                     None => None,
                 };
-                tx.prepare_cached(
+                let inserted_id = tx.insert(
                     "INSERT INTO provider_operations(job_id, zone_id, provider, handle, kind, backup_id,
                                                      payload, deadline, created, provider_version,
                                                      provider_sha256)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?
-                .execute(params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", params![
                     job_id,
                     zone_id,
                     provider,
@@ -264,7 +262,7 @@ impl BackupService {
                     version,
                     sha256
                 ])?;
-                Ok::<_, BackupError>(tx.last_insert_rowid())
+                Ok::<_, BackupError>(inserted_id)
             })
             .await
     }
