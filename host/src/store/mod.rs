@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "provider_grants",
         sql: include_str!("migrations/0012_provider_grants.sql"),
     },
+    Migration {
+        version: 13,
+        name: "cluster",
+        sql: include_str!("migrations/0013_cluster.sql"),
+    },
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
@@ -284,6 +289,12 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// A connection of its own, outside the writer and the reader pool: for work that must
+    /// never queue behind them (a replica's heartbeat and lease renewals). Autocommit.
+    pub fn dedicated_connection(&self) -> Result<Connection, StoreError> {
+        open_connection(&self.inner.path)
     }
 
     /// The keys that seal this database's secrets (see [`secrets`]).
