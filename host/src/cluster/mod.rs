@@ -306,7 +306,8 @@ impl Replica {
     /// Stops acting at once: leadership given up, running jobs dropped (their outcome writes
     /// would not match any more), new work refused until the heartbeat thread re-joins.
     fn fence(&self, why: &str) {
-        if let Some(term) = *self.inner.leader.borrow() {
+        let term = *self.inner.leader.borrow();
+        if let Some(term) = term {
             self.step_down(term, why);
         }
         if self.inner.owner.send_replace(None).is_some() {

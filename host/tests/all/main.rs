@@ -46,6 +46,7 @@ mod sec_tenant;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
+mod ha_replicas;
 mod veeam_e2e;
 
 mod lifecycle_cli;

@@ -1,0 +1,184 @@
+//! Several `bnr serve --cluster` processes on one data directory (one SQLite file in WAL mode):
+//! a replica killed (`kill -9`) or paused (SIGSTOP) in the middle of a provider operation; its
+//! backup completes on another replica, resumed from the persisted handle, and nothing the
+//! paused replica does after it wakes lands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::ops_shutdown::{dummy_and_scripted, finished, free_addr, get, inner, scripted_vm, zone_setting};
+use crate::support_api::*;
+
+/// The lease the replicas run with: short, so a takeover happens within seconds.
+const LEASE_SECS: &str = "2";
+
+/// One `bnr serve --cluster` process; its log lines are collected as they come.
+struct ReplicaProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ReplicaProcess {
+    fn start(dir: &std::path::Path, addr: &str, providers: &std::path::Path) -> ReplicaProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
+            .args(["serve", "--listen", addr, "--cluster", "--replica-lease-secs", LEASE_SECS])
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--providers-dir")
+            .arg(providers)
+            .env("RUST_LOG", "info")
+            .env("BNR_ADMIN_API_KEY", ADMIN_API_KEY)
+            .env("BNR_ADMIN_SECRET_KEY", ADMIN_SECRET_KEY)
+            .env("BNR_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start bnr");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let serving = lines.by_ref().map_while(Result::ok).any(|l| {
+            log.lock().push(l.clone());
+            l.contains("serving the CloudStack API")
+        });
+        assert!(serving, "bnr exited before serving: {:?}", log.lock());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().push(line);
+            }
+        });
+        ReplicaProcess { child, log }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().iter().any(|l| l.contains(text))
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(dir: &std::path::Path, providers: &std::path::Path) -> (ReplicaProcess, String) {
+    let addr = free_addr();
+    let (dir, providers, a) = (dir.to_path_buf(), providers.to_path_buf(), addr.clone());
+    let process = tokio::task::spawn_blocking(move || ReplicaProcess::start(&dir, &a, &providers))
+        .await
+        .unwrap();
+    (process, addr)
+}
+
+/// Replica A with a scripted zone whose operations take `op_seconds`, a backup started on A
+/// and polled there; replica B started next to it. Returns (A, A's address, B, B's address,
+/// job, backup, vm).
+async fn backup_polled_on_a(
+    dir: &std::path::Path,
+    providers: &std::path::Path,
+    op_seconds: &str,
+) -> (ReplicaProcess, String, ReplicaProcess, String, String, String, String) {
+    let (a, addr_a) = start(dir, providers).await;
+    let (zone, vm) = scripted_vm(&addr_a).await;
+    zone_setting(&addr_a, &zone, "backup.plugin.scripted.op-seconds", op_seconds).await;
+    let (b, addr_b) = start(dir, providers).await;
+    let (status, v) = get(&addr_a, "createBackup", &[("virtualmachineid", &vm)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let job = inner(&v)["jobid"].as_str().unwrap().to_string();
+    let backup = inner(&v)["id"].as_str().unwrap().to_string();
+    let mut polled = false;
+    for _ in 0..600 {
+        let (_, v) = get(&addr_a, "queryAsyncJobResult", &[("jobid", &job)])
+            .await
+            .unwrap();
+        assert_eq!(inner(&v)["jobstatus"], 0, "the operation outlives the test: {v}");
+        if inner(&v)["jobprocstatus"].as_i64().unwrap_or(0) > 0 {
+            polled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(polled, "the job reported no progress on A");
+    (a, addr_a, b, addr_b, job, backup, vm)
+}
+
+async fn backups_of(addr: &str, vm: &str) -> Vec<serde_json::Value> {
+    let (_, v) = get(addr, "listBackups", &[("virtualmachineid", vm)])
+        .await
+        .unwrap();
+    inner(&v)["backup"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_operation_has_its_backup_completed_by_another_from_the_handle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (mut a, _addr_a, b, addr_b, job, backup, vm) =
+        backup_polled_on_a(dir.path(), providers.path(), "6").await;
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reap");
+    // B declares A dead after the lease, adopts the job and polls the same handle.
+    let done = finished(&addr_b, &job).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    let backups = backups_of(&addr_b, &vm).await;
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["id"], backup.as_str());
+    assert_eq!(backups[0]["status"], "BackedUp");
+    assert!(b.logged("took over the work of dead replicas"));
+    assert!(b.logged("resuming interrupted job"));
+}
+
+#[tokio::test]
+async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (a, addr_a, b, addr_b, job, backup, vm) =
+        backup_polled_on_a(dir.path(), providers.path(), "4").await;
+    a.signal("-STOP");
+    let done = finished(&addr_b, &job).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    assert!(b.logged("took over the work of dead replicas"));
+    // A wakes long after its operation finished at the provider: it must notice it was fenced
+    // and re-join under a new epoch, writing nothing for the work it lost.
+    a.signal("-CONT");
+    for _ in 0..600 {
+        if a.logged("re-joined the cluster") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.logged("replica fenced itself"), "{:?}", a.log.lock());
+    assert!(a.logged("re-joined the cluster"));
+    // A answers again, and sees what B wrote: one backup, the job's outcome B's.
+    let after = finished(&addr_a, &job).await;
+    assert_eq!(after, done);
+    let backups = backups_of(&addr_a, &vm).await;
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["id"], backup.as_str());
+    assert_eq!(backups[0]["status"], "BackedUp");
+    let (_, v) = get(&addr_b, "listEvents", &[("type", "BACKUP.CREATE"), ("pagesize", "500")])
+        .await
+        .unwrap();
+    let completed = inner(&v)["event"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["state"] == "Completed")
+        .count();
+    assert_eq!(completed, 1, "{v}");
+}
