@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bnr::store::db::params;
 use jiff::Timestamp;
-use rusqlite::params;
 
 use bnr::config::{BACKUP_FRAMEWORK_ENABLED, Settings};
 use bnr::inventory::bootstrap::{BootstrapOptions, bootstrap_if_empty};
@@ -174,7 +174,7 @@ async fn bench_tick() {
             let vm_ids: Vec<i64> = tx
                 .prepare("SELECT id FROM vms ORDER BY id")?
                 .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<bnr::store::db::Result<_>>()?;
             for (i, vm_id) in (0i64..).zip(vm_ids) {
                 // Due ones at minute 0 (next_run = T0); the others are not due during the
                 // benchmark (their next run is planned a year ahead), at minutes 1..59.

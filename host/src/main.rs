@@ -29,6 +29,10 @@ enum Command {
         /// Directory holding the database and generated credentials.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// The store: `postgres://…`, `postgresql://…` or `host=/path/to/socket dbname=…`
+        /// [default: SQLite in DATA_DIR/bnr.sqlite].
+        #[arg(long, env = "BNR_DATABASE_URL", value_parser = bnr::store::Database::parse, hide_env_values = true)]
+        database: Option<bnr::store::Database>,
         /// Directory of backup provider components (`*.wasm`) [default: DATA_DIR/providers].
         #[arg(long)]
         providers_dir: Option<PathBuf>,
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         Command::Serve {
             listen,
             data_dir,
+            database,
             providers_dir,
             metrics_listen,
             log_format: _,
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
         } => run_server(ServeOptions {
             listen,
             data_dir,
+            database,
             bootstrap: BootstrapOptions::from_env(),
             providers_dir,
             metrics_listen,

@@ -9,13 +9,13 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::store::db::Connection;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use rusqlite::Connection;
 
 use crate::store::StoreError;
 
@@ -350,7 +350,7 @@ impl Metrics {
         let mut by_state = conn.prepare_cached(
             "SELECT status, count(*) FROM backups WHERE removed IS NULL GROUP BY status",
         )?;
-        let rows = by_state.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = by_state.query_map([], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))?;
         // States with no backup left are reported as 0, not dropped.
         for state in BACKUP_STATES {
             self.backups

@@ -62,9 +62,21 @@ pub struct Core {
 impl Core {
     /// Opens `<data_dir>/bnr.sqlite` (migrating it), loads settings, creates the job manager.
     pub fn open(data_dir: &Path) -> anyhow::Result<Core> {
+        Core::open_database(data_dir, None)
+    }
+
+    /// Opens `database` (`None`: `<data_dir>/bnr.sqlite`); the data directory keeps the key
+    /// that seals secrets either way.
+    pub fn open_database(
+        data_dir: &Path,
+        database: Option<&crate::store::Database>,
+    ) -> anyhow::Result<Core> {
         use anyhow::Context;
-        let store = Store::open(data_dir.join(DATABASE_FILE))
-            .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+        let default = crate::store::Database::Sqlite(data_dir.join(DATABASE_FILE));
+        let database = database.unwrap_or(&default);
+        let store = Store::open_database(database, data_dir)
+            .with_context(|| format!("opening the database {database}"))?;
+        tracing::info!(database = %database, "store opened");
         Core::from_store(store)
     }
 

@@ -15,6 +15,7 @@ use crate::inventory::ExpungeGuard;
 use crate::inventory::bootstrap::{self, BootstrapOptions, Bootstrapped};
 use crate::scheduler::service::{ResumeOperations, Scheduler};
 use crate::service::{BackupService, PluginPolicy, ProviderSource, Providers};
+use crate::store::Database;
 
 /// Directory (under the data directory) the providers are loaded from by default.
 pub const DEFAULT_PROVIDERS_DIR: &str = "providers";
@@ -28,6 +29,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The store; `None`: SQLite in `DATA_DIR/bnr.sqlite`.
+    pub database: Option<Database>,
     pub bootstrap: BootstrapOptions,
     /// Backup providers (`*.wasm`); `None` = `DATA_DIR/providers`.
     pub providers_dir: Option<PathBuf>,
@@ -75,13 +78,33 @@ pub async fn prepare_with_policy(
     providers: ProviderSource,
     allow_unsigned_plugins: bool,
 ) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
-    prepare_replica(data_dir, opts, providers, allow_unsigned_plugins, None).await
+    prepare_on(None, data_dir, opts, providers, allow_unsigned_plugins).await
 }
 
-/// [`prepare_with_policy`], as one replica of a cluster when `cluster` is given: the process
-/// joins (its [`Replica`] is an extension of the state), adopts only the work of dead replicas
-/// instead of everything pending, and its scheduler loop follows the leader lease.
+/// [`prepare_with_policy`] on the store `database` (`None`: SQLite in the data directory).
+pub async fn prepare_on(
+    database: Option<&Database>,
+    data_dir: &Path,
+    opts: &BootstrapOptions,
+    providers: ProviderSource,
+    allow_unsigned_plugins: bool,
+) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
+    prepare_replica(
+        database,
+        data_dir,
+        opts,
+        providers,
+        allow_unsigned_plugins,
+        None,
+    )
+    .await
+}
+
+/// [`prepare_on`], as one replica of a cluster when `cluster` is given: the process joins (its
+/// [`Replica`] is an extension of the state), adopts only the work of dead replicas instead of
+/// everything pending, and its scheduler loop follows the leader lease.
 pub async fn prepare_replica(
+    database: Option<&Database>,
     data_dir: &Path,
     opts: &BootstrapOptions,
     providers: ProviderSource,
@@ -90,9 +113,9 @@ pub async fn prepare_replica(
 ) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
     crate::store::create_private_dir(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let (dir, opts2) = (data_dir.to_path_buf(), opts.clone());
+    let (dir, opts2, database) = (data_dir.to_path_buf(), opts.clone(), database.cloned());
     let (core, boot) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let core = Core::open(&dir)?;
+        let core = Core::open_database(&dir, database.as_ref())?;
         let boot = bootstrap::bootstrap_if_empty(&core.store, &core.settings, &dir, &opts2)?;
         Ok((core, boot))
     })
@@ -222,6 +245,7 @@ pub async fn run(
         tracing::warn!("unsigned provider uploads are accepted (--allow-unsigned-plugins)");
     }
     let (state, boot) = prepare_replica(
+        opts.database.as_ref(),
         &opts.data_dir,
         &opts.bootstrap,
         providers,

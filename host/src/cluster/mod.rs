@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{self, Connection, Dialect, OptionalExtension, params};
 use tokio::sync::watch;
 
 use crate::jobs::{Job, JobManager, Owner};
@@ -46,8 +46,13 @@ pub const SCHEDULER_LEASE: &str = "scheduler";
 
 /// The database clock in milliseconds since the Unix epoch, as an SQL expression. Every
 /// heartbeat, lease expiry and liveness check is computed from it so that replicas' clocks
-/// never meet.
-pub const DB_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+/// never meet. `clock_timestamp()`, not `now()`: the latter is the start of the transaction.
+pub fn db_now_ms(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
 
 /// How a replica joins.
 #[derive(Debug, Clone)]
@@ -104,7 +109,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] db::Error),
 }
 
 impl Replica {
@@ -112,11 +117,12 @@ impl Replica {
     /// [`Replica::start`].
     pub fn join(store: &Store, opts: &ClusterOptions) -> Result<Replica, ClusterError> {
         let conn = store.dedicated_connection()?;
+        let now = db_now_ms(conn.dialect());
         let uuid = crate::store::new_uuid();
         let (id, epoch): (i64, i64) = conn.query_row(
             &format!(
                 "INSERT INTO replicas(uuid, name, epoch, started, heartbeat)
-                 VALUES (?1, ?2, 1, {DB_NOW_MS}, {DB_NOW_MS}) RETURNING id, epoch"
+                 VALUES (?1, ?2, 1, {now}, {now}) RETURNING id, epoch"
             ),
             params![uuid, opts.name],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -196,8 +202,9 @@ impl Replica {
             if let Some(term) = term {
                 release_lease(&conn, self.inner.id, term)?;
             }
+            let now = db_now_ms(conn.dialect());
             conn.execute(
-                &format!("UPDATE replicas SET stopped = {DB_NOW_MS} WHERE id = ?1"),
+                &format!("UPDATE replicas SET stopped = {now} WHERE id = ?1"),
                 [self.inner.id],
             )?;
             Ok(())
@@ -347,23 +354,25 @@ impl Replica {
     }
 }
 
-fn renew_heartbeat(conn: &Connection, me: Owner) -> rusqlite::Result<bool> {
+fn renew_heartbeat(conn: &Connection, me: Owner) -> db::Result<bool> {
+    let now = db_now_ms(conn.dialect());
     Ok(conn
         .prepare_cached(&format!(
-            "UPDATE replicas SET heartbeat = {DB_NOW_MS}
+            "UPDATE replicas SET heartbeat = {now}
              WHERE id = ?1 AND epoch = ?2 AND stopped IS NULL RETURNING id"
         ))?
-        .query_row(params![me.replica, me.epoch], |r| r.get::<_, i64>(0))
+        .query_row(params![me.replica, me.epoch], |r| r.get::<i64>(0))
         .optional()?
         .is_some())
 }
 
 /// A fenced replica comes back under a new epoch: whatever it owned under the old one is
 /// adopted by a takeover pass (possibly its own).
-fn rejoin(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
+fn rejoin(conn: &Connection, id: i64) -> db::Result<i64> {
+    let now = db_now_ms(conn.dialect());
     conn.query_row(
         &format!(
-            "UPDATE replicas SET epoch = epoch + 1, heartbeat = {DB_NOW_MS}, stopped = NULL
+            "UPDATE replicas SET epoch = epoch + 1, heartbeat = {now}, stopped = NULL
              WHERE id = ?1 RETURNING epoch"
         ),
         [id],
@@ -372,10 +381,11 @@ fn rejoin(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
 }
 
 /// Takes the lease if nobody holds it, it expired, or its holder stopped. A new term each time.
-fn acquire_lease(conn: &Connection, me: i64, lease_ms: i64) -> rusqlite::Result<Option<i64>> {
+fn acquire_lease(conn: &Connection, me: i64, lease_ms: i64) -> db::Result<Option<i64>> {
+    let now = db_now_ms(conn.dialect());
     conn.prepare_cached(&format!(
-        "UPDATE leases SET holder = ?1, term = term + 1, expires = {DB_NOW_MS} + ?2
-         WHERE name = ?3 AND (holder IS NULL OR expires < {DB_NOW_MS}
+        "UPDATE leases SET holder = ?1, term = term + 1, expires = {now} + ?2
+         WHERE name = ?3 AND (holder IS NULL OR expires < {now}
                OR holder IN (SELECT id FROM replicas WHERE stopped IS NOT NULL))
          RETURNING term"
     ))?
@@ -385,21 +395,22 @@ fn acquire_lease(conn: &Connection, me: i64, lease_ms: i64) -> rusqlite::Result<
 
 /// Renews only the lease this replica holds in this term (Oban's duplicate cron runs came from
 /// renewing by name only).
-fn renew_lease(conn: &Connection, me: i64, term: i64, lease_ms: i64) -> rusqlite::Result<bool> {
+fn renew_lease(conn: &Connection, me: i64, term: i64, lease_ms: i64) -> db::Result<bool> {
+    let now = db_now_ms(conn.dialect());
     Ok(conn
         .prepare_cached(&format!(
-            "UPDATE leases SET expires = {DB_NOW_MS} + ?1
-             WHERE name = ?2 AND holder = ?3 AND term = ?4 AND expires >= {DB_NOW_MS}
+            "UPDATE leases SET expires = {now} + ?1
+             WHERE name = ?2 AND holder = ?3 AND term = ?4 AND expires >= {now}
              RETURNING term"
         ))?
         .query_row(params![lease_ms, SCHEDULER_LEASE, me, term], |r| {
-            r.get::<_, i64>(0)
+            r.get::<i64>(0)
         })
         .optional()?
         .is_some())
 }
 
-fn release_lease(conn: &Connection, me: i64, term: i64) -> rusqlite::Result<()> {
+fn release_lease(conn: &Connection, me: i64, term: i64) -> db::Result<()> {
     conn.execute(
         "UPDATE leases SET expires = 0 WHERE name = ?1 AND holder = ?2 AND term = ?3",
         params![SCHEDULER_LEASE, me, term],
@@ -408,11 +419,12 @@ fn release_lease(conn: &Connection, me: i64, term: i64) -> rusqlite::Result<()> 
 }
 
 /// Live replicas other than `me`: heartbeat within the lease and not stopped.
-pub fn other_live_replicas(conn: &Connection, me: i64, lease_ms: i64) -> rusqlite::Result<i64> {
+pub fn other_live_replicas(conn: &Connection, me: i64, lease_ms: i64) -> db::Result<i64> {
+    let now = db_now_ms(conn.dialect());
     conn.query_row(
         &format!(
             "SELECT COUNT(*) FROM replicas
-             WHERE id <> ?1 AND stopped IS NULL AND heartbeat >= {DB_NOW_MS} - ?2"
+             WHERE id <> ?1 AND stopped IS NULL AND heartbeat >= {now} - ?2"
         ),
         params![me, lease_ms],
         |r| r.get(0),
@@ -424,11 +436,12 @@ pub fn other_live_replicas(conn: &Connection, me: i64, lease_ms: i64) -> rusqlit
 /// pending job and provider operation whose owner is not a live replica under the epoch it was
 /// written with. Conditional updates: concurrent passes on other replicas adopt each row once.
 fn take_over(tx: &Connection, me: Owner, lease_ms: i64) -> Result<Takeover, ClusterError> {
+    let now = db_now_ms(tx.dialect());
     // Only a replica that is itself live under its epoch adopts anything.
     let alive: bool = tx
         .prepare_cached(&format!(
             "SELECT EXISTS(SELECT 1 FROM replicas WHERE id = ?1 AND epoch = ?2
-                           AND stopped IS NULL AND heartbeat >= {DB_NOW_MS} - ?3)"
+                           AND stopped IS NULL AND heartbeat >= {now} - ?3)"
         ))?
         .query_row(params![me.replica, me.epoch, lease_ms], |r| r.get(0))?;
     if !alive {
@@ -436,23 +449,30 @@ fn take_over(tx: &Connection, me: Owner, lease_ms: i64) -> Result<Takeover, Clus
     }
     let fenced_replicas = tx
         .prepare_cached(&format!(
-            "UPDATE replicas SET epoch = epoch + 1, stopped = {DB_NOW_MS}
-             WHERE id <> ?1 AND stopped IS NULL AND heartbeat < {DB_NOW_MS} - ?2"
+            "UPDATE replicas SET epoch = epoch + 1, stopped = {now}
+             WHERE id <> ?1 AND stopped IS NULL AND heartbeat < {now} - ?2"
         ))?
         .execute(params![me.replica, lease_ms])?;
-    const ORPHANED: &str = "owner IS NOT NULL AND NOT EXISTS (
-             SELECT 1 FROM replicas r WHERE r.id = owner AND r.epoch = owner_epoch
-                                          AND r.stopped IS NULL)";
+    let orphaned = |table: &str| {
+        format!(
+            "{table}.owner IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM replicas r WHERE r.id = {table}.owner
+                                              AND r.epoch = {table}.owner_epoch
+                                              AND r.stopped IS NULL)"
+        )
+    };
     let adopted: Vec<i64> = tx
         .prepare_cached(&format!(
             "UPDATE async_jobs SET owner = ?1, owner_epoch = ?2
-             WHERE status = 0 AND {ORPHANED} RETURNING id"
+             WHERE status = 0 AND {} RETURNING id",
+            orphaned("async_jobs")
         ))?
         .query_map(params![me.replica, me.epoch], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<db::Result<_>>()?;
     let operations = tx
         .prepare_cached(&format!(
-            "UPDATE provider_operations SET owner = ?1, owner_epoch = ?2 WHERE {ORPHANED}"
+            "UPDATE provider_operations SET owner = ?1, owner_epoch = ?2 WHERE {}",
+            orphaned("provider_operations")
         ))?
         .execute(params![me.replica, me.epoch])?;
     let mut jobs = Vec::with_capacity(adopted.len());

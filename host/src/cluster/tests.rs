@@ -1,5 +1,6 @@
-//! Replicas as separate stores on one SQLite file (each with its own connections, like separate
-//! processes), with a short lease. State is polled with a bound, never slept for.
+//! Replicas as separate stores on one database (each with its own connections, like separate
+//! processes), with a short lease, on SQLite (one file in WAL mode) and on PostgreSQL. State is
+//! polled with a bound, never slept for.
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,38 @@ struct Node {
     replica: Replica,
 }
 
-fn node(path: &std::path::Path, name: &str) -> Node {
-    let store = Store::open(path).unwrap();
+/// One database that several replicas open.
+enum Shared {
+    Sqlite(tempfile::TempDir, std::path::PathBuf),
+    Postgres(tempfile::TempDir, crate::store::postgres::testing::TestDatabase),
+}
+
+impl Shared {
+    fn open(&self) -> Store {
+        match self {
+            Shared::Sqlite(_, path) => Store::open(path).unwrap(),
+            Shared::Postgres(dir, db) => {
+                Store::open_postgres(db.url(), dir.path(), crate::store::MIGRATIONS).unwrap()
+            }
+        }
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        match self {
+            Shared::Sqlite(dir, _) | Shared::Postgres(dir, _) => dir.path(),
+        }
+    }
+
+    fn engine(&self) -> &'static str {
+        match self {
+            Shared::Sqlite(..) => "sqlite",
+            Shared::Postgres(..) => "postgres",
+        }
+    }
+}
+
+fn node(shared: &Shared, name: &str) -> Node {
+    let store = shared.open();
     let jobs = JobManager::new(store.clone());
     let replica = Replica::join(&store, &ClusterOptions::new(name, LEASE)).unwrap();
     replica.start(jobs.clone()).unwrap();
@@ -41,22 +72,32 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn database() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.sqlite");
-    let store = Store::open(&path).unwrap();
-    let settings = crate::config::Settings::load(store.clone()).unwrap();
-    bootstrap_if_empty(
-        &store,
-        &settings,
-        dir.path(),
-        &BootstrapOptions {
-            admin_password: Some("pw".into()),
-            admin_keys: Some(("k".into(), "s".into())),
-        },
-    )
-    .unwrap();
-    (dir, path)
+/// A bootstrapped database of each engine.
+fn databases() -> [Shared; 2] {
+    let sqlite = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        Shared::Sqlite(dir, path)
+    };
+    let postgres = Shared::Postgres(
+        tempfile::tempdir().unwrap(),
+        crate::store::postgres::testing::TestDatabase::create(),
+    );
+    for shared in [&sqlite, &postgres] {
+        let store = shared.open();
+        let settings = crate::config::Settings::load(store.clone()).unwrap();
+        bootstrap_if_empty(
+            &store,
+            &settings,
+            shared.dir(),
+            &BootstrapOptions {
+                admin_password: Some("pw".into()),
+                admin_keys: Some(("k".into(), "s".into())),
+            },
+        )
+        .unwrap();
+    }
+    [sqlite, postgres]
 }
 
 fn spec() -> JobSpec {
@@ -84,10 +125,15 @@ fn job_row(store: &Store, uuid: &str) -> (i64, Option<i64>, Option<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_another_takes_over_when_the_leader_stops_renewing() {
-    let (_dir, path) = database();
-    let a = node(&path, "a");
+    for shared in databases() {
+        leader_hand_over(&shared).await;
+    }
+}
+
+async fn leader_hand_over(shared: &Shared) {
+    let a = node(shared, "a");
     until("a leads", || a.replica.is_leader()).await;
-    let b = node(&path, "b");
+    let b = node(shared, "b");
     // b stays a follower while a renews.
     let term_a = *a.replica.watch_leader().borrow();
     for _ in 0..3 {
@@ -111,8 +157,13 @@ async fn one_replica_leads_and_another_takes_over_when_the_leader_stops_renewing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_pending_job_is_adopted_and_its_late_outcome_does_not_land() {
-    let (_dir, path) = database();
-    let a = node(&path, "a");
+    for shared in databases() {
+        adopt_and_fence(&shared).await;
+    }
+}
+
+async fn adopt_and_fence(shared: &Shared) {
+    let a = node(shared, "a");
     // A job of a's that never finishes on a.
     let job = a
         .jobs
@@ -124,7 +175,7 @@ async fn a_dead_replicas_pending_job_is_adopted_and_its_late_outcome_does_not_la
         job_row(&a.store, &job),
         (0, Some(a_owner.replica), Some(a_owner.epoch))
     );
-    let b = node(&path, "b");
+    let b = node(shared, "b");
     a.replica.halt_heartbeat();
     // No resume hook on b: the adopted job is failed there as interrupted (the B&R hook
     // resumes provider operations; see the integration tests).
@@ -145,8 +196,13 @@ async fn a_dead_replicas_pending_job_is_adopted_and_its_late_outcome_does_not_la
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_cannot_renew_fences_itself_and_rejoins_under_a_new_epoch() {
-    let (_dir, path) = database();
-    let a = node(&path, "a");
+    for shared in databases() {
+        self_fence(&shared).await;
+    }
+}
+
+async fn self_fence(shared: &Shared) {
+    let a = node(shared, "a");
     let before = a.replica.owner().unwrap();
     let mut owner = a.replica.watch_owner();
     // Another replica declares a dead (as after a pause past the lease): its epoch moves on.
@@ -192,8 +248,8 @@ struct SchedNode {
     ticker: crate::scheduler::tick::Ticker,
 }
 
-fn sched_node(path: &std::path::Path, name: &str, work: &Arc<CountingWork>) -> SchedNode {
-    let node = node(path, name);
+fn sched_node(shared: &Shared, name: &str, work: &Arc<CountingWork>) -> SchedNode {
+    let node = node(shared, name);
     let settings = crate::config::Settings::load(node.store.clone()).unwrap();
     let ticker = crate::scheduler::tick::Ticker::new(
         node.store.clone(),
@@ -213,32 +269,35 @@ const T0: i64 = 1_740_960_000;
 /// would: two leaders). Every slot runs exactly once: none duplicated, none missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_job_per_schedule_and_slot_while_leaders_are_killed() {
+    for shared in databases() {
+        leaders_killed(&shared).await;
+    }
+}
+
+async fn leaders_killed(shared: &Shared) {
     const SCHEDULES: i64 = 240;
     const HOURS: i64 = 12;
     const STEP: i64 = 600;
     const KILL_EVERY: i64 = 9;
-    let (_dir, path) = database();
     let work = Arc::new(CountingWork::default());
     {
-        let store = Store::open(&path).unwrap();
+        let store = shared.open();
         store
             .write_blocking(move |tx| {
-                tx.execute(
+                let offering = tx.insert(
                     "INSERT INTO backup_offerings(uuid, name, description, external_id, zone_id,
                                                   provider, user_driven, created)
                      VALUES ('off-1', 'Gold', 'gold', 'gold-policy', 1, 'dummy', 1, 0)",
                     [],
                 )?;
-                let offering = tx.last_insert_rowid();
                 for n in 0..SCHEDULES {
-                    tx.execute(
+                    let vm = tx.insert(
                         "INSERT INTO vms(uuid, name, display_name, internal_name, account_id,
                                          domain_id, zone_id, service_offering_id, template_id,
                                          state, backup_offering_id, created)
                          VALUES (?1, ?2, ?2, ?2, 1, 1, 1, 1, 1, 'Running', ?3, 0)",
                         params![format!("vm-{n}"), format!("vm{n}"), offering],
                     )?;
-                    let vm = tx.last_insert_rowid();
                     let minute = (n * 7) % 60;
                     tx.execute(
                         "INSERT INTO backup_schedules(uuid, vm_id, interval_type, schedule,
@@ -258,7 +317,7 @@ async fn exactly_one_job_per_schedule_and_slot_while_leaders_are_killed() {
             .unwrap();
     }
     let mut live: Vec<SchedNode> = (0..3)
-        .map(|i| sched_node(&path, &format!("r{i}"), &work))
+        .map(|i| sched_node(shared, &format!("r{i}"), &work))
         .collect();
     // Killed leaders that still believe they lead, with the steps they keep ticking.
     let mut zombies: Vec<(SchedNode, i64)> = Vec::new();
@@ -315,7 +374,7 @@ async fn exactly_one_job_per_schedule_and_slot_while_leaders_are_killed() {
             let killed = live.remove(i);
             killed.node.replica.halt_heartbeat();
             zombies.push((killed, 2));
-            live.push(sched_node(&path, &format!("r{spawned}"), &work));
+            live.push(sched_node(shared, &format!("r{spawned}"), &work));
             spawned += 1;
         }
     }
@@ -334,7 +393,8 @@ async fn exactly_one_job_per_schedule_and_slot_while_leaders_are_killed() {
         .sum();
     failovers.sort();
     eprintln!(
-        "kills: {}, failover to a ticking leader p50 {:?} max {:?}; runs {}, slots {}, expected {}, duplicated {}",
+        "{}: kills: {}, failover to a ticking leader p50 {:?} max {:?}; runs {}, slots {}, expected {}, duplicated {}",
+        shared.engine(),
         failovers.len(),
         failovers.get(failovers.len() / 2),
         failovers.last(),

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::store::db::{Connection, params};
 use parking_lot::RwLock;
-use rusqlite::{Connection, params};
 use tokio::sync::broadcast;
 
 use crate::store::{OpError, OpResult, Store};
@@ -248,7 +248,7 @@ impl Settings {
                     .query_map([], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(rows)
             })?;
         let secrets = store.secrets();
@@ -312,7 +312,7 @@ impl Settings {
                      WHERE name = ?1 AND encrypted = 0",
                 )?
                 .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::Result<_>>()?;
             for (scope, scope_id, value) in &plain {
                 let value = secrets.seal(value).map_err(|e| OpError::Store(e.into()))?;
                 tx.execute(

@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 use parking_lot::RwLock;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, watch};
 use tracing::Instrument;
@@ -92,6 +92,8 @@ const COMPLETION_CHANNEL_CAPACITY: usize = 1024;
 /// Result code of a job that failed for an internal reason (panic, interrupted by restart).
 pub const INTERNAL_ERROR_CODE: i64 = 530;
 /// The reason given to jobs failed at start because the previous process stopped mid-way.
+/// How often a replica's [`JobManager::wait`] re-reads a job another replica may complete.
+const REPLICA_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Why a fenced replica accepts no new job.
 pub const FENCED_TEXT: &str =
     "This management server lost its membership of the cluster; retry (another one answers)";
@@ -190,7 +192,7 @@ const JOB_COLUMNS: &str = "j.id, j.uuid, j.account_id, a.uuid, j.user_id, u.uuid
 const JOB_FROM: &str =
     "async_jobs j JOIN accounts a ON a.id = j.account_id JOIN users u ON u.id = j.user_id";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+fn job_from_row(r: &Row<'_>) -> crate::store::db::Result<Job> {
     let result: Option<String> = r.get(10)?;
     Ok(Job {
         id: r.get(0)?,
@@ -262,7 +264,7 @@ impl JobManager {
         conn: &Connection,
         spec: &JobSpec,
         owner: Option<Owner>,
-    ) -> rusqlite::Result<String> {
+    ) -> crate::store::db::Result<String> {
         let uuid = new_uuid();
         conn.prepare_cached(
             "INSERT INTO async_jobs(uuid, account_id, user_id, cmd, status, result_code,
@@ -461,12 +463,23 @@ impl JobManager {
                 Some(job) if job.status != JobStatus::Pending => return Ok(Some(job)),
                 Some(_) => {}
             }
+            // On a replica the job may be adopted and completed by another process, whose
+            // notice never reaches this one: the row is re-read now and then.
+            let recheck = tokio::time::sleep(if self.is_replica() {
+                REPLICA_WAIT_RECHECK
+            } else {
+                std::time::Duration::from_secs(365 * 86_400)
+            });
+            tokio::pin!(recheck);
             loop {
-                match rx.recv().await {
-                    Ok(done) if done == job_uuid => break,
-                    Ok(_) => continue,
-                    // Missed notices or closed channel: re-read the row.
-                    Err(_) => break,
+                tokio::select! {
+                    notice = rx.recv() => match notice {
+                        Ok(done) if done == job_uuid => break,
+                        Ok(_) => continue,
+                        // Missed notices or closed channel: re-read the row.
+                        Err(_) => break,
+                    },
+                    () = &mut recheck => break,
                 }
             }
         }
@@ -489,7 +502,7 @@ impl JobManager {
                 ))?;
                 let v = st
                     .query_map([], job_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(v)
             })
             .await?;

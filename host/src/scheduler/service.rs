@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::store::db::params;
 use jiff::Timestamp;
-use rusqlite::params;
 use serde_json::json;
 
 use super::sync::{OperationOrigin, ProviderResolver, SyncReport, Syncer, ZoneProvider};
@@ -136,7 +136,7 @@ async fn apply_retention(service: &Arc<BackupService>, caller: &Caller, run: &Sc
                      ORDER BY date, id",
                 )?
                 .query_map([schedule_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::Result<_>>()?;
             let excess = ids
                 .len()
                 .saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::store::db::params;
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use rusqlite::params;
 use serde_json::json;
 
 use super::tick::{ScheduledRun, ScheduledWork, SkipReason, Ticker};
@@ -83,13 +83,13 @@ impl Env {
         let zone_id = boot.zone_id;
         let offering_id = store
             .write_blocking(|tx| {
-                tx.execute(
+                let inserted_id = tx.insert(
                     "INSERT INTO backup_offerings(uuid, name, description, external_id, zone_id,
                                                   provider, user_driven, created)
                      VALUES ('off-1', 'Gold', 'gold', 'gold-policy', ?1, 'dummy', 1, 0)",
                     [zone_id],
                 )?;
-                Ok::<_, OpError>(tx.last_insert_rowid())
+                Ok::<_, OpError>(inserted_id)
             })
             .unwrap();
         Env {
@@ -110,14 +110,14 @@ impl Env {
         let name = name.to_string();
         self.store
             .write_blocking(move |tx| {
-                tx.execute(
+                let inserted_id = tx.insert(
                     "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id,
                                      zone_id, service_offering_id, template_id, state,
                                      backup_offering_id, created)
                      VALUES (?1, ?2, ?2, ?2, 1, 1, ?3, 1, 1, 'Running', ?4, 0)",
                     params![format!("vm-{name}"), name, zone, offering],
                 )?;
-                Ok::<_, OpError>(tx.last_insert_rowid())
+                Ok::<_, OpError>(inserted_id)
             })
             .unwrap()
     }
@@ -126,7 +126,7 @@ impl Env {
         let (interval, text) = (interval.to_string(), text.to_string());
         self.store
             .write_blocking(move |tx| {
-                tx.execute(
+                let inserted_id = tx.insert(
                     "INSERT INTO backup_schedules(uuid, vm_id, interval_type, schedule, timezone,
                                                   next_run, max_backups, account_id, domain_id,
                                                   created)
@@ -139,7 +139,7 @@ impl Env {
                         next_run
                     ],
                 )?;
-                Ok::<_, OpError>(tx.last_insert_rowid())
+                Ok::<_, OpError>(inserted_id)
             })
             .unwrap()
     }
@@ -216,7 +216,7 @@ async fn a_due_schedule_starts_once_and_moves_to_the_next_slot_when_its_job_ends
 /// Another ticker on the same database file, as a second replica (or a second leader) has:
 /// its own connections, its own job manager, the same recording work.
 fn claimer(env: &Env) -> (Ticker, JobManager) {
-    let store = Store::open(env.store.path()).unwrap();
+    let store = Store::open(env.store.path().unwrap()).unwrap();
     let settings = Settings::load(store.clone()).unwrap();
     let jobs = JobManager::new(store.clone());
     let ticker = Ticker::new(store, settings, jobs.clone(), env.work.clone());
@@ -410,14 +410,14 @@ fn backup(env: &Env, vm: i64, size: i64, protected: i64) -> i64 {
     let (zone, offering) = (env.zone_id, env.offering_id);
     env.store
         .write_blocking(move |tx| {
-            tx.execute(
+            let inserted_id = tx.insert(
                 "INSERT INTO backups(uuid, name, vm_id, external_id, date, size, protected_size,
                                      status, backup_offering_id, account_id, domain_id, zone_id)
                  VALUES (lower(hex(randomblob(16))), 'b', ?1, lower(hex(randomblob(8))), 0, ?2,
                          ?3, 'BackedUp', ?4, 1, 1, ?5)",
                 params![vm, size, protected, offering, zone],
             )?;
-            Ok::<_, OpError>(tx.last_insert_rowid())
+            Ok::<_, OpError>(inserted_id)
         })
         .unwrap()
 }

@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::store::db::{Connection, OptionalExtension, Transaction, params};
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::schedule::{IntervalType, Schedule};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, Settings};
@@ -109,8 +109,8 @@ impl From<crate::store::StoreError> for TickError {
     }
 }
 
-impl From<rusqlite::Error> for TickError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::db::Error> for TickError {
+    fn from(e: crate::store::db::Error) -> Self {
         TickError::Store(OpError::from(e))
     }
 }
@@ -290,7 +290,7 @@ fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
                 r.get(6)?,
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?
+        .collect::<crate::store::db::Result<_>>()?
     };
     // Conditional on the finished job still being the schedule's: a concurrent reaper (another
     // replica) may have moved it on and a tick started the next run already.
@@ -358,7 +358,7 @@ fn select_due(conn: &Connection, now: i64) -> Result<Vec<Due>, TickError> {
                             Some(_) => Some((r.get(16)?, r.get(17)?)),
                             None => None,
                         },
-                        account_usable: r.get::<_, Option<bool>>(18)?.unwrap_or(false),
+                        account_usable: r.get::<Option<bool>>(18)?.unwrap_or(false),
                     })
                 }
             };
@@ -373,7 +373,7 @@ fn select_due(conn: &Connection, now: i64) -> Result<Vec<Due>, TickError> {
                 vm,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -515,7 +515,7 @@ fn delete_schedule(tx: &Transaction<'_>, d: &Due, why: &str, now: i64) -> Result
             "DELETE FROM backup_schedules WHERE id = ?1 AND async_job_id IS NULL AND next_run <= ?2
              RETURNING id",
         )?
-        .query_row(params![d.id, now], |r| r.get::<_, i64>(0))
+        .query_row(params![d.id, now], |r| r.get::<i64>(0))
         .optional()?;
     if gone.is_none() {
         return Ok(false);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 
 use super::BackupService;
 use super::error::{BackupError, BackupResult};
@@ -252,14 +252,11 @@ impl BackupService {
                         .optional()?,
                     None => None,
                 };
-                tx.prepare_cached(
+                let inserted_id = tx.insert(
                     "INSERT INTO provider_operations(job_id, zone_id, provider, handle, kind, backup_id,
                                                      payload, deadline, created, provider_version,
                                                      provider_sha256, owner, owner_epoch)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                     RETURNING id",
-                )?
-                .query_row(
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     params![
                         job_id,
                         zone_id,
@@ -275,9 +272,8 @@ impl BackupService {
                         owner.map(|o| o.replica),
                         owner.map(|o| o.epoch),
                     ],
-                    |r| r.get(0),
-                )
-                .map_err(BackupError::from)
+                )?;
+                Ok::<_, BackupError>(inserted_id)
             })
             .await
     }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
+use crate::store::db::Connection;
 
 use super::backups::{NewBackup, finish_backup, finish_delete};
 use super::error::{BackupError, BackupResult};
@@ -63,7 +63,7 @@ impl PersistedOperation {
                     provider_sha256: r.get(10)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         Ok(ops)
     }
 

@@ -331,7 +331,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 // scan, so it goes to the blocking pool.
                 let in_place = filter.keyword.is_none() && filter.state.is_none() && page.is_near();
                 let c2 = caller.clone();
-                let query = move |c: &rusqlite::Connection| {
+                let query = move |c: &crate::store::db::Connection| {
                     let scope = ListScope::resolve(c, &c2, &sp)?;
                     vm::list_vms(c, &scope, &filter, page)
                 };
@@ -413,7 +413,7 @@ impl VmFields for Command {
 /// For admins acting on behalf of another account (`account` + `domainid`): the owner's
 /// (account id, domain id) after access checks. `None` = the caller owns the new resource.
 pub fn owner_on_behalf(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::db::Connection,
     caller: &Caller,
     account: Option<&str>,
     domain_id: Option<i64>,
