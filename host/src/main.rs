@@ -69,6 +69,24 @@ enum Command {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Work with the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy an installation from SQLite into an empty PostgreSQL database (stop the server
+    /// first). The PostgreSQL-backed server must use the same key (the SQLite data directory's
+    /// bnr.key, or BNR_ENCRYPTION_KEY).
+    Copy {
+        /// The SQLite database: sqlite:PATH (e.g. sqlite:./data/bnr.sqlite).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL database: postgres://…, postgresql://… or host=… dbname=….
+        #[arg(long, value_name = "URL", value_parser = bnr::store::Database::parse)]
+        to: bnr::store::Database,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,7 +141,9 @@ fn main() -> ExitCode {
     // The server logs what it does to stdout; one-shot commands only report errors, on stderr.
     let (default_filter, to_stderr, format) = match cli.command {
         Command::Serve { log_format, .. } => ("info", false, log_format),
-        Command::Plugin(_) | Command::RotateKey { .. } => ("error", true, LogFormat::Text),
+        Command::Plugin(_) | Command::RotateKey { .. } | Command::Store(_) => {
+            ("error", true, LogFormat::Text)
+        }
     };
     let ansi = if to_stderr {
         std::io::stderr().is_terminal()
@@ -184,6 +204,7 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Keygen { out }) => plugin_keygen(out),
         Command::Plugin(PluginCommand::Sign { file, key }) => plugin_sign(file, key),
         Command::Plugin(PluginCommand::Check { file, settings }) => plugin_check(file, settings),
+        Command::Store(StoreCommand::Copy { from, to }) => store_copy(&from, &to),
         Command::RotateKey { data_dir } => match bnr::store::secrets::rotate_key(&data_dir) {
             Ok(()) => {
                 println!("secrets re-encrypted under a new key");
@@ -194,6 +215,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn store_copy(from: &str, to: &bnr::store::Database) -> ExitCode {
+    use bnr::store::Database;
+    let (Ok(Database::Sqlite(from)), Database::Postgres(url)) = (Database::parse(from), to) else {
+        eprintln!("error: copy goes --from sqlite:PATH --to postgres://…");
+        return ExitCode::FAILURE;
+    };
+    match bnr::store::copy::sqlite_to_postgres(&from, url) {
+        Ok(report) => {
+            for (table, rows) in &report.tables {
+                println!("{table}: {rows} rows");
+            }
+            println!("copied {} to {to}", from.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -321,7 +321,8 @@ impl Metrics {
     /// format. `conn` is a read snapshot.
     pub fn render(&self, conn: &Connection, now: i64) -> Result<String, StoreError> {
         let (in_flight, oldest, past): (i64, Option<i64>, i64) = conn.query_row(
-            "SELECT count(*), min(created), coalesce(sum(deadline < ?1), 0) FROM provider_operations",
+            "SELECT count(*), min(created), count(CASE WHEN deadline < ?1 THEN 1 END) \
+             FROM provider_operations",
             [now],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
@@ -332,7 +333,8 @@ impl Metrics {
         // Jobs start as soon as they are accepted (there is no queue): a pending job is either
         // running host-side or waiting on a provider operation that is being polled.
         let (waiting, pending): (i64, i64) = conn.query_row(
-            "SELECT coalesce(sum(EXISTS(SELECT 1 FROM provider_operations o WHERE o.job_id = j.id)), 0), \
+            "SELECT count(CASE WHEN EXISTS(SELECT 1 FROM provider_operations o WHERE o.job_id = j.id) \
+             THEN 1 END), \
              count(*) FROM async_jobs j WHERE j.status = 0",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),

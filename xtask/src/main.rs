@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`). Standard library only, so it builds in seconds.
 
 mod plugins;
+mod postgres;
 mod suite;
 mod workspace;
 

@@ -321,8 +321,8 @@ pub struct ClusterFilter {
 pub fn list_clusters(conn: &Connection, filter: &ClusterFilter) -> OpResult<Vec<Cluster>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM}
-         WHERE c.removed IS NULL AND (?1 IS NULL OR c.id = ?1) AND (?2 IS NULL OR c.zone_id = ?2)
-           AND (?3 IS NULL OR c.name = ?3)
+         WHERE c.removed IS NULL AND (CAST(?1 AS BIGINT) IS NULL OR c.id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR c.zone_id = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR c.name = ?3)
          ORDER BY c.id"
     ))?;
     let rows = st
@@ -417,9 +417,9 @@ pub struct HostFilter {
 pub fn list_hosts(conn: &Connection, filter: &HostFilter) -> OpResult<Vec<Host>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {HOST_COLUMNS} FROM {HOST_FROM}
-         WHERE h.removed IS NULL AND (?1 IS NULL OR h.id = ?1) AND (?2 IS NULL OR h.zone_id = ?2)
-           AND (?3 IS NULL OR h.cluster_id = ?3) AND (?4 IS NULL OR h.name = ?4)
-           AND (?5 IS NULL OR h.state = ?5)
+         WHERE h.removed IS NULL AND (CAST(?1 AS BIGINT) IS NULL OR h.id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR h.zone_id = ?2)
+           AND (CAST(?3 AS BIGINT) IS NULL OR h.cluster_id = ?3) AND (CAST(?4 AS TEXT) IS NULL OR h.name = ?4)
+           AND (CAST(?5 AS TEXT) IS NULL OR h.state = ?5)
          ORDER BY h.id"
     ))?;
     let rows = st
@@ -560,7 +560,7 @@ pub fn restore_host(conn: &Connection, vm: &super::Vm) -> OpResult<Host> {
         let id: Option<i64> = conn
             .prepare_cached(
                 "SELECT id FROM hosts WHERE zone_id = ?1 AND hypervisor = ?2 AND state = 'Up'
-                   AND removed IS NULL AND (?3 IS NULL OR cluster_id = ?3)
+                   AND removed IS NULL AND (CAST(?3 AS BIGINT) IS NULL OR cluster_id = ?3)
                  ORDER BY id LIMIT 1",
             )?
             .query_row(params![vm.zone_id, KVM, cluster_id], |r| r.get(0))

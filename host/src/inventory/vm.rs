@@ -176,9 +176,14 @@ fn decorate_backup_offerings(conn: &Connection, vms: &mut [Vm]) -> OpResult<()> 
         return Ok(());
     }
     let has_table: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'backup_offerings')",
-        )?
+        .prepare_cached(match conn.dialect() {
+            crate::store::Dialect::Sqlite => {
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'backup_offerings')"
+            }
+            crate::store::Dialect::Postgres => {
+                "SELECT to_regclass('backup_offerings') IS NOT NULL"
+            }
+        })?
         .query_row([], |r| r.get(0))?;
     if !has_table {
         return Ok(());

@@ -561,7 +561,7 @@ fn count_from_counters(
     };
     let n: i64 = c
         .prepare_cached(&format!(
-            "SELECT coalesce(sum(k.live), 0) FROM {from}{}",
+            "SELECT CAST(coalesce(sum(k.live), 0) AS BIGINT) FROM {from}{}",
             f.where_sql()
         ))?
         .query_row(crate::store::db::params_from_iter(f.values().iter()), |r| {

@@ -632,6 +632,14 @@ impl<'c> Statement<'c> {
         }
     }
 
+    pub fn column_count(&self) -> usize {
+        match &self.0 {
+            StatementInner::Sqlite(s) => s.column_count(),
+            StatementInner::SqliteCached(s) => s.column_count(),
+            StatementInner::Postgres(_, s) => s.columns().len(),
+        }
+    }
+
     pub fn execute<P: Params>(&mut self, params: P) -> Result<usize> {
         if let StatementInner::Postgres(c, s) = &self.0 {
             return c.execute(s, &params);

@@ -25,6 +25,7 @@
 //! Migrations exist once per dialect with the same versions (`migrations/sqlite`,
 //! `migrations/postgres`); see [`MIGRATIONS`].
 
+pub mod copy;
 pub mod db;
 pub mod events;
 pub mod postgres;
@@ -966,6 +967,8 @@ pub fn format_date(unix_seconds: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::store::db::OptionalExtension;
 
@@ -1172,6 +1175,141 @@ mod tests {
                 .unwrap();
             assert_eq!(store.identity_generation(), unrelated);
         }
+    }
+
+    /// A schema in engine-neutral terms: columns (type class, nullability), primary keys, and
+    /// indexes by (table, columns, unique, partial) — names of automatic indexes differ.
+    #[derive(Debug, PartialEq, Eq, Default)]
+    struct Schema {
+        columns: std::collections::BTreeSet<(String, String, String, bool)>,
+        primary_keys: std::collections::BTreeSet<(String, String)>,
+        indexes: std::collections::BTreeSet<(String, String, bool, bool)>,
+    }
+
+    fn type_class(declared: &str) -> String {
+        match declared.to_ascii_lowercase().as_str() {
+            "integer" | "bigint" => "integer",
+            "text" => "text",
+            "blob" | "bytea" => "blob",
+            "real" | "double precision" => "real",
+            other => return format!("unmapped {other}"),
+        }
+        .to_string()
+    }
+
+    fn sqlite_schema(c: &Connection) -> Result<Schema, StoreError> {
+        let mut schema = Schema::default();
+        let mut pk: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        let mut st = c.prepare(
+            "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk
+             FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (table, column, ty): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let position: i64 = r.get(4)?;
+            let not_null = r.get::<bool>(3)? || position > 0;
+            if position > 0 {
+                pk.entry(table.clone())
+                    .or_default()
+                    .push((position, column.clone()));
+            }
+            schema
+                .columns
+                .insert((table, column, type_class(&ty), not_null));
+        }
+        for (table, mut columns) in pk {
+            columns.sort();
+            let names: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
+            schema.primary_keys.insert((table, names.join(",")));
+        }
+        let mut st = c.prepare(
+            "SELECT m.name, il.name, il.\"unique\", il.partial
+             FROM sqlite_master m, pragma_index_list(m.name) il
+             WHERE m.type = 'table' AND il.origin <> 'pk'",
+        )?;
+        let indexes: Vec<(String, String, bool, bool)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (table, index, unique, partial) in indexes {
+            let columns: Vec<String> = c
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
+                .query_map([&index], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            schema
+                .indexes
+                .insert((table, columns.join(","), unique, partial));
+        }
+        Ok(schema)
+    }
+
+    fn postgres_schema(c: &Connection) -> Result<Schema, StoreError> {
+        let mut schema = Schema::default();
+        let columns: Vec<(String, String, String, String)> = c
+            .prepare(
+                "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text
+                 FROM information_schema.columns WHERE table_schema = current_schema()",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (table, column, ty, nullable) in columns {
+            schema
+                .columns
+                .insert((table, column, type_class(&ty), nullable == "NO"));
+        }
+        let indexes: Vec<(String, bool, bool, bool, String)> = c
+            .prepare(
+                "SELECT t.relname::text, i.indisprimary, i.indisunique, i.indpred IS NOT NULL,
+                        array_to_string(ARRAY(
+                            SELECT a.attname::text
+                            FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                            ORDER BY k.ord), ',')
+                 FROM pg_index i
+                 JOIN pg_class t ON t.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                 WHERE n.nspname = current_schema()",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (table, primary, unique, partial, columns) in indexes {
+            if primary {
+                schema.primary_keys.insert((table, columns));
+            } else {
+                schema.indexes.insert((table, columns, unique, partial));
+            }
+        }
+        Ok(schema)
+    }
+
+    #[test]
+    fn both_dialects_migrate_to_the_same_schema() {
+        let sqlite = sqlite_store();
+        let postgres = postgres_store();
+        let a = sqlite.store.read_blocking(sqlite_schema).unwrap();
+        let b = postgres.store.read_blocking(postgres_schema).unwrap();
+        assert!(!a.columns.is_empty() && !a.indexes.is_empty());
+        fn only<T: Ord + Clone>(
+            x: &std::collections::BTreeSet<T>,
+            y: &std::collections::BTreeSet<T>,
+        ) -> Vec<T> {
+            x.difference(y).cloned().collect()
+        }
+        assert!(
+            a == b,
+            "columns only on SQLite {:?}\ncolumns only on PostgreSQL {:?}\n\
+             keys only on SQLite {:?}\nkeys only on PostgreSQL {:?}\n\
+             indexes only on SQLite {:?}\nindexes only on PostgreSQL {:?}",
+            only(&a.columns, &b.columns),
+            only(&b.columns, &a.columns),
+            only(&a.primary_keys, &b.primary_keys),
+            only(&b.primary_keys, &a.primary_keys),
+            only(&a.indexes, &b.indexes),
+            only(&b.indexes, &a.indexes),
+        );
     }
 
     #[test]

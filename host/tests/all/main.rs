@@ -42,6 +42,7 @@ mod sec_matrix;
 mod sec_rotate;
 mod sec_store;
 mod sec_tenant;
+mod store_copy;
 
 mod ops_health;
 mod ops_shutdown;
