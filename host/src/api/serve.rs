@@ -172,6 +172,7 @@ pub async fn prepare_replica(
                 .context("joining the cluster")??;
             // The first heartbeat runs a takeover pass: the work of dead replicas resumes here.
             replica.start(core.jobs.clone())?;
+            replica.follow_changes(core.settings.clone());
             Some(replica)
         }
     };

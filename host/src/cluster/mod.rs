@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use crate::store::db::{self, Connection, Dialect, OptionalExtension, params};
 use tokio::sync::watch;
 
+use crate::config::Settings;
 use crate::jobs::{Job, JobManager, Owner};
 use crate::store::{Store, StoreError};
 
@@ -41,6 +42,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Shortest lease accepted: below it a loaded machine's scheduling jitter fences healthy
 /// replicas.
 pub const MIN_LEASE: Duration = Duration::from_secs(2);
+/// How often a replica polls the change epochs: settings and identity changes made through
+/// another replica take effect here within this (plus one reload), well inside 2 s.
+pub const CHANGE_POLL: Duration = Duration::from_millis(250);
 /// The scheduler's lease row.
 pub const SCHEDULER_LEASE: &str = "scheduler";
 
@@ -187,6 +191,48 @@ impl Replica {
             .map_err(|e| StoreError::Task(format!("cannot start the heartbeat thread: {e}")))?;
         *self.inner.heartbeat_thread.lock() = Some(thread);
         Ok(())
+    }
+
+    /// Follows changes other replicas make to what this one keeps in memory: settings (a
+    /// zone's provider swap included: it goes through the same change notices as a local
+    /// update) and identities (the credential cache is dropped, so a user disabled on another
+    /// replica is refused here within the poll). Polls the epochs every [`CHANGE_POLL`].
+    pub fn follow_changes(&self, settings: Settings) -> tokio::task::JoinHandle<()> {
+        let store = self.inner.store.clone();
+        tokio::spawn(async move {
+            let mut seen: Option<(i64, i64)> = None;
+            let mut tick = tokio::time::interval(CHANGE_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let epochs = store
+                    .read(|c| -> Result<(i64, i64), StoreError> {
+                        Ok((crate::store::identity_epoch(c)?, settings_epoch(c)?))
+                    })
+                    .await;
+                let (identity, settings_now) = match epochs {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the change epochs");
+                        continue;
+                    }
+                };
+                if let Some((identity_seen, settings_seen)) = seen {
+                    if identity != identity_seen {
+                        store.note_identity_change();
+                    }
+                    if settings_now != settings_seen {
+                        let settings = settings.clone();
+                        match tokio::task::spawn_blocking(move || settings.reload()).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "reloading settings failed"),
+                            Err(e) => tracing::warn!(error = %e, "reloading settings failed"),
+                        }
+                    }
+                }
+                seen = Some((identity, settings_now));
+            }
+        })
     }
 
     /// Clean shutdown: gives up leadership and marks the replica stopped, so its remaining work
@@ -352,6 +398,15 @@ impl Replica {
         }
         Ok(taken)
     }
+}
+
+/// The settings epoch (raised by a trigger on every write to `configurations`).
+fn settings_epoch(conn: &Connection) -> db::Result<i64> {
+    conn.query_row(
+        "SELECT epoch FROM change_epochs WHERE name = 'settings'",
+        [],
+        |r| r.get(0),
+    )
 }
 
 fn renew_heartbeat(conn: &Connection, me: Owner) -> db::Result<bool> {

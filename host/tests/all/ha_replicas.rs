@@ -182,3 +182,109 @@ async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
         .count();
     assert_eq!(completed, 1, "{v}");
 }
+
+/// The value replica `addr` shows for a zone setting.
+async fn zone_value(addr: &str, zone: &str, name: &str) -> Option<String> {
+    let (status, v) = get(addr, "listConfigurations", &[("name", name), ("zoneid", zone)])
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    inner(&v)["configuration"][0]["value"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (_a, addr_a) = start(dir.path(), providers.path()).await;
+    let (_b, addr_b) = start(dir.path(), providers.path()).await;
+    let (_c, addr_c) = start(dir.path(), providers.path()).await;
+    let zone = inner(&get(&addr_a, "listZones", &[]).await.unwrap().1)["zone"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Signed reads on B and C all along: none may fail while the zone swaps.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [addr_b.clone(), addr_c.clone()]
+        .into_iter()
+        .map(|addr| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match get(&addr, "listBackupProviders", &[]).await {
+                        Some((200, _)) => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    // The swap on A (dummy → scripted), with an offering and a VM of the new provider.
+    let swapped = std::time::Instant::now();
+    let (zone2, vm) = scripted_vm(&addr_a).await;
+    assert_eq!(zone2, zone);
+    for addr in [&addr_b, &addr_c] {
+        let mut seen = false;
+        for _ in 0..200 {
+            if zone_value(addr, &zone, "backup.framework.provider.plugin").await.as_deref()
+                == Some("scripted")
+            {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen, "the swap did not reach {addr}");
+    }
+    eprintln!("swap visible on B and C {:?} after it started on A", swapped.elapsed());
+    // B takes backups with the new provider.
+    let (status, v) = get(&addr_b, "createBackup", &[("virtualmachineid", &vm)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let done = finished(&addr_b, inner(&v)["jobid"].as_str().unwrap()).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    let backups = backups_of(&addr_c, &vm).await;
+    assert_eq!(backups.len(), 1);
+    assert!(
+        backups[0]["externalid"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("scripted-")),
+        "{backups:?}"
+    );
+    // Propagation time of a setting changed on A, seen on B.
+    let mut times = Vec::new();
+    for round in 1..=10 {
+        let value = round.to_string();
+        let changed = std::time::Instant::now();
+        zone_setting(&addr_a, &zone, "backup.plugin.scripted.op-seconds", &value).await;
+        let mut seen = false;
+        for _ in 0..400 {
+            if zone_value(&addr_b, &zone, "backup.plugin.scripted.op-seconds").await
+                == Some(value.clone())
+            {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(seen, "round {round} did not reach B");
+        times.push(changed.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(ok > 0);
+        assert_eq!(failed, 0, "requests failed on a replica during the swap");
+    }
+    times.sort();
+    eprintln!(
+        "setting propagation A → B over {} changes: p50 {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}

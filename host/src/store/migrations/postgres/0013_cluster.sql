@@ -33,3 +33,19 @@ ALTER TABLE async_jobs ADD COLUMN owner_epoch BIGINT NULL;
 ALTER TABLE provider_operations ADD COLUMN owner BIGINT NULL;
 ALTER TABLE provider_operations ADD COLUMN owner_epoch BIGINT NULL;
 CREATE INDEX async_jobs_owner ON async_jobs(owner) WHERE status = 0;
+
+-- Counters raised by every change to rows that replicas keep in memory (`settings`: the
+-- `configurations` table). Each replica polls them and reloads what moved, so a change made
+-- through one replica (a zone's provider swap included) reaches the others within the poll.
+CREATE TABLE change_epochs (
+    name  TEXT PRIMARY KEY,
+    epoch BIGINT NOT NULL
+);
+INSERT INTO change_epochs(name, epoch) VALUES ('settings', 0);
+CREATE FUNCTION settings_epoch_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE change_epochs SET epoch = epoch + 1 WHERE name = 'settings';
+    RETURN NULL;
+END $$;
+CREATE TRIGGER configurations_epoch AFTER INSERT OR UPDATE OR DELETE ON configurations
+    FOR EACH STATEMENT EXECUTE FUNCTION settings_epoch_bump();

@@ -33,3 +33,18 @@ ALTER TABLE async_jobs ADD COLUMN owner_epoch INTEGER NULL;
 ALTER TABLE provider_operations ADD COLUMN owner INTEGER NULL;
 ALTER TABLE provider_operations ADD COLUMN owner_epoch INTEGER NULL;
 CREATE INDEX async_jobs_owner ON async_jobs(owner) WHERE status = 0;
+
+-- Counters raised by every change to rows that replicas keep in memory (`settings`: the
+-- `configurations` table). Each replica polls them and reloads what moved, so a change made
+-- through one replica (a zone's provider swap included) reaches the others within the poll.
+CREATE TABLE change_epochs (
+    name  TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL
+);
+INSERT INTO change_epochs(name, epoch) VALUES ('settings', 0);
+CREATE TRIGGER configurations_epoch_insert AFTER INSERT ON configurations
+BEGIN UPDATE change_epochs SET epoch = epoch + 1 WHERE name = 'settings'; END;
+CREATE TRIGGER configurations_epoch_update AFTER UPDATE ON configurations
+BEGIN UPDATE change_epochs SET epoch = epoch + 1 WHERE name = 'settings'; END;
+CREATE TRIGGER configurations_epoch_delete AFTER DELETE ON configurations
+BEGIN UPDATE change_epochs SET epoch = epoch + 1 WHERE name = 'settings'; END;
