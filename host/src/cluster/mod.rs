@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use crate::store::db::{self, Connection, Dialect, OptionalExtension, params};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -352,7 +352,12 @@ impl Replica {
     }
 
     fn step_down(&self, term: i64, why: &str) {
-        tracing::warn!(replica = self.inner.id, term, reason = why, "gave up scheduler leadership");
+        tracing::warn!(
+            replica = self.inner.id,
+            term,
+            reason = why,
+            "gave up scheduler leadership"
+        );
         self.inner.leader.send_replace(None);
     }
 
@@ -364,7 +369,11 @@ impl Replica {
             self.step_down(term, why);
         }
         if self.inner.owner.send_replace(None).is_some() {
-            tracing::error!(replica = self.inner.id, reason = why, "replica fenced itself");
+            tracing::error!(
+                replica = self.inner.id,
+                reason = why,
+                "replica fenced itself"
+            );
         }
     }
 

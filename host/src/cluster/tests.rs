@@ -25,7 +25,10 @@ struct Node {
 /// One database that several replicas open.
 enum Shared {
     Sqlite(tempfile::TempDir, std::path::PathBuf),
-    Postgres(tempfile::TempDir, crate::store::postgres::testing::TestDatabase),
+    Postgres(
+        tempfile::TempDir,
+        crate::store::postgres::testing::TestDatabase,
+    ),
 }
 
 impl Shared {
@@ -67,7 +70,10 @@ fn node(shared: &Shared, name: &str) -> Node {
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < PATIENCE, "timed out waiting until {what}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::ops_shutdown::{dummy_and_scripted, finished, free_addr, get, inner, scripted_vm, zone_setting};
+use crate::ops_shutdown::{
+    dummy_and_scripted, finished, free_addr, get, inner, scripted_vm, zone_setting,
+};
 use crate::support_api::*;
 
 /// The lease the replicas run with: short, so a takeover happens within seconds.
@@ -25,7 +27,14 @@ struct ReplicaProcess {
 impl ReplicaProcess {
     fn start(dir: &std::path::Path, addr: &str, providers: &std::path::Path) -> ReplicaProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
-            .args(["serve", "--listen", addr, "--cluster", "--replica-lease-secs", LEASE_SECS])
+            .args([
+                "serve",
+                "--listen",
+                addr,
+                "--cluster",
+                "--replica-lease-secs",
+                LEASE_SECS,
+            ])
             .arg("--data-dir")
             .arg(dir)
             .arg("--providers-dir")
@@ -89,10 +98,24 @@ async fn backup_polled_on_a(
     dir: &std::path::Path,
     providers: &std::path::Path,
     op_seconds: &str,
-) -> (ReplicaProcess, String, ReplicaProcess, String, String, String, String) {
+) -> (
+    ReplicaProcess,
+    String,
+    ReplicaProcess,
+    String,
+    String,
+    String,
+    String,
+) {
     let (a, addr_a) = start(dir, providers).await;
     let (zone, vm) = scripted_vm(&addr_a).await;
-    zone_setting(&addr_a, &zone, "backup.plugin.scripted.op-seconds", op_seconds).await;
+    zone_setting(
+        &addr_a,
+        &zone,
+        "backup.plugin.scripted.op-seconds",
+        op_seconds,
+    )
+    .await;
     let (b, addr_b) = start(dir, providers).await;
     let (status, v) = get(&addr_a, "createBackup", &[("virtualmachineid", &vm)])
         .await
@@ -105,7 +128,11 @@ async fn backup_polled_on_a(
         let (_, v) = get(&addr_a, "queryAsyncJobResult", &[("jobid", &job)])
             .await
             .unwrap();
-        assert_eq!(inner(&v)["jobstatus"], 0, "the operation outlives the test: {v}");
+        assert_eq!(
+            inner(&v)["jobstatus"],
+            0,
+            "the operation outlives the test: {v}"
+        );
         if inner(&v)["jobprocstatus"].as_i64().unwrap_or(0) > 0 {
             polled = true;
             break;
@@ -170,9 +197,13 @@ async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(backups[0]["id"], backup.as_str());
     assert_eq!(backups[0]["status"], "BackedUp");
-    let (_, v) = get(&addr_b, "listEvents", &[("type", "BACKUP.CREATE"), ("pagesize", "500")])
-        .await
-        .unwrap();
+    let (_, v) = get(
+        &addr_b,
+        "listEvents",
+        &[("type", "BACKUP.CREATE"), ("pagesize", "500")],
+    )
+    .await
+    .unwrap();
     let completed = inner(&v)["event"]
         .as_array()
         .cloned()
@@ -185,8 +216,12 @@ async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
 
 /// The value replica `addr` shows for a zone setting.
 async fn zone_value(addr: &str, zone: &str, name: &str) -> Option<String> {
-    let (status, v) = get(addr, "listConfigurations", &[("name", name), ("zoneid", zone)])
-        .await?;
+    let (status, v) = get(
+        addr,
+        "listConfigurations",
+        &[("name", name), ("zoneid", zone)],
+    )
+    .await?;
     assert_eq!(status, 200, "{v}");
     inner(&v)["configuration"][0]["value"]
         .as_str()
@@ -229,7 +264,9 @@ async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load()
     for addr in [&addr_b, &addr_c] {
         let mut seen = false;
         for _ in 0..200 {
-            if zone_value(addr, &zone, "backup.framework.provider.plugin").await.as_deref()
+            if zone_value(addr, &zone, "backup.framework.provider.plugin")
+                .await
+                .as_deref()
                 == Some("scripted")
             {
                 seen = true;
@@ -239,7 +276,10 @@ async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load()
         }
         assert!(seen, "the swap did not reach {addr}");
     }
-    eprintln!("swap visible on B and C {:?} after it started on A", swapped.elapsed());
+    eprintln!(
+        "swap visible on B and C {:?} after it started on A",
+        swapped.elapsed()
+    );
     // B takes backups with the new provider.
     let (status, v) = get(&addr_b, "createBackup", &[("virtualmachineid", &vm)])
         .await
@@ -287,4 +327,78 @@ async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load()
         times[times.len() / 2],
         times[times.len() - 1]
     );
+}
+
+/// One signed GET as `creds`; the HTTP status.
+async fn status_as(addr: &str, creds: &Creds, command: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let q = query_string(&signed_params(creds, command, &[]));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /client/api?{q} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read");
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status")
+}
+
+#[tokio::test]
+async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (_a, addr_a) = start(dir.path(), providers.path()).await;
+    let (_b, addr_b) = start(dir.path(), providers.path()).await;
+    let (status, v) = get(
+        &addr_a,
+        "createAccount",
+        &[
+            ("username", "roamer"),
+            ("password", "pw-roamer"),
+            ("email", "r@example.com"),
+            ("firstname", "R"),
+            ("lastname", "M"),
+            ("roletype", "User"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let user = inner(&v)["account"]["user"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, v) = get(&addr_a, "registerUserKeys", &[("id", &user)])
+        .await
+        .unwrap();
+    let keys = &inner(&v)["userkeys"];
+    let creds = Creds {
+        api_key: keys["apikey"].as_str().unwrap().to_string(),
+        secret_key: keys["secretkey"].as_str().unwrap().to_string(),
+    };
+    // B loads (and caches) the credential.
+    let mut accepted = false;
+    for _ in 0..100 {
+        if status_as(&addr_b, &creds, "listZones").await == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "B never accepted the new key");
+    let (status, v) = get(&addr_a, "disableUser", &[("id", &user)]).await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let disabled = std::time::Instant::now();
+    let mut refused = false;
+    for _ in 0..500 {
+        if status_as(&addr_b, &creds, "listZones").await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "B still accepts a user disabled on A");
+    eprintln!("user disabled on A refused by B after {:?}", disabled.elapsed());
 }

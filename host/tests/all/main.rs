@@ -44,10 +44,10 @@ mod sec_store;
 mod sec_tenant;
 mod store_copy;
 
+mod ha_replicas;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
-mod ha_replicas;
 mod veeam_e2e;
 
 mod lifecycle_cli;

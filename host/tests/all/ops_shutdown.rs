@@ -12,7 +12,11 @@ use crate::bnr_support::{dummy_wasm, scripted_wasm};
 use crate::support_api::*;
 
 /// One signed GET over a fresh connection; `None` when the server no longer accepts them.
-pub(crate) async fn get(addr: &str, command: &str, params: &[(&str, &str)]) -> Option<(u16, Value)> {
+pub(crate) async fn get(
+    addr: &str,
+    command: &str,
+    params: &[(&str, &str)],
+) -> Option<(u16, Value)> {
     let creds = Creds {
         api_key: ADMIN_API_KEY.into(),
         secret_key: ADMIN_SECRET_KEY.into(),
