@@ -519,7 +519,7 @@ async fn run() {
                         tpl,
                         offering_id
                     ])?;
-                    vm_ids.push(tx.last_insert_rowid());
+                    vm_ids.push(tx.as_sqlite().expect("the bench store is SQLite").last_insert_rowid());
                 }
                 let mut insert = tx.prepare(
                     "INSERT INTO backups(uuid, name, vm_id, external_id, type, date, size, protected_size,

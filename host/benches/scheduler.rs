@@ -94,7 +94,10 @@ fn populate_instances(env: &Env, n: i64, provider: &str) -> i64 {
                  VALUES (lower(hex(randomblob(16))), 'Gold', 'gold', 'gold-policy', ?1, ?2, 1, 0)",
                 params![zone, provider],
             )?;
-            let offering = tx.last_insert_rowid();
+            let offering = tx
+                .as_sqlite()
+                .expect("the bench store is SQLite")
+                .last_insert_rowid();
             let mut vm = tx.prepare(
                 "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id,
                                  zone_id, service_offering_id, template_id, state,
@@ -114,7 +117,10 @@ fn populate_instances(env: &Env, n: i64, provider: &str) -> i64 {
                     zone,
                     offering
                 ])?;
-                let vm_id = tx.last_insert_rowid();
+                let vm_id = tx
+                    .as_sqlite()
+                    .expect("the bench store is SQLite")
+                    .last_insert_rowid();
                 vol.execute(params![
                     format!("10000000-0000-4000-8000-{i:012}"),
                     format!("ROOT-{i}"),

@@ -400,10 +400,9 @@ impl Replica {
         let jobs = self.inner.jobs.lock().clone();
         if let Some(jobs) = jobs
             && !taken.jobs.is_empty()
+            && let Err(e) = jobs.adopt(taken.jobs.clone()).await
         {
-            if let Err(e) = jobs.adopt(taken.jobs.clone()).await {
-                tracing::error!(error = %e, "resuming adopted jobs failed");
-            }
+            tracing::error!(error = %e, "resuming adopted jobs failed");
         }
         Ok(taken)
     }

@@ -23,6 +23,7 @@ struct Node {
 }
 
 /// One database that several replicas open.
+#[allow(clippy::large_enum_variant)] // two values per test
 enum Shared {
     Sqlite(tempfile::TempDir, std::path::PathBuf),
     Postgres(

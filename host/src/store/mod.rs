@@ -712,6 +712,10 @@ fn begin(conn: &Connection, begin: &str) -> Result<(), db::Error> {
             .and_then(|mut s| s.execute([]))
             .map(drop)
             .map_err(Into::into),
+        Backend::Postgres(c) if begin.ends_with("READ ONLY") => {
+            c.begin_read_only(begin);
+            Ok(())
+        }
         Backend::Postgres(c) => c.begin(begin),
     }
 }

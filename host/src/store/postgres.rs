@@ -46,6 +46,13 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// Sends a request without waiting for its answer: tokio-postgres queues the request on the first
+/// poll; the connection reads and drops the answer of a request nobody waits for.
+fn send_only<F: Future>(fut: F) {
+    let mut fut = std::pin::pin!(fut);
+    let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+}
+
 /// The runtime that drives the connections' I/O. Shut down in the background when the store
 /// goes, so dropping a store is fine from async code too.
 pub(crate) struct IoRuntime(Option<tokio::runtime::Runtime>);
@@ -125,6 +132,7 @@ impl PgConnector {
             client,
             statements: StatementCache::default(),
             in_transaction: Cell::new(false),
+            read_only: Cell::new(false),
             identity_changed: Cell::new(false),
         };
         conn.batch_execute(&format!(
@@ -140,6 +148,8 @@ pub(crate) struct PgConn {
     statements: StatementCache,
     /// A transaction begun by the store is open.
     in_transaction: Cell<bool>,
+    /// The open transaction is a read-only snapshot.
+    read_only: Cell<bool>,
     /// A statement prepared since the last look changes an identity table.
     identity_changed: Cell<bool>,
 }
@@ -152,11 +162,29 @@ impl PgConn {
     pub(crate) fn begin(&self, sql: &str) -> Result<()> {
         self.batch_execute(sql)?;
         self.in_transaction.set(true);
+        self.read_only.set(false);
         Ok(())
     }
 
-    /// Commits or rolls back; a failed commit is rolled back by the server.
+    /// Begins a read-only snapshot without waiting for the answer: the server handles requests
+    /// in order, so the first query, sent right behind, runs inside it (one round trip saved
+    /// per read; a read-only `BEGIN` on a pooled connection, which is outside any transaction,
+    /// does not fail short of a broken connection, which fails the query too).
+    pub(crate) fn begin_read_only(&self, sql: &str) {
+        send_only(self.client.batch_execute(sql));
+        self.in_transaction.set(true);
+        self.read_only.set(true);
+    }
+
+    /// Commits or rolls back; a failed commit is rolled back by the server. Ending a read-only
+    /// snapshot is sent without waiting (it has nothing to make durable; the next user's
+    /// requests queue behind it on the connection).
     pub(crate) fn end(&self, commit: bool) -> Result<()> {
+        if self.read_only.get() {
+            send_only(self.client.batch_execute("COMMIT"));
+            self.in_transaction.set(false);
+            return Ok(());
+        }
         let result = self.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" });
         if result.is_ok() {
             self.in_transaction.set(false);

@@ -400,5 +400,8 @@ async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_ke
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(refused, "B still accepts a user disabled on A");
-    eprintln!("user disabled on A refused by B after {:?}", disabled.elapsed());
+    eprintln!(
+        "user disabled on A refused by B after {:?}",
+        disabled.elapsed()
+    );
 }
