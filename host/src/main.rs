@@ -49,6 +49,14 @@ enum Command {
         /// (development only: anyone with a root-admin key can then run any code as a provider).
         #[arg(long)]
         allow_unsigned_plugins: bool,
+        /// Run as one of several replicas sharing the database: heartbeats, a leader-elected
+        /// scheduler, takeover of a dead replica's jobs (see docs/operations.md).
+        #[arg(long)]
+        cluster: bool,
+        /// Seconds a replica (or the scheduler leader) may miss renewing before another takes
+        /// over its work (with --cluster; at least 2).
+        #[arg(long, default_value_t = bnr::cluster::DEFAULT_LEASE.as_secs())]
+        replica_lease_secs: u64,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -172,6 +180,8 @@ fn main() -> ExitCode {
             log_format: _,
             shutdown_grace_secs,
             allow_unsigned_plugins,
+            cluster,
+            replica_lease_secs,
         } => run_server(ServeOptions {
             listen,
             data_dir,
@@ -181,6 +191,12 @@ fn main() -> ExitCode {
             metrics_listen,
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace_secs),
             allow_unsigned_plugins,
+            cluster: cluster.then(|| {
+                bnr::cluster::ClusterOptions::new(
+                    format!("{listen} pid {}", std::process::id()),
+                    std::time::Duration::from_secs(replica_lease_secs),
+                )
+            }),
         }),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)

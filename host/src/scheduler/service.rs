@@ -355,11 +355,21 @@ impl Scheduler {
 
     /// Starts the background loop (every `backup.framework.sync.interval` seconds).
     pub fn spawn_loop(&self) -> tokio::task::JoinHandle<()> {
+        self.spawn_loop_led(None)
+    }
+
+    /// [`Scheduler::spawn_loop`] on a replica of a cluster: ticks and syncs only while
+    /// `leader` says this replica holds the scheduler lease, and at once when it gains it.
+    pub fn spawn_loop_led(
+        &self,
+        leader: Option<tokio::sync::watch::Receiver<Option<i64>>>,
+    ) -> tokio::task::JoinHandle<()> {
         Background {
             ticker: self.ticker.clone(),
             syncer: Some(self.syncer.clone()),
             settings: self.settings.clone(),
             heartbeat: self.heartbeat.clone(),
+            leader,
         }
         .spawn()
     }

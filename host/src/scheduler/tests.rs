@@ -213,6 +213,65 @@ async fn a_due_schedule_starts_once_and_moves_to_the_next_slot_when_its_job_ends
     assert_eq!(env.schedule_row(sched).unwrap(), (slot + DAY, None));
 }
 
+/// Another ticker on the same database file, as a second replica (or a second leader) has:
+/// its own connections, its own job manager, the same recording work.
+fn claimer(env: &Env) -> (Ticker, JobManager) {
+    let store = Store::open(env.store.path().unwrap()).unwrap();
+    let settings = Settings::load(store.clone()).unwrap();
+    let jobs = JobManager::new(store.clone());
+    let ticker = Ticker::new(store, settings, jobs.clone(), env.work.clone());
+    (ticker, jobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_concurrent_tickers_start_exactly_one_job_per_schedule_and_slot() {
+    const SCHEDULES: i64 = 120;
+    const HOURS: i64 = 6;
+    let env = Env::new();
+    for n in 0..SCHEDULES {
+        let vm = env.vm(&format!("c{n}"));
+        // Hourly at minute n % 60: slots spread over the hour.
+        let minute = n % 60;
+        env.schedule(vm, "HOURLY", &format!("{minute:02}"), T0 + minute * 60);
+    }
+    let claimers: Vec<(Ticker, JobManager)> = (0..4).map(|_| claimer(&env)).collect();
+    for hour in 0..HOURS {
+        // Every ticker ticks at once, twice an hour (each half sees due and not-yet-due slots).
+        for half in [30 * 60 - 1, HOUR - 1] {
+            let now = at(T0 + hour * HOUR + half);
+            let ticks: Vec<_> = claimers
+                .iter()
+                .map(|(ticker, jobs)| {
+                    let (ticker, jobs) = (ticker.clone(), jobs.clone());
+                    tokio::spawn(async move {
+                        let report = ticker.tick(now).await.unwrap();
+                        for job in &report.started {
+                            jobs.wait(job).await.unwrap().unwrap();
+                        }
+                        report.started.len()
+                    })
+                })
+                .collect();
+            for t in ticks {
+                t.await.unwrap();
+            }
+        }
+    }
+    let runs = env.work.runs.lock().clone();
+    let mut per_slot = std::collections::HashMap::<(i64, i64), usize>::new();
+    for run in &runs {
+        *per_slot.entry((run.schedule_id, run.slot)).or_default() += 1;
+    }
+    let duplicated: Vec<_> = per_slot.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated slots: {duplicated:?}");
+    // Every schedule ran in every hour: slot minute m of hour h, none missed.
+    assert_eq!(per_slot.len() as i64, SCHEDULES * HOURS);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM async_jobs WHERE cmd = 'createBackup'"),
+        SCHEDULES * HOURS
+    );
+}
+
 #[tokio::test]
 async fn a_schedule_with_a_job_in_flight_is_not_started_again() {
     let env = Env::new();

@@ -9,12 +9,12 @@
 
 use std::sync::Arc;
 
-use crate::store::db::{Connection, params};
+use crate::store::db::Connection;
 
 use super::backups::{NewBackup, finish_backup, finish_delete};
 use super::error::{BackupError, BackupResult};
 use super::model::{get_backup, get_offering};
-use super::operations::{Operation, OperationKind, poll};
+use super::operations::{Operation, OperationKind, forget_operation, poll};
 use super::{BackupService, instance_of};
 use crate::identity::Caller;
 use crate::inventory::vm;
@@ -169,10 +169,14 @@ impl BackupService {
         let name = provider.name().to_string();
         let chain = provider.info().capabilities.delete_granularity == DeleteGranularity::Chain;
         let op_id = op.id;
+        let owner = crate::jobs::current_owner();
         self.store
             .write(move |tx| {
-                tx.prepare_cached("DELETE FROM provider_operations WHERE id = ?1")?
-                    .execute(params![op_id])?;
+                if !forget_operation(tx, op_id, owner)? {
+                    return Err(BackupError::refused(
+                        "the operation was taken over by another management server",
+                    ));
+                }
                 let recorded = match kind {
                     OperationKind::Backup => {
                         let (vm, instance) = vm.ok_or_else(|| {

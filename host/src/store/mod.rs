@@ -69,6 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "plugins", "0009_plugins.sql"),
     migration!(10, "operations", "0010_operations.sql"),
     migration!(12, "provider_grants", "0012_provider_grants.sql"),
+    migration!(13, "cluster", "0013_cluster.sql"),
     migration!(14, "identity_epoch", "0014_identity_epoch.sql"),
 ];
 
@@ -540,6 +541,15 @@ impl Store {
             Engine::Sqlite { .. } => Dialect::Sqlite,
             Engine::Postgres(_) => Dialect::Postgres,
         }
+    }
+
+    /// A connection of its own, outside the writer and the reader pool: for work that must
+    /// never queue behind them (a replica's heartbeat and lease renewals). Autocommit.
+    pub fn dedicated_connection(&self) -> Result<Connection, StoreError> {
+        Ok(match &self.inner.engine {
+            Engine::Sqlite { path, .. } => Connection(Backend::Sqlite(open_connection(path)?)),
+            Engine::Postgres(pool) => Connection(Backend::Postgres(pool.connector.connect()?)),
+        })
     }
 
     /// The keys that seal this database's secrets (see [`secrets`]).

@@ -45,6 +45,7 @@ mod sec_store;
 mod sec_tenant;
 mod store_copy;
 
+mod ha_replicas;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
