@@ -4,8 +4,8 @@
 //! only on the caller, its parameters and the rows of the store. Its rendered answer is kept
 //! under (command, caller, every non-authentication parameter in arrival order, format) and
 //! served again while no row of any table has changed since it was read
-//! ([`Store::data_generation`]), and for at most [`MAX_AGE`] (writes made by another process
-//! are not seen by the generation). Nothing is skipped on the way in: a request served from
+//! ([`Store::data_generation`]), and for at most [`MAX_AGE`]. Nothing is kept when other
+//! processes write to the same database (a cluster replica, [`Store::sees_every_write`]). Nothing is skipped on the way in: a request served from
 //! here has been authenticated (signature, expiry, enabled user and account) and
 //! role-checked like any other. Only successful answers are kept; bounded in count and bytes.
 //!
@@ -103,6 +103,9 @@ impl AnswerCache {
 
     /// The kept answer for `key`, when nothing changed since it was read.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        if !self.store.sees_every_write() {
+            return None;
+        }
         let generation = self.store.data_generation();
         let entries = self.entries.read();
         let kept = entries.map.get(key)?;
@@ -115,7 +118,10 @@ impl AnswerCache {
 
     /// Keeps `body`, read under `generation`, unless the store changed since or it is too big.
     pub fn put(&self, key: Box<[u8]>, generation: u64, body: &Bytes) {
-        if body.len() > MAX_ANSWER_BYTES || self.store.data_generation() != generation {
+        if body.len() > MAX_ANSWER_BYTES
+            || self.store.data_generation() != generation
+            || !self.store.sees_every_write()
+        {
             return;
         }
         let mut entries = self.entries.write();

@@ -120,6 +120,9 @@ impl Replica {
     /// Registers this process as a replica (a new row, epoch 1). Start its heartbeat with
     /// [`Replica::start`].
     pub fn join(store: &Store, opts: &ClusterOptions) -> Result<Replica, ClusterError> {
+        // Other replicas write to this database: nothing may be kept on the strength of
+        // this process having seen every write.
+        store.mark_shared();
         let conn = store.dedicated_connection()?;
         let now = db_now_ms(conn.dialect());
         let uuid = crate::store::new_uuid();

@@ -264,6 +264,9 @@ struct IdentityChanges {
     /// Like `generation`, for a change to any row of any table.
     data_generation: AtomicU64,
     data_in_transaction: AtomicBool,
+    /// Other processes write to the same database (a cluster replica): `data_generation` does
+    /// not see their writes.
+    shared: AtomicBool,
 }
 
 impl IdentityChanges {
@@ -577,6 +580,20 @@ impl Store {
             .identity_changes
             .data_generation
             .load(Ordering::Acquire)
+    }
+
+    /// Marks the database as written by other processes too (this process is one replica of
+    /// several), so copies kept under [`Store::data_generation`] must not be trusted.
+    pub fn mark_shared(&self) {
+        self.inner
+            .identity_changes
+            .shared
+            .store(true, Ordering::Release);
+    }
+
+    /// Whether [`Store::data_generation`] sees every write to the database.
+    pub fn sees_every_write(&self) -> bool {
+        !self.inner.identity_changes.shared.load(Ordering::Acquire)
     }
 
     /// Makes every credential copy loaded so far stale (an identity row changed elsewhere).
