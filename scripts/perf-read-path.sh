@@ -11,6 +11,12 @@
 #   ROUNDS=3 SECS=5 CONNS=32  passed to side_by_side.sh
 #   COMMANDS="listZones listBackupOfferings listBackups listVirtualMachines listBackupSchedule queryAsyncJobResult"
 #   MODE=ratios             every command against the baseline
+#   MODE=compare            before/after: two bnr binaries (BASE_BNR, the build before the change,
+#                           and BNR) and the baseline, all pinned to CPU 1, loaded in turn with
+#                           the order rotated each round (load hits them alike); the baseline
+#                           answers with the after server's body. Prints a markdown table:
+#                           per command the three per-round ratios before and after, their
+#                           medians, and the median req/s and p99 of each server.
 #   MODE=overhead           signed listZones on two bnr servers started alike, one with
 #                           `--metrics-listen` and RUST_LOG=info (spans on), one without metrics and
 #                           RUST_LOG=warn (spans off); ROUNDS alternating runs of each; prints the
@@ -52,12 +58,13 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # start_bnr LOG_FILTER [extra serve args...] -> sets $url $apikey $secret $vm $job $pid
+# (the binary is $SERVER_BIN, default $BNR)
 start_bnr() {
   local filter=$1; shift
   local dir port
   dir=$(mktemp -d -t bnr-perf.XXXXXX); dirs+=("$dir")
   port=$(free_port)
-  RUST_LOG=$filter taskset -c 1 "$BNR" serve --listen "127.0.0.1:$port" --data-dir "$dir" \
+  RUST_LOG=$filter taskset -c 1 "${SERVER_BIN:-$BNR}" serve --listen "127.0.0.1:$port" --data-dir "$dir" \
     --providers-dir "$PROVIDERS" "$@" >"$dir/stdout.log" 2>&1 &
   pid=$!; pids+=("$pid")
   for _ in $(seq 600); do
@@ -94,6 +101,72 @@ case $MODE in
       echo "$c ratio=$ratio $med"
     done
     ;;
+  compare)
+    BASE_BNR=${BASE_BNR:?set BASE_BNR to the bnr binary built before the change}
+    [ -x "$BASE_BNR" ] || { echo "perf-read-path: $BASE_BNR missing" >&2; exit 1; }
+    echo "# building axum-baseline (release)" >&2
+    cargo build --release --quiet --manifest-path "$kit/axum-baseline/Cargo.toml"
+    baseline_bin=$CARGO_TARGET_DIR/release/axum-baseline
+    SERVER_BIN=$BASE_BNR start_bnr "${RUST_LOG:-info}"
+    b_url=$url b_key=$apikey b_secret=$secret b_vm=$vm b_job=$job
+    SERVER_BIN=$BNR start_bnr "${RUST_LOG:-info}"
+    a_url=$url a_key=$apikey a_secret=$secret a_vm=$vm a_job=$job
+    export LOAD_THREADS=2 LOAD_CPUS=0
+    echo "# before: $BASE_BNR  after: $BNR ($(git rev-parse --short HEAD))  ${SECS}s x $ROUNDS rounds, $CONNS connections"
+    echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    echo "| command | before: ratio per round | before median | after: ratio per round | after median | req/s before / after / bare | p99 ms before / after / bare |"
+    echo "|---|---|---:|---|---:|---|---|"
+    for c in $COMMANDS; do
+      vm=$b_vm job=$b_job
+      # shellcheck disable=SC2046 # the extra parameters are separate words
+      before_signed=$(python3 "$kit/signed_url.py" "$b_url" "$b_key" "$b_secret" "$c" $(extra_for "$c"))
+      vm=$a_vm job=$a_job
+      # shellcheck disable=SC2046
+      after_signed=$(python3 "$kit/signed_url.py" "$a_url" "$a_key" "$a_secret" "$c" $(extra_for "$c"))
+      body=${dirs[-1]}/$c.json
+      curl -sS -f -o "$body" "$after_signed" || { echo "perf-read-path: $c on the after server failed" >&2; exit 1; }
+      curl -sS -f -o /dev/null "$before_signed" || { echo "perf-read-path: $c on the before server failed" >&2; exit 1; }
+      taskset -c 1 "$baseline_bin" --listen 127.0.0.1:0 --verify-signature "$a_secret" --body "$body" >"$body.base" 2>&1 &
+      base_pid=$!; pids+=("$base_pid")
+      for _ in $(seq 100); do grep -q '^listening on ' "$body.base" 2>/dev/null && break; sleep 0.05; done
+      base_ep=$(sed -n 's/^listening on //p' "$body.base")
+      [ -n "$base_ep" ] || { cat "$body.base" >&2; exit 1; }
+      vm=$a_vm job=$a_job
+      # shellcheck disable=SC2046
+      bare_signed=$(python3 "$kit/signed_url.py" "$base_ep" "$a_key" "$a_secret" "$c" $(extra_for "$c"))
+      for u in "$before_signed" "$after_signed" "$bare_signed"; do "$kit/load.sh" "$u" 2 "$CONNS" >/dev/null; done
+      : >"$body.runs"
+      orders=("before after bare" "after bare before" "bare before after")
+      for r in $(seq "$ROUNDS"); do
+        for who in ${orders[$(((r - 1) % 3))]}; do
+          case $who in before) u=$before_signed ;; after) u=$after_signed ;; bare) u=$bare_signed ;; esac
+          line=$("$kit/load.sh" "$u" "$SECS" "$CONNS")
+          echo "# $c round $r $who $line load=$(cut -d' ' -f1 /proc/loadavg)" >&2
+          echo "$r $who $line" >>"$body.runs"
+        done
+      done
+      kill "$base_pid" 2>/dev/null || true; wait "$base_pid" 2>/dev/null || true
+      awk -v cmd="$c" '
+        { for (i = 3; i <= NF; i++) if (split($i, kv, "=") == 2) v[kv[1]] = kv[2]
+          rps[$2, $1] = v["rps"]; p99[$2, $1] = v["p99_ms"]; if ($1 > n) n = $1 }
+        function median(a, n,   i, j, t, b) { for (i = 1; i <= n; i++) b[i] = a[i]
+          for (i = 2; i <= n; i++) for (j = i; j > 1 && b[j-1] > b[j]; j--) { t = b[j]; b[j] = b[j-1]; b[j-1] = t }
+          return n % 2 ? b[(n + 1) / 2] : (b[n / 2] + b[n / 2 + 1]) / 2 }
+        END {
+          for (r = 1; r <= n; r++) {
+            rb[r] = rps["before", r] / rps["bare", r]; ra[r] = rps["after", r] / rps["bare", r]
+            sb = sb (r > 1 ? ", " : "") sprintf("%.2f", rb[r]); sa = sa (r > 1 ? ", " : "") sprintf("%.2f", ra[r])
+            qb[r] = rps["before", r]; qa[r] = rps["after", r]; qx[r] = rps["bare", r]
+            pb[r] = p99["before", r]; pa[r] = p99["after", r]; px[r] = p99["bare", r]
+          }
+          printf "| `%s` | %s | %.2f | %s | %.2f | %.1fk / %.1fk / %.1fk | %.2f / %.2f / %.2f |\n", cmd,
+            sb, median(rb, n), sa, median(ra, n), median(qb, n) / 1000, median(qa, n) / 1000, median(qx, n) / 1000,
+            median(pb, n), median(pa, n), median(px, n) }' "$body.runs"
+    done
+    echo
+    echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    ;;
   overhead)
     start_bnr info --metrics-listen "127.0.0.1:$(free_port)"
     on_url=$url on_key=$apikey on_secret=$secret
@@ -118,5 +191,5 @@ case $MODE in
     printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "metrics+tracing on/off ratio: median=%s rounds=", a[int((NR + 1) / 2)] }'
     echo "${ratios[*]}"
     ;;
-  *) echo "perf-read-path: MODE is ratios or overhead" >&2; exit 2 ;;
+  *) echo "perf-read-path: MODE is ratios, compare or overhead" >&2; exit 2 ;;
 esac

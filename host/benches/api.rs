@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bnr::store::db::params;
 use hmac::{Hmac, Mac};
-use rusqlite::params;
 use sha1::Sha1;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -478,20 +478,19 @@ async fn run() {
 
     // 3. listBackups latency with a million backups.
     let started = Instant::now();
-    let (owner, zone_id, offering_id) =
-        state
-            .store()
-            .read(|c| {
-                c.query_row(
+    let (owner, zone_id, offering_id) = state
+        .store()
+        .read(|c| {
+            c.query_row(
                 "SELECT (SELECT id FROM accounts WHERE name = 'admin'), (SELECT id FROM zones), \
                  (SELECT id FROM backup_offerings)",
                 [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
             )
             .map_err(bnr::store::StoreError::from)
-            })
-            .await
-            .expect("ids");
+        })
+        .await
+        .expect("ids");
     let first_vm: String = state
         .store()
         .write(move |tx| {
@@ -520,7 +519,7 @@ async fn run() {
                         tpl,
                         offering_id
                     ])?;
-                    vm_ids.push(tx.last_insert_rowid());
+                    vm_ids.push(tx.as_sqlite().expect("the bench store is SQLite").last_insert_rowid());
                 }
                 let mut insert = tx.prepare(
                     "INSERT INTO backups(uuid, name, vm_id, external_id, type, date, size, protected_size,

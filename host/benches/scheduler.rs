@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bnr::store::db::params;
 use jiff::Timestamp;
-use rusqlite::params;
 
 use bnr::config::{BACKUP_FRAMEWORK_ENABLED, Settings};
 use bnr::inventory::bootstrap::{BootstrapOptions, bootstrap_if_empty};
@@ -94,7 +94,10 @@ fn populate_instances(env: &Env, n: i64, provider: &str) -> i64 {
                  VALUES (lower(hex(randomblob(16))), 'Gold', 'gold', 'gold-policy', ?1, ?2, 1, 0)",
                 params![zone, provider],
             )?;
-            let offering = tx.last_insert_rowid();
+            let offering = tx
+                .as_sqlite()
+                .expect("the bench store is SQLite")
+                .last_insert_rowid();
             let mut vm = tx.prepare(
                 "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id,
                                  zone_id, service_offering_id, template_id, state,
@@ -114,7 +117,10 @@ fn populate_instances(env: &Env, n: i64, provider: &str) -> i64 {
                     zone,
                     offering
                 ])?;
-                let vm_id = tx.last_insert_rowid();
+                let vm_id = tx
+                    .as_sqlite()
+                    .expect("the bench store is SQLite")
+                    .last_insert_rowid();
                 vol.execute(params![
                     format!("10000000-0000-4000-8000-{i:012}"),
                     format!("ROOT-{i}"),
@@ -174,7 +180,7 @@ async fn bench_tick() {
             let vm_ids: Vec<i64> = tx
                 .prepare("SELECT id FROM vms ORDER BY id")?
                 .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<bnr::store::db::Result<_>>()?;
             for (i, vm_id) in (0i64..).zip(vm_ids) {
                 // Due ones at minute 0 (next_run = T0); the others are not due during the
                 // benchmark (their next run is planned a year ahead), at minutes 1..59.

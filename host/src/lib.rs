@@ -1,5 +1,6 @@
 //! bnr: a Backup & Recovery control plane.
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod identity;

@@ -29,6 +29,10 @@ enum Command {
         /// Directory holding the database and generated credentials.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// The store: `postgres://…`, `postgresql://…` or `host=/path/to/socket dbname=…`
+        /// [default: SQLite in DATA_DIR/bnr.sqlite].
+        #[arg(long, env = "BNR_DATABASE_URL", value_parser = bnr::store::Database::parse, hide_env_values = true)]
+        database: Option<bnr::store::Database>,
         /// Directory of backup provider components (`*.wasm`) [default: DATA_DIR/providers].
         #[arg(long)]
         providers_dir: Option<PathBuf>,
@@ -45,6 +49,14 @@ enum Command {
         /// (development only: anyone with a root-admin key can then run any code as a provider).
         #[arg(long)]
         allow_unsigned_plugins: bool,
+        /// Run as one of several replicas sharing the database: heartbeats, a leader-elected
+        /// scheduler, takeover of a dead replica's jobs (see docs/operations.md).
+        #[arg(long)]
+        cluster: bool,
+        /// Seconds a replica (or the scheduler leader) may miss renewing before another takes
+        /// over its work (with --cluster; at least 2).
+        #[arg(long, default_value_t = bnr::cluster::DEFAULT_LEASE.as_secs())]
+        replica_lease_secs: u64,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -56,6 +68,24 @@ enum Command {
         /// Directory holding the database and its key.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+    },
+    /// Work with the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy an installation from SQLite into an empty PostgreSQL database (stop the server
+    /// first). The PostgreSQL-backed server must use the same key (the SQLite data directory's
+    /// bnr.key, or BNR_ENCRYPTION_KEY).
+    Copy {
+        /// The SQLite database: sqlite:PATH (e.g. sqlite:./data/bnr.sqlite).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL database: postgres://…, postgresql://… or host=… dbname=….
+        #[arg(long, value_name = "URL", value_parser = bnr::store::Database::parse)]
+        to: bnr::store::Database,
     },
 }
 
@@ -111,7 +141,9 @@ fn main() -> ExitCode {
     // The server logs what it does to stdout; one-shot commands only report errors, on stderr.
     let (default_filter, to_stderr, format) = match cli.command {
         Command::Serve { log_format, .. } => ("info", false, log_format),
-        Command::Plugin(_) | Command::RotateKey { .. } => ("error", true, LogFormat::Text),
+        Command::Plugin(_) | Command::RotateKey { .. } | Command::Store(_) => {
+            ("error", true, LogFormat::Text)
+        }
     };
     let ansi = if to_stderr {
         std::io::stderr().is_terminal()
@@ -142,19 +174,29 @@ fn main() -> ExitCode {
         Command::Serve {
             listen,
             data_dir,
+            database,
             providers_dir,
             metrics_listen,
             log_format: _,
             shutdown_grace_secs,
             allow_unsigned_plugins,
+            cluster,
+            replica_lease_secs,
         } => run_server(ServeOptions {
             listen,
             data_dir,
+            database,
             bootstrap: BootstrapOptions::from_env(),
             providers_dir,
             metrics_listen,
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace_secs),
             allow_unsigned_plugins,
+            cluster: cluster.then(|| {
+                bnr::cluster::ClusterOptions::new(
+                    format!("{listen} pid {}", std::process::id()),
+                    std::time::Duration::from_secs(replica_lease_secs),
+                )
+            }),
         }),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)
@@ -162,6 +204,7 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Keygen { out }) => plugin_keygen(out),
         Command::Plugin(PluginCommand::Sign { file, key }) => plugin_sign(file, key),
         Command::Plugin(PluginCommand::Check { file, settings }) => plugin_check(file, settings),
+        Command::Store(StoreCommand::Copy { from, to }) => store_copy(&from, &to),
         Command::RotateKey { data_dir } => match bnr::store::secrets::rotate_key(&data_dir) {
             Ok(()) => {
                 println!("secrets re-encrypted under a new key");
@@ -172,6 +215,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn store_copy(from: &str, to: &bnr::store::Database) -> ExitCode {
+    use bnr::store::Database;
+    let (Ok(Database::Sqlite(from)), Database::Postgres(url)) = (Database::parse(from), to) else {
+        eprintln!("error: copy goes --from sqlite:PATH --to postgres://…");
+        return ExitCode::FAILURE;
+    };
+    match bnr::store::copy::sqlite_to_postgres(&from, url) {
+        Ok(report) => {
+            for (table, rows) in &report.tables {
+                println!("{table}: {rows} rows");
+            }
+            println!("copied {} to {to}", from.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

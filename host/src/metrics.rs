@@ -9,13 +9,13 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::store::db::Connection;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use rusqlite::Connection;
 
 use crate::store::StoreError;
 
@@ -306,6 +306,16 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of `command`'s answers with `status`, to keep and count with no lookup.
+    pub fn http_request_counter(&self, command: &str, status: u16) -> Counter {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                command: command.to_string(),
+                status,
+            })
+            .clone()
+    }
+
     pub fn store_write(&self, elapsed: Duration) {
         self.store_write_seconds.observe(elapsed.as_secs_f64());
     }
@@ -352,7 +362,8 @@ impl Metrics {
     /// format. `conn` is a read snapshot.
     pub fn render(&self, conn: &Connection, now: i64) -> Result<String, StoreError> {
         let (in_flight, oldest, past): (i64, Option<i64>, i64) = conn.query_row(
-            "SELECT count(*), min(created), coalesce(sum(deadline < ?1), 0) FROM provider_operations",
+            "SELECT count(*), min(created), count(CASE WHEN deadline < ?1 THEN 1 END) \
+             FROM provider_operations",
             [now],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
@@ -363,7 +374,8 @@ impl Metrics {
         // Jobs start as soon as they are accepted (there is no queue): a pending job is either
         // running host-side or waiting on a provider operation that is being polled.
         let (waiting, pending): (i64, i64) = conn.query_row(
-            "SELECT coalesce(sum(EXISTS(SELECT 1 FROM provider_operations o WHERE o.job_id = j.id)), 0), \
+            "SELECT count(CASE WHEN EXISTS(SELECT 1 FROM provider_operations o WHERE o.job_id = j.id) \
+             THEN 1 END), \
              count(*) FROM async_jobs j WHERE j.status = 0",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -381,7 +393,7 @@ impl Metrics {
         let mut by_state = conn.prepare_cached(
             "SELECT status, count(*) FROM backups WHERE removed IS NULL GROUP BY status",
         )?;
-        let rows = by_state.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = by_state.query_map([], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))?;
         // States with no backup left are reported as 0, not dropped.
         for state in BACKUP_STATES {
             self.backups

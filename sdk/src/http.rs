@@ -30,7 +30,7 @@
 //!
 //! Redirects are not followed; the caller sees the 3xx response.
 
-use crate::ProviderError;
+use crate::{HttpsAccess, ProviderError};
 use std::fmt;
 use std::time::Duration;
 
@@ -87,8 +87,27 @@ impl Method {
         }
     }
 
-    fn sends_body(self) -> bool {
-        matches!(self, Method::Post | Method::Put | Method::Patch)
+    /// The method named `name` (`"GET"`, `"delete"`, ...), for code that carries it as text
+    /// (a provider's own transport trait, tested natively).
+    pub fn from_name(name: &str) -> Option<Method> {
+        const METHODS: [(&str, Method); 7] = [
+            ("GET", Method::Get),
+            ("HEAD", Method::Head),
+            ("POST", Method::Post),
+            ("PUT", Method::Put),
+            ("PATCH", Method::Patch),
+            ("DELETE", Method::Delete),
+            ("OPTIONS", Method::Options),
+        ];
+        METHODS
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|(_, method)| *method)
+    }
+
+    /// Every method but GET and HEAD may carry a body, so its length is always declared.
+    fn may_send_body(self) -> bool {
+        !matches!(self, Method::Get | Method::Head)
     }
 }
 
@@ -197,6 +216,39 @@ impl HttpError {
     }
 }
 
+impl HttpError {
+    /// This failure of a request to the vendor endpoint of `access` (the one
+    /// [`Need::HttpsToSetting`](crate::Need) declares), as a [`ProviderError`] that says what the
+    /// operator can fix: an unreachable endpoint names its URL setting, a certificate the host
+    /// does not trust names the pin, CA and validation settings. `vendor` names the product
+    /// (`"NetWorker"`). Any other error converts as with `?`.
+    pub fn naming_endpoint(self, vendor: &str, access: &HttpsAccess) -> ProviderError {
+        match &self {
+            HttpError::Tls { .. } => {
+                let mut fixes = Vec::new();
+                if let Some(pin) = &access.pinned_cert_setting {
+                    fixes.push(format!("pin {vendor}'s certificate in {pin}"));
+                }
+                if let Some(ca) = &access.ca_pem_setting {
+                    fixes.push(format!("give its CA in {ca}"));
+                }
+                if let Some(validate) = &access.validate_setting {
+                    fixes.push(format!("set {validate} to false"));
+                }
+                ProviderError::Unavailable(if fixes.is_empty() {
+                    self.to_string()
+                } else {
+                    format!("{self}; {}", fixes.join(", or "))
+                })
+            }
+            HttpError::Timeout { .. } | HttpError::Connect { .. } => ProviderError::Unavailable(
+                format!("{vendor} at {} is unreachable: {self}", access.url_setting),
+            ),
+            _ => ProviderError::from(self),
+        }
+    }
+}
+
 impl From<HttpError> for ProviderError {
     fn from(error: HttpError) -> Self {
         let message = error.to_string();
@@ -274,10 +326,20 @@ impl Request {
         self
     }
 
+    /// Every header of `headers`, in order.
+    pub fn headers<N: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        for (name, value) in headers {
+            self = self.header(name.as_ref(), value.as_ref());
+        }
+        self
+    }
+
     /// `Authorization: Basic …`.
     pub fn basic_auth(self, username: &str, password: &str) -> Self {
-        let credentials = base64_encode(format!("{username}:{password}").as_bytes());
-        self.header("authorization", &format!("Basic {credentials}"))
+        self.header("authorization", &basic_auth_value(username, password))
     }
 
     /// `Authorization: Bearer …`.
@@ -338,7 +400,10 @@ impl Request {
                 .append(name, value)
                 .map_err(|error| header_error(name, error))?;
         }
-        if !self.body.is_empty() || self.method.sends_body() {
+        // An explicit length, 0 too: without one a DELETE goes out with a chunked body whose
+        // end arrives after the server may already have answered and closed, and the answer
+        // is lost to a reset connection.
+        if !self.body.is_empty() || self.method.may_send_body() {
             let length = self.body.len().to_string();
             headers
                 .set("content-length", &[length.into_bytes()])
@@ -678,6 +743,30 @@ fn describe_code(code: &ErrorCode) -> String {
     words + payload
 }
 
+/// The `Authorization` header value of HTTP Basic authentication, `Basic base64(user:password)`,
+/// for code that builds its requests itself (a transport tested natively).
+pub fn basic_auth_value(username: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64_encode(format!("{username}:{password}").as_bytes())
+    )
+}
+
+/// The host of an `http(s)://` URL (the scheme may be missing): no port, user or brackets
+/// (`https://[::1]:9398/api` → `::1`). `None` when there is no host.
+pub fn url_host(url: &str) -> Option<String> {
+    let url = url.trim();
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
 /// Standard base64 with padding (RFC 4648), for basic auth.
 fn base64_encode(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -719,6 +808,69 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(base64_encode(input.as_bytes()), expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn methods_by_name() {
+        assert_eq!(Method::from_name("DELETE"), Some(Method::Delete));
+        assert_eq!(Method::from_name("post"), Some(Method::Post));
+        assert_eq!(Method::from_name("TRACE"), None);
+    }
+
+    #[test]
+    fn basic_auth_and_url_hosts() {
+        assert_eq!(
+            basic_auth_value("administrator", "password"),
+            "Basic YWRtaW5pc3RyYXRvcjpwYXNzd29yZA=="
+        );
+        assert_eq!(
+            url_host("https://em.example:9398/api/").as_deref(),
+            Some("em.example")
+        );
+        assert_eq!(url_host("https://[::1]:9398/api/").as_deref(), Some("::1"));
+        assert_eq!(url_host("nw.lan:9090/nwrestapi").as_deref(), Some("nw.lan"));
+        assert_eq!(url_host("https://u@nw.lan/x").as_deref(), Some("nw.lan"));
+        assert_eq!(url_host("https:///api"), None);
+    }
+
+    #[test]
+    fn endpoint_failures_name_the_settings_to_fix() {
+        let access = HttpsAccess::new("backup.plugin.acme.url")
+            .pinned_cert("backup.plugin.acme.tls.pin")
+            .validate("backup.plugin.acme.validate");
+        let tls = HttpError::Tls {
+            authority: "acme:443".into(),
+            detail: "unknown issuer".into(),
+        };
+        let ProviderError::Unavailable(message) = tls.naming_endpoint("ACME", &access) else {
+            panic!("TLS trouble is unavailable");
+        };
+        assert!(
+            message.contains("pin ACME's certificate in backup.plugin.acme.tls.pin"),
+            "{message}"
+        );
+        assert!(
+            message.contains("set backup.plugin.acme.validate to false"),
+            "{message}"
+        );
+        let refused = HttpError::Connect {
+            authority: "acme:443".into(),
+            detail: "connection refused".into(),
+        };
+        let ProviderError::Unavailable(message) = refused.naming_endpoint("ACME", &access) else {
+            panic!("a refused connection is unavailable");
+        };
+        assert!(
+            message.starts_with("ACME at backup.plugin.acme.url is unreachable"),
+            "{message}"
+        );
+        let denied = HttpError::Denied {
+            authority: "other:1".into(),
+        };
+        assert!(matches!(
+            denied.naming_endpoint("ACME", &access),
+            ProviderError::InvalidConfig(_)
+        ));
     }
 
     #[test]

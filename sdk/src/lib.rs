@@ -80,6 +80,7 @@
 
 extern crate self as bnr_sdk;
 
+pub mod errors;
 pub mod exec;
 pub mod http;
 pub mod hypervisor;

@@ -10,6 +10,8 @@
 
 use crate::bindings::bnr::provider::host;
 use crate::{ProviderError, Result};
+use core::fmt::Display;
+use core::ops::RangeInclusive;
 use core::str::FromStr;
 
 /// The raw value of `name`, or `None` when it is unset (or not declared). Surrounding
@@ -24,6 +26,11 @@ pub fn get(name: &str) -> Option<String> {
     } else {
         Some(trimmed.to_owned())
     }
+}
+
+/// The value of `name`, or `default` when it is unset.
+pub fn get_or(name: &str, default: &str) -> String {
+    get(name).unwrap_or_else(|| default.to_owned())
 }
 
 /// The raw value of `name`, or [`ProviderError::InvalidConfig`] when it is unset.
@@ -54,6 +61,25 @@ pub fn require_parsed<T: FromStr>(name: &str) -> Result<T> {
 /// Like [`parse`], with `default` for an unset setting.
 pub fn parse_or<T: FromStr>(name: &str, default: T) -> Result<T> {
     Ok(parse(name)?.unwrap_or(default))
+}
+
+/// Like [`parse_or`], and the value must lie in `range` (a timeout, a count):
+/// [`ProviderError::InvalidConfig`] naming the setting and the range otherwise.
+pub fn parse_within<T: FromStr + PartialOrd + Display>(
+    name: &str,
+    default: T,
+    range: RangeInclusive<T>,
+) -> Result<T> {
+    let value = parse_or(name, default)?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ProviderError::InvalidConfig(format!(
+            "setting `{name}` must be between {} and {}, not {value}",
+            range.start(),
+            range.end()
+        )))
+    }
 }
 
 /// `u64` → "u64", `alloc::string::String` → "String": readable in error messages.

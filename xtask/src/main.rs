@@ -3,6 +3,7 @@
 
 mod layering;
 mod plugins;
+mod postgres;
 mod suite;
 mod workspace;
 

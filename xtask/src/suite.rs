@@ -1,5 +1,6 @@
 //! `cargo xtask test` and `cargo xtask serve`: the two commands a newcomer needs.
 
+use crate::postgres::TempPostgres;
 use crate::{Result, layering, plugins, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,20 +11,48 @@ const COMPAT_PACKAGES: &[&str] = &["cs==5.2.0", "pytest==8.3.5", "selenium==4.40
 /// The pytest suites, each in its own run (each starts its own server).
 const PYTHON_SUITES: &[&str] = &["tests/compat", "tests/console"];
 
-/// `cargo xtask test`: the layering check, components, the Rust test suite, then the `cs` compatibility suite and
-/// the console suite in a headless browser.
+/// Integration-test groups that run a second time with their servers on PostgreSQL: backups end
+/// to end, schedules and ticks, provider operations and their resumption after a restart,
+/// credentials and their cache, jobs, and the inventory.
+const POSTGRES_API_GROUPS: &[&str] = &[
+    "bnr_backups::",
+    "bnr_schedules::",
+    "bnr_operations::",
+    "sched_recovery::",
+    "sched_ticks::",
+    "server_auth::",
+    "server_credentials::",
+    "server_jobs::",
+    "server_inventory::",
+];
+
+/// `cargo xtask test`: the layering check, components, the Rust test suite (store tests on SQLite and on a
+/// PostgreSQL server started for the run; the main API groups again on PostgreSQL), then the
+/// `cs` compatibility suite and the console suite in a headless browser.
 pub fn test(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         return Err(format!("`test` takes no arguments (got `{extra}`)").into());
     }
     layering::check_runtime_dependencies()?;
     plugins::build_all()?;
+    let postgres = TempPostgres::start()?;
 
     // The default members are the host crates and the Veeam provider's native tests; the other
     // component crates only build for wasm32-wasip2.
     let mut cargo = workspace::cargo()?;
-    cargo.arg("test");
+    cargo
+        .arg("test")
+        .env("BNR_TEST_POSTGRES_URL", postgres.url());
     workspace::run(cargo)?;
+
+    let mut on_postgres = workspace::cargo()?;
+    on_postgres
+        .args(["test", "-p", "bnr", "--test", "all", "--"])
+        .args(POSTGRES_API_GROUPS)
+        .env("BNR_TEST_POSTGRES_URL", postgres.url())
+        .env("BNR_TEST_DATABASE", "postgres");
+    workspace::run(on_postgres)?;
+    drop(postgres);
 
     // `cargo test` has built target/debug/bnr for the integration tests; the suite runs that one.
     compat_suite()

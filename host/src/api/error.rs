@@ -138,8 +138,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::db::Error> for ApiError {
+    fn from(e: crate::store::db::Error) -> Self {
         StoreError::from(e).into()
     }
 }

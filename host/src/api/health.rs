@@ -143,8 +143,8 @@ pub async fn readiness(state: &ApiState) -> Result<(), NotReady> {
                 let mut st =
                     c.prepare_cached("SELECT id, uuid FROM zones WHERE removed IS NULL")?;
                 let zones = st
-                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .query_map([], |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))?
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(zones)
             })
             .await

@@ -4,6 +4,7 @@
 //! Invariant: only this layer knows CloudStack JSON. Lower layers return typed values and
 //! `OpError`s; command handlers (in `commands`) turn them into response objects.
 
+pub mod answers;
 pub mod commands;
 pub mod error;
 pub mod health;
@@ -41,7 +42,7 @@ pub use render::{ApiResult, Format, Obj};
 use error::code;
 use params::RawParams;
 use registry::Handler;
-use render::{error_response, ok_response, response_name};
+use render::{answer_body, error_response, ok_response, rendered_response};
 use session::Sessions;
 
 /// Largest request body accepted (form-encoded parameters; nothing legitimate comes close).
@@ -62,9 +63,21 @@ pub struct Core {
 impl Core {
     /// Opens `<data_dir>/bnr.sqlite` (migrating it), loads settings, creates the job manager.
     pub fn open(data_dir: &Path) -> anyhow::Result<Core> {
+        Core::open_database(data_dir, None)
+    }
+
+    /// Opens `database` (`None`: `<data_dir>/bnr.sqlite`); the data directory keeps the key
+    /// that seals secrets either way.
+    pub fn open_database(
+        data_dir: &Path,
+        database: Option<&crate::store::Database>,
+    ) -> anyhow::Result<Core> {
         use anyhow::Context;
-        let store = Store::open(data_dir.join(DATABASE_FILE))
-            .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+        let default = crate::store::Database::Sqlite(data_dir.join(DATABASE_FILE));
+        let database = database.unwrap_or(&default);
+        let store = Store::open_database(database, data_dir)
+            .with_context(|| format!("opening the database {database}"))?;
+        tracing::info!(database = %database, "store opened");
         Core::from_store(store)
     }
 
@@ -90,6 +103,8 @@ pub struct StateInner {
     pub sessions: Sessions,
     /// API-key credentials of signed requests, kept between requests.
     pub credentials: identity::CredentialCache,
+    /// Rendered answers of read-only commands, kept while the store is unchanged.
+    pub answers: answers::AnswerCache,
     /// Draining for shutdown, and the state-changing requests still running.
     pub lifecycle: health::Lifecycle,
     extensions: http::Extensions,
@@ -132,6 +147,7 @@ impl ApiState {
     ) -> ApiState {
         ApiState(Arc::new(StateInner {
             credentials: identity::CredentialCache::new(core.store.clone()),
+            answers: answers::AnswerCache::new(core.store.clone()),
             lifecycle: health::Lifecycle::default(),
             core,
             registry,
@@ -260,12 +276,18 @@ async fn process(
     let mut command = None;
     let resp = answer(state, method, uri, headers, body, &mut command).await;
     // Only registered names become labels: a client cannot grow the label set.
-    let label = match &command {
-        Some(CommandLabel::Registered(cmd)) => cmd.name.as_str(),
-        Some(CommandLabel::Builtin(name)) => name,
-        None => "(none)",
+    let status = resp.status().as_u16();
+    match &command {
+        Some(CommandLabel::Registered(cmd)) if status == 200 => {
+            let counter = cmd
+                .answered_ok
+                .get_or_init(|| metrics.http_request_counter(&cmd.name, status));
+            counter.inc();
+        }
+        Some(CommandLabel::Registered(cmd)) => metrics.http_request(&cmd.name, status),
+        Some(CommandLabel::Builtin(name)) => metrics.http_request(name, status),
+        None => metrics.http_request("(none)", status),
     };
-    metrics.http_request(label, resp.status().as_u16());
     resp
 }
 
@@ -335,7 +357,7 @@ async fn answer(
         return error_response(&e, "errorresponse", format);
     };
     *command_label = Some(CommandLabel::Registered(cmd.clone()));
-    let name = response_name(&cmd.name);
+    let named = cmd.clone();
     // No parameter goes into the span: they may hold secrets (keys, passwords, settings).
     let span = tracing::info_span!("api_request", command = %cmd.name);
     let outcome = if runs_in_place(&cmd) {
@@ -360,7 +382,7 @@ async fn answer(
     };
     match outcome {
         Ok(resp) => resp,
-        Err(e) => error_response(&e, &name, format),
+        Err(e) => error_response(&e, &named.response_name, format),
     }
 }
 
@@ -376,8 +398,20 @@ async fn dispatch(
     if !cmd.allows(caller.role) {
         return Err(ApiError::not_available(&cmd.name));
     }
+    // Checked above like every request: signature, expiry, enabled user and account, role.
+    let kept = match &cmd.handler {
+        Some(Handler::Sync(_)) if cmd.answers_from_store => {
+            let key = answers::key(&cmd.name, &caller, raw, format);
+            if let Some(body) = state.answers.get(&key) {
+                return Ok(rendered_response(body, format));
+            }
+            // Read before the store is: an answer read while a write lands is not kept.
+            Some((key, state.answers.generation()))
+        }
+        _ => None,
+    };
     let values = params::bind(&cmd, raw, state.store()).await?;
-    let name = response_name(&cmd.name);
+    let name = &cmd.response_name;
     let ctx = Ctx {
         state: state.clone(),
         caller: caller.clone(),
@@ -392,7 +426,11 @@ async fn dispatch(
     match handler {
         Handler::Sync(h) => {
             let result = h(ctx).await?;
-            Ok(ok_response(&name, result.body(&cmd.object_name), format))
+            let body = answer_body(name, &result, &cmd.object_name, format);
+            if let Some((key, generation)) = kept {
+                state.answers.put(key, generation, &body);
+            }
+            Ok(rendered_response(body, format))
         }
         Handler::Async(h) => {
             let start = h(ctx).await?;
@@ -424,7 +462,7 @@ async fn dispatch(
             if let (Some(id), Value::Object(m)) = (start.id, &mut body) {
                 m.insert("id".into(), Value::String(id));
             }
-            Ok(ok_response(&name, body, format))
+            Ok(ok_response(name, body, format))
         }
     }
 }

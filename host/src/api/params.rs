@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::OptionalExtension;
+use crate::store::db::OptionalExtension;
 
 use super::error::ApiError;
 use super::registry::{Command, DEFAULT_PAGE_SIZE, MAX_MAP_ENTRIES, ParamType, Value};

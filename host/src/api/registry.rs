@@ -234,6 +234,14 @@ pub struct Command {
     pub params: Vec<Param>,
     pub fields: Vec<Field>,
     pub handler: Option<Handler>,
+    /// The answer depends only on the caller, the parameters and the store's rows, so it may be
+    /// served again while no row changed (see [`super::answers`]).
+    pub answers_from_store: bool,
+    /// `<command lower-cased>response`, the envelope's name.
+    pub response_name: String,
+    /// Its request counter for status 200 (metrics on), resolved on first use: the hot path
+    /// counts without building and hashing a label set.
+    pub answered_ok: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Command {
@@ -249,6 +257,9 @@ impl Command {
             params: Vec::new(),
             fields: Vec::new(),
             handler: None,
+            answers_from_store: false,
+            response_name: super::render::response_name(name),
+            answered_ok: std::sync::OnceLock::new(),
         }
     }
     /// A synchronous command. Defaults: root admin only (deny by default), no params.
@@ -308,6 +319,13 @@ impl Command {
             ty: ty.to_string(),
             description: description.to_string(),
         });
+        self
+    }
+    /// Declares that the answer of this read-only command depends only on the caller, its
+    /// parameters and the rows of the store (nothing in memory, no clock, no provider), so a
+    /// rendered answer may be served again while no row has changed (see [`super::answers`]).
+    pub fn answers_from_store(mut self) -> Self {
+        self.answers_from_store = true;
         self
     }
     /// Sets the handler of a sync command.

@@ -1,7 +1,9 @@
 //! Response objects, command results, and their JSON / XML envelopes (wire-protocol §2).
 
+use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
@@ -147,6 +149,126 @@ pub fn response_name(command: &str) -> String {
     format!("{}response", command.to_lowercase())
 }
 
+/// The body of a successful answer: `{"<name>": <result's body>}` in JSON (written straight
+/// into one buffer, no intermediate `Value`), or CloudStack's XML. The JSON is byte for byte
+/// what rendering [`ApiResult::body`] through a `Value` gives (keys in order, as `Map` keeps them).
+pub fn answer_body(name: &str, result: &ApiResult, object_name: &str, format: Format) -> Bytes {
+    match format {
+        Format::Json => {
+            let mut out = Vec::with_capacity(512);
+            let envelope = JsonEnvelope {
+                name,
+                result,
+                object_name,
+            };
+            // Writing to a Vec only fails for a map key that is not a string; every key here is.
+            if serde_json::to_writer(&mut out, &envelope).is_err() {
+                out = ok_json(name, result.body(object_name)).into_bytes();
+            }
+            Bytes::from(out)
+        }
+        Format::Xml => Bytes::from(to_xml(name, &result.body(object_name))),
+    }
+}
+
+fn ok_json(name: &str, body: Value) -> String {
+    let mut m = Map::new();
+    m.insert(name.to_string(), body);
+    Value::Object(m).to_string()
+}
+
+/// A 200 answer whose body is already rendered.
+pub fn rendered_response(body: Bytes, format: Format) -> Response {
+    let content_type = match format {
+        Format::Json => JSON_CONTENT_TYPE,
+        Format::Xml => XML_CONTENT_TYPE,
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+struct JsonEnvelope<'a> {
+    name: &'a str,
+    result: &'a ApiResult,
+    object_name: &'a str,
+}
+
+impl Serialize for JsonEnvelope<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(
+            self.name,
+            &JsonBody {
+                result: self.result,
+                object_name: self.object_name,
+            },
+        )?;
+        m.end()
+    }
+}
+
+/// [`ApiResult::body`] without building it.
+struct JsonBody<'a> {
+    result: &'a ApiResult,
+    object_name: &'a str,
+}
+
+impl Serialize for JsonBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let object_name = self.object_name;
+        match self.result {
+            ApiResult::Object(o) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(object_name, &o.0)?;
+                m.end()
+            }
+            ApiResult::List { total: 0, .. } => s.serialize_map(Some(0))?.end(),
+            ApiResult::List { total, items } if items.is_empty() || object_name == "count" => {
+                let mut m = s.serialize_map(Some(1))?;
+                if items.is_empty() {
+                    m.serialize_entry("count", total)?;
+                } else {
+                    m.serialize_entry(object_name, &ObjList(items))?;
+                }
+                m.end()
+            }
+            ApiResult::List { total, items } => {
+                // A `Map` orders its keys; keep that order.
+                let mut m = s.serialize_map(Some(2))?;
+                if object_name < "count" {
+                    m.serialize_entry(object_name, &ObjList(items))?;
+                    m.serialize_entry("count", total)?;
+                } else {
+                    m.serialize_entry("count", total)?;
+                    m.serialize_entry(object_name, &ObjList(items))?;
+                }
+                m.end()
+            }
+            ApiResult::Success { display_text } => {
+                let mut m = s.serialize_map(None)?;
+                if let Some(t) = display_text {
+                    m.serialize_entry("displaytext", t)?;
+                }
+                m.serialize_entry("success", &true)?;
+                m.end()
+            }
+            ApiResult::Inline(o) => o.0.serialize(s),
+        }
+    }
+}
+
+struct ObjList<'a>(&'a [Obj]);
+
+impl Serialize for ObjList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|o| &o.0))
+    }
+}
+
 /// Renders `{"<name>": body}` in the requested format with status 200.
 pub fn ok_response(name: &str, body: Value, format: Format) -> Response {
     envelope(StatusCode::OK, name, body, format)
@@ -184,11 +306,7 @@ pub fn error_response(err: &ApiError, name: &str, format: Format) -> Response {
 
 fn envelope(status: StatusCode, name: &str, body: Value, format: Format) -> Response {
     let (content_type, text) = match format {
-        Format::Json => {
-            let mut m = Map::new();
-            m.insert(name.to_string(), body);
-            (JSON_CONTENT_TYPE, Value::Object(m).to_string())
-        }
+        Format::Json => (JSON_CONTENT_TYPE, ok_json(name, body)),
         Format::Xml => (XML_CONTENT_TYPE, to_xml(name, &body)),
     };
     (
@@ -314,6 +432,45 @@ mod tests {
                 .map(|c| if is_xml_char(c) { c } else { char::REPLACEMENT_CHARACTER })
                 .collect();
             prop_assert_eq!(name.text().unwrap_or(""), expected);
+        }
+    }
+
+    #[test]
+    fn answer_json_is_the_body_rendered_through_a_value() {
+        let item = |id: &str| Obj::new().str("id", id).int("size", 7).bool("ok", true);
+        let results = [
+            ApiResult::Object(item("a")),
+            ApiResult::List {
+                total: 0,
+                items: vec![],
+            },
+            ApiResult::List {
+                total: 9,
+                items: vec![],
+            },
+            ApiResult::List {
+                total: 2,
+                items: vec![item("a"), item("b\"<")],
+            },
+            ApiResult::Success { display_text: None },
+            ApiResult::Success {
+                display_text: Some("done".into()),
+            },
+            ApiResult::Inline(item("x")),
+        ];
+        // Object names before and after "count" in key order.
+        for object_name in ["backup", "zone", "count"] {
+            for r in &results {
+                let expected = ok_json("listthingsresponse", r.body(object_name));
+                let got = answer_body("listthingsresponse", r, object_name, Format::Json);
+                assert_eq!(
+                    std::str::from_utf8(&got).unwrap(),
+                    expected,
+                    "{r:?} {object_name}"
+                );
+                let xml = answer_body("listthingsresponse", r, object_name, Format::Xml);
+                assert_eq!(xml, to_xml("listthingsresponse", &r.body(object_name)));
+            }
         }
     }
 

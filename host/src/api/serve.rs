@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{ApiState, Core, commands, router};
+use crate::cluster::{ClusterOptions, Replica};
 use crate::config::BACKUP_FRAMEWORK_ENABLED;
 use crate::inventory::ExpungeGuard;
 use crate::inventory::bootstrap::{self, BootstrapOptions, Bootstrapped};
 use crate::scheduler::service::{ResumeOperations, Scheduler};
 use crate::service::{BackupService, PluginPolicy, ProviderSource, Providers};
+use crate::store::Database;
 
 /// Directory (under the data directory) the providers are loaded from by default.
 pub const DEFAULT_PROVIDERS_DIR: &str = "providers";
@@ -27,6 +29,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The store; `None`: SQLite in `DATA_DIR/bnr.sqlite`.
+    pub database: Option<Database>,
     pub bootstrap: BootstrapOptions,
     /// Backup providers (`*.wasm`); `None` = `DATA_DIR/providers`.
     pub providers_dir: Option<PathBuf>,
@@ -36,6 +40,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Accept unsigned provider uploads (development only).
     pub allow_unsigned_plugins: bool,
+    /// Run as one replica of several on a shared database (`None`: alone).
+    pub cluster: Option<ClusterOptions>,
 }
 
 /// Providers from `DATA_DIR/providers`, compiled code cached in `DATA_DIR/cache`.
@@ -72,11 +78,44 @@ pub async fn prepare_with_policy(
     providers: ProviderSource,
     allow_unsigned_plugins: bool,
 ) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
+    prepare_on(None, data_dir, opts, providers, allow_unsigned_plugins).await
+}
+
+/// [`prepare_with_policy`] on the store `database` (`None`: SQLite in the data directory).
+pub async fn prepare_on(
+    database: Option<&Database>,
+    data_dir: &Path,
+    opts: &BootstrapOptions,
+    providers: ProviderSource,
+    allow_unsigned_plugins: bool,
+) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
+    prepare_replica(
+        database,
+        data_dir,
+        opts,
+        providers,
+        allow_unsigned_plugins,
+        None,
+    )
+    .await
+}
+
+/// [`prepare_on`], as one replica of a cluster when `cluster` is given: the process joins (its
+/// [`Replica`] is an extension of the state), adopts only the work of dead replicas instead of
+/// everything pending, and its scheduler loop follows the leader lease.
+pub async fn prepare_replica(
+    database: Option<&Database>,
+    data_dir: &Path,
+    opts: &BootstrapOptions,
+    providers: ProviderSource,
+    allow_unsigned_plugins: bool,
+    cluster: Option<&ClusterOptions>,
+) -> anyhow::Result<(ApiState, Option<Bootstrapped>)> {
     crate::store::create_private_dir(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let (dir, opts2) = (data_dir.to_path_buf(), opts.clone());
+    let (dir, opts2, database) = (data_dir.to_path_buf(), opts.clone(), database.cloned());
     let (core, boot) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let core = Core::open(&dir)?;
+        let core = Core::open_database(&dir, database.as_ref())?;
         let boot = bootstrap::bootstrap_if_empty(&core.store, &core.settings, &dir, &opts2)?;
         Ok((core, boot))
     })
@@ -114,18 +153,52 @@ pub async fn prepare_with_policy(
         backup.clone(),
     ));
 
-    let (resumed, failed) = core.jobs.recover_interrupted().await?;
-    if resumed + failed > 0 {
-        tracing::warn!(
-            resumed,
-            failed,
-            "handled jobs interrupted by the previous stop"
-        );
-    }
-    let recovered = backup
-        .recover_interrupted()
-        .await
-        .map_err(|e| anyhow::anyhow!("ending interrupted backup work: {e}"))?;
+    let replica = match cluster {
+        None => {
+            let (resumed, failed) = core.jobs.recover_interrupted().await?;
+            if resumed + failed > 0 {
+                tracing::warn!(
+                    resumed,
+                    failed,
+                    "handled jobs interrupted by the previous stop"
+                );
+            }
+            None
+        }
+        Some(cluster) => {
+            let (store, cluster) = (core.store.clone(), cluster.clone());
+            let replica = tokio::task::spawn_blocking(move || Replica::join(&store, &cluster))
+                .await
+                .context("joining the cluster")??;
+            // The first heartbeat runs a takeover pass: the work of dead replicas resumes here.
+            replica.start(core.jobs.clone())?;
+            replica.follow_changes(core.settings.clone());
+            Some(replica)
+        }
+    };
+    // Work no pending job drives any more is ended here only when no other replica is alive:
+    // another replica's work is never touched (a dead one's is adopted, then resumed).
+    let alone = match &replica {
+        None => true,
+        Some(r) => {
+            let (id, lease_ms) = (r.id(), r.lease().as_millis() as i64);
+            core.store
+                .read(move |c| {
+                    crate::cluster::other_live_replicas(c, id, lease_ms)
+                        .map_err(crate::store::StoreError::from)
+                })
+                .await?
+                == 0
+        }
+    };
+    let recovered = if alone {
+        backup
+            .recover_interrupted()
+            .await
+            .map_err(|e| anyhow::anyhow!("ending interrupted backup work: {e}"))?
+    } else {
+        Default::default()
+    };
     if recovered != Default::default() {
         tracing::warn!(
             ?recovered,
@@ -147,6 +220,9 @@ pub async fn prepare_with_policy(
     extensions.insert(scheduler.syncer().clone());
     extensions.insert(scheduler);
     extensions.insert(backup as Arc<dyn ExpungeGuard>);
+    if let Some(replica) = replica {
+        extensions.insert(replica);
+    }
     Ok((ApiState::with_extensions(core, registry, extensions), boot))
 }
 
@@ -169,11 +245,13 @@ pub async fn run(
     if opts.allow_unsigned_plugins {
         tracing::warn!("unsigned provider uploads are accepted (--allow-unsigned-plugins)");
     }
-    let (state, boot) = prepare_with_policy(
+    let (state, boot) = prepare_replica(
+        opts.database.as_ref(),
         &opts.data_dir,
         &opts.bootstrap,
         providers,
         opts.allow_unsigned_plugins,
+        opts.cluster.as_ref(),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -202,7 +280,10 @@ pub async fn run(
         }
         None => None,
     };
-    let background = state.ext::<Arc<Scheduler>>().map(|s| s.spawn_loop());
+    let leader = state.ext::<Replica>().map(|r| r.watch_leader());
+    let background = state
+        .ext::<Arc<Scheduler>>()
+        .map(|s| s.spawn_loop_led(leader));
     let drain = drain(state.clone(), shutdown, background, opts.shutdown_grace);
     let served = serve_on(listener, state, drain).await;
     if let Some(task) = metrics_server {
@@ -250,6 +331,10 @@ async fn drain(
             released = state.jobs().waiting_on_operations(),
             "drained; jobs waiting on persisted provider operations resume at the next start"
         );
+    }
+    if let Some(replica) = state.ext::<Replica>().cloned() {
+        // Marked stopped: another replica adopts what is left at its next heartbeat.
+        let _ = tokio::task::spawn_blocking(move || replica.stop()).await;
     }
 }
 

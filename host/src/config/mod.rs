@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::store::db::{Connection, params};
 use parking_lot::RwLock;
-use rusqlite::{Connection, params};
 use tokio::sync::broadcast;
 
 use crate::store::{OpError, OpResult, Store};
@@ -237,8 +237,36 @@ impl Settings {
             .cloned()
     }
 
-    /// Loads every stored value and registers the core definitions.
-    pub fn load(store: Store) -> OpResult<Settings> {
+    /// Re-reads every stored value (a change made by another process sharing the database)
+    /// and announces each one that differs from memory as a [`Change`], exactly as if it had been
+    /// set here: the provider registry's hot swap and the scheduler follow it. Returns how many
+    /// values changed.
+    pub fn reload(&self) -> OpResult<usize> {
+        let stored = Self::read_values(&self.inner.store)?;
+        let changed: Vec<(String, i64)> = {
+            let mut values = self.inner.values.write();
+            let mut changed: Vec<(String, i64)> = stored
+                .iter()
+                .filter(|(k, v)| values.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            changed.extend(values.keys().filter(|k| !stored.contains_key(*k)).cloned());
+            *values = stored;
+            changed
+        };
+        for (name, scope_id) in &changed {
+            tracing::info!(name = %name, zone_id = ?(*scope_id != 0).then_some(*scope_id),
+                "setting changed by another replica");
+            let _ = self.inner.changes.send(Change {
+                name: name.clone(),
+                zone_id: (*scope_id != 0).then_some(*scope_id),
+            });
+        }
+        Ok(changed.len())
+    }
+
+    /// Every stored value, secrets opened: (name, zone id or 0) → value.
+    fn read_values(store: &Store) -> OpResult<HashMap<(String, i64), String>> {
         let rows: Vec<(String, String, i64, String, bool)> =
             store.read_blocking(|c: &Connection| {
                 let mut st = c.prepare(
@@ -248,12 +276,11 @@ impl Settings {
                     .query_map([], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(rows)
             })?;
         let secrets = store.secrets();
-        let values = rows
-            .into_iter()
+        rows.into_iter()
             .map(|(name, scope, scope_id, value, encrypted)| {
                 let value = if encrypted {
                     secrets
@@ -264,7 +291,12 @@ impl Settings {
                 };
                 Ok(((name, if scope == "zone" { scope_id } else { 0 }), value))
             })
-            .collect::<OpResult<_>>()?;
+            .collect()
+    }
+
+    /// Loads every stored value and registers the core definitions.
+    pub fn load(store: Store) -> OpResult<Settings> {
+        let values = Self::read_values(&store)?;
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let settings = Settings {
             inner: Arc::new(Inner {
@@ -312,7 +344,7 @@ impl Settings {
                      WHERE name = ?1 AND encrypted = 0",
                 )?
                 .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::Result<_>>()?;
             for (scope, scope_id, value) in &plain {
                 let value = secrets.seal(value).map_err(|e| OpError::Store(e.into()))?;
                 tx.execute(

@@ -3,10 +3,10 @@
 //! All functions take a `&Connection` (or a transaction, which derefs to one) so callers compose
 //! them inside `Store::read` / `Store::write`.
 
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use rand::RngCore;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 mod credentials;
@@ -323,7 +323,7 @@ const DOMAIN_COLUMNS: &str = "d.id, d.uuid, d.name, d.parent_id, p.uuid, p.name,
      EXISTS(SELECT 1 FROM domains c WHERE c.parent_id = d.id AND c.removed IS NULL)";
 const DOMAIN_FROM: &str = "domains d LEFT JOIN domains p ON p.id = d.parent_id";
 
-fn domain_from_row(r: &Row<'_>) -> rusqlite::Result<Domain> {
+fn domain_from_row(r: &Row<'_>) -> crate::store::db::Result<Domain> {
     Ok(Domain {
         id: r.get(0)?,
         uuid: r.get(1)?,
@@ -384,11 +384,11 @@ pub fn create_domain(conn: &Connection, name: &str, parent: Option<i64>) -> OpRe
             "Domain with name {name} already exists for the parent domain"
         )));
     }
-    conn.execute(
+    let inserted_id = conn.insert(
         "INSERT INTO domains(uuid, name, parent_id, path, created) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![new_uuid(), name, parent, path, now()],
     )?;
-    get_domain(conn, conn.last_insert_rowid())
+    get_domain(conn, inserted_id)
 }
 
 pub fn list_domains(
@@ -471,7 +471,7 @@ const ACCOUNT_COLUMNS: &str =
     "a.id, a.uuid, a.name, a.role, a.state, d.id, d.uuid, d.name, d.path, a.created";
 const ACCOUNT_FROM: &str = "accounts a JOIN domains d ON d.id = a.domain_id";
 
-fn account_from_row_at(r: &Row<'_>, base: usize) -> rusqlite::Result<Account> {
+fn account_from_row_at(r: &Row<'_>, base: usize) -> crate::store::db::Result<Account> {
     let role: String = r.get(base + 3)?;
     Ok(Account {
         id: r.get(base)?,
@@ -492,7 +492,7 @@ const USER_COLUMNS: &str = "u.id, u.uuid, u.username, u.email, u.firstname, u.la
 const USER_FROM: &str =
     "users u JOIN accounts a ON a.id = u.account_id JOIN domains d ON d.id = a.domain_id";
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+fn user_from_row(r: &Row<'_>) -> crate::store::db::Result<User> {
     Ok(User {
         id: r.get(0)?,
         uuid: r.get(1)?,
@@ -567,7 +567,7 @@ pub fn user_by_api_key(
              WHERE u.api_key = ?1 AND u.removed IS NULL AND a.removed IS NULL"
         ))?
         .query_row([api_key], |r| {
-            Ok((user_from_row(r)?, r.get::<_, Option<String>>(19)?))
+            Ok((user_from_row(r)?, r.get::<Option<String>>(19)?))
         })
         .optional()?;
     let Some((user, Some(sealed))) = row else {
@@ -591,7 +591,7 @@ fn user_by_login(
              WHERE u.username = ?1 AND a.domain_id = ?2 AND u.removed IS NULL AND a.removed IS NULL"
         ))?
         .query_row(params![username, domain_id], |r| {
-            Ok((user_from_row(r)?, r.get::<_, Option<String>>(19)?))
+            Ok((user_from_row(r)?, r.get::<Option<String>>(19)?))
         })
         .optional()?)
 }
@@ -776,7 +776,7 @@ pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
         )));
     }
     let ts = now();
-    conn.execute(
+    let account_id = conn.insert(
         "INSERT INTO accounts(uuid, name, domain_id, role, created) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             new_uuid(),
@@ -786,8 +786,7 @@ pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
             ts
         ],
     )?;
-    let account_id = conn.last_insert_rowid();
-    conn.execute(
+    let inserted_id = conn.insert(
         "INSERT INTO users(uuid, account_id, username, password_hash, email, firstname, lastname, created)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
@@ -801,7 +800,7 @@ pub fn create_account(conn: &Connection, new: &NewAccount) -> OpResult<User> {
             ts
         ],
     )?;
-    get_user(conn, conn.last_insert_rowid())
+    get_user(conn, inserted_id)
 }
 
 /// Generates and stores a fresh API key and secret key for a user; returns `(apikey, secretkey)`.
@@ -986,7 +985,7 @@ pub fn users_of_account(conn: &Connection, account_id: i64) -> OpResult<Vec<User
     ))?;
     Ok(st
         .query_map([account_id], user_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?)
+        .collect::<crate::store::db::Result<Vec<_>>>()?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //! restore runs on the instance's last host if it is up, else on an up host of its cluster,
 //! else on any up KVM host of the zone.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 
 use crate::store::{OpError, OpResult, Secrets, new_uuid, now};
 
@@ -107,7 +107,7 @@ const CLUSTER_COLUMNS: &str =
     "c.id, c.uuid, c.name, c.zone_id, z.uuid, z.name, c.hypervisor, c.created";
 const CLUSTER_FROM: &str = "clusters c JOIN zones z ON z.id = c.zone_id";
 
-fn cluster_from_row(r: &Row<'_>) -> rusqlite::Result<Cluster> {
+fn cluster_from_row(r: &Row<'_>) -> crate::store::db::Result<Cluster> {
     Ok(Cluster {
         id: r.get(0)?,
         uuid: r.get(1)?,
@@ -125,7 +125,7 @@ const HOST_COLUMNS: &str = "h.id, h.uuid, h.name, h.zone_id, z.uuid, z.name, h.c
 const HOST_FROM: &str =
     "hosts h JOIN zones z ON z.id = h.zone_id JOIN clusters c ON c.id = h.cluster_id";
 
-fn host_from_row(r: &Row<'_>) -> rusqlite::Result<Host> {
+fn host_from_row(r: &Row<'_>) -> crate::store::db::Result<Host> {
     let keys: Option<String> = r.get(12)?;
     let state: String = r.get(13)?;
     Ok(Host {
@@ -297,11 +297,9 @@ pub fn add_cluster(
             "A cluster with name {name} already exists in the zone"
         )));
     }
-    conn.prepare_cached(
-        "INSERT INTO clusters(uuid, zone_id, name, hypervisor, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![new_uuid(), zone_id, name, KVM, now()])?;
-    get_cluster(conn, conn.last_insert_rowid())
+    let inserted_id = conn.insert(
+        "INSERT INTO clusters(uuid, zone_id, name, hypervisor, created) VALUES (?1, ?2, ?3, ?4, ?5)", params![new_uuid(), zone_id, name, KVM, now()])?;
+    get_cluster(conn, inserted_id)
 }
 
 pub fn get_cluster(conn: &Connection, id: i64) -> OpResult<Cluster> {
@@ -323,8 +321,8 @@ pub struct ClusterFilter {
 pub fn list_clusters(conn: &Connection, filter: &ClusterFilter) -> OpResult<Vec<Cluster>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM}
-         WHERE c.removed IS NULL AND (?1 IS NULL OR c.id = ?1) AND (?2 IS NULL OR c.zone_id = ?2)
-           AND (?3 IS NULL OR c.name = ?3)
+         WHERE c.removed IS NULL AND (CAST(?1 AS BIGINT) IS NULL OR c.id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR c.zone_id = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR c.name = ?3)
          ORDER BY c.id"
     ))?;
     let rows = st
@@ -332,7 +330,7 @@ pub fn list_clusters(conn: &Connection, filter: &ClusterFilter) -> OpResult<Vec<
             params![filter.id, filter.zone_id, filter.name],
             cluster_from_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -369,12 +367,10 @@ pub fn add_host(conn: &Connection, secrets: &Secrets, req: &NewHost) -> OpResult
             "A host with address {address} already exists"
         )));
     }
-    conn.prepare_cached(
+    let inserted_id = conn.insert(
         "INSERT INTO hosts(uuid, name, zone_id, cluster_id, hypervisor, address, ssh_port, username,
                            password, host_key, state, created)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'Up', ?11)",
-    )?
-    .execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'Up', ?11)", params![
         new_uuid(),
         name,
         req.zone_id,
@@ -387,7 +383,7 @@ pub fn add_host(conn: &Connection, secrets: &Secrets, req: &NewHost) -> OpResult
         host_key,
         now()
     ])?;
-    get_host(conn, conn.last_insert_rowid())
+    get_host(conn, inserted_id)
 }
 
 pub fn get_host(conn: &Connection, id: i64) -> OpResult<Host> {
@@ -421,9 +417,9 @@ pub struct HostFilter {
 pub fn list_hosts(conn: &Connection, filter: &HostFilter) -> OpResult<Vec<Host>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {HOST_COLUMNS} FROM {HOST_FROM}
-         WHERE h.removed IS NULL AND (?1 IS NULL OR h.id = ?1) AND (?2 IS NULL OR h.zone_id = ?2)
-           AND (?3 IS NULL OR h.cluster_id = ?3) AND (?4 IS NULL OR h.name = ?4)
-           AND (?5 IS NULL OR h.state = ?5)
+         WHERE h.removed IS NULL AND (CAST(?1 AS BIGINT) IS NULL OR h.id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR h.zone_id = ?2)
+           AND (CAST(?3 AS BIGINT) IS NULL OR h.cluster_id = ?3) AND (CAST(?4 AS TEXT) IS NULL OR h.name = ?4)
+           AND (CAST(?5 AS TEXT) IS NULL OR h.state = ?5)
          ORDER BY h.id"
     ))?;
     let rows = st
@@ -437,7 +433,7 @@ pub fn list_hosts(conn: &Connection, filter: &HostFilter) -> OpResult<Vec<Host>>
             ],
             host_from_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -564,7 +560,7 @@ pub fn restore_host(conn: &Connection, vm: &super::Vm) -> OpResult<Host> {
         let id: Option<i64> = conn
             .prepare_cached(
                 "SELECT id FROM hosts WHERE zone_id = ?1 AND hypervisor = ?2 AND state = 'Up'
-                   AND removed IS NULL AND (?3 IS NULL OR cluster_id = ?3)
+                   AND removed IS NULL AND (CAST(?3 AS BIGINT) IS NULL OR cluster_id = ?3)
                  ORDER BY id LIMIT 1",
             )?
             .query_row(params![vm.zone_id, KVM, cluster_id], |r| r.get(0))

@@ -10,7 +10,7 @@
 //! The B&R expunge guard ([`super::ExpungeGuard`]) is async and runs before these, in the API
 //! layer's job; these functions only apply the state machine.
 
-use rusqlite::{Connection, params};
+use crate::store::db::{Connection, params};
 
 use super::vm::{self, Vm, VmEvent, VmState};
 use crate::identity::Caller;

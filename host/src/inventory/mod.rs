@@ -10,7 +10,7 @@ pub mod vm;
 pub mod vmware;
 pub mod volume;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpError, OpResult, new_uuid, now};
@@ -26,7 +26,7 @@ pub struct Zone {
     pub created: i64,
 }
 
-fn zone_from_row(r: &Row<'_>) -> rusqlite::Result<Zone> {
+fn zone_from_row(r: &Row<'_>) -> crate::store::db::Result<Zone> {
     Ok(Zone {
         id: r.get(0)?,
         uuid: r.get(1)?,
@@ -59,11 +59,11 @@ pub fn create_zone(conn: &Connection, name: &str) -> OpResult<Zone> {
             "A zone with name {name} already exists"
         )));
     }
-    conn.execute(
+    let inserted_id = conn.insert(
         "INSERT INTO zones(uuid, name, created) VALUES (?1, ?2, ?3)",
         params![new_uuid(), name, now()],
     )?;
-    get_zone(conn, conn.last_insert_rowid())
+    get_zone(conn, inserted_id)
 }
 
 pub fn get_zone(conn: &Connection, id: i64) -> OpResult<Zone> {
@@ -124,13 +124,13 @@ pub fn create_service_offering(
     memory_mb: i64,
 ) -> OpResult<ServiceOffering> {
     check_name("Service offering", name)?;
-    conn.execute(
+    let inserted_id = conn.insert(
         "INSERT INTO service_offerings(uuid, name, display_text, cpu_number, cpu_speed_mhz, memory_mb, created)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![new_uuid(), name, display_text, cpu_number, cpu_speed_mhz, memory_mb, now()],
     )?;
     Ok(
-        list_service_offerings(conn, Some(conn.last_insert_rowid()), None, None, Page::ALL)?
+        list_service_offerings(conn, Some(inserted_id), None, None, Page::ALL)?
             .items
             .remove(0),
     )
@@ -186,13 +186,13 @@ pub fn create_disk_offering(
     disk_size_bytes: i64,
 ) -> OpResult<DiskOffering> {
     check_name("Disk offering", name)?;
-    conn.execute(
+    let inserted_id = conn.insert(
         "INSERT INTO disk_offerings(uuid, name, display_text, disk_size_bytes, created)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![new_uuid(), name, display_text, disk_size_bytes, now()],
     )?;
     Ok(
-        list_disk_offerings(conn, Some(conn.last_insert_rowid()), None, None, Page::ALL)?
+        list_disk_offerings(conn, Some(inserted_id), None, None, Page::ALL)?
             .items
             .remove(0),
     )
@@ -254,21 +254,16 @@ pub struct NewTemplate<'a> {
 
 pub fn create_template(conn: &Connection, t: &NewTemplate<'_>) -> OpResult<Template> {
     check_name("Template", t.name)?;
-    conn.execute(
+    let inserted_id = conn.insert(
         "INSERT INTO templates(uuid, name, display_text, zone_id, os_type_name, hypervisor, size_bytes, created)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![new_uuid(), t.name, t.display_text, t.zone_id, t.os_type_name, t.hypervisor, t.size_bytes, now()],
     )?;
-    Ok(list_templates(
-        conn,
-        Some(conn.last_insert_rowid()),
-        None,
-        None,
-        None,
-        Page::ALL,
-    )?
-    .items
-    .remove(0))
+    Ok(
+        list_templates(conn, Some(inserted_id), None, None, None, Page::ALL)?
+            .items
+            .remove(0),
+    )
 }
 
 pub fn list_templates(

@@ -1,6 +1,6 @@
 //! Instances and their volumes, with the VM state machine.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 
 use crate::identity::{Caller, ListScope};
 use crate::store::events::{self, NewEvent};
@@ -133,7 +133,7 @@ const VM_FROM: &str = "vms v JOIN accounts a ON a.id = v.account_id JOIN domains
      JOIN zones z ON z.id = v.zone_id JOIN service_offerings so ON so.id = v.service_offering_id \
      JOIN templates t ON t.id = v.template_id";
 
-fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<Vm> {
+fn vm_from_row(r: &Row<'_>) -> crate::store::db::Result<Vm> {
     let state: String = r.get(23)?;
     Ok(Vm {
         id: r.get(0)?,
@@ -176,9 +176,14 @@ fn decorate_backup_offerings(conn: &Connection, vms: &mut [Vm]) -> OpResult<()> 
         return Ok(());
     }
     let has_table: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'backup_offerings')",
-        )?
+        .prepare_cached(match conn.dialect() {
+            crate::store::Dialect::Sqlite => {
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'backup_offerings')"
+            }
+            crate::store::Dialect::Postgres => {
+                "SELECT to_regclass('backup_offerings') IS NOT NULL"
+            }
+        })?
         .query_row([], |r| r.get(0))?;
     if !has_table {
         return Ok(());
@@ -357,25 +362,25 @@ pub fn deploy(conn: &Connection, caller: &Caller, req: &DeployRequest) -> OpResu
         None
     };
     let ts = now();
-    conn.prepare_cached(
+    let inserted_id = conn.insert(
         "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id, zone_id,
                          service_offering_id, template_id, hypervisor, state, created)
          VALUES (?1, ?2, ?3, '', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        uuid,
-        name,
-        display_name,
-        req.account_id,
-        req.domain_id,
-        req.zone_id,
-        req.service_offering_id,
-        req.template_id,
-        hypervisor,
-        state.as_str(),
-        ts
-    ])?;
-    let id = conn.last_insert_rowid();
+        params![
+            uuid,
+            name,
+            display_name,
+            req.account_id,
+            req.domain_id,
+            req.zone_id,
+            req.service_offering_id,
+            req.template_id,
+            hypervisor,
+            state.as_str(),
+            ts
+        ],
+    )?;
+    let id = inserted_id;
     let host = format!("10.0.0.{}", (id - 1).rem_euclid(SIMULATED_HOSTS) + 1);
     conn.prepare_cached("UPDATE vms SET internal_name = ?1, host_address = ?2 WHERE id = ?3")?
         .execute(params![format!("i-{}-{id}-VM", req.account_id), host, id])?;
@@ -573,7 +578,7 @@ pub(crate) const VOLUME_FROM: &str = "volumes vol LEFT JOIN vms v ON v.id = vol.
      JOIN accounts a ON a.id = vol.account_id JOIN domains d ON d.id = vol.domain_id \
      JOIN zones z ON z.id = vol.zone_id LEFT JOIN disk_offerings dof ON dof.id = vol.disk_offering_id";
 
-pub(crate) fn volume_from_row(r: &Row<'_>) -> rusqlite::Result<Volume> {
+pub(crate) fn volume_from_row(r: &Row<'_>) -> crate::store::db::Result<Volume> {
     let vm_uuid: Option<String> = r.get(8)?;
     let vm = match vm_uuid {
         Some(uuid) => Some(VolumeVm {

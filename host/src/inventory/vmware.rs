@@ -3,7 +3,7 @@
 //! vCenter and backup products look them up by, and the vCenter host name is what a backup
 //! product's inventory root (Veeam's hierarchy root) is matched against.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 
 use crate::store::{OpError, OpResult, new_uuid, now};
 
@@ -25,7 +25,7 @@ pub struct VmwareDc {
 
 const COLUMNS: &str = "d.id, d.uuid, d.zone_id, z.uuid, d.name, d.vcenter, d.username";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<VmwareDc> {
+fn from_row(r: &Row<'_>) -> crate::store::db::Result<VmwareDc> {
     Ok(VmwareDc {
         id: r.get(0)?,
         uuid: r.get(1)?,

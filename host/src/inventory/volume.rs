@@ -5,7 +5,7 @@
 //! attach; a ROOT volume is created Ready) → `Destroy` (ROOT of a destroyed VM) → `Expunged`
 //! (soft-deleted with `removed`).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 
 use super::vm::{self, VOLUME_COLUMNS, VOLUME_FROM, Vm, VmState, Volume, volume_from_row};
 use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
@@ -102,7 +102,7 @@ pub fn create(conn: &Connection, caller: &Caller, req: &NewVolume) -> OpResult<V
             .prepare_cached(
                 "SELECT disk_size_bytes FROM disk_offerings WHERE id = ?1 AND removed IS NULL",
             )?
-            .query_row([offering], |r| r.get::<_, i64>(0))
+            .query_row([offering], |r| r.get::<i64>(0))
             .optional()?
             .ok_or_else(|| {
                 OpError::InvalidParameter("Unable to use disk offering: it was removed".into())
@@ -131,12 +131,10 @@ pub fn create(conn: &Connection, caller: &Caller, req: &NewVolume) -> OpResult<V
         )));
     }
     let uuid = new_uuid();
-    conn.prepare_cached(
+    let inserted_id = conn.insert(
         "INSERT INTO volumes(uuid, name, vm_id, account_id, domain_id, zone_id, type, size_bytes, path,
                              device_id, disk_offering_id, state, created)
-         VALUES (?1, ?2, NULL, ?3, ?4, ?5, 'DATADISK', ?6, '', NULL, ?7, 'Allocated', ?8)",
-    )?
-    .execute(params![
+         VALUES (?1, ?2, NULL, ?3, ?4, ?5, 'DATADISK', ?6, '', NULL, ?7, 'Allocated', ?8)", params![
         uuid,
         req.name.as_deref().unwrap_or(""),
         req.account_id,
@@ -146,7 +144,7 @@ pub fn create(conn: &Connection, caller: &Caller, req: &NewVolume) -> OpResult<V
         req.disk_offering_id,
         now()
     ])?;
-    let id = conn.last_insert_rowid();
+    let id = inserted_id;
     if req.name.is_none() {
         conn.prepare_cached("UPDATE volumes SET name = ?1 WHERE id = ?2")?
             .execute(params![format!("DATA-{id}"), id])?;

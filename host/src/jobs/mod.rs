@@ -13,10 +13,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::store::db::{Connection, OptionalExtension, Row, params};
 use parking_lot::RwLock;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tracing::Instrument;
 
 use crate::identity::ListScope;
@@ -31,6 +31,33 @@ tokio::task_local! {
 struct CurrentJob {
     uuid: String,
     manager: JobManager,
+    owner: Option<Owner>,
+}
+
+/// The replica (and its epoch) a job or a pending provider operation belongs to: outcome writes
+/// match it, so a replica whose work was taken over cannot overwrite anything (see `cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub replica: i64,
+    pub epoch: i64,
+}
+
+/// The owner the current job's work runs under (`None` outside a job, or when this process runs
+/// alone and owns everything).
+pub fn current_owner() -> Option<Owner> {
+    CURRENT_JOB.try_with(|j| j.owner).ok().flatten()
+}
+
+/// The condition an outcome write on a row with `owner`/`owner_epoch` columns adds: none when
+/// running alone, else the row must still be this owner's. Parameters `?{n}` and `?{n+1}`.
+pub fn owner_fence(owner: Option<Owner>, first_param: usize) -> String {
+    match owner {
+        None => String::new(),
+        Some(_) => format!(
+            " AND owner = ?{first_param} AND owner_epoch = ?{}",
+            first_param + 1
+        ),
+    }
 }
 
 /// The uuid of the job whose work is running on the current task, if any. Lets lower layers
@@ -65,6 +92,11 @@ const COMPLETION_CHANNEL_CAPACITY: usize = 1024;
 /// Result code of a job that failed for an internal reason (panic, interrupted by restart).
 pub const INTERNAL_ERROR_CODE: i64 = 530;
 /// The reason given to jobs failed at start because the previous process stopped mid-way.
+/// How often a replica's [`JobManager::wait`] re-reads a job another replica may complete.
+const REPLICA_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+/// Why a fenced replica accepts no new job.
+pub const FENCED_TEXT: &str =
+    "This management server lost its membership of the cluster; retry (another one answers)";
 pub const INTERRUPTED_TEXT: &str =
     "Job was interrupted because the management server stopped before it finished";
 
@@ -150,6 +182,8 @@ struct Inner {
     waiting: AtomicUsize,
     /// Notified whenever a job ends or starts waiting on a persisted operation.
     idle: Notify,
+    /// The replica this process is, when it runs as one of several (`None` inside: fenced).
+    owner: RwLock<Option<watch::Receiver<Option<Owner>>>>,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.uuid, j.account_id, a.uuid, j.user_id, u.uuid, a.domain_id, j.cmd, \
@@ -158,7 +192,7 @@ const JOB_COLUMNS: &str = "j.id, j.uuid, j.account_id, a.uuid, j.user_id, u.uuid
 const JOB_FROM: &str =
     "async_jobs j JOIN accounts a ON a.id = j.account_id JOIN users u ON u.id = j.user_id";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+fn job_from_row(r: &Row<'_>) -> crate::store::db::Result<Job> {
     let result: Option<String> = r.get(10)?;
     Ok(Job {
         id: r.get(0)?,
@@ -191,19 +225,51 @@ impl JobManager {
                 running: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 idle: Notify::new(),
+                owner: RwLock::new(None),
             }),
         }
     }
 
+    /// Makes this manager's jobs belong to a replica: new jobs are written with its owner and
+    /// epoch, outcomes are written only while they still match, and running work is dropped
+    /// when the replica fences itself (see `cluster`).
+    pub fn attach_owner(&self, owner: watch::Receiver<Option<Owner>>) {
+        *self.inner.owner.write() = Some(owner);
+    }
+
+    /// Whether jobs here belong to a replica.
+    pub fn is_replica(&self) -> bool {
+        self.inner.owner.read().is_some()
+    }
+
+    /// The owner new jobs get: `Ok(None)` when running alone; an error while fenced (a fenced
+    /// replica starts nothing).
+    pub fn owner(&self) -> Result<Option<Owner>, JobFailure> {
+        match &*self.inner.owner.read() {
+            None => Ok(None),
+            Some(rx) => match *rx.borrow() {
+                Some(owner) => Ok(Some(owner)),
+                None => Err(JobFailure {
+                    code: INTERNAL_ERROR_CODE,
+                    text: FENCED_TEXT.to_string(),
+                }),
+            },
+        }
+    }
+
     /// Inserts the pending job row inside the caller's transaction (so the job exists exactly
-    /// when the change that accepted it commits); returns the job uuid. Start it with
-    /// [`JobManager::spawn`] after the commit.
-    pub fn insert_pending(conn: &Connection, spec: &JobSpec) -> rusqlite::Result<String> {
+    /// when the change that accepted it commits), owned by `owner`; returns the job uuid. Start
+    /// it with [`JobManager::spawn`] after the commit.
+    pub fn insert_pending(
+        conn: &Connection,
+        spec: &JobSpec,
+        owner: Option<Owner>,
+    ) -> crate::store::db::Result<String> {
         let uuid = new_uuid();
         conn.prepare_cached(
             "INSERT INTO async_jobs(uuid, account_id, user_id, cmd, status, result_code,
-                                    instance_type, instance_uuid, created)
-             VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, ?7)",
+                                    instance_type, instance_uuid, created, owner, owner_epoch)
+             VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             uuid,
@@ -212,25 +278,34 @@ impl JobManager {
             spec.cmd,
             spec.instance_type,
             spec.instance_uuid,
-            now()
+            now(),
+            owner.map(|o| o.replica),
+            owner.map(|o| o.epoch),
         ])?;
         Ok(uuid)
     }
 
     /// Records a pending job and starts `work` on tokio; returns the job uuid.
     pub async fn submit(&self, spec: JobSpec, work: JobFuture) -> Result<String, StoreError> {
+        let owner = self
+            .owner()
+            .map_err(|f| StoreError::Task(f.text.to_string()))?;
         let uuid = self
             .inner
             .store
-            .write(move |tx| Ok::<_, StoreError>(Self::insert_pending(tx, &spec)?))
+            .write(move |tx| Ok::<_, StoreError>(Self::insert_pending(tx, &spec, owner)?))
             .await?;
         self.spawn(uuid.clone(), work);
         Ok(uuid)
     }
 
-    /// Runs `work` for an already-recorded pending job and persists its outcome.
+    /// Runs `work` for an already-recorded pending job and persists its outcome. On a replica
+    /// the work runs under the owner the replica has now; if the replica fences itself, the work
+    /// is dropped without writing anything (another replica adopts the job).
     pub fn spawn(&self, job_uuid: String, work: JobFuture) {
         let this = self.clone();
+        let owner_rx = self.inner.owner.read().clone();
+        let owner = owner_rx.as_ref().and_then(|rx| *rx.borrow());
         self.inner.running.fetch_add(1, Ordering::AcqRel);
         // The job's span is a child of the current one (the request that accepted the job).
         let parent = tracing::Span::current();
@@ -240,20 +315,40 @@ impl JobManager {
             let current = CurrentJob {
                 uuid: job_uuid.clone(),
                 manager: this.clone(),
+                owner,
             };
             let work = CURRENT_JOB.scope(current, work).instrument(span);
-            let outcome = match tokio::spawn(work).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    tracing::error!(job = %job_uuid, error = %e, "job task panicked");
-                    Err(JobFailure {
-                        code: INTERNAL_ERROR_CODE,
-                        text: "Internal error executing the job".to_string(),
-                    })
+            let mut task = tokio::spawn(work);
+            let fenced = async {
+                match owner_rx {
+                    Some(mut rx) => {
+                        let _ = rx.wait_for(|now| *now != owner).await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
-            if let Err(e) = this.complete(&job_uuid, outcome).await {
-                tracing::error!(job = %job_uuid, error = %e, "cannot persist job outcome");
+            let outcome = tokio::select! {
+                joined = &mut task => Some(joined),
+                () = fenced => None,
+            };
+            match outcome {
+                None => {
+                    task.abort();
+                    tracing::warn!(job = %job_uuid,
+                        "replica fenced: job dropped here, another replica adopts it");
+                }
+                Some(joined) => {
+                    let outcome = joined.unwrap_or_else(|e| {
+                        tracing::error!(job = %job_uuid, error = %e, "job task panicked");
+                        Err(JobFailure {
+                            code: INTERNAL_ERROR_CODE,
+                            text: "Internal error executing the job".to_string(),
+                        })
+                    });
+                    if let Err(e) = this.complete_as(&job_uuid, outcome, owner).await {
+                        tracing::error!(job = %job_uuid, error = %e, "cannot persist job outcome");
+                    }
+                }
             }
             this.inner.running.fetch_sub(1, Ordering::AcqRel);
             this.inner.idle.notify_waiters();
@@ -291,12 +386,28 @@ impl JobManager {
         }
     }
 
-    /// Persists a terminal outcome (only a pending job changes) and wakes waiters.
+    /// Persists a terminal outcome (only a pending job changes) and wakes waiters. On a
+    /// replica, only a job it still owns under its current epoch.
     pub async fn complete(
         &self,
         job_uuid: &str,
         outcome: Result<Value, JobFailure>,
     ) -> Result<(), StoreError> {
+        let owner = match self.owner() {
+            Ok(owner) => owner,
+            Err(_) => return Ok(()),
+        };
+        self.complete_as(job_uuid, outcome, owner).await.map(|_| ())
+    }
+
+    /// [`JobManager::complete`] fenced by `owner`: `false` when the job is not pending or no
+    /// longer this owner's (nothing is written then).
+    pub(crate) async fn complete_as(
+        &self,
+        job_uuid: &str,
+        outcome: Result<Value, JobFailure>,
+        owner: Option<Owner>,
+    ) -> Result<bool, StoreError> {
         let (status, code, result) = match outcome {
             Ok(v) => (JobStatus::Succeeded, 0, v),
             Err(f) => (
@@ -306,19 +417,36 @@ impl JobManager {
             ),
         };
         let uuid = job_uuid.to_string();
-        self.inner
+        let written = self
+            .inner
             .store
             .write(move |tx| {
-                tx.prepare_cached(
+                let sql = format!(
                     "UPDATE async_jobs SET status = ?1, result_code = ?2, result = ?3, completed = ?4
-                     WHERE uuid = ?5 AND status = 0",
-                )?
-                .execute(params![status as i64, code, result.to_string(), now(), uuid])?;
-                Ok::<_, StoreError>(())
+                     WHERE uuid = ?5 AND status = 0{}",
+                    owner_fence(owner, 6)
+                );
+                let mut st = tx.prepare_cached(&sql)?;
+                let n = match owner {
+                    None => st.execute(params![status as i64, code, result.to_string(), now(), uuid])?,
+                    Some(o) => st.execute(params![
+                        status as i64,
+                        code,
+                        result.to_string(),
+                        now(),
+                        uuid,
+                        o.replica,
+                        o.epoch
+                    ])?,
+                };
+                Ok::<_, StoreError>(n > 0)
             })
             .await?;
+        if !written && owner.is_some() {
+            tracing::warn!(job = %job_uuid, "job outcome not written: the job is no longer this replica's");
+        }
         let _ = self.inner.completed.send(job_uuid.to_string());
-        Ok(())
+        Ok(written)
     }
 
     pub async fn get(&self, job_uuid: &str) -> OpResult<Option<Job>> {
@@ -335,12 +463,23 @@ impl JobManager {
                 Some(job) if job.status != JobStatus::Pending => return Ok(Some(job)),
                 Some(_) => {}
             }
+            // On a replica the job may be adopted and completed by another process, whose
+            // notice never reaches this one: the row is re-read now and then.
+            let recheck = tokio::time::sleep(if self.is_replica() {
+                REPLICA_WAIT_RECHECK
+            } else {
+                std::time::Duration::from_secs(365 * 86_400)
+            });
+            tokio::pin!(recheck);
             loop {
-                match rx.recv().await {
-                    Ok(done) if done == job_uuid => break,
-                    Ok(_) => continue,
-                    // Missed notices or closed channel: re-read the row.
-                    Err(_) => break,
+                tokio::select! {
+                    notice = rx.recv() => match notice {
+                        Ok(done) if done == job_uuid => break,
+                        Ok(_) => continue,
+                        // Missed notices or closed channel: re-read the row.
+                        Err(_) => break,
+                    },
+                    () = &mut recheck => break,
                 }
             }
         }
@@ -350,8 +489,9 @@ impl JobManager {
         self.inner.hooks.write().push(hook);
     }
 
-    /// At start: offers each job left pending by a previous process to the resume hooks, fails
-    /// the rest with [`INTERRUPTED_TEXT`]. Returns (resumed, failed).
+    /// At start of a process that runs alone: offers each job left pending by a previous
+    /// process to the resume hooks, fails the rest with [`INTERRUPTED_TEXT`]. Returns (resumed,
+    /// failed). Replicas of a cluster adopt only the work of dead replicas (`cluster`).
     pub async fn recover_interrupted(&self) -> OpResult<(usize, usize)> {
         let pending: Vec<Job> = self
             .inner
@@ -362,12 +502,18 @@ impl JobManager {
                 ))?;
                 let v = st
                     .query_map([], job_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(v)
             })
             .await?;
+        self.adopt(pending).await
+    }
+
+    /// Resumes `jobs` (pending, and now this process's) through the resume hooks; fails those
+    /// no hook takes with [`INTERRUPTED_TEXT`]. Returns (resumed, failed).
+    pub async fn adopt(&self, jobs: Vec<Job>) -> OpResult<(usize, usize)> {
         let (mut resumed, mut failed) = (0, 0);
-        for job in pending {
+        for job in jobs {
             let hooks = self.inner.hooks.read().clone();
             if let Some(work) = hooks.iter().find_map(|h| h.resume(&job)) {
                 tracing::info!(job = %job.uuid, cmd = %job.cmd, "resuming interrupted job");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bnr_runtime::types::{
-    BackupOptions, BackupRef, Instance, OperationResult, PollStatus, RestoreTarget, Started,
-    Volume, VolumeKind, Zone,
+    BackupOptions, BackupRef, Instance, OperationResult, PollStatus, ProviderError, RestoreTarget,
+    Started, Volume, VolumeKind, Zone,
 };
 use bnr_runtime::{CallContext, CallError, Grants, Provider, Runtime, setting_prefix};
 
@@ -17,6 +17,7 @@ pub const OPERATION_BOUND: Duration = Duration::from_secs(300);
 /// The clauses of the contract proper, in order (besides loading and the bound).
 const CONTRACT: &[&str] = &[
     "policies list",
+    CREDENTIALS,
     "validate agrees with the list",
     "assign",
     "back up and poll to the end",
@@ -26,6 +27,10 @@ const CONTRACT: &[&str] = &[
     "remove",
     "errors are typed",
 ];
+/// The clause that a refused credential is `unauthorized` and names the settings to check.
+const CREDENTIALS: &str = "refused credentials name their settings";
+/// Appended to every secret setting given, to make the vendor refuse them.
+const WRONG_SECRET_SUFFIX: &str = "-bnr-check-wrong";
 /// Pause between polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -141,10 +146,11 @@ pub async fn run(rt: &Arc<Runtime>, wasm: Vec<u8>, settings: &[(String, String)]
     }
     let values: HashMap<String, String> = settings.iter().cloned().collect();
     let grants = Grants::derive(provider.info(), &values, None, &[]);
-    let ctx = CallContext::new("bnr-check-zone", values, grants);
+    let ctx = CallContext::new("bnr-check-zone", values.clone(), grants);
     let mut checker = Checker {
         provider,
         ctx,
+        values,
         bound_hits: Vec::new(),
     };
     checker.contract(&mut clauses).await;
@@ -165,6 +171,8 @@ pub async fn run(rt: &Arc<Runtime>, wasm: Vec<u8>, settings: &[(String, String)]
 struct Checker {
     provider: Arc<Provider>,
     ctx: CallContext,
+    /// The settings given on the command line.
+    values: HashMap<String, String>,
     bound_hits: Vec<String>,
 }
 
@@ -208,6 +216,9 @@ impl Checker {
                 .collect::<Vec<_>>()
                 .join(", "),
         ));
+        let credentials = self.credentials(&zone).await;
+        clauses.push(credentials);
+
         let mut disagreements = Vec::new();
         for policy in &policies {
             match provider
@@ -334,6 +345,64 @@ impl Checker {
                 Err(e) => Clause::fail("errors are typed", self.note("poll-operation", &e)),
             },
         );
+    }
+
+    /// Lists the policies again with every secret setting given made wrong: the vendor's
+    /// refusal must come back as `unauthorized`, naming a setting the operator can check.
+    async fn credentials(&mut self, zone: &Zone) -> Clause {
+        let secrets: Vec<String> = self
+            .provider
+            .info()
+            .settings
+            .iter()
+            .filter(|s| s.secret && self.values.contains_key(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
+        if secrets.is_empty() {
+            return Clause::pass(CREDENTIALS, "no secret setting given");
+        }
+        let mut wrong = self.values.clone();
+        for name in &secrets {
+            if let Some(value) = wrong.get_mut(name) {
+                value.push_str(WRONG_SECRET_SUFFIX);
+            }
+        }
+        let grants = Grants::derive(self.provider.info(), &wrong, None, &[]);
+        let ctx = CallContext::new("bnr-check-zone", wrong, grants);
+        let provider = self.provider.clone();
+        match provider.list_policies(&ctx, zone).await {
+            Err(CallError::Provider(ProviderError::Unauthorized(message))) => {
+                let declared = &self.provider.info().settings;
+                if declared.iter().any(|s| message.contains(&s.name)) {
+                    Clause::pass(CREDENTIALS, message)
+                } else {
+                    Clause::fail(
+                        CREDENTIALS,
+                        format!(
+                            "unauthorized, but no setting is named for the operator to check \
+                             (the SDK's `HttpError::naming_credentials` does it): {message}"
+                        ),
+                    )
+                }
+            }
+            Ok(_) => Clause::fail(
+                CREDENTIALS,
+                format!(
+                    "list-policies succeeded with wrong values of {}",
+                    secrets.join(", ")
+                ),
+            ),
+            Err(e) => {
+                let reason = self.note("list-policies", &e);
+                Clause::fail(
+                    CREDENTIALS,
+                    format!(
+                        "wrong {} did not give unauthorized: {reason}",
+                        secrets.join(", ")
+                    ),
+                )
+            }
+        }
     }
 
     /// A `start-*` answer driven to its result: polled while pending, within the bound.

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::store::db::params;
 use jiff::Timestamp;
-use rusqlite::params;
 use serde_json::json;
 
 use super::sync::{OperationOrigin, ProviderResolver, SyncReport, Syncer, ZoneProvider};
@@ -136,7 +136,7 @@ async fn apply_retention(service: &Arc<BackupService>, caller: &Caller, run: &Sc
                      ORDER BY date, id",
                 )?
                 .query_map([schedule_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::Result<_>>()?;
             let excess = ids
                 .len()
                 .saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));
@@ -355,11 +355,21 @@ impl Scheduler {
 
     /// Starts the background loop (every `backup.framework.sync.interval` seconds).
     pub fn spawn_loop(&self) -> tokio::task::JoinHandle<()> {
+        self.spawn_loop_led(None)
+    }
+
+    /// [`Scheduler::spawn_loop`] on a replica of a cluster: ticks and syncs only while
+    /// `leader` says this replica holds the scheduler lease, and at once when it gains it.
+    pub fn spawn_loop_led(
+        &self,
+        leader: Option<tokio::sync::watch::Receiver<Option<i64>>>,
+    ) -> tokio::task::JoinHandle<()> {
         Background {
             ticker: self.ticker.clone(),
             syncer: Some(self.syncer.clone()),
             settings: self.settings.clone(),
             heartbeat: self.heartbeat.clone(),
+            leader,
         }
         .spawn()
     }

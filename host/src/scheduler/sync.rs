@@ -25,9 +25,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::store::db::{Connection, Transaction, params};
 use jiff::Timestamp;
 use parking_lot::RwLock;
-use rusqlite::{Connection, Transaction, params};
 use serde_json::json;
 
 use super::usage::{self, UsageChanges};
@@ -186,8 +186,8 @@ impl From<crate::store::StoreError> for SyncError {
     }
 }
 
-impl From<rusqlite::Error> for SyncError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::db::Error> for SyncError {
+    fn from(e: crate::store::db::Error) -> Self {
         SyncError::Store(OpError::from(e))
     }
 }
@@ -245,7 +245,7 @@ impl Syncer {
                 )?;
                 let zones = st
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(zones)
             })
             .await
@@ -979,7 +979,7 @@ fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expir
                 deadline: r.get(7)?,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?
+        .collect::<crate::store::db::Result<_>>()?
     };
     // Operations after the backups: a backup's deadline is its operation's.
     let ops: Vec<ExpiredOp> = {
@@ -1003,13 +1003,13 @@ fn expire_in_tx(tx: &Transaction<'_>, zone_id: i64, cutoff: i64) -> Result<Expir
                 payload: r.get(5)?,
                 job_uuid: r.get(6)?,
                 job_status: r.get(7)?,
-                owner: match (r.get::<_, Option<i64>>(8)?, r.get::<_, Option<i64>>(9)?) {
+                owner: match (r.get::<Option<i64>>(8)?, r.get::<Option<i64>>(9)?) {
                     (Some(a), Some(d)) => Some((a, d, r.get(10)?)),
                     _ => None,
                 },
             })
         })?
-        .collect::<rusqlite::Result<_>>()?
+        .collect::<crate::store::db::Result<_>>()?
     };
     for op in ops {
         let ExpiredOp {

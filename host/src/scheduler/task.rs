@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -42,6 +43,10 @@ pub struct Background {
     pub settings: Settings,
     /// Unix seconds of the loop's start, then of its last tick (readiness looks at it).
     pub heartbeat: Arc<AtomicI64>,
+    /// On a replica of a cluster: `Some(term)` while it holds the scheduler lease. Only the
+    /// leader ticks and syncs; a new leader ticks at once. `None`: the process runs alone and
+    /// always ticks.
+    pub leader: Option<watch::Receiver<Option<i64>>>,
 }
 
 impl Background {
@@ -66,9 +71,29 @@ impl Background {
             interval_secs = interval.as_secs(),
             "backup scheduler started"
         );
+        let mut leader = self.leader.clone();
+        // Whether the last run ticked as the leader: a replica that gains the lease since
+        // ticks at once instead of waiting an interval.
+        let mut leading = false;
         loop {
+            let gained_leadership = async {
+                match leader.as_mut() {
+                    Some(rx) => loop {
+                        if !leading && rx.borrow_and_update().is_some() {
+                            return;
+                        }
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    },
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep_until(last + interval) => {}
+                () = gained_leadership => {
+                    tracing::info!("this replica leads the scheduler: ticking now");
+                }
                 change = changes.recv() => {
                     match change {
                         Ok(c) if c.name != BACKUP_SYNC_INTERVAL => continue,
@@ -88,6 +113,13 @@ impl Background {
             last = Instant::now();
             let now = Timestamp::now();
             self.heartbeat.store(now.as_second(), Ordering::Release);
+            if let Some(rx) = &leader {
+                leading = rx.borrow().is_some();
+                if !leading {
+                    // A follower: the leader ticks; this loop only stays ready to take over.
+                    continue;
+                }
+            }
             if let Some(metrics) = crate::metrics::get() {
                 metrics.scheduler_ticked(now.as_second());
             }

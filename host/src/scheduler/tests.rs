@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::store::db::params;
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use rusqlite::params;
 use serde_json::json;
 
 use super::tick::{ScheduledRun, ScheduledWork, SkipReason, Ticker};
@@ -83,13 +83,13 @@ impl Env {
         let zone_id = boot.zone_id;
         let offering_id = store
             .write_blocking(|tx| {
-                tx.execute(
+                let inserted_id = tx.insert(
                     "INSERT INTO backup_offerings(uuid, name, description, external_id, zone_id,
                                                   provider, user_driven, created)
                      VALUES ('off-1', 'Gold', 'gold', 'gold-policy', ?1, 'dummy', 1, 0)",
                     [zone_id],
                 )?;
-                Ok::<_, OpError>(tx.last_insert_rowid())
+                Ok::<_, OpError>(inserted_id)
             })
             .unwrap();
         Env {
@@ -110,14 +110,14 @@ impl Env {
         let name = name.to_string();
         self.store
             .write_blocking(move |tx| {
-                tx.execute(
+                let inserted_id = tx.insert(
                     "INSERT INTO vms(uuid, name, display_name, internal_name, account_id, domain_id,
                                      zone_id, service_offering_id, template_id, state,
                                      backup_offering_id, created)
                      VALUES (?1, ?2, ?2, ?2, 1, 1, ?3, 1, 1, 'Running', ?4, 0)",
                     params![format!("vm-{name}"), name, zone, offering],
                 )?;
-                Ok::<_, OpError>(tx.last_insert_rowid())
+                Ok::<_, OpError>(inserted_id)
             })
             .unwrap()
     }
@@ -126,7 +126,7 @@ impl Env {
         let (interval, text) = (interval.to_string(), text.to_string());
         self.store
             .write_blocking(move |tx| {
-                tx.execute(
+                let inserted_id = tx.insert(
                     "INSERT INTO backup_schedules(uuid, vm_id, interval_type, schedule, timezone,
                                                   next_run, max_backups, account_id, domain_id,
                                                   created)
@@ -139,7 +139,7 @@ impl Env {
                         next_run
                     ],
                 )?;
-                Ok::<_, OpError>(tx.last_insert_rowid())
+                Ok::<_, OpError>(inserted_id)
             })
             .unwrap()
     }
@@ -211,6 +211,65 @@ async fn a_due_schedule_starts_once_and_moves_to_the_next_slot_when_its_job_ends
     assert_eq!(reaped.reaped, 1);
     assert!(reaped.started.is_empty());
     assert_eq!(env.schedule_row(sched).unwrap(), (slot + DAY, None));
+}
+
+/// Another ticker on the same database file, as a second replica (or a second leader) has:
+/// its own connections, its own job manager, the same recording work.
+fn claimer(env: &Env) -> (Ticker, JobManager) {
+    let store = Store::open(env.store.path().unwrap()).unwrap();
+    let settings = Settings::load(store.clone()).unwrap();
+    let jobs = JobManager::new(store.clone());
+    let ticker = Ticker::new(store, settings, jobs.clone(), env.work.clone());
+    (ticker, jobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_concurrent_tickers_start_exactly_one_job_per_schedule_and_slot() {
+    const SCHEDULES: i64 = 120;
+    const HOURS: i64 = 6;
+    let env = Env::new();
+    for n in 0..SCHEDULES {
+        let vm = env.vm(&format!("c{n}"));
+        // Hourly at minute n % 60: slots spread over the hour.
+        let minute = n % 60;
+        env.schedule(vm, "HOURLY", &format!("{minute:02}"), T0 + minute * 60);
+    }
+    let claimers: Vec<(Ticker, JobManager)> = (0..4).map(|_| claimer(&env)).collect();
+    for hour in 0..HOURS {
+        // Every ticker ticks at once, twice an hour (each half sees due and not-yet-due slots).
+        for half in [30 * 60 - 1, HOUR - 1] {
+            let now = at(T0 + hour * HOUR + half);
+            let ticks: Vec<_> = claimers
+                .iter()
+                .map(|(ticker, jobs)| {
+                    let (ticker, jobs) = (ticker.clone(), jobs.clone());
+                    tokio::spawn(async move {
+                        let report = ticker.tick(now).await.unwrap();
+                        for job in &report.started {
+                            jobs.wait(job).await.unwrap().unwrap();
+                        }
+                        report.started.len()
+                    })
+                })
+                .collect();
+            for t in ticks {
+                t.await.unwrap();
+            }
+        }
+    }
+    let runs = env.work.runs.lock().clone();
+    let mut per_slot = std::collections::HashMap::<(i64, i64), usize>::new();
+    for run in &runs {
+        *per_slot.entry((run.schedule_id, run.slot)).or_default() += 1;
+    }
+    let duplicated: Vec<_> = per_slot.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated slots: {duplicated:?}");
+    // Every schedule ran in every hour: slot minute m of hour h, none missed.
+    assert_eq!(per_slot.len() as i64, SCHEDULES * HOURS);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM async_jobs WHERE cmd = 'createBackup'"),
+        SCHEDULES * HOURS
+    );
 }
 
 #[tokio::test]
@@ -351,14 +410,14 @@ fn backup(env: &Env, vm: i64, size: i64, protected: i64) -> i64 {
     let (zone, offering) = (env.zone_id, env.offering_id);
     env.store
         .write_blocking(move |tx| {
-            tx.execute(
+            let inserted_id = tx.insert(
                 "INSERT INTO backups(uuid, name, vm_id, external_id, date, size, protected_size,
                                      status, backup_offering_id, account_id, domain_id, zone_id)
                  VALUES (lower(hex(randomblob(16))), 'b', ?1, lower(hex(randomblob(8))), 0, ?2,
                          ?3, 'BackedUp', ?4, 1, 1, ?5)",
                 params![vm, size, protected, offering, zone],
             )?;
-            Ok::<_, OpError>(tx.last_insert_rowid())
+            Ok::<_, OpError>(inserted_id)
         })
         .unwrap()
 }

@@ -14,12 +14,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::store::db::{Connection, OptionalExtension, Transaction, params};
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::schedule::{IntervalType, Schedule};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, Settings};
-use crate::jobs::{JobFuture, JobManager, JobSpec};
+use crate::jobs::{JobFuture, JobManager, JobSpec, Owner};
 use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpError, Store};
 
@@ -109,8 +109,8 @@ impl From<crate::store::StoreError> for TickError {
     }
 }
 
-impl From<rusqlite::Error> for TickError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::db::Error> for TickError {
+    fn from(e: crate::store::db::Error) -> Self {
         TickError::Store(OpError::from(e))
     }
 }
@@ -208,9 +208,13 @@ impl Ticker {
             .iter()
             .map(|(d, _)| (d.uuid.clone(), d.next_run))
             .collect();
+        // A fenced replica starts nothing (its jobs could never record an outcome).
+        let Ok(owner) = self.jobs.owner() else {
+            return Ok(report);
+        };
         let (started, deleted, no_user) = self
             .store
-            .write(move |tx| apply_verdicts(tx, verdicts, now_s))
+            .write(move |tx| apply_verdicts(tx, verdicts, now_s, owner))
             .await?;
         report.deleted = deleted;
         report.skipped.extend(no_user);
@@ -267,9 +271,11 @@ fn judge(d: &Due, mut zone_enabled: impl FnMut(i64) -> bool) -> Verdict {
 /// The start bounds it from below, so a clock that disagrees with the jobs' timestamps (an
 /// injected one in tests) still never plans a slot the run already covered.
 fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
-    let finished: Vec<(i64, String, String, String, i64, Option<i64>)> = {
+    type Finished = (i64, i64, String, String, String, i64, Option<i64>);
+    let finished: Vec<Finished> = {
         let mut st = tx.prepare_cached(
-            "SELECT s.id, s.interval_type, s.schedule, s.timezone, s.next_run, j.completed
+            "SELECT s.id, s.async_job_id, s.interval_type, s.schedule, s.timezone, s.next_run,
+                    j.completed
              FROM backup_schedules s JOIN async_jobs j ON j.id = s.async_job_id
              WHERE s.async_job_id IS NOT NULL AND j.status != 0",
         )?;
@@ -281,19 +287,24 @@ fn reap_finished(tx: &Transaction<'_>, now: i64) -> Result<usize, TickError> {
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(6)?,
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?
+        .collect::<crate::store::db::Result<_>>()?
     };
+    // Conditional on the finished job still being the schedule's: a concurrent reaper (another
+    // replica) may have moved it on and a tick started the next run already.
     let mut update = tx.prepare_cached(
-        "UPDATE backup_schedules SET next_run = ?1, async_job_id = NULL WHERE id = ?2",
+        "UPDATE backup_schedules SET next_run = ?1, async_job_id = NULL
+         WHERE id = ?2 AND async_job_id = ?3",
     )?;
-    for (id, interval, text, tz, started, completed) in &finished {
+    let mut reaped = 0;
+    for (id, job_id, interval, text, tz, started, completed) in &finished {
         let ended = completed.map_or(now, |c| c.min(now));
         let next = next_slot(*id, interval, text, tz, ended.max(*started));
-        update.execute(params![next, id])?;
+        reaped += update.execute(params![next, id, job_id])?;
     }
-    Ok(finished.len())
+    Ok(reaped)
 }
 
 /// The next slot strictly after `after` (Unix seconds) of a stored schedule.
@@ -347,7 +358,7 @@ fn select_due(conn: &Connection, now: i64) -> Result<Vec<Due>, TickError> {
                             Some(_) => Some((r.get(16)?, r.get(17)?)),
                             None => None,
                         },
-                        account_usable: r.get::<_, Option<bool>>(18)?.unwrap_or(false),
+                        account_usable: r.get::<Option<bool>>(18)?.unwrap_or(false),
                     })
                 }
             };
@@ -362,7 +373,7 @@ fn select_due(conn: &Connection, now: i64) -> Result<Vec<Due>, TickError> {
                 vm,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -371,32 +382,29 @@ type Applied = (Vec<ScheduledRun>, usize, Vec<(String, SkipReason)>);
 /// In one transaction: deletes the schedules of vanished/unassigned instances and, for each
 /// startable one still idle and due, inserts the pending job, the Scheduled event and the
 /// in-flight marker.
+///
+/// Every change is a conditional write that names the state the verdict was made on (idle and
+/// due at `now`), never a read followed by a write: several tickers (replicas, or two leaders
+/// during a hand-over) may run this at once, and only the one whose write matches a row acts on
+/// it. On PostgreSQL the losing `UPDATE` waits for the winner's commit, then re-evaluates its
+/// `WHERE` on the new row and matches nothing; on SQLite writers are serialised.
 fn apply_verdicts(
     tx: &Transaction<'_>,
     verdicts: Vec<(Due, Verdict)>,
     now: i64,
+    owner: Option<Owner>,
 ) -> Result<Applied, TickError> {
     let mut started = Vec::new();
     let mut deleted = 0;
     let mut no_user = Vec::new();
     let mut users: HashMap<i64, Option<i64>> = HashMap::new();
     for (d, verdict) in verdicts {
-        // Re-check under the write lock: the schedule may have been deleted, updated or started
-        // since the snapshot the verdict was made on.
-        let still_due: bool = tx
-            .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM backup_schedules
-                               WHERE id = ?1 AND async_job_id IS NULL AND next_run <= ?2)",
-            )?
-            .query_row(params![d.id, now], |r| r.get(0))?;
-        if !still_due {
-            continue;
-        }
         match verdict {
             Verdict::Skip(_) => {}
             Verdict::Delete(why) => {
-                delete_schedule(tx, &d, why)?;
-                deleted += 1;
+                if delete_schedule(tx, &d, why, now)? {
+                    deleted += 1;
+                }
             }
             Verdict::Start => {
                 let Some(vm) = &d.vm else { continue };
@@ -410,6 +418,11 @@ fn apply_verdicts(
                 let Ok(interval) = d.interval.parse::<IntervalType>() else {
                     continue;
                 };
+                // The claim: only the writer whose update matches the idle, due row goes on.
+                // It holds the row (PostgreSQL: its lock; SQLite: the write lock) until commit.
+                let Some(slot) = claim_slot(tx, d.id, now)? else {
+                    continue;
+                };
                 let spec = JobSpec {
                     account_id: vm.account_id,
                     user_id,
@@ -417,7 +430,7 @@ fn apply_verdicts(
                     instance_type: Some("VirtualMachine".to_string()),
                     instance_uuid: Some(vm.uuid.clone()),
                 };
-                let job_uuid = JobManager::insert_pending(tx, &spec)?;
+                let job_uuid = JobManager::insert_pending(tx, &spec, owner)?;
                 let job_id: i64 = tx
                     .prepare_cached("SELECT id FROM async_jobs WHERE uuid = ?1")?
                     .query_row([&job_uuid], |r| r.get(0))?;
@@ -442,7 +455,8 @@ fn apply_verdicts(
                 // While the run is in flight `next_run` holds the instant it started (no earlier
                 // than its slot): its next slot is computed from there when it is reaped.
                 tx.prepare_cached(
-                    "UPDATE backup_schedules SET async_job_id = ?1, next_run = MAX(next_run, ?2)
+                    "UPDATE backup_schedules SET async_job_id = ?1,
+                            next_run = CASE WHEN next_run > ?2 THEN next_run ELSE ?2 END
                      WHERE id = ?3",
                 )?
                 .execute(params![job_id, now, d.id])?;
@@ -453,7 +467,7 @@ fn apply_verdicts(
                     interval,
                     max_backups: d.max_backups,
                     quiesce: d.quiesce,
-                    slot: d.next_run,
+                    slot,
                     vm_id: vm.id,
                     vm_uuid: vm.uuid.clone(),
                     zone_id: vm.zone_id,
@@ -465,6 +479,20 @@ fn apply_verdicts(
         }
     }
     Ok((started, deleted, no_user))
+}
+
+/// Claims the slot of schedule `id` if it is still idle and due at `now`: a conditional update
+/// (a no-op on the row's values) whose `RETURNING` names the slot; `None` when another ticker
+/// got there first, or the schedule changed or went away since it was selected.
+fn claim_slot(tx: &Transaction<'_>, id: i64, now: i64) -> Result<Option<i64>, TickError> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE backup_schedules SET next_run = next_run
+             WHERE id = ?1 AND async_job_id IS NULL AND next_run <= ?2
+             RETURNING next_run",
+        )?
+        .query_row(params![id, now], |r| r.get(0))
+        .optional()?)
 }
 
 /// The user a scheduled job runs as: the owner account's first enabled user (CloudStack uses
@@ -479,9 +507,19 @@ fn job_user(conn: &Connection, account_id: i64) -> Result<Option<i64>, TickError
         .optional()?)
 }
 
-fn delete_schedule(tx: &Transaction<'_>, d: &Due, why: &str) -> Result<(), TickError> {
-    tx.prepare_cached("DELETE FROM backup_schedules WHERE id = ?1")?
-        .execute([d.id])?;
+/// Deletes the schedule if it is still idle and due (a conditional delete, like the claim);
+/// `false` when another ticker or a user changed it first.
+fn delete_schedule(tx: &Transaction<'_>, d: &Due, why: &str, now: i64) -> Result<bool, TickError> {
+    let gone = tx
+        .prepare_cached(
+            "DELETE FROM backup_schedules WHERE id = ?1 AND async_job_id IS NULL AND next_run <= ?2
+             RETURNING id",
+        )?
+        .query_row(params![d.id, now], |r| r.get::<i64>(0))
+        .optional()?;
+    if gone.is_none() {
+        return Ok(false);
+    }
     tracing::info!(schedule = %d.uuid, reason = why, "deleted backup schedule");
     let (account_id, domain_id) =
         d.vm.as_ref()
@@ -501,5 +539,5 @@ fn delete_schedule(tx: &Transaction<'_>, d: &Due, why: &str) -> Result<(), TickE
             resource_uuid: Some(&d.uuid),
         },
     )?;
-    Ok(())
+    Ok(true)
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, Row, params};
+use crate::store::db::{Connection, Dialect, Row, params};
 
 use crate::identity::ListScope;
 use crate::store::OpResult;
@@ -25,12 +25,22 @@ use crate::store::query::{Filter, Listed, Page};
 /// `Failed`, `Removed` and `Expunged`).
 pub const COUNTED_STATUSES_SQL: &str = "status NOT IN ('Failed', 'Removed', 'Expunged')";
 
-/// Sums of backup sizes that cannot overflow: SQLite's `SUM` of integers fails with "integer
-/// overflow" (which would fail every later sync pass of the zone), `TOTAL` sums in floating
-/// point (exact up to 2^53) and the result is capped below `i64::MAX`.
-const SIZE_SUM: &str = "CAST(MIN(TOTAL(size), 9.0e18) AS INTEGER)";
-/// See [`SIZE_SUM`].
-const PROTECTED_SIZE_SUM: &str = "CAST(MIN(TOTAL(protected_size), 9.0e18) AS INTEGER)";
+/// Sums of `size` and `protected_size` that cannot overflow: SQLite's `SUM` of integers fails
+/// with "integer overflow" (which would fail every later sync pass of the zone), `TOTAL` sums in
+/// floating point (exact up to 2^53); PostgreSQL sums bigints exactly as numeric. Both results
+/// are capped below `i64::MAX`.
+fn size_sums(conn: &Connection) -> &'static str {
+    match conn.dialect() {
+        Dialect::Sqlite => {
+            "CAST(MIN(TOTAL(size), 9.0e18) AS INTEGER), \
+             CAST(MIN(TOTAL(protected_size), 9.0e18) AS INTEGER)"
+        }
+        Dialect::Postgres => {
+            "CAST(LEAST(COALESCE(SUM(size), 0), 9000000000000000000) AS BIGINT), \
+             CAST(LEAST(COALESCE(SUM(protected_size), 0), 9000000000000000000) AS BIGINT)"
+        }
+    }
+}
 
 const SECONDS_PER_HOUR: f64 = 3600.0;
 const BYTES_PER_GIB: f64 = (1u64 << 30) as f64;
@@ -85,9 +95,10 @@ pub fn refresh_pair(
         )?
         .query_row(params![vm_id, offering_id], owner_from_row)
         .ok();
+    let sums = size_sums(conn);
     let backups: Option<(Totals, Owner)> = conn
         .prepare_cached(&format!(
-            "SELECT {SIZE_SUM}, {PROTECTED_SIZE_SUM}, MIN(account_id), MIN(domain_id), MIN(zone_id),
+            "SELECT {sums}, MIN(account_id), MIN(domain_id), MIN(zone_id),
                     COUNT(*)
              FROM backups
              WHERE vm_id = ?1 AND backup_offering_id = ?2 AND removed IS NULL
@@ -130,8 +141,9 @@ pub fn refresh_pair(
 pub fn refresh_zone(conn: &Connection, zone_id: i64, at: i64) -> OpResult<UsageChanges> {
     let mut current: HashMap<(i64, i64), (Totals, Owner)> = HashMap::new();
     {
+        let sums = size_sums(conn);
         let mut st = conn.prepare_cached(&format!(
-            "SELECT vm_id, backup_offering_id, {SIZE_SUM}, {PROTECTED_SIZE_SUM},
+            "SELECT vm_id, backup_offering_id, {sums},
                     MIN(account_id), MIN(domain_id)
              FROM backups
              WHERE zone_id = ?1 AND removed IS NULL AND vm_id IS NOT NULL
@@ -212,7 +224,7 @@ pub fn refresh_zone(conn: &Connection, zone_id: i64, at: i64) -> OpResult<UsageC
     Ok(changes)
 }
 
-fn owner_from_row(r: &Row<'_>) -> rusqlite::Result<Owner> {
+fn owner_from_row(r: &Row<'_>) -> crate::store::db::Result<Owner> {
     Ok(Owner {
         account_id: r.get(0)?,
         domain_id: r.get(1)?,
@@ -352,7 +364,7 @@ pub fn records(
          ORDER BY u.vm_id, u.backup_offering_id, u.start_date, u.id"
     );
     let mut st = conn.prepare(&sql)?;
-    let mut rows = st.query(rusqlite::params_from_iter(f.values().iter()))?;
+    let mut rows = st.query(crate::store::db::params_from_iter(f.values().iter()))?;
     let mut out: Vec<UsageRecord> = Vec::new();
     let mut last_key: Option<(i64, i64)> = None;
     while let Some(r) = rows.next()? {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use crate::store::db::{Connection, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{Offering, VolumeInfo, get_offering, vm_backup_fields};

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::Value;
+use crate::store::db::{Connection, OptionalExtension, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{
@@ -115,13 +115,11 @@ impl BackupService {
                 let volumes = vm::volumes_of_vm(tx, vm.id)?;
                 let infos: Vec<VolumeInfo> = volumes.iter().map(VolumeInfo::of).collect();
                 let uuid = new_uuid();
-                tx.prepare_cached(
+                let inserted_id = tx.insert(
                     "INSERT INTO backups(uuid, name, description, vm_id, type, date, status,
                                          backup_offering_id, account_id, domain_id, zone_id,
                                          backed_volumes, backup_schedule_id, interval_type)
-                     VALUES (?1, ?2, ?3, ?4, 'FULL', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )?
-                .execute(params![
+                     VALUES (?1, ?2, ?3, ?4, 'FULL', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)", params![
                     uuid,
                     name,
                     req.description,
@@ -136,7 +134,7 @@ impl BackupService {
                     req.schedule_id,
                     interval
                 ])?;
-                let backup_id = tx.last_insert_rowid();
+                let backup_id = inserted_id;
                 let os_name: Option<String> = tx
                     .prepare_cached("SELECT os_type_name FROM templates WHERE uuid = ?1")?
                     .query_row([&vm.template_uuid], |r| r.get(0))
@@ -479,7 +477,9 @@ fn list_backups(c: &Connection, caller: &Caller, q: &BackupQuery) -> BackupResul
         };
         let n: i64 = c
             .prepare_cached(&format!("SELECT COUNT(*) FROM {from}{}", f.where_sql()))?
-            .query_row(rusqlite::params_from_iter(f.values().iter()), |r| r.get(0))?;
+            .query_row(crate::store::db::params_from_iter(f.values().iter()), |r| {
+                r.get(0)
+            })?;
         u64::try_from(n).unwrap_or(0)
     };
     drop(countable);
@@ -518,8 +518,8 @@ fn list_backups(c: &Connection, caller: &Caller, q: &BackupQuery) -> BackupResul
         .chain([Value::Integer(limit), Value::Integer(offset)]);
     let mut items = c
         .prepare_cached(&sql)?
-        .query_map(rusqlite::params_from_iter(values), backup_from_row)?
-        .collect::<rusqlite::Result<Vec<Backup>>>()?;
+        .query_map(crate::store::db::params_from_iter(values), backup_from_row)?
+        .collect::<crate::store::db::Result<Vec<Backup>>>()?;
     if q.with_details {
         for b in &mut items {
             b.details = Some(backup_details(c, b.id)?);
@@ -562,9 +562,11 @@ fn count_from_counters(
     };
     let n: i64 = c
         .prepare_cached(&format!(
-            "SELECT coalesce(sum(k.live), 0) FROM {from}{}",
+            "SELECT CAST(coalesce(sum(k.live), 0) AS BIGINT) FROM {from}{}",
             f.where_sql()
         ))?
-        .query_row(rusqlite::params_from_iter(f.values().iter()), |r| r.get(0))?;
+        .query_row(crate::store::db::params_from_iter(f.values().iter()), |r| {
+            r.get(0)
+        })?;
     Ok(u64::try_from(n).unwrap_or(0))
 }

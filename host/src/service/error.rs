@@ -54,9 +54,9 @@ impl From<OpError> for BackupError {
     }
 }
 
-impl From<rusqlite::Error> for BackupError {
-    fn from(e: rusqlite::Error) -> Self {
-        BackupError::Store(StoreError::Sqlite(e))
+impl From<crate::store::db::Error> for BackupError {
+    fn from(e: crate::store::db::Error) -> Self {
+        BackupError::Store(StoreError::Sql(e))
     }
 }
 

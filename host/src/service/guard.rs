@@ -26,9 +26,10 @@ impl ExpungeGuard for BackupService {
                             "SELECT COUNT(*) FROM backups WHERE zone_id = ?1 AND vm_id = ?2
                              AND backup_offering_id = ?3 AND removed IS NULL",
                         )?
-                        .query_row(rusqlite::params![vm.zone_id, vm_id, offering_id], |r| {
-                            r.get(0)
-                        })?;
+                        .query_row(
+                            crate::store::db::params![vm.zone_id, vm_id, offering_id],
+                            |r| r.get(0),
+                        )?;
                     Ok(Some((vm, offering, offering_id, backups)))
                 })
                 .await?;

@@ -32,7 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::db::{Connection, OptionalExtension};
 
 pub use backups::{BackupQuery, CreateBackup};
 pub use error::{BackupError, BackupResult};
@@ -223,7 +223,7 @@ fn record_event(
                 "SELECT o.provider FROM backups b \
                  JOIN backup_offerings o ON o.id = b.backup_offering_id WHERE b.uuid = ?1",
             )?
-            .query_row([uuid], |r| r.get::<_, String>(0))
+            .query_row([uuid], |r| r.get::<String>(0))
             .optional()?,
         _ => None,
     };

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use crate::store::db::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Volume;
@@ -113,7 +113,7 @@ pub(crate) const OFFERING_COLUMNS: &str = "o.id, o.uuid, o.name, o.description, 
      o.zone_id, z.uuid, z.name, o.provider, o.user_driven, o.created, o.removed";
 pub(crate) const OFFERING_FROM: &str = "backup_offerings o JOIN zones z ON z.id = o.zone_id";
 
-pub(crate) fn offering_from_row(r: &Row<'_>) -> rusqlite::Result<Offering> {
+pub(crate) fn offering_from_row(r: &Row<'_>) -> crate::store::db::Result<Offering> {
     Ok(Offering {
         id: r.get(0)?,
         uuid: r.get(1)?,
@@ -203,7 +203,7 @@ pub(crate) const BACKUP_FROM: &str = "backups b LEFT JOIN vms v ON v.id = b.vm_i
      JOIN accounts a ON a.id = b.account_id JOIN domains d ON d.id = b.domain_id \
      JOIN zones z ON z.id = b.zone_id";
 
-pub(crate) fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<Backup> {
+pub(crate) fn backup_from_row(r: &Row<'_>) -> crate::store::db::Result<Backup> {
     let vm_id: Option<i64> = r.get(4)?;
     let offering_id: i64 = r.get(14)?;
     let vm_offering: Option<i64> = r.get(29)?;
@@ -238,7 +238,7 @@ pub(crate) fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<Backup> {
         zone_name: r.get(25)?,
         volumes: r.get(26)?,
         interval_type: r
-            .get::<_, Option<String>>(27)?
+            .get::<Option<String>>(27)?
             .unwrap_or_else(|| "MANUAL".into()),
         schedule_id: r.get(28)?,
         vm_offering_removed: vm_offering != Some(offering_id),
@@ -272,11 +272,11 @@ pub(crate) fn backup_details(
         conn.prepare_cached("SELECT name, value FROM backup_details WHERE backup_id = ?1")?;
     let mut map: BTreeMap<String, String> = st
         .query_map([backup_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     if let Some(so) = map.get(detail::SERVICE_OFFERING_ID).cloned()
         && let Some(name) = conn
             .prepare_cached("SELECT name FROM service_offerings WHERE uuid = ?1")?
-            .query_row([so], |r| r.get::<_, String>(0))
+            .query_row([so], |r| r.get::<String>(0))
             .optional()?
     {
         map.insert("serviceofferingname".into(), name);
@@ -284,7 +284,7 @@ pub(crate) fn backup_details(
     if let Some(t) = map.get(detail::TEMPLATE_ID).cloned()
         && let Some(name) = conn
             .prepare_cached("SELECT name FROM templates WHERE uuid = ?1")?
-            .query_row([t], |r| r.get::<_, String>(0))
+            .query_row([t], |r| r.get::<String>(0))
             .optional()?
     {
         map.insert("templatename".into(), name);
@@ -315,7 +315,7 @@ pub(crate) const SCHEDULE_COLUMNS: &str = "s.id, s.uuid, s.vm_id, v.uuid, v.name
      s.schedule, s.timezone, s.next_run, s.max_backups, s.quiesce, s.account_id, s.domain_id";
 pub(crate) const SCHEDULE_FROM: &str = "backup_schedules s JOIN vms v ON v.id = s.vm_id";
 
-pub(crate) fn schedule_from_row(r: &Row<'_>) -> rusqlite::Result<Schedule> {
+pub(crate) fn schedule_from_row(r: &Row<'_>) -> crate::store::db::Result<Schedule> {
     Ok(Schedule {
         id: r.get(0)?,
         uuid: r.get(1)?,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{OFFERING_COLUMNS, OFFERING_FROM, Offering, get_offering, offering_from_row};
@@ -44,11 +44,7 @@ pub struct UpdateOffering {
 }
 
 fn unique_violation(e: &OpError) -> bool {
-    matches!(
-        e,
-        OpError::Store(crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
-    )
+    e.is_unique_violation()
 }
 
 impl BackupService {
@@ -76,7 +72,7 @@ impl BackupService {
                 )?;
                 let rows = st
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(rows)
             })
             .await?;
@@ -211,12 +207,10 @@ impl BackupService {
                 .write(move |tx| {
                     check_import_duplicates(tx, &req)?;
                     let uuid = new_uuid();
-                    tx.prepare_cached(
+                    let inserted_id = tx.insert(
                         "INSERT INTO backup_offerings(uuid, name, description, external_id, zone_id,
                                                       provider, user_driven, created)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )?
-                    .execute(params![
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", params![
                         uuid,
                         req.name,
                         req.description,
@@ -226,7 +220,7 @@ impl BackupService {
                         req.user_driven,
                         now()
                     ])?;
-                    let offering = get_offering(tx, tx.last_insert_rowid())?
+                    let offering = get_offering(tx, inserted_id)?
                         .ok_or_else(|| BackupError::refused("offering vanished"))?;
                     let text = format!("Backup offering {} imported", offering.name);
                     record_event(
@@ -255,7 +249,7 @@ impl BackupService {
     ) -> BackupResult<Listed<Offering>> {
         let user = caller.role == Role::User;
         let in_place = q.keyword.is_none() && q.page.unwrap_or(Page::ALL).is_near();
-        let query = move |c: &rusqlite::Connection| {
+        let query = move |c: &crate::store::db::Connection| {
             if let Some(id) = q.id {
                 let o = get_offering(c, id)?
                     .filter(|o| o.removed.is_none())
@@ -407,7 +401,10 @@ impl BackupService {
 }
 
 /// Import rules: no live offering with the same external id, nor with the same name, in the zone.
-fn check_import_duplicates(c: &rusqlite::Connection, r: &ImportOffering) -> BackupResult<()> {
+fn check_import_duplicates(
+    c: &crate::store::db::Connection,
+    r: &ImportOffering,
+) -> BackupResult<()> {
     let by_external: Option<i64> = c
         .prepare_cached(
             "SELECT id FROM backup_offerings WHERE zone_id = ?1 AND external_id = ?2 AND removed IS NULL",

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 
 use super::BackupService;
 use super::error::{BackupError, BackupResult};
@@ -221,11 +221,17 @@ impl BackupService {
                 )
             }
         };
+        let owner = jobs::current_owner();
         self.store
             .write(move |tx| {
-                if let Some(id) = row {
-                    tx.prepare_cached("DELETE FROM provider_operations WHERE id = ?1")?
-                        .execute([id])?;
+                if let Some(id) = row
+                    && !forget_operation(tx, id, owner)?
+                {
+                    // Another replica adopted the operation (this one was declared dead): its
+                    // outcome is theirs to record; nothing is written here.
+                    return Err(BackupError::refused(
+                        "the operation was taken over by another management server",
+                    ));
                 }
                 finish(tx, result).map_err(BackupError::from)
             })
@@ -245,6 +251,7 @@ impl BackupService {
             op.provider.sha256().to_string(),
         );
         let (handle, payload) = (handle.to_string(), op.payload.to_string());
+        let owner = jobs::current_owner();
         self.store
             .write(move |tx| {
                 let job_id: Option<i64> = match &job_uuid {
@@ -254,29 +261,54 @@ impl BackupService {
                         .optional()?,
                     None => None,
                 };
-                tx.prepare_cached(
+                let inserted_id = tx.insert(
                     "INSERT INTO provider_operations(job_id, zone_id, provider, handle, kind, backup_id,
                                                      payload, deadline, created, provider_version,
-                                                     provider_sha256)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?
-                .execute(params![
-                    job_id,
-                    zone_id,
-                    provider,
-                    handle,
-                    kind,
-                    backup_id,
-                    payload,
-                    deadline,
-                    now(),
-                    version,
-                    sha256
-                ])?;
-                Ok::<_, BackupError>(tx.last_insert_rowid())
+                                                     provider_sha256, owner, owner_epoch)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![
+                        job_id,
+                        zone_id,
+                        provider,
+                        handle,
+                        kind,
+                        backup_id,
+                        payload,
+                        deadline,
+                        now(),
+                        version,
+                        sha256,
+                        owner.map(|o| o.replica),
+                        owner.map(|o| o.epoch),
+                    ],
+                )?;
+                Ok::<_, BackupError>(inserted_id)
             })
             .await
     }
+}
+
+/// Deletes the finished operation's row if it is still this owner's (always when running
+/// alone); `false` when another replica adopted it.
+pub(super) fn forget_operation(
+    tx: &Connection,
+    id: i64,
+    owner: Option<jobs::Owner>,
+) -> OpResult<bool> {
+    let sql = format!(
+        "DELETE FROM provider_operations WHERE id = ?1{}",
+        jobs::owner_fence(owner, 2)
+    );
+    let mut st = tx.prepare_cached(&sql)?;
+    let n = match owner {
+        None => st.execute([id])?,
+        Some(o) => st.execute(params![id, o.replica, o.epoch])?,
+    };
+    if n == 0 && owner.is_none() {
+        // Running alone, a missing row only means it was already forgotten.
+        return Ok(true);
+    }
+    Ok(n > 0)
 }
 
 /// The component polling an operation, resolved again before every poll: between polls the

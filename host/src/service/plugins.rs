@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::OptionalExtension;
+use crate::store::db::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
 use super::providers::{Providers, missing_grants, record_admin_event_as};
@@ -85,7 +85,7 @@ impl Providers {
                 )?;
                 let rows = st
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, OpError>(rows)
             })
             .await?;
@@ -209,7 +209,9 @@ impl Providers {
                 tx.execute(
                     "INSERT INTO provider_plugins(uuid, name, version, wit_version, sha256, size,
                          signer, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    rusqlite::params![row.0, row.1, row.2, row.3, row.4, row.5, row.6, created],
+                    crate::store::db::params![
+                        row.0, row.1, row.2, row.3, row.4, row.5, row.6, created
+                    ],
                 )?;
                 if first_of_name {
                     tx.execute(
@@ -217,7 +219,7 @@ impl Providers {
                          VALUES (?1, ?2, NULL, ?3)
                          ON CONFLICT(name) DO UPDATE SET sha256 = ?2, previous_sha256 = NULL,
                          changed = ?3",
-                        rusqlite::params![row.1, row.4, created],
+                        crate::store::db::params![row.1, row.4, created],
                     )?;
                 }
                 Ok::<_, StoreError>(())
@@ -408,7 +410,7 @@ impl Providers {
                     "INSERT INTO provider_plugin_active(name, sha256, previous_sha256, changed)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET sha256 = ?2, previous_sha256 = ?3, changed = ?4",
-                    rusqlite::params![row_name, row_sha, row_old, now()],
+                    crate::store::db::params![row_name, row_sha, row_old, now()],
                 )?;
                 Ok::<_, StoreError>(())
             })
@@ -590,14 +592,14 @@ impl Providers {
                 if row_grants.is_empty() {
                     tx.execute(
                         "DELETE FROM provider_zone_grants WHERE zone_id = ?1 AND provider = ?2",
-                        rusqlite::params![zone_id, row_name],
+                        crate::store::db::params![zone_id, row_name],
                     )?;
                 } else {
                     tx.execute(
                         "INSERT INTO provider_zone_grants(zone_id, provider, grants, changed)
                          VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT(zone_id, provider) DO UPDATE SET grants = ?3, changed = ?4",
-                        rusqlite::params![zone_id, row_name, row_grants, now()],
+                        crate::store::db::params![zone_id, row_name, row_grants, now()],
                     )?;
                 }
                 Ok(uuid)
@@ -672,7 +674,7 @@ impl Providers {
                 c.query_row(
                     "SELECT COUNT(*) FROM provider_operations
                      WHERE provider_sha256 = ?2 OR (provider_sha256 IS NULL AND provider = ?1 AND ?3)",
-                    rusqlite::params![op_name, op_sha, active],
+                    crate::store::db::params![op_name, op_sha, active],
                     |r| r.get(0),
                 )
                 .map_err(StoreError::from)
@@ -786,7 +788,7 @@ impl Providers {
                             created: r.get(3)?,
                         })
                     })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<crate::store::db::Result<Vec<_>>>()?;
                 Ok::<_, StoreError>(rows)
             })
             .await?)
@@ -838,7 +840,7 @@ impl Providers {
                 tx.execute(
                     "INSERT INTO provider_signing_keys(uuid, name, public_key, created)
                      VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![row.0, row.1, row.2, row.3],
+                    crate::store::db::params![row.0, row.1, row.2, row.3],
                 )?;
                 Ok(())
             })

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
+use crate::store::db::OptionalExtension;
 use anyhow::Context;
-use rusqlite::OptionalExtension;
 
 use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
@@ -548,7 +548,7 @@ impl Providers {
             let mut st = c.prepare("SELECT id, uuid FROM zones WHERE removed IS NULL")?;
             let v = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::db::Result<Vec<_>>>()?;
             Ok::<_, StoreError>(v)
         })?;
         for (id, uuid) in zones {
@@ -619,7 +619,7 @@ fn check_zone_switch(
             c.prepare("SELECT id, uuid, name FROM zones WHERE removed IS NULL ORDER BY id")?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         Ok::<_, StoreError>(rows)
     })?;
     let affected = zones.into_iter().filter(|(id, _, _)| match zone {
@@ -693,12 +693,9 @@ fn load_api_grants(store: &Store) -> Result<HashMap<(i64, String), Vec<String>>,
         let mut st = c.prepare("SELECT zone_id, provider, grants FROM provider_zone_grants")?;
         let rows = st
             .query_map([], |r| {
-                Ok((
-                    (r.get::<_, i64>(0)?, r.get::<_, String>(1)?),
-                    r.get::<_, String>(2)?,
-                ))
+                Ok(((r.get::<i64>(0)?, r.get::<String>(1)?), r.get::<String>(2)?))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         Ok(rows
             .into_iter()
             .map(|(key, grants)| (key, split_grants(&grants)))
@@ -816,7 +813,7 @@ fn load_installed(
                     r.get(5)?,
                 ))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         Ok::<_, StoreError>(rows)
     })?;
     for (uuid, name, version, sha256, signer, created) in rows {
@@ -867,7 +864,7 @@ fn choose_active(store: &Store, components: &Components, catalog: &Catalog) -> a
         let mut st = c.prepare("SELECT name, sha256 FROM provider_plugin_active")?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         Ok::<_, StoreError>(rows)
     })?;
     let mut names: Vec<String> = components

@@ -3,7 +3,7 @@
 //! interrupted jobs to the resume hooks, so anything a hook resumed (its job still pending) is
 //! left alone.
 
-use rusqlite::params;
+use crate::store::db::params;
 
 use super::BackupService;
 use super::error::BackupResult;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{
@@ -425,7 +425,7 @@ impl BackupService {
                 )?;
                 if let Some(root) = root {
                     tx.prepare_cached(
-                        "UPDATE volumes SET size_bytes = max(size_bytes, ?1)
+                        "UPDATE volumes SET size_bytes = CASE WHEN size_bytes > ?1 THEN size_bytes ELSE ?1 END
                          WHERE vm_id = ?2 AND type = 'ROOT' AND removed IS NULL",
                     )?
                     .execute(params![root.size, deployed.id])?;
@@ -601,7 +601,7 @@ fn insert_volume(
             tx.prepare_cached(
                 "SELECT coalesce(max(device_id), 0) + 1 FROM volumes WHERE vm_id = ?1 AND removed IS NULL",
             )?
-            .query_row([vm.id], |r| r.get::<_, i64>(0))?,
+            .query_row([vm.id], |r| r.get::<i64>(0))?,
         ),
     };
     let disk_offering: Option<i64> = match disk_offering_uuid {

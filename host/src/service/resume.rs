@@ -9,12 +9,12 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use crate::store::db::Connection;
 
 use super::backups::{NewBackup, finish_backup, finish_delete};
 use super::error::{BackupError, BackupResult};
 use super::model::{get_backup, get_offering};
-use super::operations::{Operation, OperationKind, poll};
+use super::operations::{Operation, OperationKind, forget_operation, poll};
 use super::{BackupService, instance_of};
 use crate::identity::Caller;
 use crate::inventory::vm;
@@ -63,7 +63,7 @@ impl PersistedOperation {
                     provider_sha256: r.get(10)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         Ok(ops)
     }
 
@@ -172,10 +172,14 @@ impl BackupService {
         )
         .await;
         let op_id = op.id;
+        let owner = crate::jobs::current_owner();
         self.store
             .write(move |tx| {
-                tx.prepare_cached("DELETE FROM provider_operations WHERE id = ?1")?
-                    .execute(params![op_id])?;
+                if !forget_operation(tx, op_id, owner)? {
+                    return Err(BackupError::refused(
+                        "the operation was taken over by another management server",
+                    ));
+                }
                 let recorded = match kind {
                     OperationKind::Backup => {
                         let (vm, instance) = vm.ok_or_else(|| {

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::error::{BackupError, BackupResult};
 use super::model::{
@@ -135,7 +135,7 @@ impl BackupService {
         let in_place = q.vm_id.is_some() && q.keyword.is_none();
         let caller = caller.clone();
         let providers = self.providers.clone();
-        let query = move |c: &rusqlite::Connection| {
+        let query = move |c: &crate::store::db::Connection| {
             let mut f = Filter::new();
             if let Some(vm_id) = q.vm_id {
                 let vm = live_vm(c, vm_id)?;

@@ -1,6 +1,6 @@
 //! The `events` table: a writer any layer calls inside its own transaction, and the list query.
 
-use rusqlite::{Connection, Row, params};
+use crate::store::db::{Connection, Row, params};
 
 use crate::identity::{Caller, ListScope};
 use crate::store::query::{Filter, Listed, Page};
@@ -181,7 +181,7 @@ pub fn list(
     )?)
 }
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+fn event_from_row(r: &Row<'_>) -> crate::store::db::Result<Event> {
     Ok(Event {
         uuid: r.get(0)?,
         event_type: r.get(1)?,

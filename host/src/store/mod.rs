@@ -1,17 +1,34 @@
-//! SQLite store: one writer connection behind a mutex, a small pool of reader connections, WAL,
-//! foreign keys on, embedded ordered migrations.
+//! The store: SQLite by default, PostgreSQL when `bnr serve --database postgres://…` says so.
 //!
-//! Every call runs on tokio's blocking pool (`spawn_blocking`) so async handlers never block a
-//! runtime worker on SQLite. Writes are serialised through the single writer (SQLite allows one
-//! writer at a time anyway; a mutex is cheaper than `SQLITE_BUSY` retries); readers run
-//! concurrently thanks to WAL.
+//! Both engines sit behind one synchronous closure API and the SQL seam of [`db`]:
 //!
 //! ```text
 //! let vm = store.write(|tx| inventory::vm::insert(tx, &new_vm)).await?;
 //! let page = store.read(|conn| inventory::vm::list(conn, &filter)).await?;
 //! ```
+//!
+//! Every call runs on tokio's blocking pool (`spawn_blocking`) so async handlers never block a
+//! runtime worker on the database.
+//!
+//! - **SQLite**: one writer connection behind a mutex, a small pool of reader connections, WAL,
+//!   foreign keys on. Writes are serialised through the single writer (SQLite allows one writer
+//!   at a time anyway; a mutex is cheaper than `SQLITE_BUSY` retries); readers run concurrently.
+//! - **PostgreSQL**: a pool of connections. A read is one `REPEATABLE READ READ ONLY`
+//!   transaction (one snapshot, like SQLite's). A write is a `READ COMMITTED` transaction that
+//!   first takes the store's write lock (`LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE
+//!   MODE`, which conflicts with itself): writers of every process are serialised as SQLite's
+//!   are, so code written as "read, decide, write" in one closure stays correct with several
+//!   replicas, and a closure never has to be re-run after a serialization failure. Work that
+//!   must not wait on other writers (heartbeats, lease renewals) uses
+//!   [`Store::write_unlocked`], whose statements must each be a conditional claim.
+//!
+//! Migrations exist once per dialect with the same versions (`migrations/sqlite`,
+//! `migrations/postgres`); see [`MIGRATIONS`].
 
+pub mod copy;
+pub mod db;
 pub mod events;
+pub mod postgres;
 pub mod query;
 pub mod secrets;
 
@@ -20,59 +37,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use parking_lot::{Condvar, Mutex};
+use rusqlite::OpenFlags;
 
+pub use db::{Connection, Dialect, Transaction};
 pub use secrets::Secrets;
 
-/// Ordered, embedded migrations. Each applies in one transaction and is recorded in
-/// `schema_migrations(version)`. Later layers append here (e.g. `0002_backup`).
+use db::Backend;
+use postgres::PgConnector;
+
+macro_rules! migration {
+    ($version:literal, $name:literal, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!("migrations/sqlite/", $file)),
+            postgres: include_str!(concat!("migrations/postgres/", $file)),
+        }
+    };
+}
+
+/// Ordered, embedded migrations, one SQL text per dialect. Each applies in one transaction and
+/// is recorded in `schema_migrations(version)`.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "core",
-        sql: include_str!("migrations/0001_core.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "backup",
-        sql: include_str!("migrations/0002_backup.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "security",
-        sql: include_str!("migrations/0003_security.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "vmware",
-        sql: include_str!("migrations/0005_vmware.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "health",
-        sql: include_str!("migrations/0007_health.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "kvm_hosts",
-        sql: include_str!("migrations/0008_kvm_hosts.sql"),
-    },
-    Migration {
-        version: 9,
-        name: "plugins",
-        sql: include_str!("migrations/0009_plugins.sql"),
-    },
-    Migration {
-        version: 10,
-        name: "operations",
-        sql: include_str!("migrations/0010_operations.sql"),
-    },
-    Migration {
-        version: 12,
-        name: "provider_grants",
-        sql: include_str!("migrations/0012_provider_grants.sql"),
-    },
+    migration!(1, "core", "0001_core.sql"),
+    migration!(2, "backup", "0002_backup.sql"),
+    migration!(3, "security", "0003_security.sql"),
+    migration!(5, "vmware", "0005_vmware.sql"),
+    migration!(7, "health", "0007_health.sql"),
+    migration!(8, "kvm_hosts", "0008_kvm_hosts.sql"),
+    migration!(9, "plugins", "0009_plugins.sql"),
+    migration!(10, "operations", "0010_operations.sql"),
+    migration!(12, "provider_grants", "0012_provider_grants.sql"),
+    migration!(13, "cluster", "0013_cluster.sql"),
+    migration!(14, "identity_epoch", "0014_identity_epoch.sql"),
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
@@ -87,18 +85,35 @@ const READER_POOL_SIZE: usize = 4;
 const MAX_IDLE_READERS: usize = 32;
 /// Prepared statements cached per connection (list queries are few but hot).
 const STATEMENT_CACHE_CAPACITY: usize = 128;
+/// PostgreSQL connections one process opens at most (PostgreSQL's default `max_connections` is
+/// 100, shared by every replica). A caller beyond it waits for a connection to come back.
+const MAX_POSTGRES_CONNECTIONS: usize = 16;
+/// PostgreSQL connections opened at start.
+const POSTGRES_INITIAL_CONNECTIONS: usize = 2;
+/// How long a caller waits for a free PostgreSQL connection before failing.
+const POSTGRES_POOL_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
-    pub sql: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+impl Migration {
+    pub fn sql(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sql(#[from] db::Error),
     #[error("database task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -107,13 +122,25 @@ pub enum StoreError {
     Migration {
         version: i64,
         name: &'static str,
-        source: rusqlite::Error,
+        source: db::Error,
     },
+    #[error(
+        "the database has schema version {found}, newer than this bnr knows ({known}): upgrade bnr"
+    )]
+    NewerSchema { found: i64, known: i64 },
     #[error("cannot create {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no PostgreSQL connection became free in {0:?}")]
+    PoolTimeout(Duration),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e.into())
+    }
 }
 
 /// The error kinds every layer above the store can produce. The api layer maps each kind to one
@@ -134,13 +161,73 @@ pub enum OpError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for OpError {
-    fn from(e: rusqlite::Error) -> Self {
-        OpError::Store(StoreError::Sqlite(e))
+impl From<db::Error> for OpError {
+    fn from(e: db::Error) -> Self {
+        OpError::Store(StoreError::Sql(e))
+    }
+}
+
+impl OpError {
+    /// A UNIQUE constraint refused the write (a name taken by a concurrent request).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, OpError::Store(StoreError::Sql(e)) if e.is_unique_violation())
     }
 }
 
 pub type OpResult<T> = Result<T, OpError>;
+
+/// Where the data lives: a SQLite file (the default) or a PostgreSQL database.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` / `postgresql://` URL or a `host=… dbname=…` connection string.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Shown in logs and errors: never the password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Database::Postgres(url) => f.write_str(&postgres::redact_url(url)),
+        }
+    }
+}
+
+impl Database {
+    /// Parses `--database`: `postgres://…`, `postgresql://…`, a `host=…` connection string, or
+    /// `sqlite:PATH`.
+    pub fn parse(text: &str) -> Result<Database, String> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs a file path (sqlite:/var/lib/bnr/bnr.sqlite)".into());
+            }
+            return Ok(Database::Sqlite(PathBuf::from(path)));
+        }
+        let is_url = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        let is_key_value = text.split_whitespace().any(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, _)| matches!(k, "host" | "hostaddr" | "dbname" | "user" | "port"))
+        });
+        if !is_url && !is_key_value {
+            return Err(format!(
+                "unsupported database {:?}: use postgres://…, postgresql://…, host=… dbname=…, \
+                 or sqlite:PATH",
+                postgres::redact_url(text)
+            ));
+        }
+        text.parse::<tokio_postgres::Config>()
+            .map_err(|e| format!("invalid PostgreSQL URL {}: {e}", postgres::redact_url(text)))?;
+        Ok(Database::Postgres(text.to_string()))
+    }
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -148,28 +235,44 @@ pub struct Store {
 }
 
 struct Inner {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    engine: Engine,
     secrets: Secrets,
     identity_changes: Arc<IdentityChanges>,
+}
+
+enum Engine {
+    Sqlite {
+        path: PathBuf,
+        writer: Mutex<Connection>,
+        readers: Mutex<Vec<Connection>>,
+    },
+    Postgres(PgPool),
 }
 
 /// Tables whose rows decide who a credential belongs to and whether it may be used.
 const IDENTITY_TABLES: [&str; 3] = ["users", "accounts", "domains"];
 
-/// Counts writes to [`IDENTITY_TABLES`], so an in-memory copy of credentials knows when it is
-/// stale. SQLite's update hook sees every row change made through the writer, whatever code
-/// path made it.
+/// Counts writes to [`IDENTITY_TABLES`], and writes to any table, so an in-memory copy of
+/// credentials or of a read answer knows when it is stale. On SQLite, the update hook sees every
+/// row change made through the writer, whatever code path made it; on PostgreSQL, the write path
+/// notes statements that change those tables, and every committed write transaction.
 #[derive(Default)]
 struct IdentityChanges {
     generation: AtomicU64,
     /// A change was seen in the transaction now running on the writer.
     in_transaction: AtomicBool,
+    /// Like `generation`, for a change to any row of any table.
+    data_generation: AtomicU64,
+    data_in_transaction: AtomicBool,
+    /// Other processes write to the same database (a cluster replica): `data_generation` does
+    /// not see their writes.
+    shared: AtomicBool,
 }
 
 impl IdentityChanges {
     fn row_changed(&self, table: &str) {
+        self.data_in_transaction.store(true, Ordering::Release);
+        self.data_generation.fetch_add(1, Ordering::AcqRel);
         if IDENTITY_TABLES.contains(&table) {
             self.in_transaction.store(true, Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -182,6 +285,91 @@ impl IdentityChanges {
         if self.in_transaction.swap(false, Ordering::AcqRel) {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
+        if self.data_in_transaction.swap(false, Ordering::AcqRel) {
+            self.data_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Whether a statement changes a row of [`IDENTITY_TABLES`] (PostgreSQL has no update hook).
+pub(crate) fn changes_identity(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let mut words = lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty());
+    let Some(first) = words.next() else {
+        return false;
+    };
+    let target = match first {
+        "insert" => words.skip_while(|w| *w != "into").nth(1),
+        "update" => words.next(),
+        "delete" => words.skip_while(|w| *w != "from").nth(1),
+        // A statement with a common table expression: any mention counts.
+        "with" => return words.any(|w| IDENTITY_TABLES.contains(&w)),
+        _ => None,
+    };
+    target.is_some_and(|t| IDENTITY_TABLES.contains(&t))
+}
+
+/// The PostgreSQL connections of one process.
+struct PgPool {
+    connector: PgConnector,
+    display: String,
+    idle: Mutex<Vec<Connection>>,
+    /// Connections open (idle or lent).
+    open: Mutex<usize>,
+    returned: Condvar,
+}
+
+impl PgPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().pop() {
+            return Ok(conn);
+        }
+        let mut open = self.open.lock();
+        loop {
+            if let Some(conn) = self.idle.lock().pop() {
+                return Ok(conn);
+            }
+            if *open < MAX_POSTGRES_CONNECTIONS {
+                *open += 1;
+                drop(open);
+                return match self.connector.connect() {
+                    Ok(c) => Ok(Connection(Backend::Postgres(c))),
+                    Err(e) => {
+                        *self.open.lock() -= 1;
+                        Err(e.into())
+                    }
+                };
+            }
+            if self
+                .returned
+                .wait_for(&mut open, POSTGRES_POOL_WAIT)
+                .timed_out()
+                && self.idle.lock().is_empty()
+                && *open >= MAX_POSTGRES_CONNECTIONS
+            {
+                return Err(StoreError::PoolTimeout(POSTGRES_POOL_WAIT));
+            }
+        }
+    }
+
+    /// Returns a connection; one that broke, or is left inside a transaction, is closed.
+    fn give_back(&self, conn: Connection, healthy: bool) {
+        let closed = match &conn.0 {
+            Backend::Postgres(c) => c.is_closed(),
+            Backend::Sqlite(_) => true,
+        };
+        // Under `open`, which a waiting `take` holds while it looks at `idle`: no wake-up is lost.
+        let mut open = self.open.lock();
+        if healthy && !closed {
+            self.idle.lock().push(conn);
+        } else {
+            drop(conn);
+            *open -= 1;
+        }
+        drop(open);
+        self.returned.notify_one();
     }
 }
 
@@ -221,9 +409,18 @@ fn database_files(path: &Path) -> [PathBuf; 3] {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the SQLite database file and applies pending migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         Self::open_with(path, MIGRATIONS)
+    }
+
+    /// Opens `database`; `data_dir` holds the key that seals secrets (and, by default, the
+    /// SQLite file).
+    pub fn open_database(database: &Database, data_dir: &Path) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(path) => Self::open(path),
+            Database::Postgres(url) => Self::open_postgres(url, data_dir, MIGRATIONS),
+        }
     }
 
     /// Like [`Store::open`] with an explicit migration list (tests, or layers adding their own).
@@ -248,19 +445,7 @@ impl Store {
         let mut writer = open_connection(&path)?;
         // Deleted and overwritten rows are zeroed, so a replaced plaintext does not linger.
         writer.pragma_update(None, "secure_delete", "ON")?;
-        apply_migrations(&mut writer, migrations)?;
-        {
-            let tx = writer.transaction()?;
-            let sealed = secrets::seal_plaintext(&tx, &secrets)?;
-            tx.commit()?;
-            if sealed > 0 {
-                writer.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
-                tracing::info!(sealed, "encrypted secret keys stored in plain text");
-            }
-        }
-        for file in database_files(&path) {
-            restrict_file(&file);
-        }
+        apply_sqlite_migrations(&mut writer, migrations)?;
         let identity_changes = Arc::new(IdentityChanges::default());
         let changes = identity_changes.clone();
         writer.update_hook(Some(
@@ -268,22 +453,106 @@ impl Store {
                 changes.row_changed(table)
             },
         ))?;
+        let writer = Connection(Backend::Sqlite(writer));
+        seal_plaintext_secrets(&writer, &secrets)?;
+        identity_changes.transaction_ended();
+        for file in database_files(&path) {
+            restrict_file(&file);
+        }
         let readers = (0..READER_POOL_SIZE)
-            .map(|_| open_connection(&path))
+            .map(|_| open_connection(&path).map(|c| Connection(Backend::Sqlite(c))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Store {
             inner: Arc::new(Inner {
-                path,
-                writer: Mutex::new(writer),
-                readers: Mutex::new(readers),
+                engine: Engine::Sqlite {
+                    path,
+                    writer: Mutex::new(writer),
+                    readers: Mutex::new(readers),
+                },
                 secrets,
                 identity_changes,
             }),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Opens a PostgreSQL database and applies pending migrations (under a table lock, so
+    /// replicas starting together migrate once).
+    pub fn open_postgres(
+        url: &str,
+        data_dir: &Path,
+        migrations: &[Migration],
+    ) -> Result<Store, StoreError> {
+        create_private_dir(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let secrets = Secrets::load(data_dir)?;
+        let connector = PgConnector::new(url)?;
+        let first = Connection(Backend::Postgres(connector.connect()?));
+        apply_postgres_migrations(&first, migrations)?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                engine: Engine::Postgres(PgPool {
+                    connector,
+                    display: postgres::redact_url(url),
+                    idle: Mutex::new(vec![first]),
+                    open: Mutex::new(1),
+                    returned: Condvar::new(),
+                }),
+                secrets,
+                identity_changes: Arc::new(IdentityChanges::default()),
+            }),
+        };
+        let mut warm = Vec::new();
+        if let Engine::Postgres(pool) = &store.inner.engine {
+            for _ in 1..POSTGRES_INITIAL_CONNECTIONS {
+                warm.push(pool.take()?);
+            }
+            for conn in warm {
+                pool.give_back(conn, true);
+            }
+        }
+        let secrets = store.secrets().clone();
+        store.write_blocking(|tx| -> Result<(), StoreError> {
+            let sealed = secrets::seal_plaintext(tx, &secrets)?;
+            if sealed > 0 {
+                tracing::info!(sealed, "encrypted secret keys stored in plain text");
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.engine {
+            Engine::Sqlite { path, .. } => Some(path),
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    /// Where the data lives, for logs (never with a password).
+    pub fn describe(&self) -> String {
+        match &self.inner.engine {
+            Engine::Sqlite { path, .. } => format!("sqlite:{}", path.display()),
+            Engine::Postgres(pool) => pool.display.clone(),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match &self.inner.engine {
+            Engine::Sqlite { .. } => Dialect::Sqlite,
+            Engine::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A connection of its own, outside the writer and the reader pool: for work that must
+    /// never queue behind them (a replica's heartbeat and lease renewals). Autocommit.
+    pub fn dedicated_connection(&self) -> Result<Connection, StoreError> {
+        Ok(match &self.inner.engine {
+            Engine::Sqlite { path, .. } => Connection(Backend::Sqlite(open_connection(path)?)),
+            Engine::Postgres(pool) => Connection(Backend::Postgres(pool.connector.connect()?)),
+        })
     }
 
     /// The keys that seal this database's secrets (see [`secrets`]).
@@ -293,7 +562,9 @@ impl Store {
 
     /// A number that grows whenever a row of `users`, `accounts` or `domains` changes (key
     /// regeneration, disable, removal, ...). Read it before loading credentials; a copy loaded
-    /// under an older number is stale. Writes made by another process are not seen.
+    /// under an older number is stale. Writes made by another process are not seen here: they
+    /// show in the `identity_epoch` row (see [`identity_epoch`]), and whoever watches it calls
+    /// [`Store::note_identity_change`].
     pub fn identity_generation(&self) -> u64 {
         self.inner
             .identity_changes
@@ -301,7 +572,39 @@ impl Store {
             .load(Ordering::Acquire)
     }
 
-    /// Runs `f` inside one IMMEDIATE transaction on the writer; commits on `Ok`, rolls back on `Err`.
+    /// A number that grows whenever any row of any table changes through this store. Read it
+    /// before reading what is to be kept; a copy made under an older number is stale. Writes
+    /// made by another process are not seen.
+    pub fn data_generation(&self) -> u64 {
+        self.inner
+            .identity_changes
+            .data_generation
+            .load(Ordering::Acquire)
+    }
+
+    /// Marks the database as written by other processes too (this process is one replica of
+    /// several), so copies kept under [`Store::data_generation`] must not be trusted.
+    pub fn mark_shared(&self) {
+        self.inner
+            .identity_changes
+            .shared
+            .store(true, Ordering::Release);
+    }
+
+    /// Whether [`Store::data_generation`] sees every write to the database.
+    pub fn sees_every_write(&self) -> bool {
+        !self.inner.identity_changes.shared.load(Ordering::Acquire)
+    }
+
+    /// Makes every credential copy loaded so far stale (an identity row changed elsewhere).
+    pub fn note_identity_change(&self) {
+        self.inner
+            .identity_changes
+            .generation
+            .fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs `f` inside one write transaction; commits on `Ok`, rolls back on `Err`.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
@@ -345,18 +648,60 @@ impl Store {
         F: FnOnce(&Transaction<'_>) -> Result<T, E>,
         E: From<StoreError>,
     {
+        self.write_with(WriteLock::Take, f)
+    }
+
+    /// A write transaction that does not take the store's write lock (PostgreSQL; on SQLite
+    /// it is [`Store::write_blocking`]): for heartbeats and lease renewals, which must never
+    /// wait behind other writers. Each statement must be a conditional claim on its own
+    /// (`UPDATE … WHERE holder = ? AND term = ? RETURNING …`), never a read then a write.
+    pub fn write_unlocked<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T, E>,
+        E: From<StoreError>,
+    {
+        self.write_with(WriteLock::Skip, f)
+    }
+
+    fn write_with<T, E, F>(&self, lock: WriteLock, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T, E>,
+        E: From<StoreError>,
+    {
         let started = crate::metrics::get().map(|m| (m, std::time::Instant::now()));
-        let mut conn = self.inner.writer.lock();
-        let result = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| E::from(e.into()))?;
-            let value = f(&tx)?;
-            tx.commit().map_err(|e| E::from(e.into()))?;
-            Ok(value)
-        })();
-        self.inner.identity_changes.transaction_ended();
-        drop(conn);
+        let result = match &self.inner.engine {
+            Engine::Sqlite { writer, .. } => {
+                let conn = writer.lock();
+                let result = in_transaction(&conn, "BEGIN IMMEDIATE", f);
+                self.inner.identity_changes.transaction_ended();
+                result
+            }
+            Engine::Postgres(pool) => {
+                let conn = pool.take().map_err(E::from)?;
+                let begin = match lock {
+                    WriteLock::Take => {
+                        "BEGIN ISOLATION LEVEL READ COMMITTED; \
+                         LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE"
+                    }
+                    WriteLock::Skip => "BEGIN ISOLATION LEVEL READ COMMITTED",
+                };
+                let result = in_transaction(&conn, begin, f);
+                let (healthy, changed_identity) = match &conn.0 {
+                    Backend::Postgres(c) => (c.ended_cleanly(), c.take_identity_changed()),
+                    Backend::Sqlite(_) => (true, false),
+                };
+                if changed_identity {
+                    self.note_identity_change();
+                }
+                // No update hook here: any write transaction makes kept read answers stale.
+                self.inner
+                    .identity_changes
+                    .data_generation
+                    .fetch_add(1, Ordering::AcqRel);
+                pool.give_back(conn, healthy);
+                result
+            }
+        };
         if let Some((metrics, started)) = started {
             metrics.store_write(started.elapsed());
         }
@@ -369,44 +714,123 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, E>,
         E: From<StoreError>,
     {
-        let pooled = self.inner.readers.lock().pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_connection(&self.inner.path).map_err(E::from)?,
-        };
-        let result = read_snapshot(&conn, f);
-        let mut readers = self.inner.readers.lock();
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
+        match &self.inner.engine {
+            Engine::Sqlite { path, readers, .. } => {
+                let pooled = readers.lock().pop();
+                let conn = match pooled {
+                    Some(c) => c,
+                    None => Connection(Backend::Sqlite(open_connection(path).map_err(E::from)?)),
+                };
+                let result = read_snapshot(&conn, "BEGIN DEFERRED", f);
+                let mut readers = readers.lock();
+                if readers.len() < MAX_IDLE_READERS {
+                    readers.push(conn);
+                }
+                result
+            }
+            Engine::Postgres(pool) => {
+                let conn = pool.take().map_err(E::from)?;
+                let result =
+                    read_snapshot(&conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", f);
+                let healthy = match &conn.0 {
+                    Backend::Postgres(c) => c.ended_cleanly(),
+                    Backend::Sqlite(_) => true,
+                };
+                pool.give_back(conn, healthy);
+                result
+            }
         }
-        result
     }
 }
 
-/// Runs `f` in one read transaction (one consistent snapshot for all its statements). `BEGIN`
-/// and `COMMIT` are cached statements: preparing them anew (as `Connection::transaction` does)
-/// was a measurable share of a short read on the request path.
-fn read_snapshot<T, E, F>(conn: &Connection, f: F) -> Result<T, E>
+#[derive(Clone, Copy)]
+enum WriteLock {
+    Take,
+    Skip,
+}
+
+fn begin(conn: &Connection, begin: &str) -> Result<(), db::Error> {
+    match &conn.0 {
+        // `BEGIN` and `COMMIT` are cached statements: preparing them anew (as
+        // `Connection::transaction` does) was a measurable share of a short read.
+        Backend::Sqlite(c) => c
+            .prepare_cached(begin)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(Into::into),
+        Backend::Postgres(c) if begin.ends_with("READ ONLY") => {
+            c.begin_read_only(begin);
+            Ok(())
+        }
+        Backend::Postgres(c) => c.begin(begin),
+    }
+}
+
+fn end(conn: &Connection, commit: bool) -> Result<(), db::Error> {
+    let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+    match &conn.0 {
+        Backend::Sqlite(c) => {
+            let ended = c
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map(drop);
+            if ended.is_err() && !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            Ok(ended?)
+        }
+        Backend::Postgres(c) => c.end(commit),
+    }
+}
+
+/// Runs `f` in a write transaction begun with `begin_sql`; commits on `Ok`.
+fn in_transaction<T, E, F>(conn: &Connection, begin_sql: &str, f: F) -> Result<T, E>
+where
+    F: FnOnce(&Transaction<'_>) -> Result<T, E>,
+    E: From<StoreError>,
+{
+    let store_err = |e: db::Error| E::from(StoreError::from(e));
+    begin(conn, begin_sql).map_err(store_err)?;
+    match f(&Transaction::new(conn)) {
+        Ok(value) => {
+            end(conn, true).map_err(store_err)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = end(conn, false);
+            Err(e)
+        }
+    }
+}
+
+/// Runs `f` in one read transaction (one consistent snapshot for all its statements).
+fn read_snapshot<T, E, F>(conn: &Connection, begin_sql: &str, f: F) -> Result<T, E>
 where
     F: FnOnce(&Connection) -> Result<T, E>,
     E: From<StoreError>,
 {
-    let store_err = |e: rusqlite::Error| E::from(StoreError::from(e));
-    conn.prepare_cached("BEGIN DEFERRED")
-        .and_then(|mut begin| begin.execute([]))
-        .map_err(store_err)?;
+    let store_err = |e: db::Error| E::from(StoreError::from(e));
+    begin(conn, begin_sql).map_err(store_err)?;
     let value = f(conn);
     // Read-only: ending the snapshot; nothing to commit. Ended whatever `f` returned, so the
     // connection goes back to the pool outside any transaction.
-    let ended = conn
-        .prepare_cached("COMMIT")
-        .and_then(|mut commit| commit.execute([]));
-    if ended.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
+    let ended = end(conn, true);
     let value = value?;
     ended.map_err(store_err)?;
     Ok(value)
+}
+
+fn seal_plaintext_secrets(writer: &Connection, secrets: &Secrets) -> Result<(), StoreError> {
+    let sealed = in_transaction(writer, "BEGIN IMMEDIATE", |tx| {
+        secrets::seal_plaintext(tx, secrets)
+    })?;
+    if sealed > 0 {
+        if let Some(sqlite) = writer.as_sqlite() {
+            sqlite.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        }
+        tracing::info!(sealed, "encrypted secret keys stored in plain text");
+    }
+    Ok(())
 }
 
 /// Creates the database file `0600` unless it exists (then it is tightened by the caller).
@@ -430,8 +854,8 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
+fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -455,11 +879,31 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn apply_migrations(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
+/// Refuses a database migrated by a newer bnr: its schema may mean things this one does not know.
+fn refuse_newer_schema(
+    applied_max: Option<i64>,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied_max {
+        Some(found) if found > known => Err(StoreError::NewerSchema { found, known }),
+        _ => Ok(()),
+    }
+}
+
+fn apply_sqlite_migrations(
+    conn: &mut rusqlite::Connection,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied INTEGER NOT NULL)",
     )?;
+    let applied_max: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })?;
+    refuse_newer_schema(applied_max, migrations)?;
     let mut ordered: Vec<&Migration> = migrations.iter().collect();
     ordered.sort_by_key(|m| m.version);
     for m in ordered {
@@ -471,13 +915,13 @@ fn apply_migrations(conn: &mut Connection, migrations: &[Migration]) -> Result<(
         if applied {
             continue;
         }
-        let fail = |source| StoreError::Migration {
+        let fail = |source: rusqlite::Error| StoreError::Migration {
             version: m.version,
             name: m.name,
-            source,
+            source: source.into(),
         };
         let tx = conn.transaction().map_err(fail)?;
-        tx.execute_batch(m.sql).map_err(fail)?;
+        tx.execute_batch(m.sqlite).map_err(fail)?;
         tx.execute(
             "INSERT INTO schema_migrations(version, name, applied) VALUES (?1, ?2, ?3)",
             rusqlite::params![m.version, m.name, now()],
@@ -487,6 +931,70 @@ fn apply_migrations(conn: &mut Connection, migrations: &[Migration]) -> Result<(
         tracing::info!(version = m.version, name = m.name, "applied migration");
     }
     Ok(())
+}
+
+/// Applies pending migrations in one transaction holding `schema_migrations` exclusively: a
+/// replica starting at the same time waits, then sees them applied. A table lock rather than
+/// an advisory lock, so it also works behind poolers and on engines without advisory locks.
+fn apply_postgres_migrations(
+    conn: &Connection,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+         version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)";
+    // Two replicas creating the table at once: one of them fails on the catalog's unique key;
+    // the table exists afterwards either way.
+    if let Err(e) = conn.execute_batch(CREATE) {
+        if !e.is_unique_violation() {
+            return Err(e.into());
+        }
+        conn.execute_batch(CREATE)?;
+    }
+    let result = (|| -> Result<(), StoreError> {
+        conn.execute_batch(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE",
+        )?;
+        let applied: Vec<i64> = conn
+            .prepare("SELECT version FROM schema_migrations")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        refuse_newer_schema(applied.iter().copied().max(), migrations)?;
+        let mut ordered: Vec<&Migration> = migrations.iter().collect();
+        ordered.sort_by_key(|m| m.version);
+        for m in ordered
+            .into_iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
+            let fail = |source| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            };
+            conn.execute_batch(m.postgres).map_err(fail)?;
+            conn.execute(
+                "INSERT INTO schema_migrations(version, name, applied) VALUES (?1, ?2, ?3)",
+                db::params![m.version, m.name, now()],
+            )
+            .map_err(fail)?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+        conn.execute_batch("COMMIT")?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+/// The identity epoch: a counter in the database that triggers raise on every change to
+/// `users`, `accounts` or `domains`, whichever process made it. Replicas compare it with the
+/// value they last saw to learn of identity changes made elsewhere.
+pub fn identity_epoch(conn: &Connection) -> Result<i64, db::Error> {
+    conn.query_row("SELECT epoch FROM identity_epoch WHERE id = 1", [], |r| {
+        r.get(0)
+    })
 }
 
 /// Current time, Unix seconds UTC (the stored timestamp unit).
@@ -509,11 +1017,60 @@ pub fn format_date(unix_seconds: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::store::db::OptionalExtension;
 
     #[test]
     fn dates_are_formatted_like_cloudstack() {
         assert_eq!(format_date(1_714_558_830), "2024-05-01T10:20:30+0000");
+    }
+
+    use crate::store::postgres::testing::TestDatabase;
+
+    /// A store of each engine, with what keeps its data alive for the test.
+    pub(crate) struct TestStore {
+        pub store: Store,
+        _dir: tempfile::TempDir,
+        _database: Option<TestDatabase>,
+    }
+
+    pub(crate) fn sqlite_store() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db.sqlite")).unwrap();
+        TestStore {
+            store,
+            _dir: dir,
+            _database: None,
+        }
+    }
+
+    pub(crate) fn postgres_store() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let database = TestDatabase::create();
+        let store = Store::open_postgres(database.url(), dir.path(), MIGRATIONS).unwrap();
+        TestStore {
+            store,
+            _dir: dir,
+            _database: Some(database),
+        }
+    }
+
+    pub(crate) fn both_engines() -> [TestStore; 2] {
+        [sqlite_store(), postgres_store()]
+    }
+
+    fn applied_versions(store: &Store) -> Vec<i64> {
+        store
+            .read_blocking(|c| -> Result<_, StoreError> {
+                let mut st = c.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
+                let v = st
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok(v)
+            })
+            .unwrap()
     }
 
     #[test]
@@ -522,36 +1079,302 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         drop(Store::open(&path).unwrap());
         let store = Store::open(&path).unwrap();
-        let versions: Vec<i64> = store
-            .read_blocking(|c| -> Result<_, StoreError> {
-                let mut st = c.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
-                let v = st
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok(v)
-            })
-            .unwrap();
         let expected: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, expected);
+        assert_eq!(applied_versions(&store), expected);
+
+        let database = TestDatabase::create();
+        drop(Store::open_postgres(database.url(), dir.path(), MIGRATIONS).unwrap());
+        let store = Store::open_postgres(database.url(), dir.path(), MIGRATIONS).unwrap();
+        assert_eq!(applied_versions(&store), expected);
+    }
+
+    #[test]
+    fn a_store_refuses_a_schema_newer_than_it_knows() {
+        for test in both_engines() {
+            test.store
+                .write_blocking(|tx| -> Result<_, StoreError> {
+                    tx.execute(
+                        "INSERT INTO schema_migrations(version, name, applied) VALUES (?1, ?2, ?3)",
+                        db::params![9999i64, "from_the_future", now()],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+            let reopened = match test.store.dialect() {
+                Dialect::Sqlite => Store::open(test.store.path().unwrap()),
+                Dialect::Postgres => Store::open_postgres(
+                    test._database.as_ref().unwrap().url(),
+                    test._dir.path(),
+                    MIGRATIONS,
+                ),
+            };
+            match reopened {
+                Err(StoreError::NewerSchema { found, .. }) => assert_eq!(found, 9999),
+                Err(other) => panic!("{:?}: wrong error {other}", test.store.dialect()),
+                Ok(_) => panic!("{:?}: opened a newer schema", test.store.dialect()),
+            }
+        }
     }
 
     #[test]
     fn failed_write_rolls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("db.sqlite")).unwrap();
-        let r: Result<(), OpError> = store.write_blocking(|tx| {
-            tx.execute(
-                "INSERT INTO zones(uuid, name, created) VALUES ('u', 'z', 0)",
-                [],
-            )?;
-            Err(OpError::InvalidState("abort".into()))
-        });
-        assert!(r.is_err());
-        let n: i64 = store
-            .read_blocking(|c| -> Result<_, StoreError> {
-                Ok(c.query_row("SELECT COUNT(*) FROM zones", [], |r| r.get(0))?)
-            })
-            .unwrap();
-        assert_eq!(n, 0);
+        for test in both_engines() {
+            let store = &test.store;
+            let r: Result<(), OpError> = store.write_blocking(|tx| {
+                tx.execute(
+                    "INSERT INTO zones(uuid, name, created) VALUES ('u', 'z', 0)",
+                    [],
+                )?;
+                Err(OpError::InvalidState("abort".into()))
+            });
+            assert!(r.is_err());
+            let n: i64 = store
+                .read_blocking(|c| -> Result<_, StoreError> {
+                    Ok(c.query_row("SELECT COUNT(*) FROM zones", [], |r| r.get(0))?)
+                })
+                .unwrap();
+            assert_eq!(n, 0, "{:?}", store.dialect());
+        }
+    }
+
+    #[test]
+    fn values_round_trip_and_inserts_return_ids() {
+        for test in both_engines() {
+            let store = &test.store;
+            let (first, second) = store
+                .write_blocking(|tx| -> Result<_, StoreError> {
+                    let a = tx.insert(
+                        "INSERT INTO zones(uuid, name, created) VALUES (?1, ?2, ?3)",
+                        db::params!["u1", "zone one", i64::MAX],
+                    )?;
+                    let b = tx.insert(
+                        "INSERT INTO zones(uuid, name, created) VALUES (?, ?, ?)",
+                        db::params!["u2", "zone 'two' ?", -1i64],
+                    )?;
+                    Ok((a, b))
+                })
+                .unwrap();
+            assert!(second > first);
+            let rows: Vec<(i64, String, i64, Option<i64>, bool)> = store
+                .read_blocking(|c| -> Result<_, StoreError> {
+                    Ok(c.prepare_cached(
+                        "SELECT id, name, created, removed, removed IS NULL FROM zones
+                         WHERE name LIKE ?1 ORDER BY id",
+                    )?
+                    .query_map(["zone%"], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect::<Result<_, _>>()?)
+                })
+                .unwrap();
+            assert_eq!(
+                rows,
+                vec![
+                    (first, "zone one".into(), i64::MAX, None, true),
+                    (second, "zone 'two' ?".into(), -1, None, true),
+                ],
+                "{:?}",
+                store.dialect()
+            );
+            let missing = store
+                .read_blocking(|c| -> Result<_, StoreError> {
+                    Ok(
+                        c.query_row("SELECT id FROM zones WHERE uuid = ?1", ["none"], |r| {
+                            r.get::<i64>(0)
+                        })
+                        .optional()?,
+                    )
+                })
+                .unwrap();
+            assert_eq!(missing, None);
+        }
+    }
+
+    #[test]
+    fn identity_writes_make_cached_credentials_stale_on_both_engines() {
+        for test in both_engines() {
+            let store = &test.store;
+            let epoch_before = store
+                .read_blocking(|c| -> Result<_, StoreError> { Ok(identity_epoch(c)?) })
+                .unwrap();
+            let before = store.identity_generation();
+            store
+                .write_blocking(|tx| -> Result<_, StoreError> {
+                    tx.execute(
+                        "INSERT INTO domains(uuid, name, path, created) VALUES ('d', 'ROOT', '/', 0)",
+                        [],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+            assert!(
+                store.identity_generation() > before,
+                "{:?}",
+                store.dialect()
+            );
+            let epoch_after = store
+                .read_blocking(|c| -> Result<_, StoreError> { Ok(identity_epoch(c)?) })
+                .unwrap();
+            assert!(epoch_after > epoch_before, "{:?}", store.dialect());
+            let unrelated = store.identity_generation();
+            store
+                .write_blocking(|tx| -> Result<_, StoreError> {
+                    tx.execute("UPDATE zones SET name = name", [])?;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(store.identity_generation(), unrelated);
+        }
+    }
+
+    /// A schema in engine-neutral terms: columns (type class, nullability), primary keys, and
+    /// indexes by (table, columns, unique, partial) — names of automatic indexes differ.
+    #[derive(Debug, PartialEq, Eq, Default)]
+    struct Schema {
+        columns: std::collections::BTreeSet<(String, String, String, bool)>,
+        primary_keys: std::collections::BTreeSet<(String, String)>,
+        indexes: std::collections::BTreeSet<(String, String, bool, bool)>,
+    }
+
+    fn type_class(declared: &str) -> String {
+        match declared.to_ascii_lowercase().as_str() {
+            "integer" | "bigint" => "integer",
+            "text" => "text",
+            "blob" | "bytea" => "blob",
+            "real" | "double precision" => "real",
+            other => return format!("unmapped {other}"),
+        }
+        .to_string()
+    }
+
+    fn sqlite_schema(c: &Connection) -> Result<Schema, StoreError> {
+        let mut schema = Schema::default();
+        let mut pk: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        let mut st = c.prepare(
+            "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk
+             FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (table, column, ty): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let position: i64 = r.get(4)?;
+            let not_null = r.get::<bool>(3)? || position > 0;
+            if position > 0 {
+                pk.entry(table.clone())
+                    .or_default()
+                    .push((position, column.clone()));
+            }
+            schema
+                .columns
+                .insert((table, column, type_class(&ty), not_null));
+        }
+        for (table, mut columns) in pk {
+            columns.sort();
+            let names: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
+            schema.primary_keys.insert((table, names.join(",")));
+        }
+        let mut st = c.prepare(
+            "SELECT m.name, il.name, il.\"unique\", il.partial
+             FROM sqlite_master m, pragma_index_list(m.name) il
+             WHERE m.type = 'table' AND il.origin <> 'pk'",
+        )?;
+        let indexes: Vec<(String, String, bool, bool)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (table, index, unique, partial) in indexes {
+            let columns: Vec<String> = c
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
+                .query_map([&index], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            schema
+                .indexes
+                .insert((table, columns.join(","), unique, partial));
+        }
+        Ok(schema)
+    }
+
+    fn postgres_schema(c: &Connection) -> Result<Schema, StoreError> {
+        let mut schema = Schema::default();
+        let columns: Vec<(String, String, String, String)> = c
+            .prepare(
+                "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text
+                 FROM information_schema.columns WHERE table_schema = current_schema()",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (table, column, ty, nullable) in columns {
+            schema
+                .columns
+                .insert((table, column, type_class(&ty), nullable == "NO"));
+        }
+        let indexes: Vec<(String, bool, bool, bool, String)> = c
+            .prepare(
+                "SELECT t.relname::text, i.indisprimary, i.indisunique, i.indpred IS NOT NULL,
+                        array_to_string(ARRAY(
+                            SELECT a.attname::text
+                            FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                            ORDER BY k.ord), ',')
+                 FROM pg_index i
+                 JOIN pg_class t ON t.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                 WHERE n.nspname = current_schema()",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (table, primary, unique, partial, columns) in indexes {
+            if primary {
+                schema.primary_keys.insert((table, columns));
+            } else {
+                schema.indexes.insert((table, columns, unique, partial));
+            }
+        }
+        Ok(schema)
+    }
+
+    #[test]
+    fn both_dialects_migrate_to_the_same_schema() {
+        let sqlite = sqlite_store();
+        let postgres = postgres_store();
+        let a = sqlite.store.read_blocking(sqlite_schema).unwrap();
+        let b = postgres.store.read_blocking(postgres_schema).unwrap();
+        assert!(!a.columns.is_empty() && !a.indexes.is_empty());
+        fn only<T: Ord + Clone>(
+            x: &std::collections::BTreeSet<T>,
+            y: &std::collections::BTreeSet<T>,
+        ) -> Vec<T> {
+            x.difference(y).cloned().collect()
+        }
+        assert!(
+            a == b,
+            "columns only on SQLite {:?}\ncolumns only on PostgreSQL {:?}\n\
+             keys only on SQLite {:?}\nkeys only on PostgreSQL {:?}\n\
+             indexes only on SQLite {:?}\nindexes only on PostgreSQL {:?}",
+            only(&a.columns, &b.columns),
+            only(&b.columns, &a.columns),
+            only(&a.primary_keys, &b.primary_keys),
+            only(&b.primary_keys, &a.primary_keys),
+            only(&a.indexes, &b.indexes),
+            only(&b.indexes, &a.indexes),
+        );
+    }
+
+    #[test]
+    fn statements_that_change_identity_rows_are_recognised() {
+        assert!(changes_identity(
+            "UPDATE users SET state = ?1 WHERE id = ?2"
+        ));
+        assert!(changes_identity("insert into accounts(uuid) values (?)"));
+        assert!(changes_identity("DELETE FROM domains WHERE id = 1"));
+        assert!(!changes_identity("SELECT * FROM users"));
+        assert!(!changes_identity(
+            "UPDATE backups SET account_id = 1 FROM users"
+        ));
+        assert!(!changes_identity(
+            "INSERT INTO events(account_id) SELECT id FROM accounts"
+        ));
     }
 }

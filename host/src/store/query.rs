@@ -2,8 +2,8 @@
 //!
 //! Clauses are static SQL fragments written in code; values are always bound parameters.
 
-use rusqlite::types::Value;
-use rusqlite::{Connection, Row};
+use crate::store::db::Value;
+use crate::store::db::{Connection, Row};
 
 /// Page window for a list (`page` is 1-based; `size == None` means everything).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,8 @@ impl Page {
 
     fn limit_offset(&self) -> (i64, i64) {
         match self.size {
-            None => (-1, 0),
+            // No limit: the largest one (both engines; PostgreSQL refuses -1).
+            None => (i64::MAX, 0),
             Some(size) => {
                 let size = size.min(i64::MAX as u64) as i64;
                 let offset = (self.page.saturating_sub(1) as i64).saturating_mul(size);
@@ -124,12 +125,15 @@ impl Filter {
         from: &str,
         order: &str,
         page: Page,
-        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<Listed<T>> {
+        map: impl FnMut(&Row<'_>) -> crate::store::db::Result<T>,
+    ) -> crate::store::db::Result<Listed<T>> {
         let where_sql = self.where_sql();
         let total: i64 = conn
             .prepare_cached(&format!("SELECT COUNT(*) FROM {from}{where_sql}"))?
-            .query_row(rusqlite::params_from_iter(self.values.iter()), |r| r.get(0))?;
+            .query_row(
+                crate::store::db::params_from_iter(self.values.iter()),
+                |r| r.get(0),
+            )?;
         if total == 0 {
             return Ok(Listed {
                 total: 0,
@@ -146,8 +150,8 @@ impl Filter {
             .cloned()
             .chain([Value::Integer(limit), Value::Integer(offset)]);
         let items = stmt
-            .query_map(rusqlite::params_from_iter(values), map)?
-            .collect::<rusqlite::Result<Vec<T>>>()?;
+            .query_map(crate::store::db::params_from_iter(values), map)?
+            .collect::<crate::store::db::Result<Vec<T>>>()?;
         Ok(Listed {
             total: total as u64,
             items,

@@ -17,12 +17,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::store::db::{Connection, params};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
-use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
@@ -252,12 +252,20 @@ pub fn rotate_key(data_dir: &Path) -> Result<(), StoreError> {
         keys: Arc::new(keys),
     };
     let new = Secrets::with_key(&new_key);
-    let mut conn = Connection::open(data_dir.join(crate::api::DATABASE_FILE))?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    let tx = conn.transaction()?;
-    reseal(&tx, &old, &new)?;
-    tx.commit()?;
-    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+    // The key of a SQLite data directory; a PostgreSQL store keeps its key in the data
+    // directory too, but its rows are re-sealed by `bnr store copy` into a fresh database.
+    let raw = rusqlite::Connection::open(data_dir.join(crate::api::DATABASE_FILE))?;
+    raw.pragma_update(None, "secure_delete", "ON")?;
+    let conn = Connection(super::db::Backend::Sqlite(raw));
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    if let Err(e) = reseal(&conn, &old, &new) {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
+    }
+    conn.execute_batch("COMMIT")?;
+    if let Some(raw) = conn.as_sqlite() {
+        raw.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+    }
     drop(conn);
     if !from_env {
         std::fs::rename(&next_path, data_dir.join(KEY_FILE)).map_err(|source| SecretError::Io {
@@ -273,7 +281,7 @@ fn reseal(conn: &Connection, old: &Secrets, new: &Secrets) -> Result<(), StoreEr
     let users: Vec<(i64, String)> = conn
         .prepare("SELECT id, secret_key FROM users WHERE secret_key IS NOT NULL")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     for (id, stored) in users {
         let plain = open_or_plain(old, &stored)?;
         conn.execute(
@@ -292,7 +300,7 @@ fn reseal(conn: &Connection, old: &Secrets, new: &Secrets) -> Result<(), StoreEr
     } else {
         conn.prepare("SELECT id, password FROM hosts")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
+            .collect::<crate::store::db::Result<_>>()?
     };
     for (id, stored) in hosts {
         let plain = old.open(&stored)?;
@@ -304,7 +312,7 @@ fn reseal(conn: &Connection, old: &Secrets, new: &Secrets) -> Result<(), StoreEr
     let settings: Vec<(String, String, i64, String)> = conn
         .prepare("SELECT name, scope, scope_id, value FROM configurations WHERE encrypted = 1")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     for (name, scope, scope_id, stored) in settings {
         let plain = old.open(&stored)?;
         conn.execute(
@@ -332,7 +340,7 @@ pub(super) fn seal_plaintext(conn: &Connection, secrets: &Secrets) -> Result<usi
              WHERE secret_key IS NOT NULL AND secret_key NOT LIKE 'sealed:%'",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     for (id, key) in &plain {
         conn.execute(
             "UPDATE users SET secret_key = ?1 WHERE id = ?2",

@@ -365,7 +365,7 @@ async fn internal_id(s: &TestServer, uuid: String) -> i64 {
         .store()
         .read(move |c| {
             c.query_row("SELECT id FROM vms WHERE uuid = ?1", [uuid], |r| {
-                r.get::<_, i64>(0)
+                r.get::<i64>(0)
             })
             .map_err(bnr::store::StoreError::from)
         })

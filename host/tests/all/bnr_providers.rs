@@ -324,6 +324,7 @@ async fn the_providers_directory_is_loaded_and_bad_files_are_skipped() {
         state,
         zone_id: boot.unwrap().zone_uuid,
         dir: data,
+        database: None,
     };
     let r = s.admin().call("listBackupProviders", &[]).await;
     let names: Vec<&str> = items(r.ok("listBackupProviders"), "providers")

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::Value;
 
 use bnr::api::router;
-use bnr::api::serve::prepare_with;
+use bnr::api::serve::prepare_on;
 use bnr::inventory::bootstrap::BootstrapOptions;
 use bnr::service::ProviderSource;
 use bnr_runtime::{Catalog, Provider, Runtime, RuntimeConfig};
@@ -192,9 +192,16 @@ pub async fn start_from(dir: tempfile::TempDir, source: ProviderSource) -> TestS
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
     };
-    let (state, boot) = prepare_with(dir.path(), &opts, source)
-        .await
-        .expect("server start");
+    let database = crate::support_api::test_database(dir.path());
+    let (state, boot) = prepare_on(
+        crate::support_api::database_option(&database).as_ref(),
+        dir.path(),
+        &opts,
+        source,
+        false,
+    )
+    .await
+    .expect("server start");
     let zone_id = match boot {
         Some(b) => b.zone_uuid,
         None => state
@@ -213,6 +220,7 @@ pub async fn start_from(dir: tempfile::TempDir, source: ProviderSource) -> TestS
         state,
         dir,
         zone_id,
+        database,
     }
 }
 

@@ -151,6 +151,6 @@ fn plugin_check_fails_the_clauses_a_failed_step_kept_from_running() {
         "{stdout}"
     );
     let not_run = stdout.lines().filter(|l| l.contains("not run")).count();
-    assert_eq!(not_run, 8, "{stdout}");
+    assert_eq!(not_run, 9, "{stdout}");
     assert!(stdout.contains("PASS  describe is valid"), "{stdout}");
 }

@@ -506,6 +506,7 @@ async fn the_development_switch_accepts_an_unsigned_upload_and_says_so() {
         state,
         zone_id: boot.expect("fresh").zone_uuid,
         dir,
+        database: None,
     };
     let (status, body) = upload(&s, component_bytes(NEXT), &[]).await;
     assert_eq!(status, 200, "{body}");

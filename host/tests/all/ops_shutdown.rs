@@ -12,7 +12,11 @@ use crate::bnr_support::{dummy_wasm, scripted_wasm};
 use crate::support_api::*;
 
 /// One signed GET over a fresh connection; `None` when the server no longer accepts them.
-async fn get(addr: &str, command: &str, params: &[(&str, &str)]) -> Option<(u16, Value)> {
+pub(crate) async fn get(
+    addr: &str,
+    command: &str,
+    params: &[(&str, &str)],
+) -> Option<(u16, Value)> {
     let creds = Creds {
         api_key: ADMIN_API_KEY.into(),
         secret_key: ADMIN_SECRET_KEY.into(),
@@ -30,14 +34,14 @@ async fn get(addr: &str, command: &str, params: &[(&str, &str)]) -> Option<(u16,
 }
 
 /// The one inner object of an answer.
-fn inner(v: &Value) -> &Value {
+pub(crate) fn inner(v: &Value) -> &Value {
     v.as_object()
         .and_then(|o| o.values().next())
         .unwrap_or(&Value::Null)
 }
 
 /// Waits (bounded, polling) until the job is terminal; returns its answer.
-async fn finished(addr: &str, jobid: &str) -> Value {
+pub(crate) async fn finished(addr: &str, jobid: &str) -> Value {
     for _ in 0..600 {
         let (status, v) = get(addr, "queryAsyncJobResult", &[("jobid", jobid)])
             .await
@@ -293,7 +297,7 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
         .unwrap();
 }
 
-fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -303,7 +307,7 @@ fn free_addr() -> String {
 }
 
 /// A zone setting through the API (`updateConfiguration` with `zoneid`).
-async fn zone_setting(addr: &str, zone: &str, name: &str, value: &str) {
+pub(crate) async fn zone_setting(addr: &str, zone: &str, name: &str, value: &str) {
     let (status, v) = get(
         addr,
         "updateConfiguration",
@@ -316,7 +320,7 @@ async fn zone_setting(addr: &str, zone: &str, name: &str, value: &str) {
 
 /// The zone on the `scripted` provider, its gold policy imported, and a VM assigned to it:
 /// (zone, vm).
-async fn scripted_vm(addr: &str) -> (String, String) {
+pub(crate) async fn scripted_vm(addr: &str) -> (String, String) {
     let addr = addr.to_string();
     let zone = inner(&get(&addr, "listZones", &[]).await.unwrap().1)["zone"][0]["id"]
         .as_str()
@@ -384,7 +388,7 @@ async fn scripted_vm(addr: &str) -> (String, String) {
 }
 
 /// Providers directory with the dummy and the `scripted` fixture.
-fn dummy_and_scripted() -> tempfile::TempDir {
+pub(crate) fn dummy_and_scripted() -> tempfile::TempDir {
     let providers = tempfile::tempdir().expect("providers dir");
     for wasm in [dummy_wasm(), scripted_wasm()] {
         std::fs::copy(&wasm, providers.path().join(wasm.file_name().unwrap())).expect("copy");

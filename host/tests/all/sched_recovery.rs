@@ -13,6 +13,8 @@ use crate::support_api::*;
 /// What the first process leaves behind for the test.
 struct Killed {
     dir: tempfile::TempDir,
+    /// Keeps a PostgreSQL run's database for the restart.
+    _database: Option<std::sync::Arc<bnr::store::postgres::testing::TestDatabase>>,
     creds: Creds,
     vm: String,
     backup: String,
@@ -95,9 +97,10 @@ fn run_and_kill(
                     .map(|(_, v)| v.clone())
             })
             .expect("backup id");
-        let TestServer { dir, .. } = s;
+        let TestServer { dir, database, .. } = s;
         Killed {
             dir,
+            _database: database,
             creds,
             vm,
             backup,

@@ -617,7 +617,7 @@ async fn snapshot(s: &TestServer) -> String {
             let tables: Vec<String> = c
                 .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
                 .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<bnr::store::db::Result<_>>()?;
             let mut out = String::new();
             for t in tables {
                 let mut st = c.prepare(&format!("SELECT * FROM \"{t}\""))?;
@@ -630,7 +630,7 @@ async fn snapshot(s: &TestServer) -> String {
                         }
                         Ok(row.join("|"))
                     })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<bnr::store::db::Result<Vec<_>>>()?;
                 rows.sort();
                 out.push_str(&t);
                 out.push('\n');

@@ -840,7 +840,7 @@ async fn give_vm_backups(s: &TestServer, vm_uuid: &str, volumes_json: Option<&st
                 "UPDATE vms SET backup_offering_id = (SELECT id FROM backup_offerings WHERE uuid = 'bo-gold'),
                                 backup_volumes = ?2
                  WHERE uuid = ?1",
-                rusqlite::params![uuid, volumes],
+                bnr::store::db::params![uuid, volumes],
             )?;
             Ok::<_, StoreError>(())
         })

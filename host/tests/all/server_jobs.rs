@@ -175,6 +175,7 @@ async fn jobs_left_pending_by_a_previous_process_are_failed_or_resumed_at_start(
                     cmd: "abandoned".into(),
                     ..spec(account, user)
                 },
+                None,
             )?;
             let b = JobManager::insert_pending(
                 tx,
@@ -182,6 +183,7 @@ async fn jobs_left_pending_by_a_previous_process_are_failed_or_resumed_at_start(
                     cmd: "resumable".into(),
                     ..spec(account, user)
                 },
+                None,
             )?;
             Ok::<_, bnr::store::StoreError>((a, b))
         })

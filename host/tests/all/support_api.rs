@@ -18,9 +18,15 @@ use sha1::Sha1;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-use bnr::api::serve::prepare;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bnr::api::serve::{default_providers, prepare_on};
 use bnr::api::{ApiState, router};
 use bnr::inventory::bootstrap::BootstrapOptions;
+use bnr::store::Database;
+use bnr::store::postgres::testing::TestDatabase;
 
 pub const ADMIN_API_KEY: &str = "test-admin-api-key";
 pub const ADMIN_SECRET_KEY: &str = "test-admin-secret-key";
@@ -39,6 +45,57 @@ pub struct TestServer {
     pub router: Router,
     pub dir: TempDir,
     pub zone_id: String,
+    /// The PostgreSQL database of a `BNR_TEST_DATABASE=postgres` run (see [`test_database`]).
+    pub database: Option<Arc<TestDatabase>>,
+}
+
+/// The variable that runs the API tests on PostgreSQL (`BNR_TEST_DATABASE=postgres`).
+pub const TEST_DATABASE_VARIABLE: &str = "BNR_TEST_DATABASE";
+
+/// Whether this run keeps its test servers' data in PostgreSQL.
+pub fn on_postgres() -> bool {
+    match std::env::var(TEST_DATABASE_VARIABLE).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("{TEST_DATABASE_VARIABLE}={other}: use postgres or sqlite"),
+    }
+}
+
+/// On PostgreSQL runs, the database of the data directory `dir`: a fresh one, or the one of an
+/// earlier server on `dir` (a restart keeps its data). Kept while the directory exists.
+pub fn test_database(dir: &std::path::Path) -> Option<Arc<TestDatabase>> {
+    let mut databases = databases().lock().unwrap();
+    // Directories of finished tests are gone: their databases are dropped.
+    databases.retain(|dir, _| dir.exists());
+    if let Some(db) = databases.get(dir) {
+        return Some(db.clone());
+    }
+    if !on_postgres() {
+        return None;
+    }
+    let db = Arc::new(TestDatabase::create());
+    databases.insert(dir.to_path_buf(), db.clone());
+    Some(db)
+}
+
+/// Makes servers started on `dir` use `database`, whatever the run's mode.
+pub fn use_database(dir: &std::path::Path, database: &Arc<TestDatabase>) {
+    databases()
+        .lock()
+        .unwrap()
+        .insert(dir.to_path_buf(), database.clone());
+}
+
+fn databases() -> &'static Mutex<HashMap<PathBuf, Arc<TestDatabase>>> {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, Arc<TestDatabase>>>> = OnceLock::new();
+    DATABASES.get_or_init(Default::default)
+}
+
+/// The store option of a test server on `database`.
+pub fn database_option(database: &Option<Arc<TestDatabase>>) -> Option<Database> {
+    database
+        .as_ref()
+        .map(|db| Database::Postgres(db.url().to_string()))
 }
 
 /// An HTTP answer with its JSON body parsed (Null when not JSON).
@@ -202,13 +259,23 @@ impl TestServer {
             admin_password: Some(ADMIN_PASSWORD.into()),
             admin_keys: Some((ADMIN_API_KEY.into(), ADMIN_SECRET_KEY.into())),
         };
-        let (state, boot) = prepare(dir.path(), &opts).await.expect("server start");
+        let database = test_database(dir.path());
+        let (state, boot) = prepare_on(
+            database_option(&database).as_ref(),
+            dir.path(),
+            &opts,
+            default_providers(dir.path()),
+            false,
+        )
+        .await
+        .expect("server start");
         let boot = boot.expect("fresh data dir bootstraps");
         TestServer {
             router: router(state.clone()),
             state,
             dir,
             zone_id: boot.zone_uuid,
+            database,
         }
     }
 
@@ -219,6 +286,7 @@ impl TestServer {
             router: self.router.clone(),
             dir: tempfile::tempdir().expect("tempdir"),
             zone_id: zone.into(),
+            database: self.database.clone(),
         }
     }
 

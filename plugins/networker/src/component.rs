@@ -29,16 +29,12 @@ const MAX_OUTPUT_BYTES: u32 = 1 << 20;
 
 pub struct Networker;
 
-fn to_provider(error: Error) -> ProviderError {
-    match error {
-        Error::NotFound(m) => ProviderError::NotFound(m),
-        Error::InvalidConfig(m) => ProviderError::InvalidConfig(m),
-        Error::Unauthorized(m) => ProviderError::Unauthorized(m),
-        Error::Unavailable(m) => ProviderError::Unavailable(m),
-        Error::Rejected(m) => ProviderError::Rejected(m),
-        Error::Unsupported(m) => ProviderError::Unsupported(m),
-        Error::Internal(m) => ProviderError::Internal(m),
-    }
+/// The NetWorker REST endpoint and the settings that establish trust in it.
+fn rest_access() -> HttpsAccess {
+    HttpsAccess::new(URL)
+        .pinned_cert(PINNED_CERT)
+        .ca_pem(CA_PEM)
+        .validate(VALIDATE_SSL)
 }
 
 struct Http {
@@ -47,34 +43,18 @@ struct Http {
 
 impl rest::Transport for Http {
     fn send(&mut self, request: rest::Request) -> crate::error::Result<rest::Response> {
-        let method = match request.method {
-            "DELETE" => http::Method::Delete,
-            _ => http::Method::Get,
-        };
-        let mut builder = http::Request::new(method, &request.url)
+        let method = http::Method::from_name(request.method)
+            .ok_or_else(|| Error::Internal(format!("HTTP method {}", request.method)))?;
+        let response = http::Request::new(method, &request.url)
+            .headers(request.headers)
             .timeout(self.timeout)
-            .max_response_bytes(MAX_RESPONSE_BYTES);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        match builder.send() {
-            Ok(response) => Ok(rest::Response {
-                status: response.status(),
-                body: response.into_body(),
-            }),
-            Err(e @ http::HttpError::Tls { .. }) => Err(Error::Unavailable(format!(
-                "{e}; pin the NetWorker server's certificate in {PINNED_CERT}, give its CA in \
-                 {CA_PEM}, or set {VALIDATE_SSL} to false"
-            ))),
-            Err(e @ (http::HttpError::Timeout { .. } | http::HttpError::Connect { .. })) => Err(
-                Error::Unavailable(format!("NetWorker at {URL} is unreachable: {e}")),
-            ),
-            Err(e) => Err(match ProviderError::from(e) {
-                ProviderError::InvalidConfig(m) => Error::InvalidConfig(m),
-                ProviderError::Unavailable(m) => Error::Unavailable(m),
-                other => Error::Internal(format!("{other:?}")),
-            }),
-        }
+            .max_response_bytes(MAX_RESPONSE_BYTES)
+            .send()
+            .map_err(|e| e.naming_endpoint("NetWorker", &rest_access()))?;
+        Ok(rest::Response {
+            status: response.status(),
+            body: response.into_body(),
+        })
     }
 }
 
@@ -141,23 +121,13 @@ fn exec_error(error: &ExecError, target: &str) -> Error {
     }
 }
 
-fn setting_or(name: &str, default: &str) -> String {
-    settings::get(name).unwrap_or_else(|| default.to_string())
-}
-
 fn seconds(name: &str, default: u64, max: u64) -> Result<u64> {
-    let value: u64 = settings::parse_or(name, default)?;
-    if value == 0 || value > max {
-        return Err(ProviderError::InvalidConfig(format!(
-            "{name} must be between 1 and {max} seconds"
-        )));
-    }
-    Ok(value)
+    settings::parse_within(name, default, 1..=max)
 }
 
 fn client() -> Result<Client<Http>> {
-    let url = setting_or(URL, DEFAULT_URL);
-    let username = setting_or(USERNAME, "administrator");
+    let url = settings::get_or(URL, DEFAULT_URL);
+    let username = settings::get_or(USERNAME, "administrator");
     let password = settings::require(PASSWORD)?;
     let timeout = seconds(REQUEST_TIMEOUT, 300, 3600)?;
     Ok(Client::new(
@@ -172,29 +142,18 @@ fn client() -> Result<Client<Http>> {
 
 /// The host part of the zone's URL: the NetWorker server the scripts name (`-s`).
 fn server_name(url: &str) -> Result<String> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    if host.is_empty() {
-        return Err(ProviderError::InvalidConfig(format!(
-            "{URL} does not name a NetWorker server"
-        )));
-    }
-    Ok(host.to_string())
+    http::url_host(url).ok_or_else(|| {
+        ProviderError::InvalidConfig(format!("{URL} does not name a NetWorker server"))
+    })
 }
 
 fn config() -> Result<Config> {
     Ok(Config {
-        server: server_name(&setting_or(URL, DEFAULT_URL))?,
-        pool: setting_or(POOL, "Default"),
+        server: server_name(&settings::get_or(URL, DEFAULT_URL))?,
+        pool: settings::get_or(POOL, "Default"),
         verbose: settings::parse_or(CLIENT_VERBOSITY, false)?,
         script_timeout_secs: seconds(SCRIPT_TIMEOUT, 3600, 12 * 3600)?,
-        pool_path: setting_or(POOL_PATH, "/var/lib/libvirt/images"),
+        pool_path: settings::get_or(POOL_PATH, "/var/lib/libvirt/images"),
     })
 }
 
@@ -248,12 +207,7 @@ impl Provider for Networker {
                 SettingDecl::text(POOL_PATH, "Local path of the KVM hosts' storage pool single volumes are restored into").with_default("/var/lib/libvirt/images"),
             ],
             needs: vec![
-                Need::HttpsToSetting(HttpsAccess {
-                    url_setting: URL.into(),
-                    pinned_cert_setting: Some(PINNED_CERT.into()),
-                    ca_pem_setting: Some(CA_PEM.into()),
-                    validate_setting: Some(VALIDATE_SSL.into()),
-                }),
+                Need::HttpsToSetting(rest_access()),
                 Need::HttpToSetting(URL.into()),
                 Need::RemoteExecOnInstanceHost,
             ],
@@ -273,7 +227,7 @@ impl Provider for Networker {
     }
 
     fn list_policies(_zone: Zone) -> Result<Vec<Policy>> {
-        let offerings = ops::offerings(&mut client()?).map_err(to_provider)?;
+        let offerings = ops::offerings(&mut client()?)?;
         Ok(offerings
             .into_iter()
             .map(|(external_id, name, description)| Policy {
@@ -285,7 +239,7 @@ impl Provider for Networker {
     }
 
     fn assign_instance(instance: Instance, policy_external_id: String) -> Result<Option<String>> {
-        ops::check_kvm(&vm_of(&instance)).map_err(to_provider)?;
+        ops::check_kvm(&vm_of(&instance))?;
         // NetWorker keeps nothing per instance: the policy only has to exist.
         if !Self::validate_policy(
             Zone {
@@ -303,7 +257,7 @@ impl Provider for Networker {
 
     fn remove_instance(instance: Instance, _policy_external_id: String) -> Result<()> {
         // Save sets stay in NetWorker until their retention passes; nothing to undo.
-        ops::check_kvm(&vm_of(&instance)).map_err(to_provider)
+        ops::check_kvm(&vm_of(&instance)).map_err(ProviderError::from)
     }
 
     fn start_backup(
@@ -322,11 +276,11 @@ impl Provider for Networker {
             now(),
         )
         .map(pending)
-        .map_err(to_provider)
+        .map_err(ProviderError::from)
     }
 
     fn start_delete(backup: BackupRef, _forced: bool) -> Result<Started> {
-        ops::delete(&mut client()?, &backup.external_id).map_err(to_provider)?;
+        ops::delete(&mut client()?, &backup.external_id)?;
         Ok(Started::Done(OperationResult::Deleted))
     }
 
@@ -350,11 +304,11 @@ impl Provider for Networker {
             now(),
         )
         .map(pending)
-        .map_err(to_provider)
+        .map_err(ProviderError::from)
     }
 
     fn start_restore_volume(request: VolumeRestoreRequest) -> Result<Started> {
-        ops::check_kvm(&vm_of(&request.attach_to)).map_err(to_provider)?;
+        ops::check_kvm(&vm_of(&request.attach_to))?;
         let host = current_host();
         ops::start_restore_volume(
             &mut client()?,
@@ -368,17 +322,17 @@ impl Provider for Networker {
             now(),
         )
         .map(pending)
-        .map_err(to_provider)
+        .map_err(ProviderError::from)
     }
 
     fn poll_operation(handle: String) -> Result<PollStatus> {
-        let status = ops::poll(&mut client()?, &mut Ssh, &handle, now()).map_err(to_provider)?;
+        let status = ops::poll(&mut client()?, &mut Ssh, &handle, now())?;
         Ok(match status {
             Status::Running(message) => PollStatus::Running(Progress {
                 percent: 0,
                 message,
             }),
-            Status::Failed(error) => PollStatus::Failed(to_provider(error)),
+            Status::Failed(error) => PollStatus::Failed(error.into()),
             Status::Finished(Outcome::BackupTaken {
                 id,
                 kind,
@@ -403,12 +357,11 @@ impl Provider for Networker {
     }
 
     fn cancel_operation(handle: String) -> Result<()> {
-        ops::cancel(&mut Ssh, &handle).map_err(to_provider)
+        ops::cancel(&mut Ssh, &handle).map_err(ProviderError::from)
     }
 
     fn list_restore_points(instance: Instance) -> Result<Vec<RestorePoint>> {
-        let points =
-            ops::restore_points(&mut client()?, &vm_of(&instance), now()).map_err(to_provider)?;
+        let points = ops::restore_points(&mut client()?, &vm_of(&instance), now())?;
         Ok(points
             .into_iter()
             .map(|p| RestorePoint {
@@ -423,7 +376,7 @@ impl Provider for Networker {
 
     fn metrics(_zone: Zone, instances: Vec<Instance>) -> Result<Vec<Metric>> {
         let vms: Vec<Vm> = instances.iter().map(vm_of).collect();
-        let metrics = ops::metrics(&mut client()?, &vms, now()).map_err(to_provider)?;
+        let metrics = ops::metrics(&mut client()?, &vms, now())?;
         Ok(metrics
             .into_iter()
             .map(|(instance_uuid, size, protected_size)| Metric {

@@ -41,10 +41,7 @@ impl<T: Transport> Client<T> {
     pub fn new(base: &str, username: &str, password: &str, transport: T) -> Client<T> {
         Client {
             base: base.trim_end_matches('/').to_string(),
-            authorization: format!(
-                "Basic {}",
-                base64(format!("{username}:{password}").as_bytes())
-            ),
+            authorization: bnr_sdk::http::basic_auth_value(username, password),
             transport,
             probed: false,
             requests: 0,
@@ -185,24 +182,6 @@ pub fn encode(value: &str) -> String {
     out
 }
 
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,15 +192,5 @@ mod tests {
             encode("name:\"i-2-3-VM\" and saveTime:\"2022-07-12T02:02:03+00:00\""),
             "name%3A%22i-2-3-VM%22%20and%20saveTime%3A%222022-07-12T02%3A02%3A03%2B00%3A00%22"
         );
-    }
-
-    #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(
-            base64(b"administrator:password"),
-            "YWRtaW5pc3RyYXRvcjpwYXNzd29yZA=="
-        );
-        assert_eq!(base64(b"a"), "YQ==");
-        assert_eq!(base64(b"ab"), "YWI=");
     }
 }

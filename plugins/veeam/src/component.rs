@@ -31,16 +31,12 @@ const MAX_OUTPUT_BYTES: u32 = 4 << 20;
 
 pub struct Veeam;
 
-fn to_provider(error: Error) -> ProviderError {
-    match error {
-        Error::NotFound(m) => ProviderError::NotFound(m),
-        Error::InvalidConfig(m) => ProviderError::InvalidConfig(m),
-        Error::Unauthorized(m) => ProviderError::Unauthorized(m),
-        Error::Unavailable(m) => ProviderError::Unavailable(m),
-        Error::Rejected(m) => ProviderError::Rejected(m),
-        Error::Unsupported(m) => ProviderError::Unsupported(m),
-        Error::Internal(m) => ProviderError::Internal(m),
-    }
+/// The Enterprise Manager endpoint and the settings that establish trust in it.
+fn em_access() -> HttpsAccess {
+    HttpsAccess::new(URL_SETTING)
+        .pinned_cert(PINNED_CERT)
+        .ca_pem(CA_PEM)
+        .validate(VALIDATE_SSL)
 }
 
 struct Http {
@@ -49,49 +45,25 @@ struct Http {
 
 impl em::Transport for Http {
     fn send(&mut self, request: em::Request) -> crate::error::Result<em::Response> {
-        let method = match request.method {
-            "POST" => http::Method::Post,
-            "DELETE" => http::Method::Delete,
-            _ => http::Method::Get,
-        };
-        let mut builder = http::Request::new(method, &request.url)
+        let method = http::Method::from_name(request.method)
+            .ok_or_else(|| Error::Internal(format!("HTTP method {}", request.method)))?;
+        let response = http::Request::new(method, &request.url)
+            .headers(request.headers)
+            .body(request.body.unwrap_or_default())
             .timeout(self.timeout)
-            .max_response_bytes(MAX_RESPONSE_BYTES);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        if let Some(body) = request.body {
-            builder = builder.body(body);
-        }
-        match builder.send() {
-            Ok(response) => Ok(em::Response {
-                status: response.status(),
-                headers: response
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                    .collect(),
-                body: response.into_body(),
-            }),
-            Err(e @ http::HttpError::Tls { .. }) => Err(Error::Unavailable(format!(
-                "{e}; pin the Enterprise Manager certificate in {PINNED_CERT} or give its CA in {CA_PEM}"
-            ))),
-            Err(e @ (http::HttpError::Timeout { .. } | http::HttpError::Connect { .. })) => {
-                Err(Error::Unavailable(format!(
-                    "Enterprise Manager at {URL_SETTING} is unreachable: {e}"
-                )))
-            }
-            Err(e) => Err(match to_sdk_kind(e) {
-                ProviderError::InvalidConfig(m) => Error::InvalidConfig(m),
-                ProviderError::Unavailable(m) => Error::Unavailable(m),
-                other => Error::Internal(format!("{other:?}")),
-            }),
-        }
+            .max_response_bytes(MAX_RESPONSE_BYTES)
+            .send()
+            .map_err(|e| e.naming_endpoint("Enterprise Manager", &em_access()))?;
+        Ok(em::Response {
+            status: response.status(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            body: response.into_body(),
+        })
     }
-}
-
-fn to_sdk_kind(error: http::HttpError) -> ProviderError {
-    error.into()
 }
 
 struct Ssh {
@@ -153,15 +125,8 @@ fn config() -> Result<Config> {
             "{VERSION}={version}: Veeam Backup & Replication before 11 is not supported"
         )));
     }
-    let seconds = |name: &str, default: u64, max: u64| -> Result<u64> {
-        let value: u64 = settings::parse_or(name, default)?;
-        if value == 0 || value > max {
-            return Err(ProviderError::InvalidConfig(format!(
-                "{name} must be between 1 and {max}, not {value}"
-            )));
-        }
-        Ok(value)
-    };
+    let seconds =
+        |name: &str, default: u64, max: u64| settings::parse_within(name, default, 1..=max);
     Ok(Config {
         url,
         username: settings::get(USERNAME_SETTING).unwrap_or_else(|| "administrator".into()),
@@ -176,12 +141,7 @@ fn config() -> Result<Config> {
 
 /// When a restore started now is given up: `backup.plugin.veeam.restore.timeout` from now.
 fn restore_deadline() -> Result<u64> {
-    let seconds: u64 = settings::parse_or(RESTORE_TIMEOUT, 600)?;
-    if seconds == 0 || seconds > 7 * 86_400 {
-        return Err(ProviderError::InvalidConfig(format!(
-            "{RESTORE_TIMEOUT} must be between 1 and 604800, not {seconds}"
-        )));
-    }
+    let seconds = settings::parse_within(RESTORE_TIMEOUT, 600, 1..=7 * 86_400)?;
     Ok(time::now_unix_secs() + seconds)
 }
 
@@ -194,11 +154,11 @@ fn em_client(config: &Config) -> Result<Em<Http>> {
         &config.username,
         &config.password,
     )
-    .map_err(to_provider)
+    .map_err(ProviderError::from)
 }
 
 fn shell(config: &Config) -> Result<Ssh> {
-    let target = em::url_host(&config.url)
+    let target = http::url_host(&config.url)
         .ok_or_else(|| ProviderError::InvalidConfig(format!("{URL_SETTING} names no host")))?;
     // The PowerShell side may wait on the Veeam server longer than one HTTP request.
     Ok(Ssh {
@@ -211,7 +171,7 @@ fn shell(config: &Config) -> Result<Ssh> {
 fn with_em<R>(work: impl FnOnce(&mut Em<Http>, &Config) -> crate::error::Result<R>) -> Result<R> {
     let config = config()?;
     let mut client = em_client(&config)?;
-    client.session(|em| work(em, &config)).map_err(to_provider)
+    Ok(client.session(|em| work(em, &config))?)
 }
 
 fn vm_of(instance: &Instance) -> Vm {
@@ -259,12 +219,7 @@ impl Provider for Veeam {
                 SettingDecl::text(DATASTORE, "Datastore restores to a new instance or volume go to").with_default("datastore1"),
             ],
             needs: vec![
-                Need::HttpsToSetting(HttpsAccess {
-                    url_setting: URL_SETTING.into(),
-                    pinned_cert_setting: Some(PINNED_CERT.into()),
-                    ca_pem_setting: Some(CA_PEM.into()),
-                    validate_setting: Some(VALIDATE_SSL.into()),
-                }),
+                Need::HttpsToSetting(em_access()),
                 Need::SshToSetting(SshAccess {
                     host_setting: URL_SETTING.into(),
                     port_setting: Some(SSH_PORT.into()),
@@ -310,7 +265,7 @@ impl Provider for Veeam {
 
     fn assign_instance(instance: Instance, policy_external_id: String) -> Result<Option<String>> {
         let vm = vm_of(&instance);
-        ops::require_vmware(&vm).map_err(to_provider)?;
+        ops::require_vmware(&vm)?;
         let config = config()?;
         let mut ssh = shell(&config)?;
         let vcenter = settings::get(VCENTER);
@@ -330,7 +285,7 @@ impl Provider for Veeam {
 
     fn remove_instance(instance: Instance, _policy_external_id: String) -> Result<()> {
         let config = config()?;
-        ops::remove(&mut shell(&config)?, &vm_of(&instance)).map_err(to_provider)
+        ops::remove(&mut shell(&config)?, &vm_of(&instance)).map_err(ProviderError::from)
     }
 
     fn start_backup(
@@ -339,25 +294,25 @@ impl Provider for Veeam {
         _options: BackupOptions,
     ) -> Result<Started> {
         let vm = vm_of(&instance);
-        ops::require_vmware(&vm).map_err(to_provider)?;
+        ops::require_vmware(&vm)?;
         with_em(|em, _| ops::start_backup(em, &vm)).map(pending)
     }
 
     fn start_delete(backup: BackupRef, forced: bool) -> Result<Started> {
         let config = config()?;
-        ops::delete(&mut shell(&config)?, &backup.external_id, forced).map_err(to_provider)?;
+        ops::delete(&mut shell(&config)?, &backup.external_id, forced)?;
         Ok(Started::Done(OperationResult::Deleted))
     }
 
     fn start_restore(backup: BackupRef, target: RestoreTarget) -> Result<Started> {
         match target {
             RestoreTarget::InPlace(instance) => {
-                ops::require_vmware(&vm_of(&instance)).map_err(to_provider)?;
+                ops::require_vmware(&vm_of(&instance))?;
                 let deadline = restore_deadline()?;
                 with_em(|em, _| ops::start_restore(em, &backup.external_id, deadline)).map(pending)
             }
             RestoreTarget::NewInstance(instance) => {
-                ops::require_vmware(&vm_of(&instance)).map_err(to_provider)?;
+                ops::require_vmware(&vm_of(&instance))?;
                 let config = config()?;
                 let host = instance.host_address.clone().ok_or_else(|| {
                     ProviderError::Rejected(format!(
@@ -376,13 +331,13 @@ impl Provider for Veeam {
                     restore_deadline()?,
                 )
                 .map(pending)
-                .map_err(to_provider)
+                .map_err(ProviderError::from)
             }
         }
     }
 
     fn start_restore_volume(request: VolumeRestoreRequest) -> Result<Started> {
-        ops::require_vmware(&vm_of(&request.attach_to)).map_err(to_provider)?;
+        ops::require_vmware(&vm_of(&request.attach_to))?;
         let config = config()?;
         let host = request.attach_to.host_address.clone().ok_or_else(|| {
             ProviderError::Rejected(format!(
@@ -403,11 +358,11 @@ impl Provider for Veeam {
             restore_deadline()?,
         )
         .map(pending)
-        .map_err(to_provider)
+        .map_err(ProviderError::from)
     }
 
     fn poll_operation(handle: String) -> Result<PollStatus> {
-        let handle = Handle::decode(&handle).map_err(to_provider)?;
+        let handle = Handle::decode(&handle)?;
         let config = config()?;
         let mut ssh = shell(&config)?;
         let now = time::now_unix_secs();
@@ -432,18 +387,18 @@ impl Provider for Veeam {
                     size,
                 }))
             }
-            Progress::Failed(error) => PollStatus::Failed(to_provider(error)),
+            Progress::Failed(error) => PollStatus::Failed(error.into()),
         })
     }
 
     fn cancel_operation(handle: String) -> Result<()> {
-        let handle = Handle::decode(&handle).map_err(to_provider)?;
+        let handle = Handle::decode(&handle)?;
         with_em(|em, _| ops::cancel(em, &handle))
     }
 
     fn list_restore_points(instance: Instance) -> Result<Vec<RestorePoint>> {
         let vm = vm_of(&instance);
-        ops::require_vmware(&vm).map_err(to_provider)?;
+        ops::require_vmware(&vm)?;
         let points = with_em(|em, _| ops::restore_points(em, &vm.internal_name))?;
         Ok(points
             .into_iter()

@@ -60,28 +60,6 @@ pub struct Em<T: Transport> {
     pub requests: u32,
 }
 
-/// Base64 (standard alphabet, padded) for the Basic credentials.
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Checks `backup.plugin.veeam.url` and returns the API base without a trailing slash.
 pub fn api_base(url: &str) -> Result<String> {
     let url = url.trim();
@@ -104,18 +82,6 @@ pub fn api_base(url: &str) -> Result<String> {
         base.push_str("/api");
     }
     Ok(base)
-}
-
-/// The host part of the URL (the SSH target is the same machine).
-pub fn url_host(url: &str) -> Option<String> {
-    let rest = url.trim().split("://").nth(1)?;
-    let authority = rest.split('/').next()?;
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then(|| host.to_string())
 }
 
 impl<T: Transport> Em<T> {
@@ -149,11 +115,13 @@ impl<T: Transport> Em<T> {
     }
 
     fn logon(&mut self) -> Result<()> {
-        let credentials = base64(format!("{}:{}", self.username, self.password).as_bytes());
         let response = self.send(Request {
             method: "POST",
             url: format!("{}/sessionMngr/?v=latest", self.base),
-            headers: vec![("Authorization", format!("Basic {credentials}"))],
+            headers: vec![(
+                "Authorization",
+                bnr_sdk::http::basic_auth_value(&self.username, &self.password),
+            )],
             body: None,
         })?;
         match response.status {
@@ -302,16 +270,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc_4648() {
-        assert_eq!(
-            base64(b"administrator:P@ssword123"),
-            "YWRtaW5pc3RyYXRvcjpQQHNzd29yZDEyMw=="
-        );
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b""), "");
-    }
-
-    #[test]
     fn the_url_setting_is_checked() {
         assert_eq!(
             api_base("https://em:9398/api/").unwrap(),
@@ -326,10 +284,5 @@ mod tests {
             api_base("https://user@em/api"),
             Err(Error::InvalidConfig(_))
         ));
-        assert_eq!(
-            url_host("https://em.example:9398/api/").as_deref(),
-            Some("em.example")
-        );
-        assert_eq!(url_host("https://[::1]:9398/api/").as_deref(), Some("::1"));
     }
 }

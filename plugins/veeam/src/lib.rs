@@ -2,7 +2,7 @@
 //! driven through Veeam Backup Enterprise Manager's XML REST API and PowerShell over SSH on
 //! the Veeam server.
 //!
-//! The protocol lives in plain modules (`em`, `model`, `ops`, `ps`, `time`) over small
+//! The protocol lives in plain modules (`em`, `model`, `ops`, `ps`) over small
 //! transport traits, so it is tested natively against `veeam-sim`; the component glue binds
 //! them to the host's HTTP and remote-exec imports.
 
@@ -11,7 +11,6 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod ps;
-pub mod time;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

@@ -258,7 +258,8 @@ pub fn vm_restore_points(doc: &Document<'_>) -> Vec<VmRestorePoint> {
                     .unwrap_or_default(),
                 created: field(n, "CreationTimeUTC")
                     .as_deref()
-                    .and_then(crate::time::parse_utc),
+                    .and_then(bnr_sdk::time::parse_utc)
+                    .and_then(|seconds| u64::try_from(seconds).ok()),
                 full: field(n, "PointType").is_some_and(|t| t.eq_ignore_ascii_case("Full")),
                 local,
                 backup_file: link_of_type(&links, "BackupFileReference")

@@ -254,6 +254,7 @@ fn register_backups(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Lists VM backups")
             .since("4.14.0")
             .roles(ALL_ROLES)
+            .answers_from_store()
             .object("backup")
             .param(
                 Param::uuid("id", BACKUPS)

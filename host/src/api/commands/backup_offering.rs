@@ -252,6 +252,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Lists backup offerings")
             .since("4.14.0")
             .roles(ALL_ROLES)
+            .answers_from_store()
             .object("backupoffering")
             .param(
                 Param::uuid("id", BACKUP_OFFERINGS)

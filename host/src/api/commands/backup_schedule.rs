@@ -93,6 +93,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("List backup schedule of a VM")
             .since("4.14.0")
             .roles(ALL_ROLES)
+            .answers_from_store()
             .object("backupschedule")
             .param(
                 Param::uuid("virtualmachineid", Entity::VM)

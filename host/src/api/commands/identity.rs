@@ -502,7 +502,7 @@ fn is_default_admin(a: &Account) -> bool {
 /// accounts in its domain subtree that are not root admins; never the caller's own account
 /// nor the default root admin account.
 fn check_account_change(
-    c: &rusqlite::Connection,
+    c: &crate::store::db::Connection,
     caller: &Caller,
     account: &Account,
 ) -> Result<(), OpError> {
@@ -523,7 +523,7 @@ fn check_account_change(
 
 /// [`check_account_change`] for one user; the caller may not change itself either.
 fn check_user_change(
-    c: &rusqlite::Connection,
+    c: &crate::store::db::Connection,
     caller: &Caller,
     user: &User,
 ) -> Result<(), OpError> {
@@ -545,7 +545,7 @@ fn check_user_change(
 }
 
 fn set_account_state(
-    tx: &rusqlite::Connection,
+    tx: &crate::store::db::Connection,
     caller: &Caller,
     account_id: i64,
     state: LifecycleState,
@@ -595,7 +595,7 @@ async fn account_state_job(
 /// Accounts and users are listed over the caller's whole visible scope by default (CloudStack
 /// does so for admins listing accounts), narrowed by `account`/`domainid`.
 fn account_list_scope(
-    c: &rusqlite::Connection,
+    c: &crate::store::db::Connection,
     caller: &identity::Caller,
     sp: &identity::ScopeParams,
 ) -> Result<ListScope, OpError> {

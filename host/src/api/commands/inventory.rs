@@ -33,6 +33,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Lists zones")
             .since("1.0.0")
             .roles(ALL_ROLES)
+            .answers_from_store()
             .object("zone")
             .param(Param::uuid("id", Entity::ZONE).desc("the ID of the zone").related("listZones"))
             .param(Param::string("name").desc("the name of the zone"))
@@ -308,6 +309,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("List the virtual machines owned by the account.")
             .since("1.0.0")
             .roles(ALL_ROLES)
+            .answers_from_store()
             .object("virtualmachine")
             .param(Param::uuid("id", Entity::VM).desc("the ID of the virtual machine").related("listVirtualMachines"))
             .param(Param::uuid("zoneid", Entity::ZONE).desc("the availability zone ID").related("listZones"))
@@ -331,7 +333,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 // scan, so it goes to the blocking pool.
                 let in_place = filter.keyword.is_none() && filter.state.is_none() && page.is_near();
                 let c2 = caller.clone();
-                let query = move |c: &rusqlite::Connection| {
+                let query = move |c: &crate::store::db::Connection| {
                     let scope = ListScope::resolve(c, &c2, &sp)?;
                     vm::list_vms(c, &scope, &filter, page)
                 };
@@ -413,7 +415,7 @@ impl VmFields for Command {
 /// For admins acting on behalf of another account (`account` + `domainid`): the owner's
 /// (account id, domain id) after access checks. `None` = the caller owns the new resource.
 pub fn owner_on_behalf(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::db::Connection,
     caller: &Caller,
     account: Option<&str>,
     domain_id: Option<i64>,

@@ -12,6 +12,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
             .describe("Retrieves the current status of asynchronous job.")
             .since("3.0.0")
             .roles(ALL_ROLES)
+            .answers_from_store()
             .object("asyncjobs")
             .param(
                 Param::uuid("jobid", Entity::JOB)

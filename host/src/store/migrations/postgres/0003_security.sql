@@ -1,0 +1,4 @@
+-- Failed logins in a row (CloudStack's incorrect.login.attempts.allowed lockout).
+ALTER TABLE users ADD COLUMN login_attempts BIGINT NOT NULL DEFAULT 0;
+-- Whether `value` is sealed with the data directory's key (secret settings).
+ALTER TABLE configurations ADD COLUMN encrypted BIGINT NOT NULL DEFAULT 0;

@@ -1,0 +1,407 @@
+//! Several `bnr serve --cluster` processes on one data directory (one SQLite file in WAL mode):
+//! a replica killed (`kill -9`) or paused (SIGSTOP) in the middle of a provider operation; its
+//! backup completes on another replica, resumed from the persisted handle, and nothing the
+//! paused replica does after it wakes lands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::ops_shutdown::{
+    dummy_and_scripted, finished, free_addr, get, inner, scripted_vm, zone_setting,
+};
+use crate::support_api::*;
+
+/// The lease the replicas run with: short, so a takeover happens within seconds.
+const LEASE_SECS: &str = "2";
+
+/// One `bnr serve --cluster` process; its log lines are collected as they come.
+struct ReplicaProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ReplicaProcess {
+    fn start(dir: &std::path::Path, addr: &str, providers: &std::path::Path) -> ReplicaProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
+            .args([
+                "serve",
+                "--listen",
+                addr,
+                "--cluster",
+                "--replica-lease-secs",
+                LEASE_SECS,
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--providers-dir")
+            .arg(providers)
+            .env("RUST_LOG", "info")
+            .env("BNR_ADMIN_API_KEY", ADMIN_API_KEY)
+            .env("BNR_ADMIN_SECRET_KEY", ADMIN_SECRET_KEY)
+            .env("BNR_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start bnr");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let serving = lines.by_ref().map_while(Result::ok).any(|l| {
+            log.lock().push(l.clone());
+            l.contains("serving the CloudStack API")
+        });
+        assert!(serving, "bnr exited before serving: {:?}", log.lock());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().push(line);
+            }
+        });
+        ReplicaProcess { child, log }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().iter().any(|l| l.contains(text))
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(dir: &std::path::Path, providers: &std::path::Path) -> (ReplicaProcess, String) {
+    let addr = free_addr();
+    let (dir, providers, a) = (dir.to_path_buf(), providers.to_path_buf(), addr.clone());
+    let process = tokio::task::spawn_blocking(move || ReplicaProcess::start(&dir, &a, &providers))
+        .await
+        .unwrap();
+    (process, addr)
+}
+
+/// Replica A with a scripted zone whose operations take `op_seconds`, a backup started on A
+/// and polled there; replica B started next to it. Returns (A, A's address, B, B's address,
+/// job, backup, vm).
+async fn backup_polled_on_a(
+    dir: &std::path::Path,
+    providers: &std::path::Path,
+    op_seconds: &str,
+) -> (
+    ReplicaProcess,
+    String,
+    ReplicaProcess,
+    String,
+    String,
+    String,
+    String,
+) {
+    let (a, addr_a) = start(dir, providers).await;
+    let (zone, vm) = scripted_vm(&addr_a).await;
+    zone_setting(
+        &addr_a,
+        &zone,
+        "backup.plugin.scripted.op-seconds",
+        op_seconds,
+    )
+    .await;
+    let (b, addr_b) = start(dir, providers).await;
+    let (status, v) = get(&addr_a, "createBackup", &[("virtualmachineid", &vm)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let job = inner(&v)["jobid"].as_str().unwrap().to_string();
+    let backup = inner(&v)["id"].as_str().unwrap().to_string();
+    let mut polled = false;
+    for _ in 0..600 {
+        let (_, v) = get(&addr_a, "queryAsyncJobResult", &[("jobid", &job)])
+            .await
+            .unwrap();
+        assert_eq!(
+            inner(&v)["jobstatus"],
+            0,
+            "the operation outlives the test: {v}"
+        );
+        if inner(&v)["jobprocstatus"].as_i64().unwrap_or(0) > 0 {
+            polled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(polled, "the job reported no progress on A");
+    (a, addr_a, b, addr_b, job, backup, vm)
+}
+
+async fn backups_of(addr: &str, vm: &str) -> Vec<serde_json::Value> {
+    let (_, v) = get(addr, "listBackups", &[("virtualmachineid", vm)])
+        .await
+        .unwrap();
+    inner(&v)["backup"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_operation_has_its_backup_completed_by_another_from_the_handle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (mut a, _addr_a, b, addr_b, job, backup, vm) =
+        backup_polled_on_a(dir.path(), providers.path(), "6").await;
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reap");
+    // B declares A dead after the lease, adopts the job and polls the same handle.
+    let done = finished(&addr_b, &job).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    let backups = backups_of(&addr_b, &vm).await;
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["id"], backup.as_str());
+    assert_eq!(backups[0]["status"], "BackedUp");
+    assert!(b.logged("took over the work of dead replicas"));
+    assert!(b.logged("resuming interrupted job"));
+}
+
+#[tokio::test]
+async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (a, addr_a, b, addr_b, job, backup, vm) =
+        backup_polled_on_a(dir.path(), providers.path(), "4").await;
+    a.signal("-STOP");
+    let done = finished(&addr_b, &job).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    assert!(b.logged("took over the work of dead replicas"));
+    // A wakes long after its operation finished at the provider: it must notice it was fenced
+    // and re-join under a new epoch, writing nothing for the work it lost.
+    a.signal("-CONT");
+    for _ in 0..600 {
+        if a.logged("re-joined the cluster") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.logged("replica fenced itself"), "{:?}", a.log.lock());
+    assert!(a.logged("re-joined the cluster"));
+    // A answers again, and sees what B wrote: one backup, the job's outcome B's.
+    let after = finished(&addr_a, &job).await;
+    assert_eq!(after, done);
+    let backups = backups_of(&addr_a, &vm).await;
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["id"], backup.as_str());
+    assert_eq!(backups[0]["status"], "BackedUp");
+    let (_, v) = get(
+        &addr_b,
+        "listEvents",
+        &[("type", "BACKUP.CREATE"), ("pagesize", "500")],
+    )
+    .await
+    .unwrap();
+    let completed = inner(&v)["event"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["state"] == "Completed")
+        .count();
+    assert_eq!(completed, 1, "{v}");
+}
+
+/// The value replica `addr` shows for a zone setting.
+async fn zone_value(addr: &str, zone: &str, name: &str) -> Option<String> {
+    let (status, v) = get(
+        addr,
+        "listConfigurations",
+        &[("name", name), ("zoneid", zone)],
+    )
+    .await?;
+    assert_eq!(status, 200, "{v}");
+    inner(&v)["configuration"][0]["value"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (_a, addr_a) = start(dir.path(), providers.path()).await;
+    let (_b, addr_b) = start(dir.path(), providers.path()).await;
+    let (_c, addr_c) = start(dir.path(), providers.path()).await;
+    let zone = inner(&get(&addr_a, "listZones", &[]).await.unwrap().1)["zone"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Signed reads on B and C all along: none may fail while the zone swaps.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [addr_b.clone(), addr_c.clone()]
+        .into_iter()
+        .map(|addr| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match get(&addr, "listBackupProviders", &[]).await {
+                        Some((200, _)) => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    // The swap on A (dummy → scripted), with an offering and a VM of the new provider.
+    let swapped = std::time::Instant::now();
+    let (zone2, vm) = scripted_vm(&addr_a).await;
+    assert_eq!(zone2, zone);
+    for addr in [&addr_b, &addr_c] {
+        let mut seen = false;
+        for _ in 0..200 {
+            if zone_value(addr, &zone, "backup.framework.provider.plugin")
+                .await
+                .as_deref()
+                == Some("scripted")
+            {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen, "the swap did not reach {addr}");
+    }
+    eprintln!(
+        "swap visible on B and C {:?} after it started on A",
+        swapped.elapsed()
+    );
+    // B takes backups with the new provider.
+    let (status, v) = get(&addr_b, "createBackup", &[("virtualmachineid", &vm)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let done = finished(&addr_b, inner(&v)["jobid"].as_str().unwrap()).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    let backups = backups_of(&addr_c, &vm).await;
+    assert_eq!(backups.len(), 1);
+    assert!(
+        backups[0]["externalid"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("scripted-")),
+        "{backups:?}"
+    );
+    // Propagation time of a setting changed on A, seen on B.
+    let mut times = Vec::new();
+    for round in 1..=10 {
+        let value = round.to_string();
+        let changed = std::time::Instant::now();
+        zone_setting(&addr_a, &zone, "backup.plugin.scripted.op-seconds", &value).await;
+        let mut seen = false;
+        for _ in 0..400 {
+            if zone_value(&addr_b, &zone, "backup.plugin.scripted.op-seconds").await
+                == Some(value.clone())
+            {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(seen, "round {round} did not reach B");
+        times.push(changed.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(ok > 0);
+        assert_eq!(failed, 0, "requests failed on a replica during the swap");
+    }
+    times.sort();
+    eprintln!(
+        "setting propagation A → B over {} changes: p50 {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
+
+/// One signed GET as `creds`; the HTTP status.
+async fn status_as(addr: &str, creds: &Creds, command: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let q = query_string(&signed_params(creds, command, &[]));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /client/api?{q} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read");
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status")
+}
+
+#[tokio::test]
+async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = dummy_and_scripted();
+    let (_a, addr_a) = start(dir.path(), providers.path()).await;
+    let (_b, addr_b) = start(dir.path(), providers.path()).await;
+    let (status, v) = get(
+        &addr_a,
+        "createAccount",
+        &[
+            ("username", "roamer"),
+            ("password", "pw-roamer"),
+            ("email", "r@example.com"),
+            ("firstname", "R"),
+            ("lastname", "M"),
+            ("roletype", "User"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let user = inner(&v)["account"]["user"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, v) = get(&addr_a, "registerUserKeys", &[("id", &user)])
+        .await
+        .unwrap();
+    let keys = &inner(&v)["userkeys"];
+    let creds = Creds {
+        api_key: keys["apikey"].as_str().unwrap().to_string(),
+        secret_key: keys["secretkey"].as_str().unwrap().to_string(),
+    };
+    // B loads (and caches) the credential.
+    let mut accepted = false;
+    for _ in 0..100 {
+        if status_as(&addr_b, &creds, "listZones").await == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "B never accepted the new key");
+    let (status, v) = get(&addr_a, "disableUser", &[("id", &user)]).await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let disabled = std::time::Instant::now();
+    let mut refused = false;
+    for _ in 0..500 {
+        if status_as(&addr_b, &creds, "listZones").await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "B still accepts a user disabled on A");
+    eprintln!(
+        "user disabled on A refused by B after {:?}",
+        disabled.elapsed()
+    );
+}
