@@ -16,7 +16,13 @@ use super::db::{self, Backend, Connection, Value};
 use super::{MIGRATIONS, Store, StoreError};
 
 /// Tables the migrations fill or that triggers keep: not copied row by row.
-const NOT_COPIED: &[&str] = &["schema_migrations", "identity_epoch", "backup_counts"];
+const NOT_COPIED: &[&str] = &[
+    "schema_migrations",
+    "identity_epoch",
+    "change_epochs",
+    "leases",
+    "backup_counts",
+];
 /// Rows per `INSERT` (and at most this many parameters per statement; PostgreSQL's limit is
 /// 65535).
 const ROWS_PER_INSERT: usize = 200;
