@@ -149,9 +149,9 @@ impl ApiState {
             credentials: identity::CredentialCache::new(core.store.clone()),
             answers: answers::AnswerCache::new(core.store.clone()),
             lifecycle: health::Lifecycle::default(),
+            sessions: Sessions::new(core.store.clone()),
             core,
             registry,
-            sessions: Sessions::default(),
             extensions,
         }))
     }
@@ -344,7 +344,7 @@ async fn answer(
         }
         "logout" => {
             *command_label = Some(CommandLabel::Builtin("logout"));
-            return logout(&state, &raw, &headers, format);
+            return logout(&state, &raw, &headers, format).await;
         }
         _ => {}
     }
@@ -509,7 +509,7 @@ async fn authenticate(
         }
         return Ok(user.caller());
     }
-    let user_id = session_user(state, raw, headers)?;
+    let user_id = session_user(state, raw, headers).await?;
     let user = state
         .store()
         .read(move |c| identity::get_live_user(c, user_id))
@@ -524,7 +524,11 @@ async fn authenticate(
 /// The user of the session a request names. The `sessionkey` parameter is required, as in
 /// CloudStack: browsers attach cookies to cross-site requests, so a cookie alone proves nothing
 /// about who built the request (CSRF). A `sessionkey` cookie, when sent, must match it.
-fn session_user(state: &ApiState, raw: &RawParams, headers: &HeaderMap) -> Result<i64, ApiError> {
+async fn session_user(
+    state: &ApiState,
+    raw: &RawParams,
+    headers: &HeaderMap,
+) -> Result<i64, ApiError> {
     let key = raw
         .get_ci("sessionkey")
         .filter(|k| !k.is_empty())
@@ -532,10 +536,15 @@ fn session_user(state: &ApiState, raw: &RawParams, headers: &HeaderMap) -> Resul
     if cookie(headers, "sessionkey").is_some_and(|c| c != key) {
         return Err(ApiError::credentials());
     }
-    state
+    let found = state
         .sessions
         .touch(key, cookie(headers, "JSESSIONID"), now())
-        .ok_or_else(ApiError::credentials)
+        .await;
+    match found {
+        Ok(Some(user_id)) => Ok(user_id),
+        Ok(None) => Err(ApiError::credentials()),
+        Err(e) => Err(ApiError::from(OpError::from(e))),
+    }
 }
 
 async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Format) -> Response {
@@ -595,7 +604,10 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
         }
         Err(e) => return error_response(&ApiError::from(e), name, format),
     };
-    let (session_key, jsessionid) = state.sessions.create(user.id, now());
+    let (session_key, jsessionid) = match state.sessions.create(user.id, now()).await {
+        Ok(created) => created,
+        Err(e) => return error_response(&ApiError::from(OpError::from(e)), name, format),
+    };
     let body = Obj::new()
         .str("username", &user.username)
         .str("userid", &user.uuid)
@@ -621,13 +633,20 @@ async fn login(state: &ApiState, method: &Method, raw: &RawParams, format: Forma
 }
 
 /// Ends the session the request authenticates with; without one, 401 like any other command.
-fn logout(state: &ApiState, raw: &RawParams, headers: &HeaderMap, format: Format) -> Response {
+async fn logout(
+    state: &ApiState,
+    raw: &RawParams,
+    headers: &HeaderMap,
+    format: Format,
+) -> Response {
     let name = "logoutresponse";
-    if let Err(e) = session_user(state, raw, headers) {
+    if let Err(e) = session_user(state, raw, headers).await {
         return error_response(&e, name, format);
     }
-    if let Some(key) = raw.get_ci("sessionkey") {
-        state.sessions.remove(key);
+    if let Some(key) = raw.get_ci("sessionkey")
+        && let Err(e) = state.sessions.remove(key).await
+    {
+        return error_response(&ApiError::from(OpError::from(e)), name, format);
     }
     ok_response(name, json!({"description": "success"}), format)
 }

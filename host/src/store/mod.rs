@@ -71,6 +71,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "provider_grants", "0012_provider_grants.sql"),
     migration!(13, "cluster", "0013_cluster.sql"),
     migration!(14, "identity_epoch", "0014_identity_epoch.sql"),
+    migration!(15, "sessions_plugins", "0015_sessions_plugins.sql"),
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
@@ -252,6 +253,10 @@ enum Engine {
 /// Tables whose rows decide who a credential belongs to and whether it may be used.
 const IDENTITY_TABLES: [&str; 3] = ["users", "accounts", "domains"];
 
+/// Tables no command answer shows: their writes (a session used, a component loaded) leave kept
+/// answers valid.
+const UNANSWERED_TABLES: [&str; 2] = ["login_sessions", "replica_plugins"];
+
 /// Counts writes to [`IDENTITY_TABLES`], and writes to any table, so an in-memory copy of
 /// credentials or of a read answer knows when it is stale. On SQLite, the update hook sees every
 /// row change made through the writer, whatever code path made it; on PostgreSQL, the write path
@@ -271,6 +276,9 @@ struct IdentityChanges {
 
 impl IdentityChanges {
     fn row_changed(&self, table: &str) {
+        if UNANSWERED_TABLES.contains(&table) {
+            return;
+        }
         self.data_in_transaction.store(true, Ordering::Release);
         self.data_generation.fetch_add(1, Ordering::AcqRel);
         if IDENTITY_TABLES.contains(&table) {

@@ -8,6 +8,7 @@ use crate::identity::{
     self, Account, Caller, Domain, LifecycleState, ListScope, NewAccount, Role, User,
 };
 use crate::store::events::{self, NewEvent};
+use crate::api::session::end_user_sessions;
 use crate::store::{OpError, format_date};
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
@@ -231,6 +232,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                             let user = identity::get_live_user(tx, user_id)?;
                             check_user_change(tx, &caller, &user)?;
                             let user = identity::set_user_state(tx, user_id, state)?;
+                            if state != LifecycleState::Enabled {
+                                end_user_sessions(tx, &[user_id])?;
+                            }
                             let (kind, done) = match state {
                                 LifecycleState::Enabled => ("USER.ENABLE", "enabled"),
                                 _ => ("USER.DISABLE", "disabled"),
@@ -244,9 +248,6 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                             Ok::<_, OpError>(user)
                         })
                         .await?;
-                    if state != LifecycleState::Enabled {
-                        ctx.state.sessions.end_users(&[user_id]);
-                    }
                     Ok(ApiResult::Object(user_obj(&user)))
                 }),
         )?;
@@ -277,6 +278,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                         let user = identity::get_live_user(tx, user_id)?;
                         check_user_change(tx, &caller, &user)?;
                         identity::remove_user(tx, user_id)?;
+                        end_user_sessions(tx, &[user_id])?;
                         let text = format!("Deleted user {}", user.username);
                         events::record(
                             tx,
@@ -286,7 +288,6 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                         Ok::<_, OpError>(())
                     })
                     .await?;
-                ctx.state.sessions.end_users(&[user_id]);
                 Ok(ApiResult::success())
             }),
     )?;
@@ -385,31 +386,25 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                 let c2 = caller.clone();
                 // Refuse before a job exists; the job checks again in its own transaction.
                 let account = store
-                    .read(move |c| {
-                        let account = identity::get_live_account(c, account_id)?;
-                        check_account_change(c, &c2, &account)?;
-                        Ok::<_, OpError>(account)
-                    })
+                    .read(move |c| changeable_account(c, &c2, account_id))
                     .await?;
                 let uuid = account.uuid.clone();
-                let sessions = ctx.state.sessions.clone();
                 Ok(AsyncStart::new(async move {
-                    let removed = store
+                    store
                         .write(move |tx| {
-                            let account = identity::get_live_account(tx, account_id)?;
-                            check_account_change(tx, &caller, &account)?;
+                            let account = changeable_account(tx, &caller, account_id)?;
                             let users = identity::users_of_account(tx, account_id)?;
                             identity::remove_account(tx, account_id)?;
+                            end_user_sessions(tx, &user_ids(&users))?;
                             let text = format!("Deleted account {}", account.name);
                             events::record(
                                 tx,
                                 &NewEvent::completed(&caller, "ACCOUNT.DELETE", &text)
                                     .resource("Account", &account.uuid),
                             )?;
-                            Ok::<_, OpError>(users)
+                            Ok::<_, OpError>(())
                         })
                         .await?;
-                    sessions.end_users(&removed.iter().map(|u| u.id).collect::<Vec<_>>());
                     Ok(ApiResult::success())
                 })
                 .instance("Account", &uuid))
@@ -551,8 +546,7 @@ fn set_account_state(
     state: LifecycleState,
     event: &str,
 ) -> Result<(Account, Vec<User>), OpError> {
-    let account = identity::get_live_account(tx, account_id)?;
-    check_account_change(tx, caller, &account)?;
+    changeable_account(tx, caller, account_id)?;
     let account = identity::set_account_state(tx, account_id, state)?;
     let text = format!("Account {} {}", account.name, state.as_db());
     events::record(
@@ -560,7 +554,23 @@ fn set_account_state(
         &NewEvent::completed(caller, event, &text).resource("Account", &account.uuid),
     )?;
     let users = identity::users_of_account(tx, account_id)?;
+    end_user_sessions(tx, &user_ids(&users))?;
     Ok((account, users))
+}
+
+/// The live account `account_id`, if `caller` may change it.
+fn changeable_account(
+    c: &crate::store::db::Connection,
+    caller: &Caller,
+    account_id: i64,
+) -> Result<Account, OpError> {
+    let account = identity::get_live_account(c, account_id)?;
+    check_account_change(c, caller, &account)?;
+    Ok(account)
+}
+
+fn user_ids(users: &[User]) -> Vec<i64> {
+    users.iter().map(|u| u.id).collect()
 }
 
 /// `disableAccount`: checked before the job exists, the change made in the job (as CloudStack).
@@ -574,19 +584,13 @@ async fn account_state_job(
     let store = ctx.state.store().clone();
     let c2 = caller.clone();
     let account = store
-        .read(move |c| {
-            let account = identity::get_live_account(c, account_id)?;
-            check_account_change(c, &c2, &account)?;
-            Ok::<_, OpError>(account)
-        })
+        .read(move |c| changeable_account(c, &c2, account_id))
         .await?;
     let uuid = account.uuid.clone();
-    let sessions = ctx.state.sessions.clone();
     Ok(AsyncStart::new(async move {
         let (account, users) = store
             .write(move |tx| set_account_state(tx, &caller, account_id, state, event))
             .await?;
-        sessions.end_users(&users.iter().map(|u| u.id).collect::<Vec<_>>());
         Ok(ApiResult::Object(account_obj(&account, &users)))
     })
     .instance("Account", &uuid))
