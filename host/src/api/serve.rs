@@ -14,6 +14,7 @@ use crate::config::BACKUP_FRAMEWORK_ENABLED;
 use crate::inventory::ExpungeGuard;
 use crate::inventory::bootstrap::{self, BootstrapOptions, Bootstrapped};
 use crate::scheduler::service::{ResumeOperations, Scheduler};
+use crate::service::plugin_replicas::Member;
 use crate::service::{BackupService, PluginPolicy, ProviderSource, Providers};
 use crate::store::Database;
 
@@ -142,7 +143,11 @@ pub async fn prepare_replica(
             .context("provider loading task")??;
     let providers = Arc::new(providers);
     providers.watch_settings();
-    let backup = BackupService::new(core.store.clone(), core.settings.clone(), providers);
+    let backup = BackupService::new(
+        core.store.clone(),
+        core.settings.clone(),
+        providers.clone(),
+    );
     // Before recover_interrupted: provider operations of interrupted jobs resume by handle.
     core.jobs
         .add_resume_hook(Arc::new(ResumeOperations::new(backup.clone())));
@@ -172,7 +177,23 @@ pub async fn prepare_replica(
                 .context("joining the cluster")??;
             // The first heartbeat runs a takeover pass: the work of dead replicas resumes here.
             replica.start(core.jobs.clone())?;
-            replica.follow_changes(core.settings.clone());
+            let member = Member {
+                replica: replica.id(),
+                lease_ms: replica.lease().as_millis() as i64,
+            };
+            let joining = providers.clone();
+            tokio::task::spawn_blocking(move || joining.join_cluster(member))
+                .await
+                .context("recording the loaded providers")??;
+            let following = providers.clone();
+            replica.follow_changes(
+                core.settings.clone(),
+                Arc::new(move || {
+                    if let Err(e) = following.follow_installed_blocking() {
+                        tracing::warn!(error = %e, "cannot follow provider changes");
+                    }
+                }),
+            );
             Some(replica)
         }
     };

@@ -116,10 +116,7 @@ fn insert(
     user_id: i64,
     now: i64,
 ) -> db::Result<()> {
-    tx.execute(
-        "DELETE FROM login_sessions WHERE last_used <= ?1",
-        [now - SESSION_IDLE_TIMEOUT_SECS],
-    )?;
+    delete_expired(tx, now)?;
     let count: i64 = tx.query_row("SELECT COUNT(*) FROM login_sessions", [], |r| r.get(0))?;
     if count >= MAX_SESSIONS {
         tx.execute(
@@ -146,7 +143,7 @@ pub fn end_user_sessions(tx: &Connection, user_ids: &[i64]) -> db::Result<()> {
     Ok(())
 }
 
-/// Deletes sessions idle past the timeout (the leader's housekeeping); how many.
+/// Deletes sessions idle past the timeout (at each login, so abandoned ones do not pile up).
 pub fn delete_expired(tx: &Connection, now: i64) -> db::Result<usize> {
     tx.execute(
         "DELETE FROM login_sessions WHERE last_used <= ?1",

@@ -45,6 +45,9 @@ pub const MIN_LEASE: Duration = Duration::from_secs(2);
 /// How often a replica polls the change epochs: settings and identity changes made through
 /// another replica take effect here within this (plus one reload), well inside 2 s.
 pub const CHANGE_POLL: Duration = Duration::from_millis(250);
+/// First and longest wait before the change listener reconnects.
+const LISTEN_RETRY_MIN: Duration = Duration::from_millis(250);
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
 /// The scheduler's lease row.
 pub const SCHEDULER_LEASE: &str = "scheduler";
 
@@ -198,33 +201,48 @@ impl Replica {
 
     /// Follows changes other replicas make to what this one keeps in memory: settings (a
     /// zone's provider swap included: it goes through the same change notices as a local
-    /// update) and identities (the credential cache is dropped, so a user disabled on another
-    /// replica is refused here within the poll). Polls the epochs every [`CHANGE_POLL`].
-    pub fn follow_changes(&self, settings: Settings) -> tokio::task::JoinHandle<()> {
+    /// update), identities (the credential cache is dropped, so a user disabled on another
+    /// replica is refused here at once), and installed providers (`on_plugins` runs, off the
+    /// executor). On PostgreSQL a notice (`LISTEN bnr_changes`) wakes it at once; the epochs are
+    /// also polled every [`CHANGE_POLL`], for engines without notices and while the listening
+    /// connection is down.
+    pub fn follow_changes(
+        &self,
+        settings: Settings,
+        on_plugins: Arc<dyn Fn() + Send + Sync>,
+    ) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        if let Some(listener) = store.change_listener() {
+            let (replica, wake) = (self.clone(), wake.clone());
+            tokio::spawn(async move { replica.listen_for_changes(listener, wake).await });
+        }
+        let replica = self.clone();
         tokio::spawn(async move {
-            let mut seen: Option<(i64, i64)> = None;
+            let mut seen: Option<ChangeEpochs> = None;
             let mut tick = tokio::time::interval(CHANGE_POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let epochs = store
-                    .read(|c| -> Result<(i64, i64), StoreError> {
-                        Ok((crate::store::identity_epoch(c)?, settings_epoch(c)?))
-                    })
-                    .await;
-                let (identity, settings_now) = match epochs {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = wake.notified() => {}
+                }
+                if replica.inner.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let epochs = store.read(change_epochs).await;
+                let now = match epochs {
                     Ok(e) => e,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the change epochs");
                         continue;
                     }
                 };
-                if let Some((identity_seen, settings_seen)) = seen {
-                    if identity != identity_seen {
+                if let Some(before) = seen {
+                    if now.identity != before.identity {
                         store.note_identity_change();
                     }
-                    if settings_now != settings_seen {
+                    if now.settings != before.settings {
                         let settings = settings.clone();
                         match tokio::task::spawn_blocking(move || settings.reload()).await {
                             Ok(Ok(_)) => {}
@@ -232,10 +250,52 @@ impl Replica {
                             Err(e) => tracing::warn!(error = %e, "reloading settings failed"),
                         }
                     }
+                    if now.plugins != before.plugins {
+                        let on_plugins = on_plugins.clone();
+                        if let Err(e) = tokio::task::spawn_blocking(move || on_plugins()).await {
+                            tracing::warn!(error = %e, "following provider changes failed");
+                        }
+                    }
                 }
-                seen = Some((identity, settings_now));
+                seen = Some(now);
             }
         })
+    }
+
+    /// Keeps a listening connection up (reconnecting with backoff; never gives up while the
+    /// replica runs) and wakes the change follower on each notice.
+    async fn listen_for_changes(
+        &self,
+        listener: crate::store::postgres::ChangeListener,
+        wake: Arc<tokio::sync::Notify>,
+    ) {
+        let mut backoff = LISTEN_RETRY_MIN;
+        loop {
+            if self.inner.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let connected = std::sync::atomic::AtomicBool::new(false);
+            let ended = listener
+                .listen(
+                    || {
+                        connected.store(true, Ordering::Relaxed);
+                        tracing::debug!("listening for change notices");
+                        // Whatever changed while no connection listened is read now.
+                        wake.notify_one();
+                    },
+                    |_| wake.notify_one(),
+                )
+                .await;
+            if connected.load(Ordering::Relaxed) {
+                backoff = LISTEN_RETRY_MIN;
+            }
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64,
+                    "change notices unavailable; following changes by polling until reconnected");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LISTEN_RETRY_MAX);
+        }
     }
 
     /// Clean shutdown: gives up leadership and marks the replica stopped, so its remaining work
@@ -411,13 +471,32 @@ impl Replica {
     }
 }
 
-/// The settings epoch (raised by a trigger on every write to `configurations`).
-fn settings_epoch(conn: &Connection) -> db::Result<i64> {
-    conn.query_row(
-        "SELECT epoch FROM change_epochs WHERE name = 'settings'",
-        [],
-        |r| r.get(0),
-    )
+/// The counters raised by triggers: identity rows, `configurations`, installed providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChangeEpochs {
+    identity: i64,
+    settings: i64,
+    plugins: i64,
+}
+
+fn change_epochs(conn: &Connection) -> Result<ChangeEpochs, StoreError> {
+    let identity = crate::store::identity_epoch(conn)?;
+    let mut epochs = ChangeEpochs {
+        identity,
+        settings: 0,
+        plugins: 0,
+    };
+    let mut st = conn.prepare_cached("SELECT name, epoch FROM change_epochs")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let (name, epoch): (String, i64) = (r.get(0)?, r.get(1)?);
+        match name.as_str() {
+            "settings" => epochs.settings = epoch,
+            "plugins" => epochs.plugins = epoch,
+            _ => {}
+        }
+    }
+    Ok(epochs)
 }
 
 fn renew_heartbeat(conn: &Connection, me: Owner) -> db::Result<bool> {

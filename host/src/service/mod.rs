@@ -20,6 +20,7 @@ mod guard;
 mod model;
 mod offerings;
 mod operations;
+pub mod plugin_replicas;
 mod plugins;
 pub mod providers;
 mod recovery;

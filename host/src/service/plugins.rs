@@ -202,15 +202,24 @@ impl Providers {
             sha256.clone(),
             wasm.len() as i64,
             signer.clone(),
+            wasm.clone(),
         );
         let recorded = self
             .store_handle()
             .write(move |tx| {
                 tx.execute(
                     "INSERT INTO provider_plugins(uuid, name, version, wit_version, sha256, size,
-                         signer, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                         signer, created, component) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     crate::store::db::params![
-                        row.0, row.1, row.2, row.3, row.4, row.5, row.6, created
+                        row.0,
+                        row.1,
+                        row.2,
+                        row.3,
+                        row.4,
+                        row.5,
+                        row.6,
+                        created,
+                        *row.7
                     ],
                 )?;
                 if first_of_name {
@@ -242,6 +251,7 @@ impl Providers {
         if first_of_name {
             self.catalog().insert(provider.clone());
         }
+        self.record_loaded_async().await;
         let signed_by = signer.as_deref().unwrap_or("unsigned");
         tracing::info!(
             provider = %name,
@@ -399,6 +409,8 @@ impl Providers {
                 .await;
             return Err(BackupError::refused(text));
         }
+        // Every replica must be able to serve it before any zone is switched to it.
+        self.wait_until_ready(&provider).await?;
         let (new_sha, old_sha) = (
             provider.sha256().to_string(),
             current.as_ref().map(|c| c.sha256().to_string()),

@@ -16,6 +16,9 @@ use super::error::{BackupError, BackupResult};
 use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
 use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
 use crate::store::events::{self, Level, NewEvent, State};
+use super::plugin_replicas::{
+    Member, installed_rows, load_installed_row, wait_until_loaded_everywhere,
+};
 use crate::store::{OpError, Store, StoreError};
 use bnr_runtime::types::SettingKind;
 use bnr_runtime::{
@@ -159,6 +162,11 @@ pub struct Providers {
     pub(super) api_grants: Arc<ApiGrants>,
     settings: Settings,
     store: Store,
+    /// Set when this process is one replica of several: zone switches then wait for every
+    /// live replica to have loaded the component (see `plugin_replicas`).
+    pub(super) member: Arc<std::sync::OnceLock<Member>>,
+    /// Installed components this replica refused to load (not retried at every change).
+    pub(super) refused: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 type SharedRuntime = (Arc<Runtime>, Vec<Arc<Provider>>);
@@ -256,7 +264,7 @@ impl Providers {
         };
         let files = policy.data_dir.as_deref().map(PluginFiles::new);
         if let (Some(rt), Some(files)) = (&runtime, &files) {
-            load_installed(&store, rt, files, &components)?;
+            load_installed(&store, rt, files, &components, policy.allow_unsigned)?;
         }
         choose_active(&store, &components, &catalog)?;
         let api_grants = load_api_grants(&store)?;
@@ -272,6 +280,8 @@ impl Providers {
             api_grants: Arc::new(parking_lot::RwLock::new(api_grants)),
             settings,
             store,
+            member: Arc::new(std::sync::OnceLock::new()),
+            refused: parking_lot::Mutex::new(Default::default()),
         };
         this.register_provider_settings();
         this.install_plugin_check();
@@ -342,6 +352,7 @@ impl Providers {
         let settings = self.settings.downgrade();
         let api_grants = self.api_grants.clone();
         let store = self.store.clone();
+        let member = self.member.clone();
         self.settings.add_validator(
             BACKUP_PROVIDER_PLUGIN,
             Arc::new(move |value, zone| {
@@ -354,7 +365,10 @@ impl Providers {
                 if let (Some(catalog), Some(settings)) = (&catalog, settings.upgrade())
                     && let Some(provider) = catalog.get(&wanted)
                 {
-                    check_zone_switch(&store, &settings, &api_grants, &provider, zone)
+                    check_zone_switch(&store, &settings, &api_grants, &provider, zone)?;
+                    let what = format!("Backup provider {} {}", provider.name(), provider.version());
+                    wait_until_loaded_everywhere(&store, member.get().copied(), &what, provider.sha256())
+                        .map_err(OpError::InvalidState)
                 } else if installed.contains(&wanted) {
                     Ok(())
                 } else {
@@ -543,7 +557,7 @@ impl Providers {
 
     /// Points every zone at its configured provider (zones whose provider is not installed are
     /// left out, with a warning).
-    fn sync_all_blocking(&self) -> Result<(), StoreError> {
+    pub(super) fn sync_all_blocking(&self) -> Result<(), StoreError> {
         let zones: Vec<(i64, String)> = self.store.read_blocking(|c| {
             let mut st = c.prepare("SELECT id, uuid FROM zones WHERE removed IS NULL")?;
             let v = st
@@ -789,60 +803,23 @@ fn load_directory(
     }
 }
 
-/// Loads the components installed through the API. One whose file is missing or changed, or
-/// that no longer loads, is skipped with an event; its row stays for the admin to delete.
+/// Loads the components installed through the API (one this data directory lacks is written
+/// from the database's copy). One that is missing or changed, or that no longer loads, is
+/// skipped with an event; its row stays for the admin to delete.
 fn load_installed(
     store: &Store,
     rt: &Arc<Runtime>,
     files: &PluginFiles,
     components: &Components,
+    allow_unsigned: bool,
 ) -> anyhow::Result<()> {
-    type Row = (String, String, String, String, Option<String>, i64);
-    let rows: Vec<Row> = store.read_blocking(|c| {
-        let mut st = c.prepare(
-            "SELECT uuid, name, version, sha256, signer, created FROM provider_plugins ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect::<crate::store::db::Result<Vec<_>>>()?;
-        Ok::<_, StoreError>(rows)
-    })?;
-    for (uuid, name, version, sha256, signer, created) in rows {
-        let loaded = files
-            .read(&sha256)
-            .and_then(|wasm| rt.load_bytes(&wasm).map_err(|e| e.to_string()))
-            .and_then(|p| {
-                if p.name() == name && p.version() == version {
-                    Ok(p)
-                } else {
-                    Err(format!(
-                        "it now calls itself {} {}, not {name} {version}",
-                        p.name(),
-                        p.version()
-                    ))
-                }
-            });
-        match loaded {
-            Ok(provider) => {
-                components.insert(Component {
-                    provider,
-                    origin: Origin::Installed {
-                        uuid,
-                        signer,
-                        created,
-                    },
-                });
+    for row in installed_rows(store)? {
+        match load_installed_row(store, rt, files, &row, allow_unsigned) {
+            Ok(component) => {
+                components.insert(component);
             }
             Err(reason) => {
+                let (name, version, sha256) = (&row.name, &row.version, &row.sha256);
                 tracing::error!(provider = %name, version = %version, sha256 = %sha256, %reason, "installed backup provider not loaded");
                 record_admin_event(
                     store,

@@ -563,6 +563,15 @@ impl Store {
         })
     }
 
+    /// A listener for the change notices the epoch triggers send; `None` on SQLite, which has
+    /// no notices (replicas there rely on the epoch poll).
+    pub fn change_listener(&self) -> Option<postgres::ChangeListener> {
+        match &self.inner.engine {
+            Engine::Sqlite { .. } => None,
+            Engine::Postgres(pool) => Some(pool.connector.change_listener()),
+        }
+    }
+
     /// The keys that seal this database's secrets (see [`secrets`]).
     pub fn secrets(&self) -> &Secrets {
         &self.inner.secrets

@@ -143,6 +143,57 @@ impl PgConnector {
     }
 }
 
+/// The channel the change-epoch triggers notify (payload: the epoch's name).
+pub const CHANGES_CHANNEL: &str = "bnr_changes";
+
+/// Listens for change notices on a connection of its own (a pooled connection would lose
+/// them when handed to another caller).
+#[derive(Clone)]
+pub struct ChangeListener {
+    config: tokio_postgres::Config,
+}
+
+impl ChangeListener {
+    /// Connects, LISTENs, and calls `on_notice` with each payload until the connection fails;
+    /// `on_listening` runs once the LISTEN is in place (changes made before it are not
+    /// announced: the caller re-reads then). Runs on the caller's runtime.
+    pub async fn listen(
+        &self,
+        on_listening: impl Fn(),
+        on_notice: impl Fn(&str),
+    ) -> Result<()> {
+        let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await?;
+        let listen_sql = format!("LISTEN {CHANGES_CHANNEL}");
+        let mut listen = std::pin::pin!(client.batch_execute(&listen_sql));
+        let mut listening = false;
+        loop {
+            tokio::select! {
+                done = &mut listen, if !listening => {
+                    done?;
+                    listening = true;
+                    on_listening();
+                }
+                message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        on_notice(n.payload())
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(Error::Other("the listening connection closed".into())),
+                },
+            }
+        }
+    }
+}
+
+impl PgConnector {
+    pub(crate) fn change_listener(&self) -> ChangeListener {
+        ChangeListener {
+            config: self.config.clone(),
+        }
+    }
+}
+
 pub(crate) struct PgConn {
     client: tokio_postgres::Client,
     statements: StatementCache,
