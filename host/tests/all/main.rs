@@ -2,6 +2,7 @@
 mod support;
 mod support_api;
 mod support_peers;
+mod support_replicas;
 
 mod runtime;
 mod runtime_cache;

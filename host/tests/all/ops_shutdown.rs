@@ -1,8 +1,6 @@
 //! SIGTERM in the middle of load: the real binary drains, and after a restart every accepted
 //! job and every backup has reached a terminal state.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,6 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bnr_support::{dummy_wasm, scripted_wasm};
 use crate::support_api::*;
+pub(crate) use crate::support_replicas::free_addr;
+use crate::support_replicas::{BnrProcess, Launch};
 
 /// One signed GET over a fresh connection; `None` when the server no longer accepts them.
 pub(crate) async fn get(
@@ -55,101 +55,34 @@ pub(crate) async fn finished(addr: &str, jobid: &str) -> Value {
     panic!("job {jobid} is still pending after 30 s");
 }
 
-struct Server {
-    child: Child,
-    drain: Option<std::thread::JoinHandle<Vec<String>>>,
+/// `bnr serve` on `dir` at `addr` with the built-in providers and a 20 s shutdown grace.
+fn start_server(dir: &std::path::Path, addr: &str) -> BnrProcess {
+    let providers = dummy_wasm().parent().expect("providers dir").to_path_buf();
+    Launch::single(dir, &providers)
+        .at(addr)
+        .args(&["--shutdown-grace-secs", "20"])
+        .start()
 }
 
-impl Server {
-    fn start(dir: &std::path::Path, addr: &str) -> Server {
-        let providers = dummy_wasm().parent().expect("providers dir").to_path_buf();
-        Self::start_with(dir, addr, &providers, &["--shutdown-grace-secs", "20"])
-    }
+/// SIGTERM; the server must exit cleanly within `bound` (far below the grace it runs with).
+/// Returns its log lines.
+fn terminate_within(server: BnrProcess, bound: Duration) -> Vec<String> {
+    let (status, log) = server.terminate_within(bound);
+    assert!(status.success(), "{status:?}");
+    log
+}
 
-    fn start_with(
-        dir: &std::path::Path,
-        addr: &str,
-        providers: &std::path::Path,
-        args: &[&str],
-    ) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
-            .args(["serve", "--listen", addr])
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--providers-dir")
-            .arg(providers)
-            .env("RUST_LOG", "info")
-            .env("BNR_ADMIN_API_KEY", ADMIN_API_KEY)
-            .env("BNR_ADMIN_SECRET_KEY", ADMIN_SECRET_KEY)
-            .env("BNR_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start bnr");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let serving = lines.by_ref().map_while(Result::ok).any(|l| {
-            assert!(!l.contains('\u{1b}'), "no colour codes off a terminal: {l}");
-            l.contains("serving the CloudStack API")
-        });
-        assert!(serving, "bnr exited before serving");
-        // Keep draining the log so the child never blocks on a full pipe.
-        let drain = Some(std::thread::spawn(move || {
-            lines.map_while(Result::ok).collect::<Vec<_>>()
-        }));
-        Server { child, drain }
-    }
-
-    fn terminate(self) {
-        self.terminate_within(Duration::from_secs(120));
-    }
-
-    /// Stops the server (SIGTERM) and returns its log lines.
-    fn terminate_with_log(mut self) -> Vec<String> {
-        let drain = self.drain.take();
-        self.terminate();
-        drain
-            .map(|d| d.join().expect("log drain"))
-            .unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for the exit; panics (killing the child) when it takes longer than
-    /// `bound`, which the tests set far below the shutdown grace they start bnr with.
-    fn terminate_within(mut self, bound: Duration) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if started.elapsed() > bound {
-                let _ = self.child.kill();
-                panic!("bnr did not stop within {bound:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "{status:?}");
-        if let Some(d) = self.drain.take() {
-            d.join().expect("log drain");
-        }
-    }
+fn terminate(server: BnrProcess) {
+    terminate_within(server, Duration::from_secs(120));
 }
 
 #[tokio::test]
 async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let server = tokio::task::spawn_blocking({
         let (dir, addr) = (dir.path().to_path_buf(), addr.clone());
-        move || Server::start(&dir, &addr)
+        move || start_server(&dir, &addr)
     })
     .await
     .unwrap();
@@ -255,7 +188,7 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
                 .expect("the clients keep getting jobs"),
         );
     }
-    tokio::task::spawn_blocking(move || server.terminate())
+    tokio::task::spawn_blocking(move || terminate(server))
         .await
         .unwrap();
     for c in clients {
@@ -267,7 +200,7 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
 
     let server = tokio::task::spawn_blocking({
         let (dir, addr) = (dir.path().to_path_buf(), addr.clone());
-        move || Server::start(&dir, &addr)
+        move || start_server(&dir, &addr)
     })
     .await
     .unwrap();
@@ -292,18 +225,9 @@ async fn sigterm_under_load_leaves_every_job_and_backup_finished_or_resumed_afte
             b["id"]
         );
     }
-    tokio::task::spawn_blocking(move || server.terminate())
+    tokio::task::spawn_blocking(move || terminate(server))
         .await
         .unwrap();
-}
-
-pub(crate) fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
 }
 
 /// A zone setting through the API (`updateConfiguration` with `zoneid`).
@@ -408,7 +332,12 @@ async fn sigterm_releases_jobs_polling_persisted_operations_at_once_and_they_res
             addr.clone(),
             providers.path().to_path_buf(),
         );
-        move || Server::start_with(&dir, &addr, &providers, &["--shutdown-grace-secs", "3600"])
+        move || {
+            Launch::single(&dir, &providers)
+                .at(&addr)
+                .args(&["--shutdown-grace-secs", "3600"])
+                .start()
+        }
     };
     let server = tokio::task::spawn_blocking(start.clone()).await.unwrap();
 
@@ -441,7 +370,7 @@ async fn sigterm_releases_jobs_polling_persisted_operations_at_once_and_they_res
     }
     assert!(polled, "the job reported no progress");
 
-    tokio::task::spawn_blocking(move || server.terminate_within(Duration::from_secs(60)))
+    tokio::task::spawn_blocking(move || terminate_within(server, Duration::from_secs(60)))
         .await
         .unwrap();
 
@@ -451,7 +380,7 @@ async fn sigterm_releases_jobs_polling_persisted_operations_at_once_and_they_res
     assert_eq!(done["jobstatus"], 1, "{done}");
     let (_, v) = get(&addr, "listBackups", &[("id", &backup)]).await.unwrap();
     assert_eq!(inner(&v)["backup"][0]["status"], "BackedUp", "{v}");
-    tokio::task::spawn_blocking(move || server.terminate())
+    tokio::task::spawn_blocking(move || terminate(server))
         .await
         .unwrap();
 }
@@ -467,7 +396,12 @@ async fn a_failed_provider_call_is_a_warn_line_whose_span_names_job_backup_zone_
             addr.clone(),
             providers.path().to_path_buf(),
         );
-        move || Server::start_with(&dir, &addr, &providers, &["--log-format", "json"])
+        move || {
+            Launch::single(&dir, &providers)
+                .at(&addr)
+                .args(&["--log-format", "json"])
+                .start()
+        }
     })
     .await
     .unwrap();
@@ -481,9 +415,10 @@ async fn a_failed_provider_call_is_a_warn_line_whose_span_names_job_backup_zone_
     let job = inner(&v)["jobid"].as_str().unwrap().to_string();
     let backup = inner(&v)["id"].as_str().unwrap().to_string();
     assert_eq!(finished(&addr, &job).await["jobstatus"], 2);
-    let log = tokio::task::spawn_blocking(move || server.terminate_with_log())
-        .await
-        .unwrap();
+    let log =
+        tokio::task::spawn_blocking(move || terminate_within(server, Duration::from_secs(120)))
+            .await
+            .unwrap();
 
     let failed: Vec<Value> = log
         .iter()
