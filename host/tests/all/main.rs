@@ -47,6 +47,7 @@ mod sec_tenant;
 mod store_copy;
 
 mod ha_replicas;
+mod ha_sessions;
 mod ops_health;
 mod ops_shutdown;
 mod ops_trouble;
