@@ -68,6 +68,9 @@ pub struct ClusterOptions {
     pub lease: Duration,
     /// Shown to operators (`host:pid`, the listen address).
     pub name: String,
+    /// Listen for change notices on PostgreSQL (on by default); off, changes made through
+    /// other replicas are seen by the epoch poll alone.
+    pub change_notices: bool,
 }
 
 impl ClusterOptions {
@@ -75,6 +78,7 @@ impl ClusterOptions {
         ClusterOptions {
             lease: lease.max(MIN_LEASE),
             name: name.into(),
+            change_notices: true,
         }
     }
 }
@@ -94,6 +98,9 @@ struct Inner {
     /// `Some(term)` while this replica holds the scheduler lease.
     leader: watch::Sender<Option<i64>>,
     stopping: AtomicBool,
+    change_notices: bool,
+    /// Change notices received (each wakes the change follower).
+    notices: std::sync::atomic::AtomicU64,
     jobs: Mutex<Option<JobManager>>,
     heartbeat_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Wakes the heartbeat thread early (shutdown).
@@ -149,6 +156,8 @@ impl Replica {
                 owner,
                 leader,
                 stopping: AtomicBool::new(false),
+                change_notices: opts.change_notices,
+                notices: std::sync::atomic::AtomicU64::new(0),
                 jobs: Mutex::new(None),
                 heartbeat_thread: Mutex::new(None),
                 wake: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
@@ -177,6 +186,11 @@ impl Replica {
     /// `Some(term)` while this replica leads the scheduler.
     pub fn watch_leader(&self) -> watch::Receiver<Option<i64>> {
         self.inner.leader.subscribe()
+    }
+
+    /// How many change notices this replica has received.
+    pub fn notices_received(&self) -> u64 {
+        self.inner.notices.load(Ordering::Relaxed)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -213,7 +227,10 @@ impl Replica {
     ) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
         let wake = Arc::new(tokio::sync::Notify::new());
-        if let Some(listener) = store.change_listener() {
+        if let Some(listener) = store
+            .change_listener()
+            .filter(|_| self.inner.change_notices)
+        {
             let (replica, wake) = (self.clone(), wake.clone());
             tokio::spawn(async move { replica.listen_for_changes(listener, wake).await });
         }
@@ -283,7 +300,10 @@ impl Replica {
                         // Whatever changed while no connection listened is read now.
                         wake.notify_one();
                     },
-                    |_| wake.notify_one(),
+                    |_| {
+                        self.inner.notices.fetch_add(1, Ordering::Relaxed);
+                        wake.notify_one()
+                    },
                 )
                 .await;
             if connected.load(Ordering::Relaxed) {
@@ -636,5 +656,7 @@ fn take_over(tx: &Connection, me: Owner, lease_ms: i64) -> Result<Takeover, Clus
     })
 }
 
+#[cfg(test)]
+mod propagation_tests;
 #[cfg(test)]
 mod tests;
