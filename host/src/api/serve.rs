@@ -143,11 +143,7 @@ pub async fn prepare_replica(
             .context("provider loading task")??;
     let providers = Arc::new(providers);
     providers.watch_settings();
-    let backup = BackupService::new(
-        core.store.clone(),
-        core.settings.clone(),
-        providers.clone(),
-    );
+    let backup = BackupService::new(core.store.clone(), core.settings.clone(), providers.clone());
     // Before recover_interrupted: provider operations of interrupted jobs resume by handle.
     core.jobs
         .add_resume_hook(Arc::new(ResumeOperations::new(backup.clone())));

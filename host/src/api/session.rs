@@ -206,7 +206,10 @@ mod tests {
                 block(sessions.touch(&key, Some("another"), 1_001)).unwrap(),
                 None
             );
-            assert_eq!(block(sessions.touch(&digest(&key), None, 1_001)).unwrap(), None);
+            assert_eq!(
+                block(sessions.touch(&digest(&key), None, 1_001)).unwrap(),
+                None
+            );
             assert!(block(sessions.remove(&key)).unwrap());
             assert_eq!(block(sessions.touch(&key, None, 1_002)).unwrap(), None);
             assert!(rows(store).is_empty());
@@ -243,8 +246,7 @@ mod tests {
             assert_eq!(block(sessions.touch(&b, None, 2_001)).unwrap(), Some(2));
             let swept = store
                 .write_blocking(|tx| {
-                    delete_expired(tx, 2_000 + SESSION_IDLE_TIMEOUT_SECS)
-                        .map_err(StoreError::from)
+                    delete_expired(tx, 2_000 + SESSION_IDLE_TIMEOUT_SECS).map_err(StoreError::from)
                 })
                 .unwrap();
             assert_eq!(swept, 1);
@@ -268,8 +270,7 @@ mod tests {
                     Ok(())
                 })
                 .unwrap();
-            let (key, _) = block(Sessions::new(store.clone()).create(9, 6_000))
-                .unwrap();
+            let (key, _) = block(Sessions::new(store.clone()).create(9, 6_000)).unwrap();
             let stored = rows(store);
             assert_eq!(stored.len() as i64, MAX_SESSIONS);
             assert!(!stored.iter().any(|r| r.0 == "k0"), "the oldest went");

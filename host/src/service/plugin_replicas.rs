@@ -347,9 +347,10 @@ impl Providers {
                 let sha = component.provider.sha256();
                 if matches!(component.origin, Origin::Installed { .. })
                     && !installed.contains(sha)
-                    && self.catalog().get(component.provider.name()).is_none_or(|active| {
-                        !Arc::ptr_eq(&active, &component.provider)
-                    })
+                    && self
+                        .catalog()
+                        .get(component.provider.name())
+                        .is_none_or(|active| !Arc::ptr_eq(&active, &component.provider))
                 {
                     self.components.remove(sha);
                     files.remove(sha);

@@ -211,15 +211,7 @@ impl Providers {
                     "INSERT INTO provider_plugins(uuid, name, version, wit_version, sha256, size,
                          signer, created, component) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     crate::store::db::params![
-                        row.0,
-                        row.1,
-                        row.2,
-                        row.3,
-                        row.4,
-                        row.5,
-                        row.6,
-                        created,
-                        *row.7
+                        row.0, row.1, row.2, row.3, row.4, row.5, row.6, created, *row.7
                     ],
                 )?;
                 if first_of_name {

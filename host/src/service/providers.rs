@@ -13,12 +13,12 @@ use crate::store::db::OptionalExtension;
 use anyhow::Context;
 
 use super::error::{BackupError, BackupResult};
-use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
-use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
-use crate::store::events::{self, Level, NewEvent, State};
 use super::plugin_replicas::{
     Member, installed_rows, load_installed_row, wait_until_loaded_everywhere,
 };
+use crate::config::{BACKUP_FRAMEWORK_ENABLED, BACKUP_PROVIDER_PLUGIN, Definition, Kind, Settings};
+use crate::plugins::{Component, Components, Origin, PluginFiles, bundled};
+use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpError, Store, StoreError};
 use bnr_runtime::types::SettingKind;
 use bnr_runtime::{

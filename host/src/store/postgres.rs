@@ -157,11 +157,7 @@ impl ChangeListener {
     /// Connects, LISTENs, and calls `on_notice` with each payload until the connection fails;
     /// `on_listening` runs once the LISTEN is in place (changes made before it are not
     /// announced: the caller re-reads then). Runs on the caller's runtime.
-    pub async fn listen(
-        &self,
-        on_listening: impl Fn(),
-        on_notice: impl Fn(&str),
-    ) -> Result<()> {
+    pub async fn listen(&self, on_listening: impl Fn(), on_notice: impl Fn(&str)) -> Result<()> {
         let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await?;
         let listen_sql = format!("LISTEN {CHANGES_CHANNEL}");
         let mut listen = std::pin::pin!(client.batch_execute(&listen_sql));

@@ -96,7 +96,11 @@ async fn login(addr: &str, username: &str, password: &str) -> (String, String) {
 
 /// A command with the session, by GET (query string) or POST (form body); the status.
 async fn with_session(addr: &str, post: bool, command: &str, key: &str, cookie: &str) -> Answer {
-    let params = form(&[("command", command), ("sessionkey", key), ("response", "json")]);
+    let params = form(&[
+        ("command", command),
+        ("sessionkey", key),
+        ("response", "json"),
+    ]);
     if post {
         http(
             addr,
@@ -333,7 +337,10 @@ async fn a_zone_is_not_switched_to_a_component_a_replica_refuses_to_load() {
         let (_, v) = get(
             addr,
             "listConfigurations",
-            &[("name", "backup.framework.provider.plugin"), ("zoneid", &zone)],
+            &[
+                ("name", "backup.framework.provider.plugin"),
+                ("zoneid", &zone),
+            ],
         )
         .await
         .unwrap();

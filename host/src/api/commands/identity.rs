@@ -3,12 +3,12 @@
 use crate::api::registry::{
     ADMINS, ALL_ROLES, AsyncStart, Command, Ctx, Entity, Param, Registry, RegistryError,
 };
+use crate::api::session::end_user_sessions;
 use crate::api::{ApiError, ApiResult, Obj};
 use crate::identity::{
     self, Account, Caller, Domain, LifecycleState, ListScope, NewAccount, Role, User,
 };
 use crate::store::events::{self, NewEvent};
-use crate::api::session::end_user_sessions;
 use crate::store::{OpError, format_date};
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
