@@ -179,6 +179,36 @@ async fn passwords_are_stored_as_argon2id() {
 }
 
 #[tokio::test]
+async fn no_live_session_key_or_cookie_is_found_by_a_byte_search_of_the_store() {
+    let s = TestServer::start().await;
+    s.create_user("hana", "User", None).await;
+    let r = login(&s, "hana", "pw").await;
+    let key = r.ok("login")["sessionkey"]
+        .as_str()
+        .expect("sessionkey")
+        .to_string();
+    let jsessionid = r
+        .set_cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("JSESSIONID="))
+        .and_then(|c| c.split(';').next())
+        .expect("JSESSIONID cookie")
+        .to_string();
+    let listed = s
+        .send(
+            Method::GET,
+            &format!("/client/api?command=listZones&sessionkey={key}&response=json"),
+            None,
+            &[("cookie", &format!("JSESSIONID={jsessionid}"))],
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let bytes = store_bytes(s.dir.path());
+    assert!(!contains(&bytes, &key), "the session key is stored");
+    assert!(!contains(&bytes, &jsessionid), "the JSESSIONID is stored");
+}
+
+#[tokio::test]
 async fn repeated_failed_logins_disable_the_user_as_cloudstack_does() {
     let s = TestServer::start().await;
     let creds = s.create_user("lou", "User", None).await;
