@@ -46,12 +46,15 @@ pub(super) struct InstalledRow {
     pub sha256: String,
     pub signer: Option<String>,
     pub created: i64,
+    /// The database keeps the component's bytes.
+    pub stored: bool,
 }
 
 pub(super) fn installed_rows(store: &Store) -> Result<Vec<InstalledRow>, StoreError> {
     store.read_blocking(|c| {
         let mut st = c.prepare(
-            "SELECT uuid, name, version, sha256, signer, created FROM provider_plugins ORDER BY id",
+            "SELECT uuid, name, version, sha256, signer, created, component IS NOT NULL
+             FROM provider_plugins ORDER BY id",
         )?;
         let rows = st
             .query_map([], |r| {
@@ -62,6 +65,7 @@ pub(super) fn installed_rows(store: &Store) -> Result<Vec<InstalledRow>, StoreEr
                     sha256: r.get(3)?,
                     signer: r.get(4)?,
                     created: r.get(5)?,
+                    stored: r.get(6)?,
                 })
             })?
             .collect::<db::Result<Vec<_>>>()?;
@@ -80,6 +84,9 @@ fn component_bytes(
 ) -> Result<Vec<u8>, String> {
     if files.path(&row.sha256).is_file() {
         let wasm = files.read(&row.sha256)?;
+        if row.stored {
+            return Ok(wasm);
+        }
         // Installed before the database kept components: give the other replicas a copy.
         let sha = row.sha256.clone();
         let copy = wasm.clone();
