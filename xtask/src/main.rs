@@ -1,6 +1,7 @@
 //! Build orchestration for the bnr workspace: `cargo xtask <command>` (alias in
 //! `.cargo/config.toml`). Standard library only, so it builds in seconds.
 
+mod ha;
 mod layering;
 mod plugins;
 mod postgres;
@@ -29,6 +30,12 @@ const TASKS: &[Task] = &[
         name: "test",
         help: "build the components, run the Rust test suite and the `cs` client compatibility suite",
         run: suite::test,
+    },
+    Task {
+        name: "ha",
+        help: "PostgreSQL (Debian's packages, Unix socket in a temporary directory) and three \
+               `bnr serve --cluster` replicas on loopback until Ctrl-C (`--replicas N`)",
+        run: ha::run,
     },
     Task {
         name: "plugins",

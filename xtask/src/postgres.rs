@@ -74,6 +74,24 @@ impl TempPostgres {
         )
     }
 
+    /// Creates database `name` (owned by the superuser).
+    pub fn create_database(&self, name: &str) -> Result<()> {
+        let mut createdb = self.tool("createdb");
+        createdb
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", SUPERUSER, name]);
+        run_quiet(&mut createdb)
+    }
+
+    /// The connection URL of database `name`.
+    pub fn database_url(&self, name: &str) -> String {
+        format!(
+            "postgresql:///{name}?host={}&user={SUPERUSER}",
+            self.dir.display()
+        )
+    }
+
     fn tool(&self, name: &str) -> Command {
         let program = self.bin.join(name);
         if self.as_postgres_user {

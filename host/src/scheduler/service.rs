@@ -247,8 +247,29 @@ impl ResumeOperations {
         let (account_id, domain_id, user_id) = (job.account_id, job.domain_id, job.user_id);
         let resource = job.instance_type.clone().zip(job.instance_uuid.clone());
         let event_type = event_type.to_string();
+        // The backup a createBackup job names (once its row exists) ends with the job: a replica
+        // that adopted the job cannot wait for the start-up recovery, which only a process
+        // running alone does.
+        let backup = match (job.cmd.as_str(), &resource) {
+            ("createBackup", Some((kind, uuid))) if kind == "Backup" => Some(uuid.clone()),
+            _ => None,
+        };
         // Start-up, before serving: a short blocking write is fine here (the hook is sync).
         let recorded = self.service.store().write_blocking(|tx| {
+            if let Some(uuid) = &backup {
+                tx.execute(
+                    "UPDATE backups SET status = ?1, status_reason = ?2
+                     WHERE uuid = ?3 AND status = ?4 AND removed IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM provider_operations p
+                                       WHERE p.backup_id = backups.id)",
+                    params![
+                        crate::service::status::ERROR,
+                        crate::service::INTERRUPTED_REASON,
+                        uuid,
+                        crate::service::status::BACKING_UP
+                    ],
+                )?;
+            }
             events::record(
                 tx,
                 &NewEvent {

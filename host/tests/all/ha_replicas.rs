@@ -1,123 +1,40 @@
-//! Several `bnr serve --cluster` processes on one data directory (one SQLite file in WAL mode):
-//! a replica killed (`kill -9`) or paused (SIGSTOP) in the middle of a provider operation; its
-//! backup completes on another replica, resumed from the persisted handle, and nothing the
-//! paused replica does after it wakes lands.
+//! Several `bnr serve --cluster` processes on one database (PostgreSQL; the takeover and the
+//! identity cache also on one SQLite file in WAL mode): a replica killed (`kill -9`) or paused
+//! (SIGSTOP) in the middle of a provider operation; its backup completes on another replica,
+//! resumed from the persisted handle, and nothing the paused replica does after it wakes lands.
+//! A zone's provider swap made on one replica reaches the others under load.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use crate::ops_shutdown::{
-    dummy_and_scripted, finished, free_addr, get, inner, scripted_vm, zone_setting,
-};
+use crate::ops_shutdown::{dummy_and_scripted, finished, get, inner, scripted_vm, zone_setting};
 use crate::support_api::*;
+use crate::support_replicas::{BnrProcess, Engine, SharedStore};
 
-/// The lease the replicas run with: short, so a takeover happens within seconds.
-const LEASE_SECS: &str = "2";
-
-/// One `bnr serve --cluster` process; its log lines are collected as they come.
-struct ReplicaProcess {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl ReplicaProcess {
-    fn start(dir: &std::path::Path, addr: &str, providers: &std::path::Path) -> ReplicaProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bnr"))
-            .args([
-                "serve",
-                "--listen",
-                addr,
-                "--cluster",
-                "--replica-lease-secs",
-                LEASE_SECS,
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--providers-dir")
-            .arg(providers)
-            .env("RUST_LOG", "info")
-            .env("BNR_ADMIN_API_KEY", ADMIN_API_KEY)
-            .env("BNR_ADMIN_SECRET_KEY", ADMIN_SECRET_KEY)
-            .env("BNR_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start bnr");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let serving = lines.by_ref().map_while(Result::ok).any(|l| {
-            log.lock().push(l.clone());
-            l.contains("serving the CloudStack API")
-        });
-        assert!(serving, "bnr exited before serving: {:?}", log.lock());
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().push(line);
-            }
-        });
-        ReplicaProcess { child, log }
-    }
-
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-    }
-
-    fn logged(&self, text: &str) -> bool {
-        self.log.lock().iter().any(|l| l.contains(text))
-    }
-}
-
-impl Drop for ReplicaProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(dir: &std::path::Path, providers: &std::path::Path) -> (ReplicaProcess, String) {
-    let addr = free_addr();
-    let (dir, providers, a) = (dir.to_path_buf(), providers.to_path_buf(), addr.clone());
-    let process = tokio::task::spawn_blocking(move || ReplicaProcess::start(&dir, &a, &providers))
-        .await
-        .unwrap();
-    (process, addr)
+/// The next replica on `shared`, serving.
+async fn start(shared: &SharedStore, providers: &Path) -> BnrProcess {
+    shared.replica(providers).spawn().await
 }
 
 /// Replica A with a scripted zone whose operations take `op_seconds`, a backup started on A
-/// and polled there; replica B started next to it. Returns (A, A's address, B, B's address,
-/// job, backup, vm).
+/// and polled there; replica B started next to it. Returns (A, B, job, backup, vm).
 async fn backup_polled_on_a(
-    dir: &std::path::Path,
-    providers: &std::path::Path,
+    shared: &SharedStore,
+    providers: &Path,
     op_seconds: &str,
-) -> (
-    ReplicaProcess,
-    String,
-    ReplicaProcess,
-    String,
-    String,
-    String,
-    String,
-) {
-    let (a, addr_a) = start(dir, providers).await;
-    let (zone, vm) = scripted_vm(&addr_a).await;
+) -> (BnrProcess, BnrProcess, String, String, String) {
+    let a = start(shared, providers).await;
+    let (zone, vm) = scripted_vm(&a.addr).await;
     zone_setting(
-        &addr_a,
+        &a.addr,
         &zone,
         "backup.plugin.scripted.op-seconds",
         op_seconds,
     )
     .await;
-    let (b, addr_b) = start(dir, providers).await;
-    let (status, v) = get(&addr_a, "createBackup", &[("virtualmachineid", &vm)])
+    let b = start(shared, providers).await;
+    let (status, v) = get(&a.addr, "createBackup", &[("virtualmachineid", &vm)])
         .await
         .unwrap();
     assert_eq!(status, 200, "{v}");
@@ -125,7 +42,7 @@ async fn backup_polled_on_a(
     let backup = inner(&v)["id"].as_str().unwrap().to_string();
     let mut polled = false;
     for _ in 0..600 {
-        let (_, v) = get(&addr_a, "queryAsyncJobResult", &[("jobid", &job)])
+        let (_, v) = get(&a.addr, "queryAsyncJobResult", &[("jobid", &job)])
             .await
             .unwrap();
         assert_eq!(
@@ -140,7 +57,7 @@ async fn backup_polled_on_a(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(polled, "the job reported no progress on A");
-    (a, addr_a, b, addr_b, job, backup, vm)
+    (a, b, job, backup, vm)
 }
 
 async fn backups_of(addr: &str, vm: &str) -> Vec<serde_json::Value> {
@@ -152,33 +69,76 @@ async fn backups_of(addr: &str, vm: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn a_replica_killed_mid_operation_has_its_backup_completed_by_another_from_the_handle() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    for engine in [Engine::Postgres, Engine::Sqlite] {
+        killed_mid_operation(engine).await;
+    }
+}
+
+async fn killed_mid_operation(engine: Engine) {
+    let shared = SharedStore::new(engine);
     let providers = dummy_and_scripted();
-    let (mut a, _addr_a, b, addr_b, job, backup, vm) =
-        backup_polled_on_a(dir.path(), providers.path(), "6").await;
-    a.child.kill().expect("kill -9");
-    a.child.wait().expect("reap");
+    let (mut a, b, job, backup, vm) = backup_polled_on_a(&shared, providers.path(), "6").await;
+    a.kill();
     // B declares A dead after the lease, adopts the job and polls the same handle.
-    let done = finished(&addr_b, &job).await;
-    assert_eq!(done["jobstatus"], 1, "{done}");
-    let backups = backups_of(&addr_b, &vm).await;
+    let done = finished(&b.addr, &job).await;
+    assert_eq!(done["jobstatus"], 1, "{engine:?}: {done}");
+    let backups = backups_of(&b.addr, &vm).await;
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(backups[0]["id"], backup.as_str());
     assert_eq!(backups[0]["status"], "BackedUp");
     assert!(b.logged("took over the work of dead replicas"));
     assert!(b.logged("resuming interrupted job"));
+    if engine == Engine::Postgres {
+        let db = shared.connect().await;
+        let b_id = replica_id(&db, &b).await;
+        let row = db
+            .query_one(
+                "SELECT status, owner FROM async_jobs WHERE uuid = $1",
+                &[&job],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 1);
+        assert_eq!(row.get::<_, Option<i64>>(1), Some(b_id));
+        let pending: i64 = db
+            .query_one("SELECT COUNT(*) FROM provider_operations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            pending, 0,
+            "the adopted operation was forgotten once finished"
+        );
+    }
+}
+
+/// The `replicas.id` of a running replica (its name carries its listen address).
+async fn replica_id(db: &tokio_postgres::Client, replica: &BnrProcess) -> i64 {
+    db.query_one(
+        "SELECT id FROM replicas WHERE name LIKE $1 || ' %' ORDER BY id DESC LIMIT 1",
+        &[&replica.addr],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test]
 async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = SharedStore::new(Engine::Postgres);
     let providers = dummy_and_scripted();
-    let (a, addr_a, b, addr_b, job, backup, vm) =
-        backup_polled_on_a(dir.path(), providers.path(), "4").await;
+    let (a, b, job, backup, vm) = backup_polled_on_a(&shared, providers.path(), "4").await;
+    let db = shared.connect().await;
+    let (a_id, b_id) = (replica_id(&db, &a).await, replica_id(&db, &b).await);
     a.signal("-STOP");
-    let done = finished(&addr_b, &job).await;
+    let done = finished(&b.addr, &job).await;
     assert_eq!(done["jobstatus"], 1, "{done}");
     assert!(b.logged("took over the work of dead replicas"));
+    let epoch_fenced: i64 = db
+        .query_one("SELECT epoch FROM replicas WHERE id = $1", &[&a_id])
+        .await
+        .unwrap()
+        .get(0);
     // A wakes long after its operation finished at the provider: it must notice it was fenced
     // and re-join under a new epoch, writing nothing for the work it lost.
     a.signal("-CONT");
@@ -188,17 +148,17 @@ async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(a.logged("replica fenced itself"), "{:?}", a.log.lock());
+    assert!(a.logged("replica fenced itself"), "{:?}", a.log());
     assert!(a.logged("re-joined the cluster"));
     // A answers again, and sees what B wrote: one backup, the job's outcome B's.
-    let after = finished(&addr_a, &job).await;
+    let after = finished(&a.addr, &job).await;
     assert_eq!(after, done);
-    let backups = backups_of(&addr_a, &vm).await;
+    let backups = backups_of(&a.addr, &vm).await;
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(backups[0]["id"], backup.as_str());
     assert_eq!(backups[0]["status"], "BackedUp");
     let (_, v) = get(
-        &addr_b,
+        &b.addr,
         "listEvents",
         &[("type", "BACKUP.CREATE"), ("pagesize", "500")],
     )
@@ -212,6 +172,29 @@ async fn a_replica_paused_past_its_lease_writes_nothing_when_it_wakes() {
         .filter(|e| e["state"] == "Completed")
         .count();
     assert_eq!(completed, 1, "{v}");
+    // The rows say the same: the job and its outcome are B's, nothing is pending, one backup
+    // row, and A is back under a later epoch than the one it was fenced with.
+    let row = db
+        .query_one(
+            "SELECT status, owner FROM async_jobs WHERE uuid = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(b_id));
+    let counts = db
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM provider_operations),
+                    (SELECT COUNT(*) FROM backups WHERE removed IS NULL),
+                    (SELECT epoch FROM replicas WHERE id = $1)",
+            &[&a_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), 0);
+    assert_eq!(counts.get::<_, i64>(1), 1);
+    assert!(counts.get::<_, i64>(2) > epoch_fenced);
 }
 
 /// The value replica `addr` shows for a zone setting.
@@ -230,11 +213,12 @@ async fn zone_value(addr: &str, zone: &str, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = SharedStore::new(Engine::Postgres);
     let providers = dummy_and_scripted();
-    let (_a, addr_a) = start(dir.path(), providers.path()).await;
-    let (_b, addr_b) = start(dir.path(), providers.path()).await;
-    let (_c, addr_c) = start(dir.path(), providers.path()).await;
+    let a = start(&shared, providers.path()).await;
+    let b = start(&shared, providers.path()).await;
+    let c = start(&shared, providers.path()).await;
+    let (addr_a, addr_b, addr_c) = (a.addr.clone(), b.addr.clone(), c.addr.clone());
     let zone = inner(&get(&addr_a, "listZones", &[]).await.unwrap().1)["zone"][0]["id"]
         .as_str()
         .unwrap()
@@ -347,10 +331,11 @@ async fn status_as(addr: &str, creds: &Creds, command: &str) -> u16 {
 
 #[tokio::test]
 async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = SharedStore::new(Engine::Sqlite);
     let providers = dummy_and_scripted();
-    let (_a, addr_a) = start(dir.path(), providers.path()).await;
-    let (_b, addr_b) = start(dir.path(), providers.path()).await;
+    let a = start(&shared, providers.path()).await;
+    let b = start(&shared, providers.path()).await;
+    let (addr_a, addr_b) = (a.addr.clone(), b.addr.clone());
     let (status, v) = get(
         &addr_a,
         "createAccount",

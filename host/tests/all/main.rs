@@ -46,6 +46,7 @@ mod sec_store;
 mod sec_tenant;
 mod store_copy;
 
+mod ha_exactly_once;
 mod ha_replicas;
 mod ha_sessions;
 mod ops_health;

@@ -22,11 +22,14 @@
 //! A job (`kind` `backup` or `restore`) is `running` for the configured duration with its
 //! `percent` growing, then `done`; a finished backup job carries the new backup. `created` is
 //! RFC 3339 in UTC. Errors are `{"error": "..."}`.
+//!
+//! [`Running::jobs`] lists the jobs the appliance accepted, with the times their status was
+//! asked: a count of `start-backup` calls kept outside bnr (the replica tests use it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use axum::Router;
@@ -45,6 +48,8 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_RECORDS: usize = 10_000;
 /// Longest VM or object id accepted.
 const MAX_ID_BYTES: usize = 128;
+/// Status requests whose time is kept per job (the first ones; later ones are only counted).
+pub const POLL_TIMES_KEPT: usize = 32;
 
 /// How the appliance runs.
 #[derive(Clone, Debug)]
@@ -77,6 +82,52 @@ pub struct Running {
     pub url: String,
     pub addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    appliance: Shared,
+}
+
+/// A job the appliance accepted, as [`Running::jobs`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: String,
+    /// `backup` or `restore`.
+    pub kind: &'static str,
+    pub vm: String,
+    /// The backup it made (a finished backup job) or restores (a restore job).
+    pub backup: Option<String>,
+    pub accepted: SystemTime,
+    /// Status requests (`GET /jobs/{id}`) so far.
+    pub polls: u64,
+    /// When the first [`POLL_TIMES_KEPT`] of them came.
+    pub poll_times: Vec<SystemTime>,
+}
+
+impl Running {
+    /// Every job accepted so far, oldest first.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        let mut inventory = self.appliance.inventory();
+        let ids: Vec<String> = inventory.jobs.keys().cloned().collect();
+        for id in &ids {
+            self.appliance.settle(&mut inventory, id);
+        }
+        let mut jobs: Vec<JobRecord> = inventory
+            .jobs
+            .iter()
+            .map(|(id, job)| JobRecord {
+                id: id.clone(),
+                kind: match job.kind {
+                    JobKind::Backup => "backup",
+                    JobKind::Restore => "restore",
+                },
+                vm: job.vm.clone(),
+                backup: job.backup.clone(),
+                accepted: job.accepted,
+                polls: job.polls,
+                poll_times: job.poll_times.clone(),
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.accepted.cmp(&b.accepted).then(a.id.cmp(&b.id)));
+        jobs
+    }
 }
 
 impl Drop for Running {
@@ -95,7 +146,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = router(config);
+    let appliance = appliance(config);
+    let app = router(appliance.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -103,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         url: format!("http://{addr}/api/v1"),
         addr,
         server,
+        appliance,
     })
 }
 
@@ -150,6 +203,9 @@ enum JobKind {
 struct Job {
     kind: JobKind,
     started: Instant,
+    accepted: SystemTime,
+    polls: u64,
+    poll_times: Vec<SystemTime>,
     /// For a backup job: what it backs up, and what it made once done.
     vm: String,
     policy: String,
@@ -228,11 +284,14 @@ impl Appliance {
     }
 }
 
-fn router(config: Config) -> Router {
-    let shared: Shared = Arc::new(Appliance {
+fn appliance(config: Config) -> Shared {
+    Arc::new(Appliance {
         config,
         state: Mutex::new(Inventory::default()),
-    });
+    })
+}
+
+fn router(shared: Shared) -> Router {
     let api = Router::new()
         .route("/policies", get(list_policies))
         .route("/protected/{vm}", put(protect).delete(unprotect))
@@ -371,6 +430,9 @@ async fn start_backup(
         Job {
             kind: JobKind::Backup,
             started: Instant::now(),
+            accepted: SystemTime::now(),
+            polls: 0,
+            poll_times: Vec::new(),
             vm: body.vm,
             policy,
             disk_bytes: body.disk_bytes,
@@ -424,6 +486,9 @@ async fn start_restore(State(appliance): State<Shared>, Path(id): Path<String>) 
         Job {
             kind: JobKind::Restore,
             started: Instant::now(),
+            accepted: SystemTime::now(),
+            polls: 0,
+            poll_times: Vec::new(),
             vm: backup.vm,
             policy: backup.policy,
             disk_bytes: backup.size,
@@ -437,9 +502,14 @@ async fn start_restore(State(appliance): State<Shared>, Path(id): Path<String>) 
 async fn job_status(State(appliance): State<Shared>, Path(id): Path<String>) -> Response {
     let mut inventory = appliance.inventory();
     appliance.settle(&mut inventory, &id);
-    let Some(job) = inventory.jobs.get(&id) else {
+    let Some(job) = inventory.jobs.get_mut(&id) else {
         return error(StatusCode::NOT_FOUND, "no such job");
     };
+    job.polls += 1;
+    if job.poll_times.len() < POLL_TIMES_KEPT {
+        job.poll_times.push(SystemTime::now());
+    }
+    let job = &inventory.jobs[&id];
     let duration = appliance.config.job_duration.as_millis().max(1);
     let elapsed = job.started.elapsed().as_millis();
     let (state, percent) = if job.cancelled {
@@ -509,7 +579,7 @@ mod tests {
     fn app() -> Router {
         let mut config = Config::new("k");
         config.job_duration = Duration::ZERO;
-        router(config)
+        router(appliance(config))
     }
 
     #[tokio::test]
