@@ -1,6 +1,7 @@
 //! Build orchestration for the bnr workspace: `cargo xtask <command>` (alias in
 //! `.cargo/config.toml`). Standard library only, so it builds in seconds.
 
+mod bench;
 mod layering;
 mod plugins;
 mod postgres;
@@ -29,6 +30,12 @@ const TASKS: &[Task] = &[
         name: "test",
         help: "build the components, run the Rust test suite and the `cs` client compatibility suite",
         run: suite::test,
+    },
+    Task {
+        name: "bench",
+        help: "build the components, start a throw-away PostgreSQL server and run \
+               `cargo bench -p bnr --bench NAME` with it (the PostgreSQL rows of `store`, `replicas`)",
+        run: bench::run,
     },
     Task {
         name: "plugins",
