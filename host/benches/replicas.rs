@@ -225,7 +225,11 @@ async fn finished(conns: &mut RoundRobin, jobid: &str) -> (serde_json::Value, u6
 }
 
 /// Starts an async command and waits for its job; returns the job's answer.
-async fn run_job(conns: &mut RoundRobin, command: &str, params: &[(&str, &str)]) -> serde_json::Value {
+async fn run_job(
+    conns: &mut RoundRobin,
+    command: &str,
+    params: &[(&str, &str)],
+) -> serde_json::Value {
     let accepted = call(conns, &signed(command, params)).await;
     let jobid = accepted["jobid"]
         .as_str()
@@ -387,11 +391,10 @@ async fn measure(config: Config) -> Measured {
     // The first process bootstraps the empty store; the others join it once it answers.
     let dir = data_dir.path().to_path_buf();
     let (first_url, cluster) = (url.clone(), config.cluster);
-    let first = tokio::task::spawn_blocking(move || {
-        Server::start(&dir, first_url.as_deref(), cluster, 0)
-    })
-    .await
-    .expect("start");
+    let first =
+        tokio::task::spawn_blocking(move || Server::start(&dir, first_url.as_deref(), cluster, 0))
+            .await
+            .expect("start");
     let vms = prepare(first.addr, backup_clients()).await;
     let mut servers = vec![first];
     for n in 1..config.processes {
@@ -494,5 +497,8 @@ async fn run() {
             list / base_list
         );
     }
-    println!("\n(ratios to the first row; load average at the end: {})", load_average());
+    println!(
+        "\n(ratios to the first row; load average at the end: {})",
+        load_average()
+    );
 }

@@ -188,12 +188,8 @@ pub async fn throughput(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for client in 0..connections {
-        let (done, stop, path, addrs) = (
-            done.clone(),
-            stop.clone(),
-            path.to_string(),
-            addrs.to_vec(),
-        );
+        let (done, stop, path, addrs) =
+            (done.clone(), stop.clone(), path.to_string(), addrs.to_vec());
         tasks.push(tokio::spawn(async move {
             let mut conns = RoundRobin::open(&addrs, client).await;
             while !stop.load(Ordering::Relaxed) {
