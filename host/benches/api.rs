@@ -1,7 +1,7 @@
 //! API benchmarks: `cargo xtask plugins && cargo bench -p bnr --bench api`.
 //!
-//! A self-written harness over real loopback HTTP (a minimal keep-alive HTTP/1.1 client, the
-//! same for every server measured), all in one process:
+//! A self-written harness over real loopback HTTP (the keep-alive HTTP/1.1 client of `client/`,
+//! the same for every server measured), all in one process:
 //!
 //! 1. signed requests per second: `listZones` (and a `listBackups` page) on bnr against a bare
 //!    axum handler answering a fixed JSON body, with the same client and concurrency;
@@ -12,26 +12,21 @@
 //!
 //! Prints Markdown tables (see docs/benchmarks.md).
 
-use std::path::PathBuf;
+mod client;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bnr::store::db::params;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use bnr::api::ApiState;
 use bnr::api::serve::{prepare_with, serve_on};
 use bnr::inventory::bootstrap::BootstrapOptions;
 use bnr::service::ProviderSource;
 use bnr_runtime::{Catalog, Runtime, RuntimeConfig};
+use client::{API_KEY, Conn, SECRET_KEY, json, ms, quantile, signed, target_dir};
 
-const API_KEY: &str = "bench-api-key";
-const SECRET_KEY: &str = "bench-secret-key";
 /// Connections for the throughput runs (2 cores: client and server share them);
 /// `BNR_BENCH_CONCURRENCY` overrides.
 fn concurrency() -> usize {
@@ -52,160 +47,9 @@ fn backups_stored() -> i64 {
 /// VMs the stored backups belong to.
 const VMS: i64 = 1_000;
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("bench binary path");
-            exe.ancestors()
-                .nth(3)
-                .expect("<target>/<profile>/deps")
-                .to_path_buf()
-        })
-}
-
-/// Java `URLEncoder` + `%20`, upper-case hex: what CloudStack (and `cs`) sign.
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// A `cs`-style signed request path (signature version 3, expiring in an hour).
-fn signed(command: &str, params: &[(&str, &str)]) -> String {
-    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 3600)
-        .expect("timestamp")
-        .strftime("%Y-%m-%dT%H:%M:%S+0000")
-        .to_string();
-    let mut all: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    all.push(("command".into(), command.into()));
-    all.push(("response".into(), "json".into()));
-    all.push(("apiKey".into(), API_KEY.into()));
-    all.push(("signatureVersion".into(), "3".into()));
-    all.push(("expires".into(), expires));
-    let mut sorted = all.clone();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let unsigned = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={}", encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-        .to_lowercase();
-    let mut mac = Hmac::<Sha1>::new_from_slice(SECRET_KEY.as_bytes()).expect("hmac");
-    mac.update(unsigned.as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    all.push(("signature".into(), sig));
-    let query = all
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("/client/api?{query}")
-}
-
-/// One keep-alive HTTP/1.1 connection; the servers answer with `content-length`.
-struct Conn {
-    stream: BufReader<TcpStream>,
-    host: String,
-}
-
-impl Conn {
-    async fn open(addr: std::net::SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Conn {
-            stream: BufReader::new(stream),
-            host: addr.to_string(),
-        }
-    }
-
-    /// GET `path`; returns (status, body).
-    async fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
-        self.stream
-            .get_mut()
-            .write_all(request.as_bytes())
-            .await
-            .expect("write");
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await.expect("status line");
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status");
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await.expect("header");
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = header.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().expect("content-length");
-            }
-        }
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await.expect("body");
-        (status, body)
-    }
-}
-
-fn quantile(samples: &mut [Duration], q: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * q).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-/// Requests per second over `RUN` with `concurrency()` connections sending `path` in a loop.
+/// Requests per second on one server with `concurrency()` connections.
 async fn throughput(addr: std::net::SocketAddr, path: &str) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency() {
-        let (done, stop, path) = (done.clone(), stop.clone(), path.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await;
-            while !stop.load(Ordering::Relaxed) {
-                let (status, _) = conn.get(&path).await;
-                assert_eq!(status, 200);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    // Warm up, then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start_count = done.load(Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(RUN).await;
-    let counted = done.load(Ordering::Relaxed) - start_count;
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    counted as f64 / elapsed.as_secs_f64()
-}
-
-fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).expect("JSON body")
+    client::throughput(&[addr], path, concurrency(), RUN).await
 }
 
 async fn wait_job(state: &ApiState, body: &[u8], command: &str) -> serde_json::Value {
@@ -227,6 +71,63 @@ async fn wait_job(state: &ApiState, body: &[u8], command: &str) -> serde_json::V
         job.result
     );
     v
+}
+
+/// Ad-hoc backups per second end to end: one client per VM loops signed `createBackup`, then
+/// waits for its job to succeed.
+async fn adhoc_backups(state: &ApiState, addr: std::net::SocketAddr, vms: &[String]) -> f64 {
+    let backups_done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for vm in vms {
+        let path = signed("createBackup", &[("virtualmachineid", vm)]);
+        let (done, stop, state) = (backups_done.clone(), stop.clone(), state.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, body) = conn.get(&path).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                wait_job(&state, &body, "createBackup").await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(client::WARM_UP).await;
+    let before = backups_done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(RUN).await;
+    let taken = backups_done.load(Ordering::Relaxed) - before;
+    let backups_per_sec = taken as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("backup task");
+    }
+    backups_per_sec
+}
+
+/// (p50, p99, items in the last answer) of `n` signed requests for `path`, one at a time, after a
+/// tenth as many to warm up.
+async fn latencies(conn: &mut Conn, path: &str, n: usize) -> (Duration, Duration, usize) {
+    for _ in 0..(n / 10).max(2) {
+        let (status, _) = conn.get(path).await;
+        assert_eq!(status, 200);
+    }
+    let mut samples = Vec::with_capacity(n);
+    let mut items = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        let (status, body) = conn.get(path).await;
+        samples.push(started.elapsed());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        items = json(&body)["listbackupsresponse"]["backup"]
+            .as_array()
+            .map_or(0, Vec::len);
+    }
+    (
+        quantile(&mut samples, 0.5),
+        quantile(&mut samples, 0.99),
+        items,
+    )
 }
 
 fn main() {
@@ -393,6 +294,15 @@ async fn run() {
         println!("{only}: {:.0} req/s on one connection", n as f64 / 10.0);
         return;
     }
+    // `BNR_BENCH_BACKUPS_ONLY=1`: just the ad-hoc backups run (for profiling it).
+    if std::env::var_os("BNR_BENCH_BACKUPS_ONLY").is_some() {
+        let backups_per_sec = adhoc_backups(&state, addr, &vms).await;
+        println!(
+            "ad-hoc backups end to end ({} clients): {backups_per_sec:.0} /s",
+            concurrency()
+        );
+        return;
+    }
     let mut bare_rps = Vec::new();
     let mut zones_rps = Vec::new();
     for _ in 0..2 {
@@ -414,35 +324,7 @@ async fn run() {
     }
 
     // 2. Ad-hoc backups end to end.
-    let creates: Vec<String> = vms
-        .iter()
-        .map(|vm| signed("createBackup", &[("virtualmachineid", vm)]))
-        .collect();
-    let backups_done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for path in creates {
-        let (done, stop, state) = (backups_done.clone(), stop.clone(), state.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await;
-            while !stop.load(Ordering::Relaxed) {
-                let (status, body) = conn.get(&path).await;
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-                wait_job(&state, &body, "createBackup").await;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = backups_done.load(Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(RUN).await;
-    let taken = backups_done.load(Ordering::Relaxed) - before;
-    let backups_per_sec = taken as f64 / started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("backup task");
-    }
+    let backups_per_sec = adhoc_backups(&state, addr, &vms).await;
     let (backed_up, other): (i64, i64) = state
         .store()
         .read(|c| {
@@ -472,7 +354,7 @@ async fn run() {
         page_rps / bare_rps * 100.0
     );
     println!(
-        "| ad-hoc backups end to end (signed `createBackup` → job done, `BackedUp`; {} clients) | {backups_per_sec:.0} /s | ≥ 1,000 /s |",
+        "| ad-hoc backups end to end (signed `createBackup` → job done, `BackedUp`; {} clients) | {backups_per_sec:.0} /s | ≥ 2,000 /s |",
         concurrency()
     );
 
@@ -616,33 +498,29 @@ async fn run() {
         backups_stored(),
         loaded.as_secs_f64()
     );
-    println!("| signed `listBackups` | n | p50 | p99 | target |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, path, n) in cases {
-        for _ in 0..(n / 10).max(2) {
-            let (status, _) = conn.get(&path).await;
-            assert_eq!(status, 200);
-        }
-        let mut samples = Vec::with_capacity(n);
-        let mut items = 0;
-        for _ in 0..n {
-            let started = Instant::now();
-            let (status, body) = conn.get(&path).await;
-            samples.push(started.elapsed());
-            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-            items = json(&body)["listbackupsresponse"]["backup"]
-                .as_array()
-                .map_or(0, Vec::len);
-        }
-        let p50 = quantile(&mut samples, 0.5);
-        let p99 = quantile(&mut samples, 0.99);
+    // Each case repeats one request: served from the kept answers (`api/answers.rs`) after the
+    // first. The second pass measures the store path a changing table or a replica gets: a
+    // store marked shared (as `--cluster` marks it) keeps no answers.
+    println!(
+        "| signed `listBackups` | n | p50, kept answers on | p99, on | p50, kept answers off | p99, off | target |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut kept = Vec::with_capacity(cases.len());
+    for (_, path, n) in &cases {
+        kept.push(latencies(&mut conn, path, *n).await);
+    }
+    state.store().mark_shared();
+    for ((name, path, n), (kept_p50, kept_p99, _)) in cases.iter().zip(kept) {
+        let (p50, p99, items) = latencies(&mut conn, path, *n).await;
         let target = if name.contains("page 1 of 100") {
             "p50 ≤ 5 ms, p99 ≤ 20 ms"
         } else {
             "–"
         };
         println!(
-            "| {name} ({items} items) | {n} | {} | {} | {target} |",
+            "| {name} ({items} items) | {n} | {} | {} | {} | {} | {target} |",
+            ms(kept_p50),
+            ms(kept_p99),
             ms(p50),
             ms(p99)
         );

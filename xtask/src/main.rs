@@ -1,6 +1,7 @@
 //! Build orchestration for the bnr workspace: `cargo xtask <command>` (alias in
 //! `.cargo/config.toml`). Standard library only, so it builds in seconds.
 
+mod bench;
 mod ha;
 mod layering;
 mod plugins;
@@ -36,6 +37,12 @@ const TASKS: &[Task] = &[
         help: "PostgreSQL (Debian's packages, Unix socket in a temporary directory) and three \
                `bnr serve --cluster` replicas on loopback until Ctrl-C (`--replicas N`)",
         run: ha::run,
+    },
+    Task {
+        name: "bench",
+        help: "build the components, start a throw-away PostgreSQL server and run \
+               `cargo bench -p bnr --bench NAME` with it (the PostgreSQL rows of `store`, `replicas`)",
+        run: bench::run,
     },
     Task {
         name: "plugins",
