@@ -365,8 +365,8 @@ async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_ke
         secret_key: keys["secretkey"].as_str().unwrap().to_string(),
     };
     // B loads (and caches) the credential.
-    let mut accepted = false;
-    for _ in 0..100 {
+    let (mut accepted, deadline) = (false, std::time::Instant::now() + Duration::from_secs(30));
+    while std::time::Instant::now() < deadline {
         if status_as(&addr_b, &creds, "listZones").await == 200 {
             accepted = true;
             break;
@@ -377,8 +377,8 @@ async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_ke
     let (status, v) = get(&addr_a, "disableUser", &[("id", &user)]).await.unwrap();
     assert_eq!(status, 200, "{v}");
     let disabled = std::time::Instant::now();
-    let mut refused = false;
-    for _ in 0..500 {
+    let (mut refused, deadline) = (false, std::time::Instant::now() + Duration::from_secs(30));
+    while std::time::Instant::now() < deadline {
         if status_as(&addr_b, &creds, "listZones").await == 401 {
             refused = true;
             break;
