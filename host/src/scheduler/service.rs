@@ -247,26 +247,31 @@ impl ResumeOperations {
         let (account_id, domain_id, user_id) = (job.account_id, job.domain_id, job.user_id);
         let resource = job.instance_type.clone().zip(job.instance_uuid.clone());
         let event_type = event_type.to_string();
-        // The backup a createBackup job names (once its row exists) ends with the job: a replica
-        // that adopted the job cannot wait for the start-up recovery, which only a process
-        // running alone does.
-        let backup = match (job.cmd.as_str(), &resource) {
-            ("createBackup", Some((kind, uuid))) if kind == "Backup" => Some(uuid.clone()),
-            _ => None,
-        };
+        // The backup of a createBackup job ends with the job: a replica that adopted the job
+        // cannot wait for the start-up recovery, which only a process running alone does. The
+        // job names its backup once the row exists; a scheduled run killed before that is found
+        // through its schedule, whose in-flight job it still is.
+        let backup = (job.cmd == "createBackup").then(|| match &resource {
+            Some((kind, uuid)) if kind == "Backup" => uuid.clone(),
+            _ => String::new(),
+        });
+        let job_id = job.id;
         // Start-up, before serving: a short blocking write is fine here (the hook is sync).
         let recorded = self.service.store().write_blocking(|tx| {
             if let Some(uuid) = &backup {
                 tx.execute(
                     "UPDATE backups SET status = ?1, status_reason = ?2
-                     WHERE uuid = ?3 AND status = ?4 AND removed IS NULL
+                     WHERE status = ?4 AND removed IS NULL
+                       AND (uuid = ?3 OR backup_schedule_id IN
+                            (SELECT id FROM backup_schedules WHERE async_job_id = ?5))
                        AND NOT EXISTS (SELECT 1 FROM provider_operations p
                                        WHERE p.backup_id = backups.id)",
                     params![
                         crate::service::status::ERROR,
                         crate::service::INTERRUPTED_REASON,
                         uuid,
-                        crate::service::status::BACKING_UP
+                        crate::service::status::BACKING_UP,
+                        job_id
                     ],
                 )?;
             }
