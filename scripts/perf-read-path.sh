@@ -27,6 +27,8 @@
 #   BNR_ARGS=               more `bnr serve` arguments for BNR (every mode), e.g.
 #                           `--no-kept-answers` to measure reads that are not answered from memory
 #   BASE_ARGS=              the same for BASE_BNR (MODE=compare)
+#   BASE_PROVIDERS=$PROVIDERS  the providers BASE_BNR loads (built from its own tree when the
+#                           provider interface version changed since)
 # Prints one line per command: `<command> ratio=<median ratio bnr/baseline> ...`.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -68,14 +70,14 @@ hz=$(getconf CLK_TCK)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # start_bnr LOG_FILTER [extra serve args...] -> sets $url $apikey $secret $vm $job $pid
-# (the binary is $SERVER_BIN, default $BNR)
+# (the binary is $SERVER_BIN, default $BNR; its providers $SERVER_PROVIDERS, default $PROVIDERS)
 start_bnr() {
   local filter=$1; shift
   local dir port
   dir=$(mktemp -d -t bnr-perf.XXXXXX); dirs+=("$dir")
   port=$(free_port)
   RUST_LOG=$filter taskset -c 1 "${SERVER_BIN:-$BNR}" serve --listen "127.0.0.1:$port" --data-dir "$dir" \
-    --providers-dir "$PROVIDERS" "$@" >"$dir/stdout.log" 2>&1 &
+    --providers-dir "${SERVER_PROVIDERS:-$PROVIDERS}" "$@" >"$dir/stdout.log" 2>&1 &
   pid=$!; pids+=("$pid")
   for _ in $(seq 600); do
     [ -f "$dir/admin-keys.json" ] && curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
@@ -119,7 +121,7 @@ case $MODE in
     cargo build --release --quiet --manifest-path "$kit/axum-baseline/Cargo.toml"
     baseline_bin=$CARGO_TARGET_DIR/release/axum-baseline
     # shellcheck disable=SC2086 # the arguments are separate words
-    SERVER_BIN=$BASE_BNR start_bnr "${RUST_LOG:-info}" ${BASE_ARGS:-}
+    SERVER_BIN=$BASE_BNR SERVER_PROVIDERS=${BASE_PROVIDERS:-$PROVIDERS} start_bnr "${RUST_LOG:-info}" ${BASE_ARGS:-}
     b_url=$url b_key=$apikey b_secret=$secret b_vm=$vm b_job=$job b_pid=$pid
     # shellcheck disable=SC2086
     SERVER_BIN=$BNR start_bnr "${RUST_LOG:-info}" ${BNR_ARGS:-}
