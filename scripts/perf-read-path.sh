@@ -17,10 +17,18 @@
 #                           answers with the after server's body. Prints a markdown table:
 #                           per command the three per-round ratios before and after, their
 #                           medians, and the median req/s and p99 of each server.
-#   MODE=overhead           signed listZones on two bnr servers started alike, one with
-#                           `--metrics-listen` and RUST_LOG=info (spans on), one without metrics and
-#                           RUST_LOG=warn (spans off); ROUNDS alternating runs of each; prints the
-#                           median ratio on/off.
+#   MODE=overhead           two bnr servers started alike but for what is measured (SPLIT), loaded
+#                           in turn, ROUNDS alternating runs of each, for each of COMMANDS
+#                           (default here: listZones); prints the median ratio on/off:
+#     SPLIT=all (default)   on: `--metrics-listen` and RUST_LOG=info (the api_request span);
+#                           off: no metrics and RUST_LOG=warn (spans off)
+#     SPLIT=span            RUST_LOG=info against RUST_LOG=warn, metrics off on both
+#     SPLIT=metrics         `--metrics-listen` against none, RUST_LOG=warn on both
+#   BNR_ARGS=               more `bnr serve` arguments for BNR (every mode), e.g.
+#                           `--no-kept-answers` to measure reads that are not answered from memory
+#   BASE_ARGS=              the same for BASE_BNR (MODE=compare)
+#   BASE_PROVIDERS=$PROVIDERS  the providers BASE_BNR loads (built from its own tree when the
+#                           provider interface version changed since)
 # Prints one line per command: `<command> ratio=<median ratio bnr/baseline> ...`.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -55,17 +63,21 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# CPU time (clock ticks) a process has used: its share of a run is the difference over the run.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # start_bnr LOG_FILTER [extra serve args...] -> sets $url $apikey $secret $vm $job $pid
-# (the binary is $SERVER_BIN, default $BNR)
+# (the binary is $SERVER_BIN, default $BNR; its providers $SERVER_PROVIDERS, default $PROVIDERS)
 start_bnr() {
   local filter=$1; shift
   local dir port
   dir=$(mktemp -d -t bnr-perf.XXXXXX); dirs+=("$dir")
   port=$(free_port)
   RUST_LOG=$filter taskset -c 1 "${SERVER_BIN:-$BNR}" serve --listen "127.0.0.1:$port" --data-dir "$dir" \
-    --providers-dir "$PROVIDERS" "$@" >"$dir/stdout.log" 2>&1 &
+    --providers-dir "${SERVER_PROVIDERS:-$PROVIDERS}" "$@" >"$dir/stdout.log" 2>&1 &
   pid=$!; pids+=("$pid")
   for _ in $(seq 600); do
     [ -f "$dir/admin-keys.json" ] && curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
@@ -90,7 +102,8 @@ extra_for() {
 
 case $MODE in
   ratios)
-    start_bnr "${RUST_LOG:-info}"
+    # shellcheck disable=SC2086
+    start_bnr "${RUST_LOG:-info}" ${BNR_ARGS:-}
     echo "# bnr $(git rev-parse --short HEAD) load: $(cut -d' ' -f1-3 /proc/loadavg)"
     for c in $COMMANDS; do
       out=$(BNR_URL=$url BNR_APIKEY=$apikey BNR_SECRET=$secret COMMAND=$c EXTRA="$(extra_for "$c")" \
@@ -107,16 +120,18 @@ case $MODE in
     echo "# building axum-baseline (release)" >&2
     cargo build --release --quiet --manifest-path "$kit/axum-baseline/Cargo.toml"
     baseline_bin=$CARGO_TARGET_DIR/release/axum-baseline
-    SERVER_BIN=$BASE_BNR start_bnr "${RUST_LOG:-info}"
-    b_url=$url b_key=$apikey b_secret=$secret b_vm=$vm b_job=$job
-    SERVER_BIN=$BNR start_bnr "${RUST_LOG:-info}"
-    a_url=$url a_key=$apikey a_secret=$secret a_vm=$vm a_job=$job
+    # shellcheck disable=SC2086 # the arguments are separate words
+    SERVER_BIN=$BASE_BNR SERVER_PROVIDERS=${BASE_PROVIDERS:-$PROVIDERS} start_bnr "${RUST_LOG:-info}" ${BASE_ARGS:-}
+    b_url=$url b_key=$apikey b_secret=$secret b_vm=$vm b_job=$job b_pid=$pid
+    # shellcheck disable=SC2086
+    SERVER_BIN=$BNR start_bnr "${RUST_LOG:-info}" ${BNR_ARGS:-}
+    a_url=$url a_key=$apikey a_secret=$secret a_vm=$vm a_job=$job a_pid=$pid
     export LOAD_THREADS=2 LOAD_CPUS=0
-    echo "# before: $BASE_BNR  after: $BNR ($(git rev-parse --short HEAD))  ${SECS}s x $ROUNDS rounds, $CONNS connections"
+    echo "# before: $BASE_BNR ${BASE_ARGS:-}  after: $BNR ${BNR_ARGS:-} ($(git rev-parse --short HEAD))  ${SECS}s x $ROUNDS rounds, $CONNS connections"
     echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
-    echo "| command | before: ratio per round | before median | after: ratio per round | after median | req/s before / after / bare | p99 ms before / after / bare |"
-    echo "|---|---|---:|---|---:|---|---|"
+    echo "| command | before: ratio per round | before median | after: ratio per round | after median | req/s before / after / bare | p99 ms before / after / bare | server CPU % before / after / bare |"
+    echo "|---|---|---:|---|---:|---|---|---|"
     for c in $COMMANDS; do
       vm=$b_vm job=$b_job
       # shellcheck disable=SC2046 # the extra parameters are separate words
@@ -140,16 +155,22 @@ case $MODE in
       orders=("before after bare" "after bare before" "bare before after")
       for r in $(seq "$ROUNDS"); do
         for who in ${orders[$(((r - 1) % 3))]}; do
-          case $who in before) u=$before_signed ;; after) u=$after_signed ;; bare) u=$bare_signed ;; esac
+          case $who in
+            before) u=$before_signed p=$b_pid ;;
+            after) u=$after_signed p=$a_pid ;;
+            bare) u=$bare_signed p=$base_pid ;;
+          esac
+          t0=$(cpu_ticks "$p")
           line=$("$kit/load.sh" "$u" "$SECS" "$CONNS")
-          echo "# $c round $r $who $line load=$(cut -d' ' -f1 /proc/loadavg)" >&2
-          echo "$r $who $line" >>"$body.runs"
+          cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$p")" -v hz="$hz" -v s="$SECS" 'BEGIN { printf "%.0f", 100 * (b - a) / hz / s }')
+          echo "# $c round $r $who $line cpu=$cpu% load=$(cut -d' ' -f1 /proc/loadavg)" >&2
+          echo "$r $who $line cpu=$cpu" >>"$body.runs"
         done
       done
       kill "$base_pid" 2>/dev/null || true; wait "$base_pid" 2>/dev/null || true
       awk -v cmd="$c" '
         { for (i = 3; i <= NF; i++) if (split($i, kv, "=") == 2) v[kv[1]] = kv[2]
-          rps[$2, $1] = v["rps"]; p99[$2, $1] = v["p99_ms"]; if ($1 > n) n = $1 }
+          rps[$2, $1] = v["rps"]; p99[$2, $1] = v["p99_ms"]; cpu[$2, $1] = v["cpu"]; if ($1 > n) n = $1 }
         function median(a, n,   i, j, t, b) { for (i = 1; i <= n; i++) b[i] = a[i]
           for (i = 2; i <= n; i++) for (j = i; j > 1 && b[j-1] > b[j]; j--) { t = b[j]; b[j] = b[j-1]; b[j-1] = t }
           return n % 2 ? b[(n + 1) / 2] : (b[n / 2] + b[n / 2 + 1]) / 2 }
@@ -159,37 +180,54 @@ case $MODE in
             sb = sb (r > 1 ? ", " : "") sprintf("%.2f", rb[r]); sa = sa (r > 1 ? ", " : "") sprintf("%.2f", ra[r])
             qb[r] = rps["before", r]; qa[r] = rps["after", r]; qx[r] = rps["bare", r]
             pb[r] = p99["before", r]; pa[r] = p99["after", r]; px[r] = p99["bare", r]
+            cb[r] = cpu["before", r]; ca[r] = cpu["after", r]; cx[r] = cpu["bare", r]
           }
-          printf "| `%s` | %s | %.2f | %s | %.2f | %.1fk / %.1fk / %.1fk | %.2f / %.2f / %.2f |\n", cmd,
+          printf "| `%s` | %s | %.2f | %s | %.2f | %.1fk / %.1fk / %.1fk | %.2f / %.2f / %.2f | %d / %d / %d |\n", cmd,
             sb, median(rb, n), sa, median(ra, n), median(qb, n) / 1000, median(qa, n) / 1000, median(qx, n) / 1000,
-            median(pb, n), median(pa, n), median(px, n) }' "$body.runs"
+            median(pb, n), median(pa, n), median(px, n), median(cb, n), median(ca, n), median(cx, n) }' "$body.runs"
     done
     echo
     echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     ;;
   overhead)
-    start_bnr info --metrics-listen "127.0.0.1:$(free_port)"
-    on_url=$url on_key=$apikey on_secret=$secret
-    start_bnr warn
-    off_url=$url off_key=$apikey off_secret=$secret
-    on_signed=$(python3 "$kit/signed_url.py" "$on_url" "$on_key" "$on_secret" listZones)
-    off_signed=$(python3 "$kit/signed_url.py" "$off_url" "$off_key" "$off_secret" listZones)
+    case ${SPLIT:-all} in
+      all) on_log=info on_metrics=1 off_log=warn off_metrics=0 ;;
+      span) on_log=info on_metrics=0 off_log=warn off_metrics=0 ;;
+      metrics) on_log=warn on_metrics=1 off_log=warn off_metrics=0 ;;
+      *) echo "perf-read-path: SPLIT is all, span or metrics" >&2; exit 2 ;;
+    esac
+    metrics_args() { [ "$1" = 1 ] && echo "--metrics-listen 127.0.0.1:$(free_port)"; true; }
+    # shellcheck disable=SC2046,SC2086
+    start_bnr "$on_log" $(metrics_args "$on_metrics") ${BNR_ARGS:-}
+    on_url=$url on_key=$apikey on_secret=$secret on_vm=$vm on_job=$job
+    # shellcheck disable=SC2046,SC2086
+    start_bnr "$off_log" $(metrics_args "$off_metrics") ${BNR_ARGS:-}
+    off_url=$url off_key=$apikey off_secret=$secret off_vm=$vm off_job=$job
     export LOAD_THREADS=2 LOAD_CPUS=0
-    "$kit/load.sh" "$on_signed" 2 "$CONNS" >/dev/null
-    "$kit/load.sh" "$off_signed" 2 "$CONNS" >/dev/null
-    ratios=()
-    for r in $(seq "$ROUNDS"); do
-      if [ $((r % 2)) = 1 ]; then order="on off"; else order="off on"; fi
-      for who in $order; do
-        if [ "$who" = on ]; then u=$on_signed; else u=$off_signed; fi
-        line=$("$kit/load.sh" "$u" "$SECS" "$CONNS")
-        echo "round $r $who $line" >&2
-        eval "rps_$who=$(echo "$line" | sed -n 's/^rps=\([0-9]*\).*/\1/p')"
+    echo "# overhead SPLIT=${SPLIT:-all} ${BNR_ARGS:-} on: RUST_LOG=$on_log metrics=$on_metrics  off: RUST_LOG=$off_log metrics=$off_metrics  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for c in ${OVERHEAD_COMMANDS:-listZones}; do
+      vm=$on_vm job=$on_job
+      # shellcheck disable=SC2046
+      on_signed=$(python3 "$kit/signed_url.py" "$on_url" "$on_key" "$on_secret" "$c" $(extra_for "$c"))
+      vm=$off_vm job=$off_job
+      # shellcheck disable=SC2046
+      off_signed=$(python3 "$kit/signed_url.py" "$off_url" "$off_key" "$off_secret" "$c" $(extra_for "$c"))
+      "$kit/load.sh" "$on_signed" 2 "$CONNS" >/dev/null
+      "$kit/load.sh" "$off_signed" 2 "$CONNS" >/dev/null
+      ratios=()
+      for r in $(seq "$ROUNDS"); do
+        if [ $((r % 2)) = 1 ]; then order="on off"; else order="off on"; fi
+        for who in $order; do
+          if [ "$who" = on ]; then u=$on_signed; else u=$off_signed; fi
+          line=$("$kit/load.sh" "$u" "$SECS" "$CONNS")
+          echo "# $c round $r $who $line load=$(cut -d' ' -f1 /proc/loadavg)" >&2
+          eval "rps_$who=$(echo "$line" | sed -n 's/^rps=\([0-9]*\).*/\1/p')"
+        done
+        ratios+=("$(awk -v a="$rps_on" -v b="$rps_off" 'BEGIN { printf "%.3f", a / b }')")
       done
-      ratios+=("$(awk -v a="$rps_on" -v b="$rps_off" 'BEGIN { printf "%.3f", a / b }')")
+      printf '%s\n' "${ratios[@]}" | sort -n | awk -v c="$c" '{ a[NR] = $1 } END { printf "%s on/off ratio: median=%s rounds=", c, a[int((NR + 1) / 2)] }'
+      echo "${ratios[*]}"
     done
-    printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "metrics+tracing on/off ratio: median=%s rounds=", a[int((NR + 1) / 2)] }'
-    echo "${ratios[*]}"
     ;;
   *) echo "perf-read-path: MODE is ratios, compare or overhead" >&2; exit 2 ;;
 esac

@@ -57,6 +57,10 @@ enum Command {
         /// over its work (with --cluster; at least 2).
         #[arg(long, default_value_t = bnr::cluster::DEFAULT_LEASE.as_secs())]
         replica_lease_secs: u64,
+        /// Answer every read from the store instead of keeping the rendered answers of
+        /// read commands between writes (see docs/operations.md).
+        #[arg(long)]
+        no_kept_answers: bool,
     },
     /// Work with provider components.
     #[command(subcommand)]
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
             allow_unsigned_plugins,
             cluster,
             replica_lease_secs,
+            no_kept_answers,
         } => run_server(ServeOptions {
             listen,
             data_dir,
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
                     std::time::Duration::from_secs(replica_lease_secs),
                 )
             }),
+            keep_answers: !no_kept_answers,
         }),
         Command::Plugin(PluginCommand::Inspect { file, cache_dir }) => {
             plugin_inspect(file, cache_dir)

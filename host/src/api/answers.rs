@@ -8,11 +8,13 @@
 //! processes write to the same database (a cluster replica, [`Store::sees_every_write`]). Nothing is skipped on the way in: a request served from
 //! here has been authenticated (signature, expiry, enabled user and account) and
 //! role-checked like any other. Only successful answers are kept; bounded in count and bytes.
+//! `bnr serve --no-kept-answers` turns keeping off ([`AnswerCache::set_enabled`]): every read is
+//! then answered from the store, as on a system that writes between most reads.
 //!
 //! [`Command::answers_from_store`]: super::registry::Command::answers_from_store
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,6 +59,7 @@ pub struct AnswerCache {
     store: Store,
     entries: RwLock<Entries>,
     hits: AtomicU64,
+    enabled: AtomicBool,
 }
 
 /// What an answer is kept under. Names and values are length-prefixed so that no two different
@@ -93,6 +96,22 @@ impl AnswerCache {
             store,
             entries: RwLock::new(Entries::default()),
             hits: AtomicU64::new(0),
+            enabled: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether answers are kept (on unless the operator turned it off).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Turns keeping answers on or off; off also drops what is kept.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+        if !enabled {
+            let mut entries = self.entries.write();
+            entries.map.clear();
+            entries.bytes = 0;
         }
     }
 
@@ -103,7 +122,7 @@ impl AnswerCache {
 
     /// The kept answer for `key`, when nothing changed since it was read.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        if !self.store.sees_every_write() {
+        if !self.is_enabled() || !self.store.sees_every_write() {
             return None;
         }
         let generation = self.store.data_generation();
@@ -119,6 +138,7 @@ impl AnswerCache {
     /// Keeps `body`, read under `generation`, unless the store changed since or it is too big.
     pub fn put(&self, key: Box<[u8]>, generation: u64, body: &Bytes) {
         if body.len() > MAX_ANSWER_BYTES
+            || !self.is_enabled()
             || self.store.data_generation() != generation
             || !self.store.sees_every_write()
         {

@@ -400,7 +400,7 @@ async fn dispatch(
     }
     // Checked above like every request: signature, expiry, enabled user and account, role.
     let kept = match &cmd.handler {
-        Some(Handler::Sync(_)) if cmd.answers_from_store => {
+        Some(Handler::Sync(_)) if cmd.answers_from_store && state.answers.is_enabled() => {
             let key = answers::key(&cmd.name, &caller, raw, format);
             if let Some(body) = state.answers.get(&key) {
                 return Ok(rendered_response(body, format));

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub allow_unsigned_plugins: bool,
     /// Run as one replica of several on a shared database (`None`: alone).
     pub cluster: Option<ClusterOptions>,
+    /// Keep the rendered answers of read commands between writes (`api::answers`).
+    pub keep_answers: bool,
 }
 
 /// Providers from `DATA_DIR/providers`, compiled code cached in `DATA_DIR/cache`.
@@ -271,6 +273,10 @@ pub async fn run(
         opts.cluster.as_ref(),
     )
     .await?;
+    if !opts.keep_answers {
+        state.answers.set_enabled(false);
+        tracing::info!("read answers are not kept (--no-kept-answers)");
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;

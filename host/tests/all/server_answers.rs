@@ -225,3 +225,35 @@ async fn a_kept_answer_still_needs_a_valid_signature_and_an_enabled_user() {
     let r = user.call("listZones", &[]).await;
     r.err("listZones", 401);
 }
+
+#[tokio::test]
+async fn with_kept_answers_off_every_read_comes_from_the_store() {
+    let s = start(Installed::Dummy).await;
+    let admin = s.admin();
+    read_kept(&s, &admin, "listZones", &[]).await;
+    s.state.answers.set_enabled(false);
+    assert!(
+        s.state.answers.is_empty(),
+        "turning keeping off drops what is kept"
+    );
+    let hits = s.state.answers.hits();
+    for _ in 0..5 {
+        let zones = admin.call("listZones", &[]).await;
+        assert_eq!(zones.ok("listZones")["count"], 1);
+    }
+    assert_eq!(
+        s.state.answers.hits(),
+        hits,
+        "no read was answered from memory"
+    );
+    assert!(s.state.answers.is_empty(), "nothing was kept");
+    admin
+        .call(
+            "createZone",
+            &[("name", "zone2"), ("networktype", "Advanced")],
+        )
+        .await
+        .ok("createZone");
+    let after = admin.call("listZones", &[]).await;
+    assert_eq!(after.ok("listZones")["count"], 2);
+}
