@@ -255,23 +255,28 @@ impl Replica {
                         continue;
                     }
                 };
-                if let Some(before) = seen {
-                    if now.identity != before.identity {
-                        store.note_identity_change();
+                // The first read is only a baseline: a change another replica made between the
+                // caller loading its state and this read would go unseen, so everything is
+                // reloaded once after it.
+                let moved = |epoch: fn(&ChangeEpochs) -> i64| {
+                    seen.as_ref()
+                        .is_none_or(|before| epoch(before) != epoch(&now))
+                };
+                if moved(|e| e.identity) {
+                    store.note_identity_change();
+                }
+                if moved(|e| e.settings) {
+                    let settings = settings.clone();
+                    match tokio::task::spawn_blocking(move || settings.reload()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "reloading settings failed"),
+                        Err(e) => tracing::warn!(error = %e, "reloading settings failed"),
                     }
-                    if now.settings != before.settings {
-                        let settings = settings.clone();
-                        match tokio::task::spawn_blocking(move || settings.reload()).await {
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => tracing::warn!(error = %e, "reloading settings failed"),
-                            Err(e) => tracing::warn!(error = %e, "reloading settings failed"),
-                        }
-                    }
-                    if now.plugins != before.plugins {
-                        let on_plugins = on_plugins.clone();
-                        if let Err(e) = tokio::task::spawn_blocking(move || on_plugins()).await {
-                            tracing::warn!(error = %e, "following provider changes failed");
-                        }
+                }
+                if moved(|e| e.plugins) {
+                    let on_plugins = on_plugins.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || on_plugins()).await {
+                        tracing::warn!(error = %e, "following provider changes failed");
                     }
                 }
                 seen = Some(now);
