@@ -26,9 +26,10 @@ use crate::store::query::{Filter, Listed, Page};
 pub const COUNTED_STATUSES_SQL: &str = "status NOT IN ('Failed', 'Removed', 'Expunged')";
 
 /// Sums of `size` and `protected_size` that cannot overflow: SQLite's `SUM` of integers fails
-/// with "integer overflow" (which would fail every later sync pass of the zone), `TOTAL` sums in
-/// floating point (exact up to 2^53); PostgreSQL sums bigints exactly as numeric. Both results
-/// are capped below `i64::MAX`.
+/// with "integer overflow" (which would fail every later sync pass of the zone), so both engines
+/// sum in floating point (exact up to 2^53 bytes), as the running totals of
+/// `backup_pair_totals` do: a pair's totals read either way are the same, so the sync pass and
+/// [`refresh_pair`] never disagree about whether a period changed. Capped below `i64::MAX`.
 fn size_sums(conn: &Connection) -> &'static str {
     match conn.dialect() {
         Dialect::Sqlite => {
@@ -36,8 +37,8 @@ fn size_sums(conn: &Connection) -> &'static str {
              CAST(MIN(TOTAL(protected_size), 9.0e18) AS INTEGER)"
         }
         Dialect::Postgres => {
-            "CAST(LEAST(COALESCE(SUM(size), 0), 9000000000000000000) AS BIGINT), \
-             CAST(LEAST(COALESCE(SUM(protected_size), 0), 9000000000000000000) AS BIGINT)"
+            "CAST(LEAST(COALESCE(SUM(size::double precision), 0), 9.0e18) AS BIGINT), \
+             CAST(LEAST(COALESCE(SUM(protected_size::double precision), 0), 9.0e18) AS BIGINT)"
         }
     }
 }
@@ -95,35 +96,12 @@ pub fn refresh_pair(
         )?
         .query_row(params![vm_id, offering_id], owner_from_row)
         .ok();
-    let sums = size_sums(conn);
-    let backups: Option<(Totals, Owner)> = conn
-        .prepare_cached(&format!(
-            "SELECT {sums}, MIN(account_id), MIN(domain_id), MIN(zone_id),
-                    COUNT(*)
-             FROM backups
-             WHERE vm_id = ?1 AND backup_offering_id = ?2 AND removed IS NULL
-               AND {COUNTED_STATUSES_SQL}"
-        ))?
-        .query_row(params![vm_id, offering_id], |r| {
-            let count: i64 = r.get(5)?;
-            if count == 0 {
-                return Ok(None);
-            }
-            Ok(Some((
-                Totals {
-                    size: r.get(0)?,
-                    protected_size: r.get(1)?,
-                },
-                Owner {
-                    account_id: r.get(2)?,
-                    domain_id: r.get(3)?,
-                    zone_id: r.get(4)?,
-                },
-            )))
-        })?;
-    let current = match (assigned, backups) {
-        (_, Some((totals, owner))) => Some((totals, assigned.unwrap_or(owner))),
-        (Some(owner), None) => Some((
+    let current = match (pair_totals(conn, vm_id, offering_id)?, assigned) {
+        (Some(totals), Some(owner)) => Some((totals, owner)),
+        // No longer assigned but still holding backups (removed from the offering): the owner
+        // comes from the backups themselves.
+        (Some(totals), None) => Some((totals, backups_owner(conn, vm_id, offering_id)?)),
+        (None, Some(owner)) => Some((
             Totals {
                 size: 0,
                 protected_size: 0,
@@ -222,6 +200,48 @@ pub fn refresh_zone(conn: &Connection, zone_id: i64, at: i64) -> OpResult<UsageC
         changes += apply(conn, vm_id, offering_id, None, Some(period), at)?;
     }
     Ok(changes)
+}
+
+/// The pair's running totals from `backup_pair_totals` (kept by triggers on `backups`, migration
+/// 0016): one primary-key read, however many backups the instance has. `None` when it has no
+/// counted backup. Capped below `i64::MAX` like [`size_sums`].
+fn pair_totals(conn: &Connection, vm_id: i64, offering_id: i64) -> OpResult<Option<Totals>> {
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => {
+            "SELECT counted, CAST(MAX(MIN(size, 9.0e18), 0) AS INTEGER),
+                    CAST(MAX(MIN(protected_size, 9.0e18), 0) AS INTEGER)
+             FROM backup_pair_totals WHERE vm_id = ?1 AND backup_offering_id = ?2"
+        }
+        Dialect::Postgres => {
+            "SELECT counted, CAST(GREATEST(LEAST(size, 9.0e18), 0) AS BIGINT),
+                    CAST(GREATEST(LEAST(protected_size, 9.0e18), 0) AS BIGINT)
+             FROM backup_pair_totals WHERE vm_id = ?1 AND backup_offering_id = ?2"
+        }
+    };
+    let mut st = conn.prepare_cached(sql)?;
+    let mut rows = st.query(params![vm_id, offering_id])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let counted: i64 = r.get(0)?;
+    if counted <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(Totals {
+        size: r.get(1)?,
+        protected_size: r.get(2)?,
+    }))
+}
+
+/// Owner of a pair's counted backups, for a pair whose instance is no longer assigned.
+fn backups_owner(conn: &Connection, vm_id: i64, offering_id: i64) -> OpResult<Owner> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT MIN(account_id), MIN(domain_id), MIN(zone_id) FROM backups
+             WHERE vm_id = ?1 AND backup_offering_id = ?2 AND removed IS NULL
+               AND {COUNTED_STATUSES_SQL}"
+        ))?
+        .query_row(params![vm_id, offering_id], owner_from_row)?)
 }
 
 fn owner_from_row(r: &Row<'_>) -> crate::store::db::Result<Owner> {

@@ -22,6 +22,14 @@ const NOT_COPIED: &[&str] = &[
     "change_epochs",
     "leases",
     "backup_counts",
+    "backup_pair_totals",
+];
+/// Tables the triggers keep, with the rows that must match the source after a copy: the
+/// triggers of the target build them from the copied backups, and a source row whose count went
+/// back to zero has no counterpart there.
+const DERIVED: &[(&str, &str)] = &[
+    ("backup_counts", "live <> 0"),
+    ("backup_pair_totals", "counted <> 0"),
 ];
 /// Rows per `INSERT` (and at most this many parameters per statement; PostgreSQL's limit is
 /// 65535).
@@ -119,9 +127,14 @@ fn copy_tables(source: &Connection, target: &Connection) -> Result<CopyReport, C
         reset_identity(target, table)?;
     }
     // Every table, derived ones included, must now hold what the source holds.
-    for table in tables.iter().map(String::as_str).chain(["backup_counts"]) {
+    let derived = DERIVED.iter().copied();
+    for (table, rows) in tables.iter().map(|t| (t.as_str(), "1 = 1")).chain(derived) {
         let count = |c: &Connection| -> Result<i64, db::Error> {
-            c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM {table} WHERE {rows}"),
+                [],
+                |r| r.get(0),
+            )
         };
         let (expected, found) = (count(source)?, count(target)?);
         if expected != found {

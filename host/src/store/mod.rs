@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "cluster", "0013_cluster.sql"),
     migration!(14, "identity_epoch", "0014_identity_epoch.sql"),
     migration!(15, "sessions_plugins", "0015_sessions_plugins.sql"),
+    migration!(16, "backup_pair_totals", "0016_backup_pair_totals.sql"),
 ];
 
 /// How long a connection waits on a lock held by another process before failing. Inside this
@@ -1130,6 +1131,160 @@ mod tests {
                 Err(other) => panic!("{:?}: wrong error {other}", test.store.dialect()),
                 Ok(_) => panic!("{:?}: opened a newer schema", test.store.dialect()),
             }
+        }
+    }
+
+    /// `backup_pair_totals` (migration 0016) next to the sums it stands for, on one engine:
+    /// (vm, offering, counted, size, protected size) of every pair with a counted backup.
+    fn pair_totals_and_sums(store: &Store) -> (Vec<[i64; 5]>, Vec<[i64; 5]>) {
+        let rows = |c: &Connection, sql: &str| -> Result<Vec<[i64; 5]>, StoreError> {
+            Ok(c.prepare(sql)?
+                .query_map([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]))?
+                .collect::<Result<_, _>>()?)
+        };
+        store
+            .read_blocking(move |c| {
+                let kept = rows(
+                    c,
+                    "SELECT vm_id, backup_offering_id, counted, CAST(size AS BIGINT),
+                            CAST(protected_size AS BIGINT)
+                     FROM backup_pair_totals WHERE counted <> 0 ORDER BY 1, 2",
+                )?;
+                let summed = rows(
+                    c,
+                    "SELECT vm_id, backup_offering_id, COUNT(*), CAST(SUM(size) AS BIGINT),
+                            CAST(SUM(protected_size) AS BIGINT)
+                     FROM backups
+                     WHERE vm_id IS NOT NULL AND removed IS NULL
+                       AND status NOT IN ('Failed', 'Removed', 'Expunged')
+                     GROUP BY vm_id, backup_offering_id ORDER BY 1, 2",
+                )?;
+                Ok::<_, StoreError>((kept, summed))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn backup_pair_totals_are_filled_by_the_migration_and_follow_every_change() {
+        use crate::inventory::bootstrap::{BootstrapOptions, bootstrap_if_empty};
+        let before_totals = &MIGRATIONS[..MIGRATIONS.len() - 1];
+        assert_eq!(MIGRATIONS.last().unwrap().name, "backup_pair_totals");
+        for engine in [Dialect::Sqlite, Dialect::Postgres] {
+            let dir = tempfile::tempdir().unwrap();
+            let database = (engine == Dialect::Postgres).then(TestDatabase::create);
+            let open = |migrations: &[Migration]| match &database {
+                None => Store::open_with(dir.path().join("db.sqlite"), migrations).unwrap(),
+                Some(db) => Store::open_postgres(db.url(), dir.path(), migrations).unwrap(),
+            };
+            let store = open(before_totals);
+            let settings = crate::config::Settings::load(store.clone()).unwrap();
+            let zone = bootstrap_if_empty(
+                &store,
+                &settings,
+                dir.path(),
+                &BootstrapOptions {
+                    admin_password: Some("pw".into()),
+                    admin_keys: Some(("k".into(), "s".into())),
+                },
+            )
+            .unwrap()
+            .unwrap()
+            .zone_id;
+            let sql = |store: &Store, sql: String| {
+                store
+                    .write_blocking(move |tx| tx.execute_batch(&sql).map_err(StoreError::from))
+                    .unwrap()
+            };
+            // Two offerings, two instances, and backups of every kind: counted, not yet sized,
+            // failed, removed, orphaned.
+            let mut fixture = String::new();
+            for o in 1..=2 {
+                fixture += &format!(
+                    "INSERT INTO backup_offerings(id, uuid, name, description, external_id,
+                                                  zone_id, provider, user_driven, created)
+                     VALUES ({o}, 'off-{o}', 'o{o}', 'o', 'p{o}', {zone}, 'dummy', 1, 0);
+                     INSERT INTO vms(id, uuid, name, display_name, internal_name, account_id,
+                                     domain_id, zone_id, service_offering_id, template_id, state,
+                                     backup_offering_id, created)
+                     VALUES ({o}, 'vm-{o}', 'v{o}', 'v{o}', 'v{o}', 1, 1, {zone}, 1, 1,
+                             'Running', 1, 0);"
+                );
+            }
+            let backups = [
+                // (id, vm, offering, size, protected, status, removed)
+                (1, "1", 1, 0, 0, "BackingUp", "NULL"),
+                (2, "1", 1, 100, 200, "BackedUp", "NULL"),
+                (3, "2", 1, 5, 6, "Error", "NULL"),
+                (4, "1", 2, 7, 8, "BackedUp", "NULL"),
+                (5, "NULL", 1, 11, 12, "BackedUp", "NULL"),
+                (6, "2", 1, 13, 14, "BackedUp", "1"),
+                (7, "2", 2, 17, 18, "Failed", "NULL"),
+            ];
+            for (id, vm, offering, size, protected, status, removed) in backups {
+                fixture += &format!(
+                    "INSERT INTO backups(id, uuid, name, vm_id, date, size, protected_size,
+                                         status, backup_offering_id, account_id, domain_id,
+                                         zone_id, removed)
+                     VALUES ({id}, 'b-{id}', 'b', {vm}, 0, {size}, {protected}, '{status}',
+                             {offering}, 1, 1, {zone}, {removed});"
+                );
+            }
+            sql(&store, fixture);
+            drop(store);
+
+            let store = open(MIGRATIONS);
+            let (kept, summed) = pair_totals_and_sums(&store);
+            assert_eq!(kept, summed, "{engine:?}: filled by the migration");
+            assert_eq!(kept.len(), 3, "{engine:?}: {kept:?}");
+            let changes: [&str; 12] = [
+                "UPDATE backups SET status = 'BackedUp', size = 50, protected_size = 60 WHERE id = 1",
+                "UPDATE backups SET status = 'Failed' WHERE id = 2",
+                "UPDATE backups SET status = 'BackedUp', size = 9 WHERE id = 3",
+                "UPDATE backups SET backup_offering_id = 1 WHERE id = 4",
+                "UPDATE backups SET vm_id = NULL WHERE id = 1",
+                "UPDATE backups SET vm_id = 2 WHERE id = 5",
+                "UPDATE backups SET removed = 1, status = 'Removed' WHERE id = 2",
+                "UPDATE backups SET status = 'BackedUp' WHERE id = 7",
+                "UPDATE backups SET vm_id = 1, backup_offering_id = 2, size = 1, removed = NULL
+                 WHERE id = 6",
+                "DELETE FROM backups WHERE id = 3",
+                "UPDATE backups SET removed = 2 WHERE vm_id = 2 AND backup_offering_id = 1",
+                &format!(
+                    "INSERT INTO backups(id, uuid, name, vm_id, date, size, status,
+                                         backup_offering_id, account_id, domain_id, zone_id)
+                     VALUES (8, 'b-8', 'b', 2, 0, 3, 'Queued', 1, 1, 1, {zone})"
+                ),
+            ];
+            for change in changes {
+                sql(&store, change.to_string());
+                let (kept, summed) = pair_totals_and_sums(&store);
+                assert_eq!(kept, summed, "{engine:?}: after {change}");
+            }
+
+            // A provider's absurd sizes neither fail the write nor overflow the usage period.
+            sql(
+                &store,
+                format!(
+                    "UPDATE backups SET size = {max}, protected_size = {max} WHERE id = 8;
+                     INSERT INTO backups(id, uuid, name, vm_id, date, size, protected_size,
+                                         status, backup_offering_id, account_id, domain_id,
+                                         zone_id)
+                     VALUES (9, 'b-9', 'b', 2, 0, {max}, {max}, 'BackedUp', 1, 1, 1, {zone});",
+                    max = i64::MAX
+                ),
+            );
+            let period: (i64, i64) = store
+                .write_blocking(|tx| {
+                    crate::scheduler::usage::refresh_pair(tx, 2, 1, 10)?;
+                    Ok::<_, crate::store::OpError>(tx.query_row(
+                        "SELECT size, protected_size FROM backup_usage
+                         WHERE vm_id = 2 AND backup_offering_id = 1 AND end_date IS NULL",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(period, (9_000_000_000_000_000_000, 9_000_000_000_000_000_000));
         }
     }
 
