@@ -1405,7 +1405,7 @@ mod tests {
                                 )?;
                                 unreachable!("NOT NULL refused the row")
                             }
-                            2 => Err(StoreError::Task(format!("refused {n}"))),
+                            2 => return Err(StoreError::Task(format!("refused {n}"))),
                             3 if n == 7 => panic!("write {n} panicked"),
                             _ => {}
                         }
