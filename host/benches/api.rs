@@ -130,6 +130,75 @@ async fn latencies(conn: &mut Conn, path: &str, n: usize) -> (Duration, Duration
     )
 }
 
+/// Least time per iteration of `f` over five runs of `n` iterations.
+fn least_per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            started.elapsed() / n
+        })
+        .min()
+        .expect("five runs")
+}
+
+/// See `BNR_BENCH_OVERHEAD` in `run`.
+async fn overhead(state: &ApiState, path: &str) {
+    use tower::ServiceExt;
+    bnr::logging::init(bnr::logging::LogFormat::Text, "info", true);
+    let metrics = bnr::metrics::enable();
+    let router = bnr::api::router(state.clone());
+    let mut request = Duration::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let n = 20_000u32;
+        for _ in 0..n {
+            let req = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let resp = router.clone().oneshot(req).await.expect("answer");
+            assert_eq!(resp.status(), 200);
+            let _ = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body");
+        }
+        request = request.min(started.elapsed() / n);
+    }
+    let command = String::from("listZones");
+    // What `api::answer` does per request: the span, entered while the handler's future is
+    // polled (once for an in-place read), then closed.
+    let span = least_per_iteration(200_000, || {
+        let span = tracing::info_span!("api_request", command = %command);
+        span.in_scope(|| std::hint::black_box(&command));
+    });
+    // What `api::process` does per answered request with metrics on.
+    let counter = metrics.http_request_counter(&command, 200);
+    let count = least_per_iteration(2_000_000, || {
+        if bnr::metrics::get().is_some() {
+            counter.inc();
+        }
+    });
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / request.as_secs_f64();
+    println!("| what | per request | share of a signed `listZones` (in process, kept answer) |");
+    println!("|---|---:|---:|");
+    println!(
+        "| whole request, span and counter on | {:.2} µs | 100 % |",
+        request.as_secs_f64() * 1e6
+    );
+    println!(
+        "| `api_request` span (RUST_LOG=info) | {} ns | {:.1} % |",
+        span.as_nanos(),
+        share(span)
+    );
+    println!(
+        "| request counter (`--metrics-listen`) | {} ns | {:.2} % |",
+        count.as_nanos(),
+        share(count)
+    );
+}
+
 fn main() {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -263,6 +332,15 @@ async fn run() {
     let list_page = signed("listBackups", &[("pagesize", "20"), ("listall", "true")]);
     // Profiling aid: `BNR_BENCH_ONLY=<command>` runs just that signed request for 10 s.
     if let Ok(only) = std::env::var("BNR_BENCH_INPROC") {
+        // The subscriber and metrics `bnr serve` runs with, to measure their cost per request:
+        // `BNR_BENCH_LOG=info` (the default filter: the request span is on) or `warn` (off);
+        // `BNR_BENCH_METRICS=1` as with `--metrics-listen`.
+        if let Ok(filter) = std::env::var("BNR_BENCH_LOG") {
+            bnr::logging::init(bnr::logging::LogFormat::Text, &filter, true);
+        }
+        if std::env::var_os("BNR_BENCH_METRICS").is_some() {
+            bnr::metrics::enable();
+        }
         use tower::ServiceExt;
         let router = bnr::api::router(state.clone());
         let path = signed(&only, &[("listall", "true")]);
@@ -280,6 +358,14 @@ async fn run() {
             n += 1;
         }
         println!("{only} in process: {:.1} µs per request", 5e6 / n as f64);
+        return;
+    }
+    // `BNR_BENCH_OVERHEAD=1`: what the request span and the request counter add to a signed
+    // `listZones`, each timed alone in a tight loop (the least of five runs: tight loops of
+    // tiny work are stable where whole requests on a shared VM are not), against the least
+    // in-process cost of the whole request with both on.
+    if std::env::var_os("BNR_BENCH_OVERHEAD").is_some() {
+        overhead(&state, &list_zones).await;
         return;
     }
     if let Ok(only) = std::env::var("BNR_BENCH_ONLY") {

@@ -6,6 +6,7 @@ pub mod console;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod logging;
 pub mod metrics;
 pub mod plugins;
 pub mod scheduler;

@@ -1,6 +1,5 @@
 //! The `bnr` command line.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,6 +7,7 @@ use std::net::SocketAddr;
 
 use bnr::api::serve::{self, ServeOptions};
 use bnr::inventory::bootstrap::BootstrapOptions;
+use bnr::logging::LogFormat;
 use bnr_runtime::{PoolConfig, Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
 
@@ -132,14 +132,6 @@ enum PluginCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines (coloured only on a terminal).
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs what it does to stdout; one-shot commands only report errors, on stderr.
@@ -149,31 +141,7 @@ fn main() -> ExitCode {
             ("error", true, LogFormat::Text)
         }
     };
-    let ansi = if to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(move || -> Box<dyn std::io::Write> {
-            if to_stderr {
-                Box::new(std::io::stderr())
-            } else {
-                Box::new(std::io::stdout())
-            }
-        });
-    match format {
-        LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
+    bnr::logging::init(format, default_filter, to_stderr);
     match cli.command {
         Command::Serve {
             listen,
