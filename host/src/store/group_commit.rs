@@ -20,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use parking_lot::Mutex;
 
 use super::db::{self, Backend, Connection, Transaction};
-use super::{StoreError, begin, end};
+use super::{StoreError, begin, end, run_cached};
 
 /// At most this many writes per transaction: bounds how long the first of a batch waits for
 /// the last before its result is delivered.
@@ -143,12 +143,10 @@ pub(super) fn run_batch(conn: &Connection, jobs: Vec<WriteJob>) {
 
 fn statement(conn: &Connection, sql: &str) -> Result<(), db::Error> {
     match &conn.0 {
-        Backend::Sqlite(c) => c
-            .prepare_cached(sql)
-            .and_then(|mut s| s.execute([]))
-            .map(drop)
-            .map_err(Into::into),
-        Backend::Postgres(_) => unreachable!("group commit is for the SQLite writer"),
+        Backend::Sqlite(c) => run_cached(c, sql).map_err(Into::into),
+        Backend::Postgres(_) => Err(db::Error::Other(
+            "group commit runs only on the SQLite writer".into(),
+        )),
     }
 }
 

@@ -832,15 +832,18 @@ enum WriteLock {
     Skip,
 }
 
+/// Runs a transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT` …) on SQLite from the
+/// statement cache: preparing them anew (as `Connection::transaction` does) was a measurable
+/// share of a short read.
+fn run_cached(c: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+}
+
 fn begin(conn: &Connection, begin: &str) -> Result<(), db::Error> {
     match &conn.0 {
-        // `BEGIN` and `COMMIT` are cached statements: preparing them anew (as
-        // `Connection::transaction` does) was a measurable share of a short read.
-        Backend::Sqlite(c) => c
-            .prepare_cached(begin)
-            .and_then(|mut s| s.execute([]))
-            .map(drop)
-            .map_err(Into::into),
+        Backend::Sqlite(c) => run_cached(c, begin).map_err(Into::into),
         Backend::Postgres(c) if begin.ends_with("READ ONLY") => {
             c.begin_read_only(begin);
             Ok(())
@@ -853,10 +856,7 @@ fn end(conn: &Connection, commit: bool) -> Result<(), db::Error> {
     let sql = if commit { "COMMIT" } else { "ROLLBACK" };
     match &conn.0 {
         Backend::Sqlite(c) => {
-            let ended = c
-                .prepare_cached(sql)
-                .and_then(|mut s| s.execute([]))
-                .map(drop);
+            let ended = run_cached(c, sql);
             if ended.is_err() && !c.is_autocommit() {
                 let _ = c.execute_batch("ROLLBACK");
             }
