@@ -79,9 +79,11 @@ impl WriteQueue {
 }
 
 /// Runs `jobs` on the writer connection in as few transactions as SQLite allows (one, unless it
-/// aborts one) and delivers every result. A job that never runs (its transaction could not
-/// begin) is dropped: its caller gets an error.
-pub(super) fn run_batch(conn: &Connection, jobs: Vec<WriteJob>) {
+/// aborts one) and delivers every result. `ended_hook` runs after each transaction ends and before
+/// its results are delivered, so a caller that reads right after its write never finds the
+/// store's change counters behind it. A job that never runs (its transaction could not begin)
+/// is dropped: its caller gets an error.
+pub(super) fn run_batch(conn: &Connection, jobs: Vec<WriteJob>, ended_hook: &dyn Fn()) {
     let mut jobs = jobs.into_iter().peekable();
     while jobs.peek().is_some() {
         if let Err(e) = begin(conn, "BEGIN IMMEDIATE") {
@@ -122,7 +124,7 @@ pub(super) fn run_batch(conn: &Connection, jobs: Vec<WriteJob>) {
                 break;
             }
         }
-        let ended = match aborted {
+        let outcome = match aborted {
             Some(text) => {
                 let _ = end(conn, false);
                 Err(text)
@@ -134,7 +136,8 @@ pub(super) fn run_batch(conn: &Connection, jobs: Vec<WriteJob>) {
             }
             None => end(conn, true).map_err(|e| e.to_string()),
         };
-        match ended {
+        ended_hook();
+        match outcome {
             Ok(()) => kept.into_iter().for_each(|d| d(None)),
             Err(text) => kept.into_iter().for_each(|d| d(Some(&text))),
         }

@@ -804,8 +804,8 @@ impl WriteDrainer {
             let started = crate::metrics::get().map(|m| (m, std::time::Instant::now()));
             {
                 let conn = writer.lock();
-                group_commit::run_batch(&conn, batch);
-                store.inner.identity_changes.transaction_ended();
+                let changes = &store.inner.identity_changes;
+                group_commit::run_batch(&conn, batch, &|| changes.transaction_ended());
             }
             if let Some((metrics, started)) = started {
                 metrics.store_write(started.elapsed());
@@ -1445,6 +1445,20 @@ mod tests {
             .unwrap();
         assert_eq!(stored, kept, "exactly the successful writes are stored");
         assert_eq!(kept.len(), 19);
+
+        // A caller resumes only after the change counters moved: a read it makes next never
+        // takes a kept answer from before its own write.
+        for _ in 0..50 {
+            let before = store.data_generation();
+            store
+                .write(|tx| {
+                    tx.execute("UPDATE grouped SET v = 'again' WHERE n = 0", [])
+                        .map_err(StoreError::from)
+                })
+                .await
+                .unwrap();
+            assert!(store.data_generation() > before);
+        }
     }
 
     #[test]
