@@ -144,9 +144,21 @@ fn least_per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
         .expect("five runs")
 }
 
+/// One signed GET through the router, without the network, its whole answer read.
+async fn in_process_request(router: &axum::Router, path: &str) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = router.clone().oneshot(req).await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    let _ = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body");
+}
+
 /// See `BNR_BENCH_OVERHEAD` in `run`.
 async fn overhead(state: &ApiState, path: &str) {
-    use tower::ServiceExt;
     bnr::logging::init(bnr::logging::LogFormat::Text, "info", true);
     let metrics = bnr::metrics::enable();
     let router = bnr::api::router(state.clone());
@@ -155,14 +167,7 @@ async fn overhead(state: &ApiState, path: &str) {
         let started = Instant::now();
         let n = 20_000u32;
         for _ in 0..n {
-            let req = axum::http::Request::get(path)
-                .body(axum::body::Body::empty())
-                .expect("request");
-            let resp = router.clone().oneshot(req).await.expect("answer");
-            assert_eq!(resp.status(), 200);
-            let _ = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .expect("body");
+            in_process_request(&router, path).await;
         }
         request = request.min(started.elapsed() / n);
     }
@@ -341,20 +346,12 @@ async fn run() {
         if std::env::var_os("BNR_BENCH_METRICS").is_some() {
             bnr::metrics::enable();
         }
-        use tower::ServiceExt;
         let router = bnr::api::router(state.clone());
         let path = signed(&only, &[("listall", "true")]);
         let started = Instant::now();
         let mut n = 0u64;
         while started.elapsed() < Duration::from_secs(5) {
-            let req = axum::http::Request::get(&path)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let resp = router.clone().oneshot(req).await.unwrap();
-            assert_eq!(resp.status(), 200);
-            let _ = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap();
+            in_process_request(&router, &path).await;
             n += 1;
         }
         println!("{only} in process: {:.1} µs per request", 5e6 / n as f64);

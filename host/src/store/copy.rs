@@ -15,14 +15,12 @@ use rusqlite::OpenFlags;
 use super::db::{self, Backend, Connection, Value};
 use super::{MIGRATIONS, Store, StoreError};
 
-/// Tables the migrations fill or that triggers keep: not copied row by row.
+/// Tables the migrations fill: not copied row by row (nor are the [`DERIVED`] ones).
 const NOT_COPIED: &[&str] = &[
     "schema_migrations",
     "identity_epoch",
     "change_epochs",
     "leases",
-    "backup_counts",
-    "backup_pair_totals",
 ];
 /// Tables the triggers keep, with the rows that must match the source after a copy: the
 /// triggers of the target build them from the copied backups, and a source row whose count went
@@ -156,7 +154,10 @@ fn tables_in_dependency_order(source: &Connection) -> Result<Vec<String>, CopyEr
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut depends: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for name in names.iter().filter(|n| !NOT_COPIED.contains(&n.as_str())) {
+    let copied = |name: &str| {
+        !NOT_COPIED.contains(&name) && !DERIVED.iter().any(|&(derived, _)| derived == name)
+    };
+    for name in names.iter().filter(|n| copied(n)) {
         let parents: BTreeSet<String> = source
             .prepare("SELECT \"table\" FROM pragma_foreign_key_list(?1)")?
             .query_map([name], |r| r.get(0))?

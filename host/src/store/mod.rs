@@ -713,8 +713,7 @@ impl Store {
         F: FnOnce(&Transaction<'_>) -> Result<T, E>,
         E: From<StoreError>,
     {
-        let started = crate::metrics::get().map(|m| (m, std::time::Instant::now()));
-        let result = match &self.inner.engine {
+        observed_write(|| match &self.inner.engine {
             Engine::Sqlite { writer, .. } => {
                 let conn = writer.lock();
                 let result = in_transaction(&conn, "BEGIN IMMEDIATE", f);
@@ -746,11 +745,7 @@ impl Store {
                 pool.give_back(conn, healthy);
                 result
             }
-        };
-        if let Some((metrics, started)) = started {
-            metrics.store_write(started.elapsed());
-        }
-        result
+        })
     }
 
     /// Blocking form of [`Store::read`].
@@ -788,6 +783,16 @@ impl Store {
     }
 }
 
+/// Runs `write` (one write transaction) and observes its duration when metrics are on.
+fn observed_write<R>(write: impl FnOnce() -> R) -> R {
+    let started = crate::metrics::get().map(|m| (m, std::time::Instant::now()));
+    let result = write();
+    if let Some((metrics, started)) = started {
+        metrics.store_write(started.elapsed());
+    }
+    result
+}
+
 /// Runs the queued [`Store::write`] calls of a SQLite store, a batch per transaction, until the
 /// queue is empty. Dropped without running (its task cancelled at runtime shutdown) or by a
 /// panic, it drops what is queued, so no caller waits forever and the next write starts a new
@@ -801,15 +806,11 @@ impl WriteDrainer {
             return;
         };
         while let Some(batch) = queue.next_batch() {
-            let started = crate::metrics::get().map(|m| (m, std::time::Instant::now()));
-            {
+            observed_write(|| {
                 let conn = writer.lock();
                 let changes = &store.inner.identity_changes;
                 group_commit::run_batch(&conn, batch, &|| changes.transaction_ended());
-            }
-            if let Some((metrics, started)) = started {
-                metrics.store_write(started.elapsed());
-            }
+            });
         }
         // Drained: nothing is left to abandon.
         self.0 = None;
