@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::identity::{self, Caller};
-use crate::jobs::{JobFailure, JobManager, JobSpec};
+use crate::jobs::{JobFailure, JobManager, JobOutcome, JobSpec, OutcomeOf};
 use crate::store::{OpError, Store, now};
 
 pub use error::ApiError;
@@ -412,17 +412,29 @@ async fn dispatch(
     };
     let values = params::bind(&cmd, raw, state.store()).await?;
     let name = &cmd.response_name;
+    let handler = cmd
+        .handler
+        .clone()
+        .ok_or_else(|| ApiError::internal("command has no handler"))?;
+    let spec = JobSpec {
+        account_id: caller.account_id,
+        user_id: caller.user_id,
+        cmd: cmd.name.clone(),
+        instance_type: None,
+        instance_uuid: None,
+    };
+    let job = match handler {
+        Handler::Async(_) => Some(state.jobs().ticket(spec.clone())?),
+        Handler::Sync(_) => None,
+    };
     let ctx = Ctx {
         state: state.clone(),
         caller: caller.clone(),
         command: cmd.clone(),
         values,
         upload,
+        job,
     };
-    let handler = cmd
-        .handler
-        .clone()
-        .ok_or_else(|| ApiError::internal("command has no handler"))?;
     match handler {
         Handler::Sync(h) => {
             let result = h(ctx).await?;
@@ -434,36 +446,46 @@ async fn dispatch(
         }
         Handler::Async(h) => {
             let start = h(ctx).await?;
-            let spec = JobSpec {
-                account_id: caller.account_id,
-                user_id: caller.user_id,
-                cmd: cmd.name.clone(),
-                instance_type: start.instance_type.clone(),
-                instance_uuid: start.instance_uuid.clone(),
-            };
-            let object_name = cmd.object_name.clone();
+            let object_name: Arc<str> = cmd.object_name.as_str().into();
+            let outcome_of = start.outcome_of.map(|answer_of| {
+                let object_name = object_name.clone();
+                Arc::new(move |result: &dyn std::any::Any| {
+                    answer_of(result).map(|answer| job_outcome(answer, &object_name))
+                }) as OutcomeOf
+            });
             let work = start.work;
-            let job_uuid = state
-                .jobs()
-                .submit(
-                    spec,
-                    Box::pin(async move {
-                        match work.await {
-                            Ok(result) => Ok(result.job_result(&object_name)),
-                            Err(e) => Err(JobFailure {
-                                code: i64::from(e.code),
-                                text: e.text,
-                            }),
-                        }
-                    }),
-                )
-                .await?;
+            let work = Box::pin(async move { job_outcome(work.await, &object_name) });
+            let job_uuid = match start.job_uuid {
+                Some(uuid) => {
+                    state.jobs().spawn(uuid.clone(), work, outcome_of);
+                    uuid
+                }
+                None => {
+                    let spec = JobSpec {
+                        instance_type: start.instance_type.clone(),
+                        instance_uuid: start.instance_uuid.clone(),
+                        ..spec
+                    };
+                    state.jobs().submit(spec, work, outcome_of).await?
+                }
+            };
             let mut body = json!({ "jobid": job_uuid });
             if let (Some(id), Value::Object(m)) = (start.id, &mut body) {
                 m.insert("id".into(), Value::String(id));
             }
             Ok(ok_response(name, body, format))
         }
+    }
+}
+
+/// A job's stored outcome from its command's answer.
+fn job_outcome(answer: Result<ApiResult, ApiError>, object_name: &str) -> JobOutcome {
+    match answer {
+        Ok(result) => Ok(result.job_result(object_name)),
+        Err(e) => Err(JobFailure {
+            code: i64::from(e.code),
+            text: e.text,
+        }),
     }
 }
 

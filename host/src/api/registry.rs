@@ -5,6 +5,7 @@
 //! parameter (431 before the handler runs or a job exists), then calls the handler with a
 //! [`Ctx`]. See `docs/api.md` for a walk-through.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use super::ApiState;
 use super::error::ApiError;
 use super::render::{ApiResult, Obj};
 use crate::identity::{Caller, Role, ScopeParams};
+use crate::jobs::JobTicket;
 use crate::store::query::Page;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -196,8 +198,15 @@ pub struct AsyncStart {
     /// CloudStack instance type shown as `jobinstancetype` (e.g. `VirtualMachine`).
     pub instance_type: Option<String>,
     pub instance_uuid: Option<String>,
+    /// The job, when the synchronous phase recorded it with its own change ([`Ctx::job`]).
+    pub job_uuid: Option<String>,
     pub work: BoxFuture<Result<ApiResult, ApiError>>,
+    /// What `work` answers for a result its last write holds (see [`crate::jobs::OutcomeSeal`]).
+    pub outcome_of: Option<AnswerOf>,
 }
+
+/// An async command's answer from its work's result, given as `&dyn Any` (`None`: another type).
+pub type AnswerOf = Arc<dyn Fn(&dyn Any) -> Option<Result<ApiResult, ApiError>> + Send + Sync>;
 
 impl AsyncStart {
     pub fn new(work: impl Future<Output = Result<ApiResult, ApiError>> + Send + 'static) -> Self {
@@ -205,7 +214,9 @@ impl AsyncStart {
             id: None,
             instance_type: None,
             instance_uuid: None,
+            job_uuid: None,
             work: Box::pin(work),
+            outcome_of: None,
         }
     }
     /// Names the instance the job acts on (`jobinstancetype`/`jobinstanceid`).
@@ -450,6 +461,9 @@ pub struct Ctx {
     /// A raw request body sent as `application/wasm` or `application/octet-stream` (a
     /// provider component upload); parameters then come from the query string.
     pub upload: Option<bytes::Bytes>,
+    /// Async commands: the job, for a synchronous phase that writes to record it in the same
+    /// transaction ([`AsyncStart::job_uuid`]). Otherwise the pipeline records it afterwards.
+    pub job: Option<JobTicket>,
 }
 
 impl Ctx {

@@ -174,7 +174,7 @@ async fn adopt_and_fence(shared: &Shared) {
     // A job of a's that never finishes on a.
     let job = a
         .jobs
-        .submit(spec(), Box::pin(std::future::pending()))
+        .submit(spec(), Box::pin(std::future::pending()), None)
         .await
         .unwrap();
     let a_owner = a.replica.owner().unwrap();

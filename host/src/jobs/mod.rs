@@ -7,11 +7,17 @@
 //!
 //! The jobs layer stores whatever JSON the submitter produced as the success result; it does not
 //! know CloudStack's response shapes (the api layer renders them before submitting).
+//!
+//! A job and the change it is about commit together where the code allows it: a command that
+//! writes when it is accepted records its job in that transaction ([`JobTicket`]), and work whose
+//! last step is a write records the job's outcome in that transaction ([`OutcomeSeal`]). A crash
+//! can then never leave a backup taken with its job pending, or a job without its backup row.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::store::db::{Connection, OptionalExtension, Row, params};
 use parking_lot::RwLock;
@@ -32,6 +38,11 @@ struct CurrentJob {
     uuid: String,
     manager: JobManager,
     owner: Option<Owner>,
+    /// How the submitter turns the work's result into the job's outcome, when it can do so
+    /// inside a transaction (see [`OutcomeSeal`]).
+    outcome_of: Option<OutcomeOf>,
+    /// Set once a transaction of the work itself committed the job's outcome.
+    sealed: Arc<AtomicBool>,
 }
 
 /// The replica (and its epoch) a job or a pending provider operation belongs to: outcome writes
@@ -137,7 +148,122 @@ pub struct JobFailure {
     pub text: String,
 }
 
-pub type JobFuture = Pin<Box<dyn Future<Output = Result<Value, JobFailure>> + Send + 'static>>;
+pub type JobOutcome = Result<Value, JobFailure>;
+
+pub type JobFuture = Pin<Box<dyn Future<Output = JobOutcome> + Send + 'static>>;
+
+/// The job's outcome from its work's result, given as `&dyn Any`: `None` when the result is not
+/// of the type the submitter's work returns (that write is not the work's last, and records
+/// nothing). It must give what the work's future itself returns for the same result.
+pub type OutcomeOf = Arc<dyn Fn(&dyn Any) -> Option<JobOutcome> + Send + Sync>;
+
+/// A job its command records in the same transaction as the change that accepts it (the backup
+/// row of createBackup): the job exists exactly when that change commits. Made by
+/// [`JobManager::ticket`]; the uuid [`JobTicket::record`] returns goes to [`JobManager::spawn`].
+#[derive(Debug, Clone)]
+pub struct JobTicket {
+    spec: JobSpec,
+    owner: Option<Owner>,
+}
+
+impl JobTicket {
+    /// Inserts the pending job, acting on `instance_type`/`instance_uuid`; returns its uuid.
+    pub fn record(
+        &self,
+        conn: &Connection,
+        instance_type: &str,
+        instance_uuid: &str,
+    ) -> crate::store::db::Result<String> {
+        let spec = JobSpec {
+            instance_type: Some(instance_type.to_string()),
+            instance_uuid: Some(instance_uuid.to_string()),
+            ..self.spec.clone()
+        };
+        JobManager::insert_pending(conn, &spec, self.owner)
+    }
+}
+
+/// Lets the last write of a job's work record the job's outcome in the same transaction, so the
+/// outcome and the change it reports commit together and a waiter learns both at once. Taken on
+/// the job's task with [`outcome_seal`]; used in the write with [`OutcomeSeal::record`]; confirmed
+/// after the commit with [`OutcomeSeal::committed`].
+pub struct OutcomeSeal {
+    job_uuid: String,
+    owner: Option<Owner>,
+    outcome_of: OutcomeOf,
+    sealed: Arc<AtomicBool>,
+}
+
+/// The current job's [`OutcomeSeal`]: `None` outside a job, or when its submitter renders the
+/// outcome only after the work ends. Only code whose write is the work's very last step may
+/// take it.
+pub fn outcome_seal() -> Option<OutcomeSeal> {
+    CURRENT_JOB
+        .try_with(|j| {
+            j.outcome_of.clone().map(|outcome_of| OutcomeSeal {
+                job_uuid: j.uuid.clone(),
+                owner: j.owner,
+                outcome_of,
+                sealed: j.sealed.clone(),
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+impl OutcomeSeal {
+    /// Writes the outcome `result` stands for into the job row, in `conn`'s transaction. Returns
+    /// whether it did: not when `result` is not the work's result type, or the job is no longer
+    /// pending and this owner's.
+    pub fn record<R: Any>(&self, conn: &Connection, result: &R) -> crate::store::db::Result<bool> {
+        match (self.outcome_of)(result) {
+            Some(outcome) => write_outcome(conn, &self.job_uuid, &outcome, self.owner),
+            None => Ok(false),
+        }
+    }
+
+    /// Call after the transaction in which [`OutcomeSeal::record`] returned `true` committed: the
+    /// job manager then only announces the job's end.
+    pub fn committed(self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+}
+
+/// The terminal update of a pending job, fenced by `owner`; `true` if it was written.
+fn write_outcome(
+    conn: &Connection,
+    job_uuid: &str,
+    outcome: &JobOutcome,
+    owner: Option<Owner>,
+) -> crate::store::db::Result<bool> {
+    let (status, code, result) = match outcome {
+        Ok(v) => (JobStatus::Succeeded, 0, v.to_string()),
+        Err(f) => (
+            JobStatus::Failed,
+            f.code,
+            json!({"errorcode": f.code, "errortext": f.text}).to_string(),
+        ),
+    };
+    let sql = format!(
+        "UPDATE async_jobs SET status = ?1, result_code = ?2, result = ?3, completed = ?4
+         WHERE uuid = ?5 AND status = 0{}",
+        owner_fence(owner, 6)
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let n = match owner {
+        None => st.execute(params![status as i64, code, result, now(), job_uuid])?,
+        Some(o) => st.execute(params![
+            status as i64,
+            code,
+            result,
+            now(),
+            job_uuid,
+            o.replica,
+            o.epoch
+        ])?,
+    };
+    Ok(n > 0)
+}
 
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -285,24 +411,39 @@ impl JobManager {
         Ok(uuid)
     }
 
-    /// Records a pending job and starts `work` on tokio; returns the job uuid.
-    pub async fn submit(&self, spec: JobSpec, work: JobFuture) -> Result<String, StoreError> {
+    /// A job to record in the transaction of the change that accepts it (see [`JobTicket`]).
+    /// Fails while fenced: a fenced replica accepts nothing.
+    pub fn ticket(&self, spec: JobSpec) -> Result<JobTicket, StoreError> {
         let owner = self
             .owner()
             .map_err(|f| StoreError::Task(f.text.to_string()))?;
+        Ok(JobTicket { spec, owner })
+    }
+
+    /// Records a pending job and starts `work` on tokio; returns the job uuid.
+    pub async fn submit(
+        &self,
+        spec: JobSpec,
+        work: JobFuture,
+        outcome_of: Option<OutcomeOf>,
+    ) -> Result<String, StoreError> {
+        let ticket = self.ticket(spec)?;
         let uuid = self
             .inner
             .store
-            .write(move |tx| Ok::<_, StoreError>(Self::insert_pending(tx, &spec, owner)?))
+            .write(move |tx| {
+                Ok::<_, StoreError>(JobManager::insert_pending(tx, &ticket.spec, ticket.owner)?)
+            })
             .await?;
-        self.spawn(uuid.clone(), work);
+        self.spawn(uuid.clone(), work, outcome_of);
         Ok(uuid)
     }
 
-    /// Runs `work` for an already-recorded pending job and persists its outcome. On a replica
-    /// the work runs under the owner the replica has now; if the replica fences itself, the work
-    /// is dropped without writing anything (another replica adopts the job).
-    pub fn spawn(&self, job_uuid: String, work: JobFuture) {
+    /// Runs `work` for an already-recorded pending job and persists its outcome, unless the
+    /// work's last write did so through `outcome_of` ([`OutcomeSeal`]). On a replica the work
+    /// runs under the owner the replica has now; if the replica fences itself, the work is
+    /// dropped without writing anything (another replica adopts the job).
+    pub fn spawn(&self, job_uuid: String, work: JobFuture, outcome_of: Option<OutcomeOf>) {
         let this = self.clone();
         let owner_rx = self.inner.owner.read().clone();
         let owner = owner_rx.as_ref().and_then(|rx| *rx.borrow());
@@ -312,10 +453,13 @@ impl JobManager {
         tokio::spawn(async move {
             // Run the work in its own task so a panic is caught as a JoinError, not lost.
             let span = tracing::info_span!(parent: &parent, "job", job = %job_uuid);
+            let sealed = Arc::new(AtomicBool::new(false));
             let current = CurrentJob {
                 uuid: job_uuid.clone(),
                 manager: this.clone(),
                 owner,
+                outcome_of,
+                sealed: sealed.clone(),
             };
             let work = CURRENT_JOB.scope(current, work).instrument(span);
             let mut task = tokio::spawn(work);
@@ -337,6 +481,7 @@ impl JobManager {
                     tracing::warn!(job = %job_uuid,
                         "replica fenced: job dropped here, another replica adopts it");
                 }
+                Some(Ok(_)) if sealed.load(Ordering::Acquire) => this.announce_end(&job_uuid),
                 Some(joined) => {
                     let outcome = joined.unwrap_or_else(|e| {
                         tracing::error!(job = %job_uuid, error = %e, "job task panicked");
@@ -405,48 +550,25 @@ impl JobManager {
     pub(crate) async fn complete_as(
         &self,
         job_uuid: &str,
-        outcome: Result<Value, JobFailure>,
+        outcome: JobOutcome,
         owner: Option<Owner>,
     ) -> Result<bool, StoreError> {
-        let (status, code, result) = match outcome {
-            Ok(v) => (JobStatus::Succeeded, 0, v),
-            Err(f) => (
-                JobStatus::Failed,
-                f.code,
-                json!({"errorcode": f.code, "errortext": f.text}),
-            ),
-        };
         let uuid = job_uuid.to_string();
         let written = self
             .inner
             .store
-            .write(move |tx| {
-                let sql = format!(
-                    "UPDATE async_jobs SET status = ?1, result_code = ?2, result = ?3, completed = ?4
-                     WHERE uuid = ?5 AND status = 0{}",
-                    owner_fence(owner, 6)
-                );
-                let mut st = tx.prepare_cached(&sql)?;
-                let n = match owner {
-                    None => st.execute(params![status as i64, code, result.to_string(), now(), uuid])?,
-                    Some(o) => st.execute(params![
-                        status as i64,
-                        code,
-                        result.to_string(),
-                        now(),
-                        uuid,
-                        o.replica,
-                        o.epoch
-                    ])?,
-                };
-                Ok::<_, StoreError>(n > 0)
-            })
+            .write(move |tx| Ok::<_, StoreError>(write_outcome(tx, &uuid, &outcome, owner)?))
             .await?;
         if !written && owner.is_some() {
             tracing::warn!(job = %job_uuid, "job outcome not written: the job is no longer this replica's");
         }
-        let _ = self.inner.completed.send(job_uuid.to_string());
+        self.announce_end(job_uuid);
         Ok(written)
+    }
+
+    /// Wakes the waiters of a job whose outcome is committed.
+    fn announce_end(&self, job_uuid: &str) {
+        let _ = self.inner.completed.send(job_uuid.to_string());
     }
 
     pub async fn get(&self, job_uuid: &str) -> OpResult<Option<Job>> {
@@ -517,7 +639,7 @@ impl JobManager {
             let hooks = self.inner.hooks.read().clone();
             if let Some(work) = hooks.iter().find_map(|h| h.resume(&job)) {
                 tracing::info!(job = %job.uuid, cmd = %job.cmd, "resuming interrupted job");
-                self.spawn(job.uuid.clone(), work);
+                self.spawn(job.uuid.clone(), work, None);
                 resumed += 1;
             } else {
                 tracing::warn!(job = %job.uuid, cmd = %job.cmd, "failing interrupted job");

@@ -228,7 +228,7 @@ impl Ticker {
             let uuid = run.job_uuid.clone();
             tracing::info!(job = %uuid, schedule = %run.schedule_uuid, vm = %run.vm_uuid,
                 "starting scheduled backup");
-            self.jobs.spawn(uuid, self.work.run(run));
+            self.jobs.spawn(uuid, self.work.run(run), None);
         }
         Ok(report)
     }

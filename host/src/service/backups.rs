@@ -17,6 +17,7 @@ use super::{
 };
 use crate::identity::{Caller, ListScope, ScopeParams};
 use crate::inventory::vm::{self, Vm};
+use crate::jobs::{self, JobTicket};
 use crate::store::events::Level;
 use crate::store::query::{Filter, Listed, Page};
 use crate::store::{OpResult, format_date, new_uuid, now};
@@ -34,6 +35,8 @@ pub struct CreateBackup {
     pub quiesce: Option<bool>,
     /// Set by the scheduler: the backup belongs to this schedule (spec §4.3).
     pub schedule_id: Option<i64>,
+    /// Set by the API: the job is recorded with the backup row.
+    pub job: Option<JobTicket>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -152,6 +155,10 @@ impl BackupService {
                         insert_detail.execute(params![backup_id, k, v])?;
                     }
                 }
+                let job_uuid = match &req.job {
+                    Some(ticket) => Some(ticket.record(tx, "Backup", &uuid)?),
+                    None => None,
+                };
                 let instance = instance_with(&vm, &volumes, fields.external_id);
                 Ok::<_, BackupError>((
                     NewBackup {
@@ -162,10 +169,11 @@ impl BackupService {
                         instance,
                     },
                     provider,
+                    job_uuid,
                 ))
             })
             .await?;
-        let (new, provider) = new;
+        let (new, provider, job_uuid) = new;
         let this = self.clone();
         let caller = caller.clone();
         let quiesce = req.quiesce.unwrap_or(false);
@@ -198,12 +206,14 @@ impl BackupService {
                 backup_id: Some(new.backup_id),
                 payload: serde_json::json!({ "backup": new.uuid }),
             };
-            this.complete_operation(op, started, move |tx, outcome| {
+            let last = jobs::outcome_seal();
+            this.complete_operation(op, started, last, move |tx, outcome| {
                 finish_backup(tx, &caller, &new, &provider_name, outcome)
             })
             .await
         })
-        .created("Backup", &uuid))
+        .created("Backup", &uuid)
+        .recorded_as(job_uuid))
     }
 
     /// deleteBackup (spec §3.8): uses the zone's *current* provider.
@@ -266,7 +276,8 @@ impl BackupService {
                 backup_id: Some(backup.id),
                 payload: serde_json::json!({ "backup": backup.uuid, "forced": forced }),
             };
-            this.complete_operation(op, started, move |tx, outcome| {
+            let last = jobs::outcome_seal();
+            this.complete_operation(op, started, last, move |tx, outcome| {
                 finish_delete(tx, &caller, &backup, &offering, chain, outcome)
             })
             .await

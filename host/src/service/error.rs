@@ -37,6 +37,19 @@ impl BackupError {
         BackupError::Refused(text.into())
     }
 
+    /// The same error, for answering from a borrowed one: every variant keeps its text; a store
+    /// failure keeps its message (clients see a generic text for it either way).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            BackupError::BadParameter(t) => BackupError::BadParameter(t.clone()),
+            BackupError::InvalidValue(t) => BackupError::InvalidValue(t.clone()),
+            BackupError::Refused(t) => BackupError::Refused(t.clone()),
+            BackupError::Denied(t) => BackupError::Denied(t.clone()),
+            BackupError::Provider(t) => BackupError::Provider(t.clone()),
+            BackupError::Store(e) => BackupError::Store(StoreError::Task(e.to_string())),
+        }
+    }
+
     /// `Backup provider <name> failed: <reason>` for a failed provider call.
     pub fn provider(provider: &str, err: &CallError) -> Self {
         BackupError::Provider(format!("Backup provider {provider} failed: {err}"))

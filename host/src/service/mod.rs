@@ -62,6 +62,8 @@ pub struct Pending<T> {
     pub created: Option<String>,
     /// CloudStack instance type and uuid the job acts on (`Backup`, `VirtualMachine`), if any.
     pub instance: Option<(&'static str, String)>,
+    /// The job, when the synchronous phase recorded it with its change ([`crate::jobs::JobTicket`]).
+    pub job: Option<String>,
     pub work: BoxFuture<BackupResult<T>>,
 }
 
@@ -70,6 +72,7 @@ impl<T> Pending<T> {
         Pending {
             created: None,
             instance: None,
+            job: None,
             work: Box::pin(work),
         }
     }
@@ -82,6 +85,11 @@ impl<T> Pending<T> {
     fn created(mut self, instance_type: &'static str, uuid: &str) -> Self {
         self.created = Some(uuid.to_string());
         self.on(instance_type, uuid)
+    }
+
+    fn recorded_as(mut self, job_uuid: Option<String>) -> Self {
+        self.job = job_uuid;
+        self
     }
 }
 

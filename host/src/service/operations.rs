@@ -15,7 +15,7 @@ use super::error::{BackupError, BackupResult};
 use super::providers::{
     BACKUP_OPERATION_TIMEOUT, BACKUP_OPERATION_TIMEOUTS, DEFAULT_OPERATION_TIMEOUT_SECS, Providers,
 };
-use crate::jobs;
+use crate::jobs::{self, OutcomeSeal};
 use crate::store::events::{self, Level, NewEvent, State};
 use crate::store::{OpResult, Store, now};
 use bnr_runtime::types::{OperationResult, PollStatus, Started};
@@ -175,11 +175,14 @@ impl BackupService {
 
     /// Drives `started` (the answer of a `start-*` call) to its end, then runs `finish` with
     /// the outcome in one transaction (which also forgets the pending operation). `finish`
-    /// returns the command's outcome; its own `Err` rolls the transaction back.
+    /// returns the command's outcome; its own `Err` rolls the transaction back. `last`: the
+    /// job's seal when this is the work's last step, to record the job's outcome in the same
+    /// transaction.
     pub(crate) async fn complete_operation<T, F>(
         &self,
         op: Operation,
         started: Result<Started, CallError>,
+        last: Option<OutcomeSeal>,
         finish: F,
     ) -> BackupResult<T>
     where
@@ -222,7 +225,8 @@ impl BackupService {
             }
         };
         let owner = jobs::current_owner();
-        self.store
+        let (result, sealed) = self
+            .store
             .write(move |tx| {
                 if let Some(id) = row
                     && !forget_operation(tx, id, owner)?
@@ -233,9 +237,18 @@ impl BackupService {
                         "the operation was taken over by another management server",
                     ));
                 }
-                finish(tx, result).map_err(BackupError::from)
+                let result = finish(tx, result)?;
+                let sealed = match last {
+                    Some(seal) if seal.record(tx, &result)? => Some(seal),
+                    _ => None,
+                };
+                Ok((result, sealed))
             })
-            .await?
+            .await?;
+        if let Some(seal) = sealed {
+            seal.committed();
+        }
+        result
     }
 
     async fn persist(&self, op: &Operation, handle: &str, deadline: i64) -> BackupResult<i64> {

@@ -290,7 +290,7 @@ impl BackupService {
                 }),
             };
             let name = request.new_volume_name.clone();
-            this.complete_operation(op, started, move |tx, outcome| {
+            this.complete_operation(op, started, None, move |tx, outcome| {
                 let restored = match outcome {
                     Ok(OperationResult::VolumeRestored(v)) => v,
                     other => {
@@ -698,6 +698,6 @@ impl BackupService {
             backup_id: Some(backup.id),
             payload,
         };
-        self.complete_operation(op, started, finish).await
+        self.complete_operation(op, started, None, finish).await
     }
 }

@@ -184,7 +184,12 @@ async fn query_async_job_result_sees_the_job_finish() {
         instance_type: None,
         instance_uuid: None,
     };
-    let jobid = s.state.jobs().submit(spec, work).await.expect("submit");
+    let jobid = s
+        .state
+        .jobs()
+        .submit(spec, work, None)
+        .await
+        .expect("submit");
     let admin = s.admin();
     let pending = read_kept(&s, &admin, "queryAsyncJobResult", &[("jobid", &jobid)]).await;
     assert_eq!(pending["jobstatus"], 0, "{pending}");

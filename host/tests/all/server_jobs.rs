@@ -1,11 +1,15 @@
 //! Async job lifecycle through queryAsyncJobResult (wire-protocol §2.3).
 
+use std::any::Any;
 use std::sync::Arc;
 
 use serde_json::json;
 
 use crate::support_api::*;
-use bnr::jobs::{INTERRUPTED_TEXT, Job, JobFailure, JobFuture, JobManager, JobSpec, ResumeHook};
+use bnr::jobs::{
+    self, INTERRUPTED_TEXT, Job, JobFailure, JobFuture, JobManager, JobSpec, OutcomeOf, ResumeHook,
+};
+use bnr::store::StoreError;
 
 async fn admin_ids(s: &TestServer) -> (i64, i64) {
     s.state
@@ -44,7 +48,7 @@ async fn a_pending_job_has_a_result_code_but_no_result_and_then_completes() {
     let jobid = s
         .state
         .jobs()
-        .submit(spec(account, user), work)
+        .submit(spec(account, user), work, None)
         .await
         .expect("submit");
     let pending = s
@@ -72,6 +76,103 @@ async fn a_pending_job_has_a_result_code_but_no_result_and_then_completes() {
     assert!(d["created"].is_string() && d["completed"].is_string());
 }
 
+/// The job's status as queryAsyncJobResult answers it.
+async fn job_status(s: &TestServer, jobid: &str) -> serde_json::Value {
+    s.admin()
+        .call("queryAsyncJobResult", &[("jobid", jobid)])
+        .await
+        .ok("queryAsyncJobResult")
+        .clone()
+}
+
+#[tokio::test]
+async fn a_job_whose_last_write_records_its_outcome_ends_when_that_write_commits() {
+    let s = TestServer::start().await;
+    let (account, user) = admin_ids(&s).await;
+    let store = s.state.store().clone();
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let (sealed_tx, sealed) = tokio::sync::oneshot::channel::<()>();
+    // The submitter's rendering: the work's result is an i64.
+    let outcome_of: OutcomeOf =
+        Arc::new(|result: &dyn Any| result.downcast_ref::<i64>().map(|n| Ok(json!({ "n": n }))));
+    let work: JobFuture = Box::pin(async move {
+        let seal = jobs::outcome_seal().expect("a job submitted with outcome_of has a seal");
+        let seal = Arc::new(seal);
+        // A result of another type records nothing.
+        let other = seal.clone();
+        let recorded = store
+            .write(move |tx| Ok::<_, StoreError>(other.record(tx, &"not the work's result")?))
+            .await
+            .expect("write");
+        assert!(!recorded);
+        // A transaction that fails after recording rolls the outcome back with it.
+        let rolled_back = seal.clone();
+        let failed: Result<(), StoreError> = store
+            .write(move |tx| {
+                assert!(rolled_back.record(tx, &1_i64)?);
+                Err(StoreError::Task("the change failed".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        let committed = seal.clone();
+        assert!(
+            store
+                .write(move |tx| Ok::<_, StoreError>(committed.record(tx, &7_i64)?))
+                .await
+                .expect("write")
+        );
+        Arc::into_inner(seal).expect("one seal left").committed();
+        let _ = sealed_tx.send(());
+        // The work goes on; what it returns now is not recorded.
+        let _ = gate.await;
+        Ok(json!({ "n": 8 }))
+    });
+    let jobid = s
+        .state
+        .jobs()
+        .submit(spec(account, user), work, Some(outcome_of))
+        .await
+        .expect("submit");
+    sealed.await.expect("the work reached its last write");
+    let done = job_status(&s, &jobid).await;
+    assert_eq!(done["jobstatus"], 1, "{done}");
+    assert_eq!(done["jobresult"]["n"], 7, "{done}");
+    let _ = release.send(());
+    let job = s
+        .state
+        .jobs()
+        .wait(&jobid)
+        .await
+        .expect("wait")
+        .expect("job");
+    assert_eq!(job.result, Some(json!({ "n": 7 })));
+}
+
+#[tokio::test]
+async fn a_job_without_outcome_of_has_no_seal_and_records_what_its_work_returns() {
+    let s = TestServer::start().await;
+    let (account, user) = admin_ids(&s).await;
+    let work: JobFuture = Box::pin(async move {
+        assert!(jobs::outcome_seal().is_none());
+        Ok(json!({ "n": 3 }))
+    });
+    let jobid = s
+        .state
+        .jobs()
+        .submit(spec(account, user), work, None)
+        .await
+        .expect("submit");
+    let job = s
+        .state
+        .jobs()
+        .wait(&jobid)
+        .await
+        .expect("wait")
+        .expect("job");
+    assert_eq!(job.result, Some(json!({ "n": 3 })));
+    assert!(jobs::outcome_seal().is_none(), "no seal outside a job");
+}
+
 #[tokio::test]
 async fn a_failed_job_carries_errorcode_and_errortext() {
     let s = TestServer::start().await;
@@ -85,7 +186,7 @@ async fn a_failed_job_carries_errorcode_and_errortext() {
     let jobid = s
         .state
         .jobs()
-        .submit(spec(account, user), work)
+        .submit(spec(account, user), work, None)
         .await
         .expect("submit");
     s.wait_job(&jobid).await;
@@ -115,7 +216,7 @@ async fn a_panicking_job_fails_instead_of_staying_pending() {
     let jobid = s
         .state
         .jobs()
-        .submit(spec(account, user), work)
+        .submit(spec(account, user), work, None)
         .await
         .expect("submit");
     s.wait_job(&jobid).await;

@@ -3,6 +3,7 @@
 //! `crate::service`; this module declares parameters, maps errors the way CloudStack's command
 //! classes do, and renders the response objects.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use crate::api::registry::{
@@ -10,8 +11,8 @@ use crate::api::registry::{
 };
 use crate::api::{ApiError, ApiResult, Obj};
 use crate::service::{
-    Backup, BackupError, BackupQuery, BackupService, CreateBackup, Offering, Pending, Schedule,
-    VmFromBackup,
+    Backup, BackupError, BackupQuery, BackupResult, BackupService, CreateBackup, Offering, Pending,
+    Schedule, VmFromBackup,
 };
 
 use super::backup_offering;
@@ -51,14 +52,27 @@ pub(crate) fn wrapped(e: BackupError) -> ApiError {
     }
 }
 
-/// Turns the service's job part into the pipeline's, rendering the result with `render`.
+/// Turns the service's job part into the pipeline's, rendering the result with `render` and
+/// errors with `map_err`. The same rendering also serves the work's last write, when it records
+/// the job's outcome itself ([`crate::jobs::OutcomeSeal`]).
 pub(crate) fn async_start<T: Send + 'static>(
     p: Pending<T>,
-    render: impl FnOnce(T) -> ApiResult + Send + 'static,
+    render: impl Fn(&T) -> ApiResult + Send + Sync + 'static,
     map_err: fn(BackupError) -> ApiError,
 ) -> AsyncStart {
+    let answer = Arc::new(move |result: &BackupResult<T>| match result {
+        Ok(value) => Ok(render(value)),
+        Err(e) => Err(map_err(e.duplicate())),
+    });
+    let answer_of = answer.clone();
     let work = p.work;
-    let start = AsyncStart::new(async move { work.await.map(render).map_err(map_err) });
+    let mut start = AsyncStart::new(async move { answer(&work.await) });
+    start.outcome_of = Some(Arc::new(move |result: &dyn Any| {
+        result
+            .downcast_ref::<BackupResult<T>>()
+            .map(|r| answer_of(r))
+    }));
+    start.job_uuid = p.job;
     match (p.created, p.instance) {
         (Some(id), Some((kind, _))) => start.created(kind, &id),
         (_, Some((kind, uuid))) => start.instance(kind, &uuid),
@@ -226,6 +240,7 @@ fn register_backups(r: &mut Registry) -> Result<(), RegistryError> {
                     description: ctx.str("description").map(str::to_string),
                     quiesce: ctx.bool("quiescevm"),
                     schedule_id: None,
+                    job: ctx.job.clone(),
                 };
                 let pending = svc.create_backup(&ctx.caller, req).await.map_err(wrapped)?;
                 Ok(async_start(pending, |_| ApiResult::success(), wrapped))
@@ -425,7 +440,7 @@ fn register_backups(r: &mut Registry) -> Result<(), RegistryError> {
                     start: ctx.bool_or("startvm", true),
                 };
                 let pending = svc.create_vm_from_backup(&caller, req).await.map_err(wrapped)?;
-                Ok(async_start(pending, move |vm| ApiResult::Object(vm_obj(&vm, &caller)), wrapped))
+                Ok(async_start(pending, move |vm| ApiResult::Object(vm_obj(vm, &caller)), wrapped))
             }),
     )
 }

@@ -242,7 +242,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
                     .map_err(offering_error)?;
                 Ok(async_start(
                     pending,
-                    |o| ApiResult::Object(offering_obj(&o)),
+                    |o| ApiResult::Object(offering_obj(o)),
                     offering_error,
                 ))
             }),
