@@ -416,15 +416,14 @@ async fn dispatch(
         .handler
         .clone()
         .ok_or_else(|| ApiError::internal("command has no handler"))?;
-    let spec = JobSpec {
-        account_id: caller.account_id,
-        user_id: caller.user_id,
-        cmd: cmd.name.clone(),
-        instance_type: None,
-        instance_uuid: None,
-    };
     let job = match handler {
-        Handler::Async(_) => Some(state.jobs().ticket(spec.clone())?),
+        Handler::Async(_) => Some(state.jobs().ticket(JobSpec {
+            account_id: caller.account_id,
+            user_id: caller.user_id,
+            cmd: cmd.name.clone(),
+            instance_type: None,
+            instance_uuid: None,
+        })?),
         Handler::Sync(_) => None,
     };
     let ctx = Ctx {
@@ -445,6 +444,7 @@ async fn dispatch(
             Ok(rendered_response(body, format))
         }
         Handler::Async(h) => {
+            let ticket = ctx.job.clone();
             let start = h(ctx).await?;
             let object_name: Arc<str> = cmd.object_name.as_str().into();
             let outcome_of = start.outcome_of.map(|answer_of| {
@@ -461,12 +461,10 @@ async fn dispatch(
                     uuid
                 }
                 None => {
-                    let spec = JobSpec {
-                        instance_type: start.instance_type.clone(),
-                        instance_uuid: start.instance_uuid.clone(),
-                        ..spec
-                    };
-                    state.jobs().submit(spec, work, outcome_of).await?
+                    let ticket = ticket
+                        .ok_or_else(|| ApiError::internal("an async command has no job"))?
+                        .acting_on(start.instance_type.clone(), start.instance_uuid.clone());
+                    state.jobs().submit_ticket(ticket, work, outcome_of).await?
                 }
             };
             let mut body = json!({ "jobid": job_uuid });

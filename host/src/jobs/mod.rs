@@ -181,6 +181,17 @@ impl JobTicket {
         };
         JobManager::insert_pending(conn, &spec, self.owner)
     }
+
+    /// The same job, about `instance_type`/`instance_uuid`.
+    pub fn acting_on(
+        mut self,
+        instance_type: Option<String>,
+        instance_uuid: Option<String>,
+    ) -> Self {
+        self.spec.instance_type = instance_type;
+        self.spec.instance_uuid = instance_uuid;
+        self
+    }
 }
 
 /// Lets the last write of a job's work record the job's outcome in the same transaction, so the
@@ -428,6 +439,16 @@ impl JobManager {
         outcome_of: Option<OutcomeOf>,
     ) -> Result<String, StoreError> {
         let ticket = self.ticket(spec)?;
+        self.submit_ticket(ticket, work, outcome_of).await
+    }
+
+    /// [`JobManager::submit`] for a job whose ticket was taken already.
+    pub async fn submit_ticket(
+        &self,
+        ticket: JobTicket,
+        work: JobFuture,
+        outcome_of: Option<OutcomeOf>,
+    ) -> Result<String, StoreError> {
         let uuid = self
             .inner
             .store
