@@ -76,6 +76,26 @@ async fn a_pending_job_has_a_result_code_but_no_result_and_then_completes() {
     assert!(d["created"].is_string() && d["completed"].is_string());
 }
 
+/// Submits `work` as the admin's job; returns the job id.
+async fn submitted(s: &TestServer, work: JobFuture, outcome_of: Option<OutcomeOf>) -> String {
+    let (account, user) = admin_ids(s).await;
+    s.state
+        .jobs()
+        .submit(spec(account, user), work, outcome_of)
+        .await
+        .expect("submit")
+}
+
+/// The job once it has ended.
+async fn ended(s: &TestServer, jobid: &str) -> Job {
+    s.state
+        .jobs()
+        .wait(jobid)
+        .await
+        .expect("wait")
+        .expect("job")
+}
+
 /// The job's status as queryAsyncJobResult answers it.
 async fn job_status(s: &TestServer, jobid: &str) -> serde_json::Value {
     s.admin()
@@ -88,7 +108,6 @@ async fn job_status(s: &TestServer, jobid: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_job_whose_last_write_records_its_outcome_ends_when_that_write_commits() {
     let s = TestServer::start().await;
-    let (account, user) = admin_ids(&s).await;
     let store = s.state.store().clone();
     let (release, gate) = tokio::sync::oneshot::channel::<()>();
     let (sealed_tx, sealed) = tokio::sync::oneshot::channel::<()>();
@@ -127,49 +146,24 @@ async fn a_job_whose_last_write_records_its_outcome_ends_when_that_write_commits
         let _ = gate.await;
         Ok(json!({ "n": 8 }))
     });
-    let jobid = s
-        .state
-        .jobs()
-        .submit(spec(account, user), work, Some(outcome_of))
-        .await
-        .expect("submit");
+    let jobid = submitted(&s, work, Some(outcome_of)).await;
     sealed.await.expect("the work reached its last write");
     let done = job_status(&s, &jobid).await;
     assert_eq!(done["jobstatus"], 1, "{done}");
     assert_eq!(done["jobresult"]["n"], 7, "{done}");
     let _ = release.send(());
-    let job = s
-        .state
-        .jobs()
-        .wait(&jobid)
-        .await
-        .expect("wait")
-        .expect("job");
-    assert_eq!(job.result, Some(json!({ "n": 7 })));
+    assert_eq!(ended(&s, &jobid).await.result, Some(json!({ "n": 7 })));
 }
 
 #[tokio::test]
 async fn a_job_without_outcome_of_has_no_seal_and_records_what_its_work_returns() {
     let s = TestServer::start().await;
-    let (account, user) = admin_ids(&s).await;
     let work: JobFuture = Box::pin(async move {
         assert!(jobs::outcome_seal().is_none());
         Ok(json!({ "n": 3 }))
     });
-    let jobid = s
-        .state
-        .jobs()
-        .submit(spec(account, user), work, None)
-        .await
-        .expect("submit");
-    let job = s
-        .state
-        .jobs()
-        .wait(&jobid)
-        .await
-        .expect("wait")
-        .expect("job");
-    assert_eq!(job.result, Some(json!({ "n": 3 })));
+    let jobid = submitted(&s, work, None).await;
+    assert_eq!(ended(&s, &jobid).await.result, Some(json!({ "n": 3 })));
     assert!(jobs::outcome_seal().is_none(), "no seal outside a job");
 }
 
