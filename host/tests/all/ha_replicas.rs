@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::ops_shutdown::{dummy_and_scripted, finished, get, inner, scripted_vm, zone_setting};
 use crate::support_api::*;
-use crate::support_replicas::{BnrProcess, Engine, SharedStore};
+use crate::support_replicas::{BnrProcess, Engine, SharedStore, until};
 
 /// The next replica on `shared`, serving.
 async fn start(shared: &SharedStore, providers: &Path) -> BnrProcess {
@@ -246,20 +246,17 @@ async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load()
     let (zone2, vm) = scripted_vm(&addr_a).await;
     assert_eq!(zone2, zone);
     for addr in [&addr_b, &addr_c] {
-        // Bounded generously: a loaded machine delays the poll, and this is no timing test.
-        let (mut seen, deadline) = (false, std::time::Instant::now() + Duration::from_secs(30));
-        while std::time::Instant::now() < deadline {
-            if zone_value(addr, &zone, "backup.framework.provider.plugin")
-                .await
-                .as_deref()
-                == Some("scripted")
-            {
-                seen = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(seen, "the swap did not reach {addr}");
+        until(
+            &format!("the swap did not reach {addr}"),
+            Duration::from_millis(10),
+            async || {
+                zone_value(addr, &zone, "backup.framework.provider.plugin")
+                    .await
+                    .as_deref()
+                    == Some("scripted")
+            },
+        )
+        .await;
     }
     eprintln!(
         "swap visible on B and C {:?} after it started on A",
@@ -286,17 +283,15 @@ async fn a_zone_swap_made_on_one_replica_takes_effect_on_the_others_under_load()
         let value = round.to_string();
         let changed = std::time::Instant::now();
         zone_setting(&addr_a, &zone, "backup.plugin.scripted.op-seconds", &value).await;
-        let (mut seen, deadline) = (false, std::time::Instant::now() + Duration::from_secs(30));
-        while std::time::Instant::now() < deadline {
-            if zone_value(&addr_b, &zone, "backup.plugin.scripted.op-seconds").await
-                == Some(value.clone())
-            {
-                seen = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(seen, "round {round} did not reach B");
+        until(
+            &format!("round {round} did not reach B"),
+            Duration::from_millis(5),
+            async || {
+                zone_value(&addr_b, &zone, "backup.plugin.scripted.op-seconds").await
+                    == Some(value.clone())
+            },
+        )
+        .await;
         times.push(changed.elapsed());
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -365,27 +360,21 @@ async fn a_user_disabled_on_one_replica_is_refused_by_another_that_cached_its_ke
         secret_key: keys["secretkey"].as_str().unwrap().to_string(),
     };
     // B loads (and caches) the credential.
-    let (mut accepted, deadline) = (false, std::time::Instant::now() + Duration::from_secs(30));
-    while std::time::Instant::now() < deadline {
-        if status_as(&addr_b, &creds, "listZones").await == 200 {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(accepted, "B never accepted the new key");
+    until(
+        "B never accepted the new key",
+        Duration::from_millis(20),
+        async || status_as(&addr_b, &creds, "listZones").await == 200,
+    )
+    .await;
     let (status, v) = get(&addr_a, "disableUser", &[("id", &user)]).await.unwrap();
     assert_eq!(status, 200, "{v}");
     let disabled = std::time::Instant::now();
-    let (mut refused, deadline) = (false, std::time::Instant::now() + Duration::from_secs(30));
-    while std::time::Instant::now() < deadline {
-        if status_as(&addr_b, &creds, "listZones").await == 401 {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(refused, "B still accepts a user disabled on A");
+    until(
+        "B still accepts a user disabled on A",
+        Duration::from_millis(10),
+        async || status_as(&addr_b, &creds, "listZones").await == 401,
+    )
+    .await;
     eprintln!(
         "user disabled on A refused by B after {:?}",
         disabled.elapsed()

@@ -32,6 +32,19 @@ pub const LEASE_SECS: u64 = 2;
 /// The line `bnr serve` logs once it accepts requests.
 const SERVING: &str = "serving the CloudStack API";
 
+/// Polls `holds` every `every` until it is true, for at most 30 s: a loaded machine delays what
+/// replicas see of each other, and these are no timing tests. Panics with `what` otherwise.
+pub async fn until(what: &str, every: Duration, mut holds: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if holds().await {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("{what}");
+}
+
 /// A free loopback address (`127.0.0.1:PORT`).
 pub fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
