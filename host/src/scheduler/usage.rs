@@ -25,22 +25,16 @@ use crate::store::query::{Filter, Listed, Page};
 /// `Failed`, `Removed` and `Expunged`).
 pub const COUNTED_STATUSES_SQL: &str = "status NOT IN ('Failed', 'Removed', 'Expunged')";
 
-/// Sums of `size` and `protected_size` that cannot overflow: SQLite's `SUM` of integers fails
-/// with "integer overflow" (which would fail every later sync pass of the zone), so both engines
-/// sum in floating point (exact up to 2^53 bytes), as the running totals of
-/// `backup_pair_totals` do: a pair's totals read either way are the same, so the sync pass and
-/// [`refresh_pair`] never disagree about whether a period changed. Capped below `i64::MAX`.
-fn size_sums(conn: &Connection) -> &'static str {
-    match conn.dialect() {
-        Dialect::Sqlite => {
-            "CAST(MIN(TOTAL(size), 9.0e18) AS INTEGER), \
-             CAST(MIN(TOTAL(protected_size), 9.0e18) AS INTEGER)"
-        }
-        Dialect::Postgres => {
-            "CAST(LEAST(COALESCE(SUM(size::double precision), 0), 9.0e18) AS BIGINT), \
-             CAST(LEAST(COALESCE(SUM(protected_size::double precision), 0), 9.0e18) AS BIGINT)"
-        }
-    }
+/// Sums of `size` and `protected_size` are taken in floating point (exact up to 2^53 bytes), as
+/// the running totals of `backup_pair_totals` are: an integer `SUM` could fail with "integer
+/// overflow" (and with it every later sync pass of the zone), and a pair's totals read either
+/// way are the same, so the sync pass and [`refresh_pair`] never disagree about whether a period
+/// changed. Capped below `i64::MAX`, like the SQL that reads the running totals.
+const SIZE_CAP: f64 = 9.0e18;
+
+fn capped(sum: f64) -> i64 {
+    // In range after the clamp: the cast neither saturates nor wraps.
+    sum.clamp(0.0, SIZE_CAP) as i64
 }
 
 const SECONDS_PER_HOUR: f64 = 3600.0;
@@ -119,31 +113,39 @@ pub fn refresh_pair(
 pub fn refresh_zone(conn: &Connection, zone_id: i64, at: i64) -> OpResult<UsageChanges> {
     let mut current: HashMap<(i64, i64), (Totals, Owner)> = HashMap::new();
     {
-        let sums = size_sums(conn);
+        // Summed here rather than with `GROUP BY`, which would sort every counted backup of the
+        // zone first (in memory, on the writer): the rows stream from the zone's index and
+        // only one sum per pair is held.
+        let mut sums: HashMap<(i64, i64), (f64, f64, Owner)> = HashMap::new();
         let mut st = conn.prepare_cached(&format!(
-            "SELECT vm_id, backup_offering_id, {sums},
-                    MIN(account_id), MIN(domain_id)
+            "SELECT vm_id, backup_offering_id, size, protected_size, account_id, domain_id
              FROM backups
              WHERE zone_id = ?1 AND removed IS NULL AND vm_id IS NOT NULL
-               AND {COUNTED_STATUSES_SQL}
-             GROUP BY vm_id, backup_offering_id"
+               AND {COUNTED_STATUSES_SQL}"
         ))?;
         let mut rows = st.query([zone_id])?;
         while let Some(r) = rows.next()? {
-            current.insert(
-                (r.get(0)?, r.get(1)?),
-                (
-                    Totals {
-                        size: r.get(2)?,
-                        protected_size: r.get(3)?,
-                    },
-                    Owner {
-                        account_id: r.get(4)?,
-                        domain_id: r.get(5)?,
-                        zone_id,
-                    },
-                ),
-            );
+            let (account_id, domain_id): (i64, i64) = (r.get(4)?, r.get(5)?);
+            let sum = sums.entry((r.get(0)?, r.get(1)?)).or_insert((
+                0.0,
+                0.0,
+                Owner {
+                    account_id,
+                    domain_id,
+                    zone_id,
+                },
+            ));
+            sum.0 += r.get::<Option<i64>>(2)?.unwrap_or(0) as f64;
+            sum.1 += r.get::<Option<i64>>(3)?.unwrap_or(0) as f64;
+            sum.2.account_id = sum.2.account_id.min(account_id);
+            sum.2.domain_id = sum.2.domain_id.min(domain_id);
+        }
+        for (pair, (size, protected_size, owner)) in sums {
+            let totals = Totals {
+                size: capped(size),
+                protected_size: capped(protected_size),
+            };
+            current.insert(pair, (totals, owner));
         }
     }
     {
@@ -204,7 +206,7 @@ pub fn refresh_zone(conn: &Connection, zone_id: i64, at: i64) -> OpResult<UsageC
 
 /// The pair's running totals from `backup_pair_totals` (kept by triggers on `backups`, migration
 /// 0016): one primary-key read, however many backups the instance has. `None` when it has no
-/// counted backup. Capped below `i64::MAX` like [`size_sums`].
+/// counted backup. Capped below `i64::MAX` like [`capped`].
 fn pair_totals(conn: &Connection, vm_id: i64, offering_id: i64) -> OpResult<Option<Totals>> {
     let sql = match conn.dialect() {
         Dialect::Sqlite => {

@@ -470,10 +470,10 @@ impl Store {
         // Every write of a group-commit batch runs in a savepoint, whose undo copies of the
         // pages it changes go to a statement journal. SQLite spills that journal to a temporary
         // file past 64 KiB, one `pwrite` per page: a third of the writer's time in a busy batch.
-        // In memory it is a copy per page, sized by what one write changes. The writer's sorts
-        // stay in memory too: the largest, the sync pass's per-zone `GROUP BY` over counted
-        // backups, holds a few dozen bytes per backup of the zone while it runs. Set after the
-        // migrations, whose bulk statements may change whole tables.
+        // In memory it is a copy per page, sized by what one write changes. Sorts and
+        // temporary b-trees of the writer's statements stay in memory too, so writes do not
+        // sort whole tables (the sync pass sums its zone's backups per pair as they stream).
+        // Set after the migrations, whose bulk statements may change whole tables.
         writer.pragma_update(None, "temp_store", "MEMORY")?;
         let identity_changes = Arc::new(IdentityChanges::default());
         let changes = identity_changes.clone();
