@@ -18,6 +18,7 @@ use crate::config::BACKUP_ATTACH_DETACH_VOLUMES;
 use crate::identity::Caller;
 use crate::inventory::vm::{self, DeployRequest, Vm, VmEvent, VmState};
 use crate::inventory::vmware;
+use crate::jobs;
 use crate::store::events::Level;
 use crate::store::{OpError, OpResult, new_uuid, now};
 use bnr_runtime::types::{self, OperationResult, RestoreTarget};
@@ -290,7 +291,9 @@ impl BackupService {
                 }),
             };
             let name = request.new_volume_name.clone();
-            this.complete_operation(op, started, None, move |tx, outcome| {
+            // The work's last step: the job's outcome commits with the attached volume.
+            let last = jobs::outcome_seal();
+            this.complete_operation(op, started, last, move |tx, outcome| {
                 let restored = match outcome {
                     Ok(OperationResult::VolumeRestored(v)) => v,
                     other => {
