@@ -416,23 +416,13 @@ async fn dispatch(
         .handler
         .clone()
         .ok_or_else(|| ApiError::internal("command has no handler"))?;
-    let job = match handler {
-        Handler::Async(_) => Some(state.jobs().ticket(JobSpec {
-            account_id: caller.account_id,
-            user_id: caller.user_id,
-            cmd: cmd.name.clone(),
-            instance_type: None,
-            instance_uuid: None,
-        })?),
-        Handler::Sync(_) => None,
-    };
     let ctx = Ctx {
         state: state.clone(),
         caller: caller.clone(),
         command: cmd.clone(),
         values,
         upload,
-        job,
+        job: None,
     };
     match handler {
         Handler::Sync(h) => {
@@ -444,7 +434,17 @@ async fn dispatch(
             Ok(rendered_response(body, format))
         }
         Handler::Async(h) => {
-            let ticket = ctx.job.clone();
+            let ticket = state.jobs().ticket(JobSpec {
+                account_id: caller.account_id,
+                user_id: caller.user_id,
+                cmd: cmd.name.clone(),
+                instance_type: None,
+                instance_uuid: None,
+            })?;
+            let ctx = Ctx {
+                job: Some(ticket.clone()),
+                ..ctx
+            };
             let start = h(ctx).await?;
             let object_name: Arc<str> = cmd.object_name.as_str().into();
             let outcome_of = start.outcome_of.map(|answer_of| {
@@ -461,9 +461,8 @@ async fn dispatch(
                     uuid
                 }
                 None => {
-                    let ticket = ticket
-                        .ok_or_else(|| ApiError::internal("an async command has no job"))?
-                        .acting_on(start.instance_type.clone(), start.instance_uuid.clone());
+                    let ticket =
+                        ticket.acting_on(start.instance_type.clone(), start.instance_uuid.clone());
                     state.jobs().submit_ticket(ticket, work, outcome_of).await?
                 }
             };
