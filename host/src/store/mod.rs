@@ -1096,7 +1096,8 @@ pub fn now() -> i64 {
 
 /// A fresh public id: lower-case canonical UUID v7. Time-ordered, so the unique index on a
 /// table's `uuid` grows at its end like the row ids do, instead of dirtying a random page per
-/// insert; its 74 random bits still make ids unguessable enough for names (never for secrets).
+/// insert. Ids are names, not secrets: every access to what they name is checked, and keys and
+/// session ids come from `identity::random_key`.
 pub fn new_uuid() -> String {
     uuid::Uuid::now_v7().to_string()
 }
