@@ -30,9 +30,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn run(args: &[String]) -> Result<()> {
     let replicas = parse_replicas(args)?;
     plugins::build_all()?;
-    let mut build = workspace::cargo()?;
-    build.args(["build", "-p", "bnr", "--bin", "bnr"]);
-    workspace::run(build)?;
+    workspace::build_bnr()?;
     let target = workspace::target_dir()?;
     let bnr = target.join("debug").join("bnr");
     let providers = target.join("providers");

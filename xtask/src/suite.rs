@@ -45,9 +45,11 @@ pub fn test(args: &[String]) -> Result<()> {
         .env("BNR_TEST_POSTGRES_URL", postgres.url());
     workspace::run(cargo)?;
 
+    // The same package selection as the run above (no `-p`), so it reuses that build; see
+    // `workspace::build_bnr`.
     let mut on_postgres = workspace::cargo()?;
     on_postgres
-        .args(["test", "-p", "bnr", "--test", "all", "--"])
+        .args(["test", "--test", "all", "--"])
         .args(POSTGRES_API_GROUPS)
         .env("BNR_TEST_POSTGRES_URL", postgres.url())
         .env("BNR_TEST_DATABASE", "postgres");
@@ -92,9 +94,7 @@ fn compat_suite() -> Result<()> {
 /// `bnr serve` on the embedded SQLite default with the built-in providers.
 pub fn serve(args: &[String]) -> Result<()> {
     plugins::build_all()?;
-    let mut build = workspace::cargo()?;
-    build.args(["build", "-p", "bnr", "--bin", "bnr"]);
-    workspace::run(build)?;
+    workspace::build_bnr()?;
 
     let target = workspace::target_dir()?;
     let mut bnr = Command::new(target.join("debug").join("bnr"));

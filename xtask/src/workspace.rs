@@ -38,6 +38,15 @@ pub fn cargo() -> Result<Command> {
     Ok(command)
 }
 
+/// Build `target/debug/bnr` with the workspace's package selection, as `cargo test` does: cargo
+/// unifies features over the selected packages, so `-p bnr` would build wasmtime and the host a
+/// second time.
+pub fn build_bnr() -> Result<()> {
+    let mut build = cargo()?;
+    build.args(["build", "--bin", "bnr"]);
+    run(build)
+}
+
 /// Run `command`, failing with its rendering when it does not exit successfully.
 pub fn run(mut command: Command) -> Result<()> {
     let status = command
