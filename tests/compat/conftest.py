@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def server():
+def server(request):
     data_dir = Path(tempfile.mkdtemp(prefix="bnr-compat-"))
     port = free_port()
     log = open(data_dir / "server.log", "w")
@@ -59,6 +60,11 @@ def server():
     yield {"endpoint": endpoint, "keys": keys}
     proc.terminate()
     proc.wait(timeout=30)
+    # The server's log and database are kept to look at when a test failed.
+    if request.session.testsfailed:
+        print(f"\nbnr's data directory is kept: {data_dir}")
+    else:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

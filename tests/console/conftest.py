@@ -47,7 +47,7 @@ def wait_until(what, check, timeout=60):
 
 
 @pytest.fixture(scope="session")
-def server():
+def server(request):
     binary = Path(os.environ.get("BNR_BIN", TARGET / "debug" / "bnr"))
     if not binary.exists():
         pytest.fail(f"{binary} is missing: build it with `cargo build -p bnr` (or run `cargo xtask test`)")
@@ -88,6 +88,11 @@ def server():
     proc.terminate()
     proc.wait(timeout=30)
     out.close()
+    # The server's log and database are kept to look at when a test failed.
+    if request.session.testsfailed:
+        print(f"\nbnr's data directory is kept: {data_dir}")
+    else:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

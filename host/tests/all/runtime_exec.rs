@@ -24,7 +24,7 @@ fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<(Arc<Runtime>, TempDir)> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let cache = TempDir::new("exec-cache");
+            let cache = TempDir::for_process("exec-cache");
             let config = RuntimeConfig {
                 cache_dir: cache.path().to_owned(),
                 observer: None,

@@ -97,7 +97,7 @@ pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<(Arc<Runtime>, TempDir)> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let cache = TempDir::new("shared-cache");
+            let cache = TempDir::for_process("shared-cache");
             let config = RuntimeConfig {
                 cache_dir: cache.path().to_owned(),
                 // As `bnr serve` has it: call metrics (when enabled) and job context.
@@ -196,6 +196,30 @@ impl TempDir {
         ));
         std::fs::create_dir_all(&path).expect("creating a temporary directory");
         Self(path)
+    }
+
+    /// A directory for the whole test process, held by a static, which is never dropped: the
+    /// next process sweeps it instead, removing this label's directories of processes gone.
+    pub fn for_process(label: &str) -> Self {
+        let prefix = format!("bnr-test-{label}-");
+        for entry in std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|name| name.strip_prefix(&prefix))
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Self::new(label)
     }
 
     pub fn path(&self) -> &Path {
