@@ -20,7 +20,7 @@ def bnr_binary():
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     binary = Path(os.environ.get("BNR_BIN", target / "debug" / "bnr"))
     if not binary.exists():
-        pytest.fail(f"{binary} is missing: build it with `cargo build -p bnr` (or run `cargo xtask test`)")
+        pytest.fail(f"{binary} is missing: build it with `cargo build --bin bnr` (or run `cargo xtask test`)")
     return binary
 
 

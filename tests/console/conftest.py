@@ -50,7 +50,7 @@ def wait_until(what, check, timeout=60):
 def server(request):
     binary = Path(os.environ.get("BNR_BIN", TARGET / "debug" / "bnr"))
     if not binary.exists():
-        pytest.fail(f"{binary} is missing: build it with `cargo build -p bnr` (or run `cargo xtask test`)")
+        pytest.fail(f"{binary} is missing: build it with `cargo build --bin bnr` (or run `cargo xtask test`)")
     data_dir = Path(tempfile.mkdtemp(prefix="bnr-console-"))
     providers = data_dir / "providers-in"
     providers.mkdir()

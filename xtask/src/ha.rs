@@ -30,9 +30,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn run(args: &[String]) -> Result<()> {
     let replicas = parse_replicas(args)?;
     plugins::build_all()?;
-    workspace::build_bnr()?;
+    let bnr = workspace::build_bnr()?;
     let target = workspace::target_dir()?;
-    let bnr = target.join("debug").join("bnr");
     let providers = target.join("providers");
 
     catch_interrupt();

@@ -83,7 +83,7 @@ fn compat_suite() -> Result<()> {
         pytest
             .current_dir(workspace::root())
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
-            .env("BNR_BIN", target.join("debug").join("bnr"))
+            .env("BNR_BIN", workspace::bnr_binary()?)
             .env("BNR_PROVIDERS_DIR", target.join("providers"));
         workspace::run(pytest)?;
     }
@@ -94,10 +94,8 @@ fn compat_suite() -> Result<()> {
 /// `bnr serve` on the embedded SQLite default with the built-in providers.
 pub fn serve(args: &[String]) -> Result<()> {
     plugins::build_all()?;
-    workspace::build_bnr()?;
-
+    let mut bnr = Command::new(workspace::build_bnr()?);
     let target = workspace::target_dir()?;
-    let mut bnr = Command::new(target.join("debug").join("bnr"));
     bnr.arg("serve")
         .arg("--providers-dir")
         .arg(target.join("providers"))

@@ -38,13 +38,19 @@ pub fn cargo() -> Result<Command> {
     Ok(command)
 }
 
-/// Build `target/debug/bnr` with the workspace's package selection, as `cargo test` does: cargo
+/// The debug `bnr` binary, which `cargo test` builds for the integration tests.
+pub fn bnr_binary() -> Result<PathBuf> {
+    Ok(target_dir()?.join("debug").join("bnr"))
+}
+
+/// Build [`bnr_binary`] with the workspace's package selection, as `cargo test` does: cargo
 /// unifies features over the selected packages, so `-p bnr` would build wasmtime and the host a
 /// second time.
-pub fn build_bnr() -> Result<()> {
+pub fn build_bnr() -> Result<PathBuf> {
     let mut build = cargo()?;
     build.args(["build", "--bin", "bnr"]);
-    run(build)
+    run(build)?;
+    bnr_binary()
 }
 
 /// Run `command`, failing with its rendering when it does not exit successfully.
